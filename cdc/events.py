@@ -1,0 +1,132 @@
+"""Typed events: the schema of everything cdc serves (CONTRACT.md section 4).
+
+Rule: this module is pure (msgspec + stdlib only, no I/O).
+
+Every event on the wire has ``id`` (assigned by the journal), ``type`` and ``timestamp``
+(integer milliseconds since the Unix epoch at capture). Producers build the Structs below
+with ``id=0``; the journal assigns the id when it commits them.
+
+Keys and values are bytes. UTF-8 bytes travel as JSON strings; anything else as base64 with a
+sibling ``*_encoding: "base64"`` field (see :func:`encode_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Union
+
+import msgspec
+
+# --------------------------------------------------------------------------- bytes on the wire
+
+
+def encode_bytes(data: bytes) -> tuple[str, str | None]:
+    """Return (text, encoding) for bytes: (utf-8 text, None) when valid UTF-8, else (base64, "base64")."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def decode_bytes(text: str, encoding: str | None) -> bytes:
+    """Inverse of :func:`encode_bytes`."""
+    if encoding == "base64":
+        return base64.b64decode(text)
+    return text.encode("utf-8")
+
+
+# --------------------------------------------------------------------------- event types
+
+_STRUCT_OPTS: dict[str, Any] = dict(tag_field="type", omit_defaults=True, kw_only=True)
+
+
+class KeyChange(msgspec.Struct, tag="key_change", **_STRUCT_OPTS):
+    """A key written to the store (one WAL record)."""
+
+    id: int = 0
+    timestamp: int
+    operation: str  # put | delete | single_delete | merge | delete_range | put_entity
+    key: str
+    cf: str = "default"
+    seq: int
+    key_encoding: str | None = None
+    end_key: str | None = None
+    end_key_encoding: str | None = None
+    # Only present when the subscriber asked for values=1 and its token allows it.
+    value: str | None = None
+    value_encoding: str | None = None
+
+
+class CompactionStatus(msgspec.Struct, tag="compaction_status", **_STRUCT_OPTS):
+    id: int = 0
+    timestamp: int
+    status: str  # started | running | completed | failed
+    cf: str = "default"
+    job: int | None = None
+    details: dict[str, Any] = {}
+
+
+class FlushStatus(msgspec.Struct, tag="flush_status", **_STRUCT_OPTS):
+    id: int = 0
+    timestamp: int
+    status: str  # started | completed | failed
+    cf: str = "default"
+    job: int | None = None
+    details: dict[str, Any] = {}
+
+
+class HealthChange(msgspec.Struct, tag="health_change", **_STRUCT_OPTS):
+    id: int = 0
+    timestamp: int
+    probe: str  # liveness | readiness | startup
+    status: str  # healthy | unhealthy
+    reason: str = ""
+
+
+class SyncEvent(msgspec.Struct, tag="sync_event", **_STRUCT_OPTS):
+    id: int = 0
+    timestamp: int
+    status: str  # started | completed | conflict
+    details: dict[str, Any] = {}
+
+
+class SnapshotEvent(msgspec.Struct, tag="snapshot_event", **_STRUCT_OPTS):
+    id: int = 0
+    timestamp: int
+    status: str  # started | completed | failed | deleted
+    name: str
+    details: dict[str, Any] = {}
+
+
+class CaptureGap(msgspec.Struct, tag="capture_gap", **_STRUCT_OPTS):
+    """Sequence numbers the capture could not read (e.g. a WAL deleted while cdc was down)."""
+
+    id: int = 0
+    timestamp: int
+    from_seq: int
+    to_seq: int
+    reason: str = ""
+
+
+Event = Union[
+    KeyChange,
+    CompactionStatus,
+    FlushStatus,
+    HealthChange,
+    SyncEvent,
+    SnapshotEvent,
+    CaptureGap,
+]
+
+EVENT_TYPES: dict[str, type] = {
+    cls.__struct_config__.tag: cls  # type: ignore[attr-defined]
+    for cls in Event.__args__  # type: ignore[attr-defined]
+}
+
+json_encoder = msgspec.json.Encoder()
+json_decoder = msgspec.json.Decoder(Event)
+msgpack_encoder = msgspec.msgpack.Encoder()
+
+# Published events of other types (``cdc publish --type myapp.reindex``) are namespaced
+# strings containing a dot; they are journaled as plain JSON objects (see journal.py).
+CUSTOM_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
