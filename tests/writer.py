@@ -1,0 +1,426 @@
+"""A store writer in a subprocess, driven over stdin, for everyone's tests and benches.
+
+Why a subprocess: rocksdict deletes the WAL when the DB is closed, and a test needs a store that
+another process keeps writing (exactly like production). The child holds the DB open until told
+otherwise; ``exit_without_close()`` / ``kill()`` end it so that its WAL files stay on disk.
+
+Protocol (one JSON object per line on the child's stdin, one JSON answer per line on stdout):
+    {"op": "put", "key": K, "value": V, "cf": NAME?}          -> {"ok": true, "seq": latest_seq}
+    {"op": "delete", "key": K, "cf": NAME?}
+    {"op": "delete_range", "start": K, "end": K, "cf": NAME?}  (rocksdb only)
+    {"op": "batch", "ops": [{"op": "put"|"delete"|"delete_range", ...}, ...]}   one WriteBatch
+    {"op": "put_many", "count": N, "batch": B, "prefix": P, "start": I, "value_size": S, "cf": NAME?}
+        N puts of keys P + "%010d" % i in WriteBatches of B; answers {"elapsed_s": ..., "seq": ...}
+    {"op": "paced", "count": N, "rate": R, "prefix": P, "start": I}
+        N single puts at R puts/s, each value = the wall time in ns of the write (bench latency)
+    {"op": "flush", "cf": NAME?}   {"op": "flush_wal"}   {"op": "compact", "cf": NAME?}
+    {"op": "create_cf", "name": NAME}   {"op": "drop_cf", "name": NAME}   {"op": "seq"}
+    {"op": "close"}  clean close (WAL flushed and deleted by RocksDB), then the child exits 0
+    {"op": "exit"}   os._exit(0) without closing: the WAL stays on disk
+Keys and values: a JSON string (UTF-8 bytes) or {"hex": "..."} for arbitrary bytes.
+Errors answer {"ok": false, "error": "..."} and the child keeps running.
+
+Invariants: every command is acknowledged only after the write returned, so after ``put()``
+returns the record is in the WAL file (rocksdict writes it with write(2) before returning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+KeyLike = str | bytes
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _enc(data: KeyLike) -> Any:
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"hex": data.hex()}
+        return text
+    return data
+
+
+class StoreWriter:
+    """A rocksdict (``kind="rocksdb"``) or plyvel (``kind="leveldb"``) writer subprocess.
+
+    Args:
+        path: DB directory (created if missing).
+        kind: "rocksdb" or "leveldb".
+        cfs: column families to create/open at start (rocksdb).
+        options: rocksdb options: write_buffer_size, wal_ttl_seconds, wal_size_limit_mb,
+            recycle_log_file_num, max_total_wal_size, disable_auto_compactions, wal_dir,
+            keep_log_file_num; leveldb: write_buffer_size.
+
+    Use as a context manager (``with StoreWriter(p) as w:``); leaving it kills the child
+    without a clean close (WAL stays), unless ``close()`` was called first.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str = "rocksdb",
+        cfs: Sequence[str] = (),
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.kind = kind
+        self.cfs = list(cfs)
+        self.options = dict(options or {})
+        self.proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle
+    def start(self) -> StoreWriter:
+        spec = json.dumps({"path": self.path, "kind": self.kind, "cfs": self.cfs, "options": self.options})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", os.path.abspath(__file__), spec],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        ready = self._read_answer()
+        if not ready.get("ok"):
+            raise RuntimeError(f"writer failed to start: {ready.get('error')}")
+        return self
+
+    def __enter__(self) -> StoreWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the child (no close: WAL files stay) and wait for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_pipes()
+
+    def exit_without_close(self) -> None:
+        """End the child with os._exit(0): the DB is not closed, its WAL stays on disk."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self._send({"op": "exit"})
+            except (BrokenPipeError, OSError):
+                pass
+            self.proc.wait(10)
+        self._close_pipes()
+
+    def close(self) -> None:
+        """Close the DB cleanly (RocksDB flushes the memtable and deletes the WAL), then exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.cmd("close")
+            self.proc.wait(10)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        if self.proc is not None:
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    if f is not None:
+                        f.close()
+                except OSError:
+                    pass
+
+    # -- raw protocol
+    def _send(self, msg: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None, "writer not started"
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def _read_answer(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"writer exited (code {self.proc.poll()})")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def cmd(self, op: str, **kw: Any) -> dict[str, Any]:
+        """Send one command and return its answer; raises RuntimeError on ``ok: false``."""
+        with self._lock:
+            self._send({"op": op, **kw})
+            ans = self._read_answer()
+        if not ans.get("ok"):
+            raise RuntimeError(f"writer {op}: {ans.get('error')}")
+        return ans
+
+    async def acmd(self, op: str, **kw: Any) -> dict[str, Any]:
+        """``cmd`` in a thread, so an in-process daemon's event loop keeps running."""
+        return await asyncio.to_thread(self.cmd, op, **kw)
+
+    # -- conveniences (all return the store's latest sequence number after the write)
+    def put(self, key: KeyLike, value: KeyLike, cf: str | None = None) -> int:
+        return int(self.cmd("put", key=_enc(key), value=_enc(value), cf=cf)["seq"])
+
+    def delete(self, key: KeyLike, cf: str | None = None) -> int:
+        return int(self.cmd("delete", key=_enc(key), cf=cf)["seq"])
+
+    def delete_range(self, start: KeyLike, end: KeyLike, cf: str | None = None) -> int:
+        return int(self.cmd("delete_range", start=_enc(start), end=_enc(end), cf=cf)["seq"])
+
+    def batch(self, ops: Iterable[dict[str, Any]]) -> int:
+        """One WriteBatch. ops: dicts like {"op": "put", "key": b"k", "value": b"v", "cf": "x"}."""
+        enc_ops = []
+        for o in ops:
+            e = dict(o)
+            for f in ("key", "value", "start", "end"):
+                if f in e and e[f] is not None:
+                    e[f] = _enc(e[f])
+            enc_ops.append(e)
+        return int(self.cmd("batch", ops=enc_ops)["seq"])
+
+    def put_many(
+        self, count: int, batch: int = 100, prefix: str = "k", start: int = 0, value_size: int = 16, cf: str | None = None
+    ) -> dict[str, Any]:
+        return self.cmd("put_many", count=count, batch=batch, prefix=prefix, start=start, value_size=value_size, cf=cf)
+
+    def flush(self, cf: str | None = None) -> None:
+        self.cmd("flush", cf=cf)
+
+    def flush_wal(self) -> None:
+        self.cmd("flush_wal")
+
+    def compact(self, cf: str | None = None) -> None:
+        self.cmd("compact", cf=cf)
+
+    def create_cf(self, name: str) -> None:
+        self.cmd("create_cf", name=name)
+
+    def drop_cf(self, name: str) -> None:
+        self.cmd("drop_cf", name=name)
+
+    def seq(self) -> int:
+        return int(self.cmd("seq")["seq"])
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _dec(v: Any) -> bytes:
+    if isinstance(v, dict):
+        return bytes.fromhex(v["hex"])
+    return str(v).encode("utf-8")
+
+
+class _Child:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.kind = spec["kind"]
+        self.path = spec["path"]
+        opts = spec.get("options") or {}
+        if self.kind == "leveldb":
+            import plyvel
+
+            self.db = plyvel.DB(
+                self.path, create_if_missing=True, write_buffer_size=int(opts.get("write_buffer_size", 4 << 20))
+            )
+            self.handles: dict[str, Any] = {}
+            return
+        import rocksdict
+
+        self.rd = rocksdict
+        o = rocksdict.Options(raw_mode=True)
+        o.create_if_missing(True)
+        o.create_missing_column_families(True)
+        setters = {
+            "write_buffer_size": o.set_write_buffer_size,
+            "wal_ttl_seconds": o.set_wal_ttl_seconds,
+            "wal_size_limit_mb": o.set_wal_size_limit_mb,
+            "recycle_log_file_num": o.set_recycle_log_file_num,
+            "max_total_wal_size": o.set_max_total_wal_size,
+            "disable_auto_compactions": o.set_disable_auto_compactions,
+            "wal_dir": o.set_wal_dir,
+            "keep_log_file_num": o.set_keep_log_file_num,
+            "wal_recovery_mode": o.set_wal_recovery_mode,
+        }
+        for name, value in opts.items():
+            if name == "wal_recovery_mode":
+                value = getattr(rocksdict.DBRecoveryMode, value)() if isinstance(value, str) else value
+            setters[name](value)
+        self.opts = o
+        cfs = {name: rocksdict.Options(raw_mode=True) for name in spec.get("cfs", [])}
+        existing: list[str] = []
+        if os.path.exists(os.path.join(self.path, "CURRENT")):
+            try:
+                existing = rocksdict.Rdict.list_cf(self.path, rocksdict.Options(raw_mode=True))
+            except Exception:  # noqa: BLE001 - a fresh dir
+                existing = []
+        for name in existing:
+            if name != "default":
+                cfs.setdefault(name, rocksdict.Options(raw_mode=True))
+        self.db = rocksdict.Rdict(self.path, o, column_families=cfs or None)
+        self.handles = {name: self.db.get_column_family_handle(name) for name in cfs}
+
+    def handle(self, cf: str | None) -> Any:
+        if not cf or cf == "default":
+            return None
+        return self.handles[cf]
+
+    def seq(self) -> int:
+        if self.kind == "leveldb":
+            return -1
+        return int(self.db.latest_sequence_number())
+
+    def _add(self, wb: Any, o: dict[str, Any]) -> None:
+        op = o["op"]
+        if self.kind == "leveldb":
+            if op == "put":
+                wb.put(_dec(o["key"]), _dec(o["value"]))
+            elif op == "delete":
+                wb.delete(_dec(o["key"]))
+            else:
+                raise ValueError(f"leveldb batch op {op!r} not supported")
+            return
+        h = self.handle(o.get("cf"))
+        if op == "put":
+            wb.put(_dec(o["key"]), _dec(o["value"]), h) if h is not None else wb.put(_dec(o["key"]), _dec(o["value"]))
+        elif op == "delete":
+            wb.delete(_dec(o["key"]), h) if h is not None else wb.delete(_dec(o["key"]))
+        elif op == "delete_range":
+            if h is not None:
+                wb.delete_range(_dec(o["start"]), _dec(o["end"]), h)
+            else:
+                wb.delete_range(_dec(o["start"]), _dec(o["end"]))
+        else:
+            raise ValueError(f"batch op {op!r} not supported")
+
+    def _new_batch(self) -> Any:
+        if self.kind == "leveldb":
+            return self.db.write_batch()
+        return self.rd.WriteBatch(raw_mode=True)
+
+    def _write(self, wb: Any) -> None:
+        if self.kind == "leveldb":
+            wb.write()
+        else:
+            self.db.write(wb)
+
+    def run(self, msg: dict[str, Any]) -> dict[str, Any]:  # noqa: C901 - a flat dispatcher
+        op = msg["op"]
+        ans: dict[str, Any] = {"ok": True}
+        if op in ("put", "delete", "delete_range"):
+            wb = self._new_batch()
+            self._add(wb, msg)
+            self._write(wb)
+        elif op == "batch":
+            wb = self._new_batch()
+            for o in msg["ops"]:
+                self._add(wb, o)
+            self._write(wb)
+        elif op == "put_many":
+            count, bsz = int(msg["count"]), int(msg.get("batch", 100))
+            prefix = str(msg.get("prefix", "k")).encode()
+            start = int(msg.get("start", 0))
+            value = b"v" * int(msg.get("value_size", 16))
+            h = None if self.kind == "leveldb" else self.handle(msg.get("cf"))
+            t0 = time.perf_counter()
+            i = start
+            end = start + count
+            while i < end:
+                wb = self._new_batch()
+                stop = min(end, i + bsz)
+                if h is None:
+                    for j in range(i, stop):
+                        wb.put(prefix + b"%010d" % j, value)
+                else:
+                    for j in range(i, stop):
+                        wb.put(prefix + b"%010d" % j, value, h)
+                self._write(wb)
+                i = stop
+            ans["elapsed_s"] = time.perf_counter() - t0
+            ans["t_end_ns"] = time.time_ns()
+        elif op == "paced":
+            count, rate = int(msg["count"]), float(msg["rate"])
+            prefix = str(msg.get("prefix", "p")).encode()
+            start = int(msg.get("start", 0))
+            t0 = time.perf_counter()
+            for n in range(count):
+                due = t0 + n / rate
+                while True:
+                    d = due - time.perf_counter()
+                    if d <= 0:
+                        break
+                    time.sleep(d if d > 0.002 else 0)
+                wb = self._new_batch()
+                wb.put(prefix + b"%010d" % (start + n), b"%d" % time.time_ns())
+                self._write(wb)
+            ans["elapsed_s"] = time.perf_counter() - t0
+        elif op == "flush":
+            if self.kind == "leveldb":
+                self.db.compact_range()
+            else:
+                h = self.handle(msg.get("cf"))
+                if h is None:
+                    self.db.flush(True)
+                else:
+                    self.db.get_column_family(msg["cf"]).flush(True)
+        elif op == "flush_wal":
+            if self.kind != "leveldb":
+                self.db.flush_wal(True)
+        elif op == "compact":
+            if self.kind == "leveldb":
+                self.db.compact_range()
+            elif msg.get("cf"):
+                self.db.get_column_family(msg["cf"]).compact_range(None, None)
+            else:
+                self.db.compact_range(None, None)
+        elif op == "create_cf":
+            name = msg["name"]
+            self.db.create_column_family(name, self.rd.Options(raw_mode=True))
+            self.handles[name] = self.db.get_column_family_handle(name)
+        elif op == "drop_cf":
+            name = msg["name"]
+            self.handles.pop(name, None)
+            self.db.drop_column_family(name)
+        elif op == "seq":
+            pass
+        elif op == "close":
+            self.db.close()
+            _reply(ans)
+            os._exit(0)
+        elif op == "exit":
+            os._exit(0)
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        ans["seq"] = self.seq()
+        return ans
+
+
+def _reply(ans: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(ans) + "\n")
+    sys.stdout.flush()
+
+
+def _child_main(spec_text: str) -> None:
+    try:
+        child = _Child(json.loads(spec_text))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        _reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        os._exit(1)
+    _reply({"ok": True, "pid": os.getpid()})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            ans = child.run(json.loads(line))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, child keeps running
+            ans = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        _reply(ans)
+    # stdin closed (parent gone): leave without closing, like a crash, so the WAL stays.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])
