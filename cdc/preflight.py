@@ -1,0 +1,180 @@
+"""Start-up checks of a Config against the machine: paths, secret files, state dir, port.
+
+Rule: everything here is I/O and runs once before the daemon starts, so that a user's mistake
+ends with one clear line instead of a failure deep inside start-up.
+
+Invariants:
+- every failure raises :class:`ConfigError` (user-fixable: exit 2) or :class:`StartupError`
+  (the environment, e.g. port in use: exit 3) with one line naming the option;
+- the contents of token/secret files are read only to check that they are usable and never
+  appear in a message;
+- nothing is written except a probe file in the state dir (created and removed).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+from .config import Config, cli_name
+from .errors import CdcError, ConfigError, StoreError
+
+__all__ = ["StartupError", "check_config", "check_port", "check_store_dir", "read_secret_file"]
+
+
+class StartupError(CdcError):
+    """The environment prevents start-up (port in use, ...): exit 3."""
+
+
+def _dir_ok(path: str, option: str, *, write: bool = False) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: {path}: no such directory") from None
+    except PermissionError:
+        raise ConfigError(f"{option}: {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{option}: {path}: not a directory")
+    mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        what = "writable" if write else "readable"
+        raise ConfigError(f"{option}: {path}: directory is not {what} by this user")
+
+
+def check_store_dir(db: str, wal_dir: str | None = None) -> str:
+    """Check that ``db`` is a readable RocksDB or LevelDB directory; return its kind.
+
+    Uses ``cdc.store.detect_store`` when present, else a CURRENT-file heuristic.
+    """
+    _dir_ok(db, "--db")
+    if wal_dir:
+        _dir_ok(wal_dir, "--wal-dir")
+    try:
+        from .store import detect_store
+    except ImportError:  # pragma: no cover - before the decoders' store module lands
+        detect_store = None
+    if detect_store is not None:
+        try:
+            return str(detect_store(db, wal_dir).kind)
+        except StoreError as exc:
+            raise ConfigError(f"--db: {db}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"--db: {db}: {exc.strerror or exc}") from None
+    current = os.path.join(db, "CURRENT")
+    if not os.path.isfile(current):
+        raise ConfigError(f"--db: {db}: not a RocksDB or LevelDB store (no CURRENT file)")
+    if not os.access(current, os.R_OK):
+        raise ConfigError(f"--db: {current}: permission denied")
+    return "rocksdb"
+
+
+def read_secret_file(path: str, option: str) -> str:
+    """Read a secret/token file, stripped; ConfigError (never quoting contents) when unusable."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{option}: {path}: is a directory")
+        with open(path, "rb") as f:
+            raw = f.read((1 << 20) + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: {path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{option}: {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+    if len(raw) > 1 << 20:
+        raise ConfigError(f"{option}: {path}: larger than 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option}: {path}: not UTF-8 text") from None
+    return text.strip()
+
+
+def _check_tokens_file(path: str) -> None:
+    text = read_secret_file(path, "--tokens-file")
+    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not tokens:
+        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line, # for comments)")
+    for i, tok in enumerate(tokens, 1):
+        if any(c.isspace() for c in tok):
+            raise ConfigError(f"--tokens-file: {path}: token #{i} contains whitespace")
+
+
+def _check_secret_file(path: str) -> None:
+    secret = read_secret_file(path, "--jwt-secret-file")
+    if not secret:
+        raise ConfigError(f"--jwt-secret-file: {path}: the file is empty")
+
+
+def _check_state_dir(path: str) -> None:
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except PermissionError:
+            raise ConfigError(f"--state-dir: {path}: cannot create (permission denied in {parent})") from None
+        except OSError as exc:
+            raise ConfigError(f"--state-dir: {path}: cannot create ({exc.strerror or exc})") from None
+    _dir_ok(path, "--state-dir", write=True)
+    probe = os.path.join(path, f".cdc-write-probe-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir: {path}: not writable ({exc.strerror or exc})") from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise StartupError when ``host:port`` cannot be bound (in use, bad address)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host: {host}: cannot resolve ({exc.strerror})") from None
+    family, socktype, proto, _, addr = infos[0]
+    s = socket.socket(family, socktype, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"--port: {host}:{port} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(f"--port: {host}:{port}: permission denied (ports below 1024 need privileges)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host: {host}: not an address of this machine") from None
+        raise StartupError(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        s.close()
+
+
+def check_config(config: Config, *, bind: bool = True) -> str:
+    """Run every start-up check; return the store kind ("rocksdb" | "leveldb").
+
+    Raises:
+        ConfigError: a user-fixable problem (exit 2).
+        StartupError: the port cannot be bound (exit 3).
+    """
+    kind = check_store_dir(config.db, config.wal_dir)
+    if config.snapshots_dir:
+        _dir_ok(config.snapshots_dir, cli_name("snapshots_dir"))
+    if config.tokens_file:
+        _check_tokens_file(config.tokens_file)
+    if config.jwt_secret_file:
+        _check_secret_file(config.jwt_secret_file)
+    if not (config.tokens_file or config.jwt_secret_file or config.insecure_no_auth):
+        raise ConfigError(
+            "no auth source: give --tokens-file and/or --jwt-secret-file "
+            "(or --insecure-no-auth for a trusted local test)"
+        )
+    _check_state_dir(config.state_dir)
+    if bind:
+        check_port(config.host, config.port)
+    return kind
