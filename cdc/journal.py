@@ -1,0 +1,461 @@
+"""The LMDB journal: the source of truth for event ids, replay and capture checkpoints.
+
+Invariants:
+- Event ids are assigned in commit order, start at 1 and are strictly increasing across
+  restarts (the next id is persisted in ``meta`` in the same transaction as the events, so
+  pruning every event never makes an id come back).
+- ``append(events, checkpoints)`` writes the events *and* the checkpoints in ONE write
+  transaction: after a ``kill -9`` either both are on disk or neither is.
+- Each event is stored as its wire JSON *with* its id and *without* its value (``ev`` db), and
+  its filter fields + the JSON fragment of its value (``ix`` db), so that replay and fan-out
+  never re-encode: JSON with value = ``wire[:-1] + value_fragment + b"}"``.
+- Retention (count, bytes, age) prunes the oldest events, in bounded batches, inside append
+  transactions.
+- A full LMDB map or a full disk raises :class:`~cdc.errors.JournalFull`; the transaction is
+  aborted, nothing half-written remains, and the journal stays usable.
+
+Layout (LMDB named databases, keys are 8-byte big-endian ids):
+- ``ev``:   id -> wire JSON (``{"id":N,"type":...}``) without ``value``/``value_encoding``
+- ``ix``:   id -> ``_IX`` header (commit ms, lengths) + type + cf + key + end_key + value fragment
+- ``meta``: ``next_id`` (u64), ``bytes`` (u64: stored bytes of ev+ix), ``cp:<name>`` -> checkpoint
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lmdb
+import msgspec
+
+from .errors import JournalError, JournalFull
+from .events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
+
+__all__ = ["Journal", "Record", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
+
+_ID = struct.Struct(">Q")
+_U64 = struct.Struct("<Q")
+# commit time ms, len(type), len(cf) (0xFFFF: none), len(key) (-1: none), len(end_key) (-1: none)
+_IX = struct.Struct("<qHHii")
+_NO_CF = 0xFFFF
+
+FORMAT_JSON = 0
+FORMAT_JSON_VALUES = 1
+FORMAT_MSGPACK = 2
+FORMAT_MSGPACK_VALUES = 3
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_custom_type = re.compile(CUSTOM_TYPE_PATTERN)
+_VALUE_KEY = b',"value":'
+_VALUE_ENC_KEY = b',"value_encoding":'
+
+PRUNE_BATCH = 50_000
+"""Most events pruned by one append transaction (bounds the time of a write txn)."""
+
+
+class Record:
+    """One journaled event, ready to send.
+
+    ``wire`` is the JSON object with ``id`` and without the value; ``value`` is the JSON
+    fragment of the value (``,"value":"..."[,"value_encoding":"base64"]``) or ``b""``.
+    Encodings per wire format are computed at most once (lazily) and cached.
+    """
+
+    __slots__ = ("id", "type", "cf", "key", "end_key", "ts", "wire", "value", "_cache")
+
+    def __init__(
+        self,
+        id: int,
+        type: str,
+        cf: str | None,
+        key: bytes | None,
+        end_key: bytes | None,
+        ts: int,
+        wire: bytes,
+        value: bytes,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.cf = cf
+        self.key = key
+        self.end_key = end_key
+        self.ts = ts
+        self.wire = wire
+        self.value = value
+        self._cache: list[bytes | None] | None = None
+
+    def frame(self, fmt: int) -> bytes:
+        """Encoded event for one of the ``FORMAT_*`` wire formats (cached)."""
+        if fmt == FORMAT_JSON:
+            return self.wire
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = [None, None, None, None]
+        data = cache[fmt]
+        if data is None:
+            if fmt == FORMAT_JSON_VALUES:
+                data = self.wire[:-1] + self.value + b"}" if self.value else self.wire
+            elif fmt == FORMAT_MSGPACK:
+                data = _msgpack_encoder.encode(_json_decoder.decode(self.wire))
+            else:
+                data = _msgpack_encoder.encode(_json_decoder.decode(self.frame(FORMAT_JSON_VALUES)))
+            cache[fmt] = data
+        return data
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Record({self.id}, {self.type!r}, {self.wire[:80]!r})"
+
+
+def _encode_event(ev: Event | dict[str, Any], now_ms: int) -> tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]:
+    """Split an event into (core JSON without id/value, value fragment, type, cf, key, end_key).
+
+    Raises:
+        ValueError: a dict event without a valid dotted ``type`` (or a reserved one).
+    """
+    if isinstance(ev, dict):
+        etype = ev.get("type")
+        if not isinstance(etype, str) or not (etype in EVENT_TYPES or _custom_type.match(etype)):
+            raise ValueError(f"invalid event type {etype!r}")
+        body = {"type": etype}
+        for k, v in ev.items():
+            if k not in ("type", "id", "value", "value_encoding"):
+                body[k] = v
+        if not isinstance(body.get("timestamp"), int):
+            body["timestamp"] = now_ms
+        core = _json_encoder.encode(body)
+        value = b""
+        if "value" in ev:
+            value = _VALUE_KEY + _json_encoder.encode(ev["value"])
+            if "value_encoding" in ev:
+                value += _VALUE_ENC_KEY + _json_encoder.encode(ev["value_encoding"])
+        cf = body.get("cf")
+        return core, value, etype, cf if isinstance(cf, str) else None, None, None
+    if ev.id:
+        ev = msgspec.structs.replace(ev, id=0)
+    etype = ev.__struct_config__.tag  # type: ignore[attr-defined]
+    if isinstance(ev, KeyChange):
+        key = decode_bytes(ev.key, ev.key_encoding)
+        end_key = decode_bytes(ev.end_key, ev.end_key_encoding) if ev.end_key is not None else None
+        if ev.value is not None:
+            value = _VALUE_KEY + _json_encoder.encode(ev.value)
+            if ev.value_encoding is not None:
+                value += _VALUE_ENC_KEY + _json_encoder.encode(ev.value_encoding)
+            core = _json_encoder.encode(msgspec.structs.replace(ev, value=None, value_encoding=None))
+        else:
+            value = b""
+            core = _json_encoder.encode(ev)
+        return core, value, etype, ev.cf, key, end_key
+    cf = getattr(ev, "cf", None)
+    return _json_encoder.encode(ev), b"", etype, cf, None, None
+
+
+def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: bytes | None, value: bytes) -> bytes:
+    t = etype.encode()
+    c = cf.encode() if cf is not None else b""
+    return b"".join(
+        (
+            _IX.pack(ts, len(t), len(c) if cf is not None else _NO_CF, -1 if key is None else len(key),
+                     -1 if end_key is None else len(end_key)),
+            t,
+            c,
+            key or b"",
+            end_key or b"",
+            value,
+        )
+    )
+
+
+def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
+    ts, tl, cl, kl, el = _IX.unpack_from(ix)
+    p = _IX.size
+    etype = ix[p : p + tl].decode()
+    p += tl
+    cf: str | None = None
+    if cl != _NO_CF:
+        cf = ix[p : p + cl].decode()
+        p += cl
+    key: bytes | None = None
+    if kl >= 0:
+        key = ix[p : p + kl]
+        p += kl
+    end_key: bytes | None = None
+    if el >= 0:
+        end_key = ix[p : p + el]
+        p += el
+    return Record(id_, etype, cf, key, end_key, ts, wire, ix[p:])
+
+
+class Journal:
+    """The LMDB journal (one writer at a time; reads from any thread).
+
+    Args:
+        path: directory of the LMDB environment (created if missing).
+        map_size: LMDB map size in bytes (an existing larger map is kept).
+        retention_count / retention_bytes / retention_age_s: what is kept (0 = unlimited).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int = 1 << 30,
+        retention_count: int = 10_000_000,
+        retention_bytes: int = 512 << 20,
+        retention_age_s: float = 7 * 24 * 3600.0,
+        sync: bool = True,
+    ) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+            self.env = lmdb.open(
+                path,
+                map_size=map_size,
+                max_dbs=4,
+                metasync=False,
+                sync=sync,
+                readahead=False,
+                max_readers=512,
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise JournalError(f"cannot open journal at {path}: {exc}") from exc
+        self.path = path
+        self.retention_count = retention_count
+        self.retention_bytes = retention_bytes
+        self.retention_age_s = retention_age_s
+        self._ev = self.env.open_db(b"ev")
+        self._ix = self.env.open_db(b"ix")
+        self._meta = self.env.open_db(b"meta")
+        self._write_lock = threading.Lock()
+        self._last_age_check = 0.0
+        self.full = False  # set while the last append failed with JournalFull
+        with self.env.begin() as txn:
+            raw = txn.get(b"next_id", db=self._meta)
+            self._next_id = _U64.unpack(raw)[0] if raw else 1
+            raw = txn.get(b"bytes", db=self._meta)
+            self._bytes = _U64.unpack(raw)[0] if raw else 0
+            self._count = txn.stat(self._ev)["entries"]
+            cur = txn.cursor(db=self._ev)
+            self._oldest = _ID.unpack(cur.key())[0] if cur.first() else self._next_id
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def latest_id(self) -> int:
+        """Id of the last committed event (0 when nothing was ever committed)."""
+        return self._next_id - 1
+
+    @property
+    def oldest_id(self) -> int:
+        """Id of the oldest retained event (``latest_id + 1`` when the journal is empty)."""
+        return self._oldest
+
+    @property
+    def count(self) -> int:
+        """Number of retained events."""
+        return self._count
+
+    @property
+    def size_bytes(self) -> int:
+        """Stored bytes of the retained events."""
+        return self._bytes
+
+    @property
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        events: Sequence[Event | dict[str, Any]],
+        checkpoints: dict[str, bytes] | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> list[Record]:
+        """Commit events and checkpoints in one transaction; return the committed records.
+
+        Events that cannot be encoded (a dict with an invalid type) are skipped and counted
+        in ``rejected``; validate before emitting to get a clear error.
+
+        Raises:
+            JournalFull: the map or the disk is full (nothing was written).
+            JournalError: any other LMDB failure (nothing was written).
+        """
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        encoded = []
+        for ev in events:
+            try:
+                encoded.append(_encode_event(ev, now_ms))
+            except (ValueError, TypeError, msgspec.EncodeError):
+                self.rejected += 1
+        with self._write_lock:
+            next_id = self._next_id
+            records: list[Record] = []
+            added = 0
+            try:
+                with self.env.begin(write=True) as txn:
+                    put = txn.put
+                    ev_db, ix_db = self._ev, self._ix
+                    for core, value, etype, cf, key, end_key in encoded:
+                        wire = b'{"id":%d,' % next_id + core[1:]
+                        ix = _pack_ix(now_ms, etype, cf, key, end_key, value)
+                        k = _ID.pack(next_id)
+                        put(k, wire, db=ev_db, append=True)
+                        put(k, ix, db=ix_db, append=True)
+                        added += len(wire) + len(ix)
+                        records.append(Record(next_id, etype, cf, key, end_key, now_ms, wire, value))
+                        next_id += 1
+                    if checkpoints:
+                        for name, data in checkpoints.items():
+                            put(b"cp:" + name.encode(), data, db=self._meta)
+                    total = self._bytes + added
+                    count = self._count + len(records)
+                    pruned_n, pruned_b, oldest = self._prune(txn, count, total, now_ms)
+                    total -= pruned_b
+                    count -= pruned_n
+                    put(b"next_id", _U64.pack(next_id), db=self._meta)
+                    put(b"bytes", _U64.pack(total), db=self._meta)
+            except lmdb.MapFullError as exc:
+                self.full = True
+                raise JournalFull(
+                    f"journal map full ({self.map_size} bytes at {self.path}): raise journal_map_size or lower retention_bytes"
+                ) from exc
+            except lmdb.Error as exc:
+                if getattr(exc, "errno", None) == errno.ENOSPC or "No space" in str(exc):
+                    self.full = True
+                    raise JournalFull(f"disk full under journal {self.path}") from exc
+                raise JournalError(f"journal write failed: {exc}") from exc
+            self.full = False
+            was_empty = self._count == 0
+            self._next_id = next_id
+            self._bytes = total
+            self._count = count
+            if count == 0:
+                self._oldest = next_id
+            elif pruned_n and oldest is not None:
+                self._oldest = oldest
+            elif was_empty and records:
+                self._oldest = records[0].id
+            return records
+
+    rejected = 0
+
+    def _prune(self, txn: lmdb.Transaction, count: int, total: int, now_ms: int) -> tuple[int, int, int | None]:
+        """Delete the oldest events over the retention limits (at most PRUNE_BATCH)."""
+        over_count = self.retention_count and count > self.retention_count
+        over_bytes = self.retention_bytes and total > self.retention_bytes
+        check_age = False
+        if self.retention_age_s:
+            mono = time.monotonic()
+            if mono - self._last_age_check >= 1.0:
+                self._last_age_check = mono
+                check_age = True
+        if not (over_count or over_bytes or check_age):
+            return 0, 0, None
+        cutoff = now_ms - int(self.retention_age_s * 1000) if check_age else None
+        ev_cur = txn.cursor(db=self._ev)
+        ix_cur = txn.cursor(db=self._ix)
+        n = 0
+        nbytes = 0
+        if not ev_cur.first():
+            return 0, 0, None
+        ix_cur.first()
+        while n < PRUNE_BATCH:
+            drop = (self.retention_count and count - n > self.retention_count) or (
+                self.retention_bytes and total - nbytes > self.retention_bytes
+            )
+            ix = ix_cur.value()
+            if not drop and cutoff is not None and ix:
+                drop = _IX.unpack_from(ix)[0] < cutoff
+            if not drop:
+                break
+            nbytes += len(ev_cur.value()) + len(ix)
+            n += 1
+            ev_cur.delete()
+            ix_cur.delete()
+            if not ev_cur.key():
+                break
+        key = ev_cur.key()
+        return n, nbytes, _ID.unpack(key)[0] if key else None
+
+    def prune(self) -> int:
+        """Apply the retention limits now (age included); returns the number of events deleted."""
+        with self._write_lock:
+            self._last_age_check = 0.0
+            with self.env.begin(write=True) as txn:
+                n, b, oldest = self._prune(txn, self._count, self._bytes, int(time.time() * 1000))
+                if n:
+                    txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
+            if n:
+                self._count -= n
+                self._bytes -= b
+                self._oldest = oldest if oldest is not None and self._count else self._next_id
+            return n
+
+    # ------------------------------------------------------------------ reading
+
+    def get_checkpoint(self, name: str) -> bytes | None:
+        """Last checkpoint committed under ``name`` (None if never)."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"cp:" + name.encode(), db=self._meta)
+            return bytes(raw) if raw is not None else None
+
+    def read(self, since_id: int, limit: int = 1000) -> list[Record]:
+        """Up to ``limit`` retained records with ``id > since_id``, oldest first."""
+        out: list[Record] = []
+        with self.env.begin(buffers=False) as txn:
+            ev_cur = txn.cursor(db=self._ev)
+            ix_cur = txn.cursor(db=self._ix)
+            start = _ID.pack(since_id + 1)
+            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+                return out
+            unpack = _ID.unpack
+            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
+                out.append(_unpack_record(unpack(k)[0], wire, ix))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def read_wire(self, since_id: int, limit: int = 10_000) -> tuple[list[bytes], int]:
+        """Fast path: wire JSON (no values) of up to ``limit`` events with ``id > since_id``.
+
+        Returns (frames, id of the last frame or ``since_id`` when none).
+        """
+        with self.env.begin(buffers=False) as txn:
+            cur = txn.cursor(db=self._ev)
+            if not cur.set_range(_ID.pack(since_id + 1)):
+                return [], since_id
+            out: list[bytes] = []
+            append = out.append
+            for wire in cur.iternext(keys=False, values=True):
+                append(wire)
+                if len(out) >= limit:
+                    break
+            if not out:
+                return out, since_id
+            last = out[-1]
+            return out, int(last[6 : last.index(b",", 6)])
+
+    def iter_all(self) -> Iterable[Record]:  # pragma: no cover - debugging aid
+        since = 0
+        while True:
+            batch = self.read(since, 1000)
+            if not batch:
+                return
+            yield from batch
+            since = batch[-1].id
+
+    def close(self) -> None:
+        """Close the environment (idempotent)."""
+        try:
+            self.env.close()
+        except lmdb.Error:  # pragma: no cover
+            pass
