@@ -1,0 +1,163 @@
+"""Validation of events that the store's own processes publish (``POST /publish``, ``cdc publish``).
+
+Rule: pure apart from reading the clock when the body carries no ``timestamp``.
+
+What a publisher may send (a JSON object, without ``id`` — the journal assigns ids):
+
+- ``sync_event``: ``status`` in started / completed / conflict, optional ``details`` object.
+- ``snapshot_event``: ``status`` in started / completed / failed / deleted, ``name`` (non-empty
+  string), optional ``details`` — for backup tools cdc cannot see on disk (remote backups).
+- ``compaction_status`` / ``flush_status``: ``status`` as the server's own, optional ``cf``,
+  ``job``, ``details`` — for remote / offloaded compaction services.
+  Published built-in events get ``details.source = "published"`` so they are never mistaken for
+  what cdc observed itself.
+- Custom events: ``type`` matching :data:`cdc.events.CUSTOM_TYPE_PATTERN` (namespaced, with a
+  dot: ``myapp.reindex``) and any other JSON fields; returned as a dict.
+
+Not publishable: ``key_change`` (only the WAL says what changed), ``health_change`` (the
+server's own probes), ``capture_gap`` — they answer 400.
+
+``timestamp`` (integer ms since the epoch) is optional; the server fills it when absent.
+Every rejection raises ``ValueError`` with a one-line message naming the field (-> HTTP 400).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+
+from .events import (
+    CUSTOM_TYPE_PATTERN,
+    CompactionStatus,
+    Event,
+    FlushStatus,
+    SnapshotEvent,
+    SyncEvent,
+)
+
+_CUSTOM_RE = re.compile(CUSTOM_TYPE_PATTERN)
+
+PUBLISHABLE: dict[str, tuple[type, frozenset[str]]] = {
+    "sync_event": (SyncEvent, frozenset({"started", "completed", "conflict"})),
+    "snapshot_event": (SnapshotEvent, frozenset({"started", "completed", "failed", "deleted"})),
+    "compaction_status": (CompactionStatus, frozenset({"started", "running", "completed", "failed"})),
+    "flush_status": (FlushStatus, frozenset({"started", "completed", "failed"})),
+}
+"""Built-in types a publisher may send: type -> (Struct, allowed statuses)."""
+
+SERVER_ONLY = frozenset({"key_change", "health_change", "capture_gap"})
+
+MAX_TYPE_LEN = 128
+MAX_DEPTH = 32
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (bounded walk; stops counting past ``limit``)."""
+    stack = [(obj, 1)]
+    deepest = 0
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return deepest
+
+
+def validate_published(body: Any, *, now_ms: int | None = None) -> Event | dict[str, Any]:
+    """Check a publisher's event body and return the event to journal.
+
+    Args:
+        body: the decoded JSON body.
+        now_ms: timestamp to use when the body has none (default: the current time).
+
+    Returns:
+        an event Struct for built-in types, a dict (``type``, ``timestamp`` + the body's fields)
+        for custom namespaced types.
+
+    Raises:
+        ValueError: one line saying what is wrong (field name, expected vs got).
+    """
+    if not isinstance(body, dict):
+        raise ValueError(f"body must be a JSON object, got {_jtype(body)}")
+    if "id" in body:
+        raise ValueError("field 'id' is assigned by the server; remove it")
+    etype = body.get("type")
+    if etype is None:
+        raise ValueError("field 'type' is required")
+    if not isinstance(etype, str):
+        raise ValueError(f"field 'type' must be a string, got {_jtype(etype)}")
+    if "timestamp" in body:
+        ts = body["timestamp"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+            raise ValueError("field 'timestamp' must be a non-negative integer (ms since the epoch)")
+    if _depth(body, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"body nests deeper than {MAX_DEPTH} levels")
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+
+    if etype in SERVER_ONLY:
+        raise ValueError(f"type '{etype}' cannot be published (only the server emits it)")
+    if etype in PUBLISHABLE:
+        cls, statuses = PUBLISHABLE[etype]
+        fields = set(cls.__struct_fields__) - {"id"}  # type: ignore[attr-defined]
+        unknown = sorted(k for k in body if k != "type" and k not in fields)
+        if unknown:
+            raise ValueError(f"unknown field '{unknown[0]}' for type '{etype}' (allowed: {', '.join(sorted(fields))})")
+        if "status" not in body:
+            raise ValueError(f"field 'status' is required for type '{etype}'")
+        status = body["status"]
+        if not isinstance(status, str) or status not in statuses:
+            raise ValueError(f"field 'status' must be one of {', '.join(sorted(statuses))} for type '{etype}'")
+        if "details" in body and not isinstance(body["details"], dict):
+            raise ValueError(f"field 'details' must be an object, got {_jtype(body['details'])}")
+        if etype == "snapshot_event":
+            name = body.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError("field 'name' is required for type 'snapshot_event' (a non-empty string)")
+        data = {k: v for k, v in body.items() if k != "type"}
+        data.setdefault("timestamp", now_ms)
+        if etype != "sync_event":
+            data["details"] = {**data.get("details", {}), "source": "published"}
+        try:
+            return msgspec.convert(data, type=cls, strict=True)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid {etype}: {_clean(str(exc))}") from None
+
+    if len(etype) > MAX_TYPE_LEN or not _CUSTOM_RE.match(etype):
+        raise ValueError(
+            f"unknown type '{etype[:MAX_TYPE_LEN]}': use sync_event, snapshot_event, compaction_status, "
+            "flush_status or a namespaced custom type such as 'myapp.reindex' (lowercase, with a dot)"
+        )
+    out: dict[str, Any] = {"type": etype, "timestamp": body.get("timestamp", now_ms)}
+    for k, v in body.items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def _jtype(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _clean(msg: str) -> str:
+    """msgspec messages use backticks and ``$.field`` paths; keep them on one line."""
+    return " ".join(msg.replace("`", "'").split())
