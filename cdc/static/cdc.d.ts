@@ -1,0 +1,328 @@
+// TypeScript declarations for the cdc browser client (`/client.js`) and the events it delivers.
+//
+// The event interfaces mirror the msgspec Structs in cdc/events.py (the JSON Schema is served at
+// `/schema.json`); tests/frontend/test_dts.py fails when a type or field is missing here or has
+// an incompatible type. Fields the server omits when they hold their default are optional.
+
+// --------------------------------------------------------------------------- events
+
+/** Fields every event carries. `id` is the journal cursor: strictly increasing. */
+export interface BaseEvent {
+  /** Journal cursor, strictly increasing (also across daemon restarts). */
+  id: number;
+  /** Event type tag. */
+  type: string;
+  /** Capture time, integer milliseconds since the Unix epoch. */
+  timestamp: number;
+}
+
+/** "base64" when the bytes were not valid UTF-8 (the text is then base64). */
+export type BytesEncoding = "base64";
+
+export type KeyOperation = "put" | "delete" | "single_delete" | "merge" | "delete_range" | "put_entity";
+
+/** A key written to the store (one WAL record). */
+export interface KeyChangeEvent extends BaseEvent {
+  type: "key_change";
+  operation: KeyOperation | (string & {});
+  key: string;
+  key_encoding?: BytesEncoding | null;
+  /** Column family name; omitted for "default". */
+  cf?: string;
+  /** The store's sequence number of this record. */
+  seq: number;
+  /** delete_range only: exclusive end of the range. */
+  end_key?: string | null;
+  end_key_encoding?: BytesEncoding | null;
+  /** Only with `values: true` and a token that allows values. */
+  value?: string | null;
+  value_encoding?: BytesEncoding | null;
+}
+
+/** Known keys of compaction/flush `details`; others may appear. */
+export interface JobDetails {
+  job?: number;
+  reason?: string;
+  input_files?: number | number[];
+  input_bytes?: number;
+  output_level?: number;
+  output_files?: number | number[];
+  output_bytes?: number;
+  duration_ms?: number;
+  /** 0..1 where known. */
+  progress?: number;
+  [key: string]: unknown;
+}
+
+export type CompactionState = "started" | "running" | "completed" | "failed";
+
+export interface CompactionEvent extends BaseEvent {
+  type: "compaction_status";
+  status: CompactionState | (string & {});
+  cf?: string;
+  job?: number | null;
+  details?: JobDetails;
+}
+
+export interface FlushEvent extends BaseEvent {
+  type: "flush_status";
+  status: "started" | "completed" | "failed" | (string & {});
+  cf?: string;
+  job?: number | null;
+  details?: JobDetails;
+}
+
+export type Probe = "liveness" | "readiness" | "startup";
+
+export interface HealthEvent extends BaseEvent {
+  type: "health_change";
+  probe: Probe | (string & {});
+  status: "healthy" | "unhealthy";
+  reason?: string;
+}
+
+export interface SyncEvent extends BaseEvent {
+  type: "sync_event";
+  status: "started" | "completed" | "conflict" | (string & {});
+  details?: Record<string, unknown>;
+}
+
+export interface SnapshotEvent extends BaseEvent {
+  type: "snapshot_event";
+  status: "started" | "completed" | "failed" | "deleted" | (string & {});
+  name: string;
+  details?: Record<string, unknown>;
+}
+
+/** Sequence numbers the capture could not read (e.g. a WAL deleted while cdc was down). */
+export interface CaptureGapEvent extends BaseEvent {
+  type: "capture_gap";
+  from_seq: number;
+  to_seq: number;
+  reason?: string;
+}
+
+/** An event published with a namespaced custom type (`cdc publish --type myapp.reindex`). */
+export interface CustomEvent extends BaseEvent {
+  type: `${string}.${string}`;
+  [key: string]: unknown;
+}
+
+/** Aliases in the seed's naming. */
+export type CompactionStatusEvent = CompactionEvent;
+export type HealthChangeEvent = HealthEvent;
+export type SyncStatusEvent = SyncEvent;
+
+/** Every event the server sends (discriminated by `type`). */
+export type CdcEvent =
+  | KeyChangeEvent
+  | CompactionEvent
+  | FlushEvent
+  | HealthEvent
+  | SyncEvent
+  | SnapshotEvent
+  | CaptureGapEvent;
+
+/** The seed's name for the union, plus custom published events. */
+export type ServerEvent = CdcEvent | CustomEvent;
+
+export type EventType = CdcEvent["type"];
+
+export interface EventByType {
+  key_change: KeyChangeEvent;
+  compaction_status: CompactionEvent;
+  flush_status: FlushEvent;
+  health_change: HealthEvent;
+  sync_event: SyncEvent;
+  snapshot_event: SnapshotEvent;
+  capture_gap: CaptureGapEvent;
+}
+
+// --------------------------------------------------------------------------- control frames (no id)
+
+export interface HelloFrame {
+  type: "hello";
+  version?: string;
+  latest_id: number;
+  heartbeat_ms: number;
+  [key: string]: unknown;
+}
+
+export interface HeartbeatFrame {
+  type: "heartbeat";
+  latest_id: number;
+  [key: string]: unknown;
+}
+
+export interface PongFrame {
+  type: "pong";
+  [key: string]: unknown;
+}
+
+export interface SubscribedFrame {
+  type: "subscribed";
+  types?: string[];
+  cf?: string[];
+  prefix?: string[];
+  [key: string]: unknown;
+}
+
+/**
+ * The cursor asked for is older than what the server retains ("cursor_expired"), or the
+ * server is behind the client's cursor ("cursor_ahead", client-generated): refetch your state.
+ */
+export interface ResetFrame {
+  type: "reset";
+  reason: "cursor_expired" | "cursor_ahead" | (string & {});
+  oldest_id?: number;
+  latest_id?: number;
+  [key: string]: unknown;
+}
+
+/** A server `error` frame, or a client-side error (code = close code / 4401 / 4403). */
+export interface ErrorFrame {
+  type: "error";
+  reason?: string;
+  code?: number;
+  message?: string;
+  [key: string]: unknown;
+}
+
+export type ControlFrame = HelloFrame | HeartbeatFrame | PongFrame | SubscribedFrame | ResetFrame | ErrorFrame;
+
+// --------------------------------------------------------------------------- streams
+
+declare global {
+  interface SymbolConstructor {
+    /** Interop symbol (declared the same way by RxJS); "@@observable" where it is not defined. */
+    readonly observable: symbol;
+  }
+}
+
+export interface Unsubscribable {
+  unsubscribe(): void;
+}
+
+export interface Subscription extends Unsubscribable {
+  readonly closed: boolean;
+}
+
+export interface Observer<T> {
+  next?: (value: T) => void;
+  error?: (err: unknown) => void;
+  complete?: () => void;
+}
+
+/**
+ * A hot, multicast stream. Observable-compatible: RxJS `from(stream)` works through
+ * `Symbol.observable` / "@@observable".
+ */
+export declare class CdcStream<T> {
+  subscribe(next: (value: T) => void, error?: (err: unknown) => void, complete?: () => void): Subscription;
+  subscribe(observer?: Partial<Observer<T>>): Subscription;
+  /** Last value (replaying streams such as `status` only). */
+  readonly value: T | undefined;
+  [Symbol.observable](): CdcStream<T>;
+  "@@observable"(): CdcStream<T>;
+}
+
+// --------------------------------------------------------------------------- client
+
+export type ConnectionStatus = "connected" | "disconnected" | "reconnecting" | "polling" | "unauthorized";
+
+export interface Filter {
+  types?: string[] | string;
+  cf?: string[] | string;
+  prefix?: string[] | string;
+}
+
+export interface CdcClientOptions extends Filter {
+  /** WebSocket URL; default ws(s)://<same host>/ws/events. */
+  url?: string;
+  /** Long-poll URL; default http(s)://<host of url>/events. */
+  pollUrl?: string;
+  /** Resume cursor: deliver every retained event with id > since (0 = oldest retained). */
+  since?: number;
+  /** Ask for values (the token must allow them). */
+  values?: boolean;
+  /** Let the server send several events per frame (JSON arrays). */
+  batch?: boolean;
+  /** Client-side heartbeat interval; default: the server's hello.heartbeat_ms. */
+  heartbeatMs?: number;
+  /** An attempt without `hello` within this many ms has failed (default 10000). */
+  connectTimeoutMs?: number;
+  /** Reconnect delay = random(0, min(maxMs, baseMs * 2^attempt)) (default 500 / 30000). */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** A connection up this long resets the backoff (default 10000). */
+  stableMs?: number;
+  /** WebSocket failures before hello, in a row, before long-polling (default 3). */
+  pollAfterFailures?: number;
+  /** Long-poll timeout in seconds (default 25, server max 30). */
+  pollTimeoutS?: number;
+  /** false: never fall back to long-polling. */
+  polling?: boolean;
+  /** Called before each connection attempt / poll for a fresh token. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** Injection points (tests, non-browser runtimes). */
+  WebSocket?: typeof WebSocket;
+  fetch?: typeof fetch;
+}
+
+export interface ClientStats {
+  wsAttempts: number;
+  wsOpened: number;
+  polls: number;
+  delivered: number;
+  duplicates: number;
+  reconnects: number;
+}
+
+export declare const STATUSES: readonly ConnectionStatus[];
+export declare const EVENT_TYPES: readonly EventType[];
+
+export declare class CdcClient {
+  constructor(options?: CdcClientOptions);
+  readonly url: string;
+  readonly pollUrl: string;
+  /** Resume cursor: id of the last event delivered (or the server position when none yet). */
+  lastId: number | null;
+  /** The last hello frame. */
+  readonly server: HelloFrame | null;
+  readonly stats: ClientStats;
+  /** Current status (same as status.value). */
+  readonly state: ConnectionStatus;
+  /** The filter in effect. */
+  readonly filter: { types: string[]; cf: string[]; prefix: string[] };
+
+  /** Every event, in id order, each once. */
+  readonly events: CdcStream<ServerEvent>;
+  /** Connection status; replays the current value to new subscribers. */
+  readonly status: CdcStream<ConnectionStatus>;
+  /** History expired / cursor mismatch: refetch state. */
+  readonly resets: CdcStream<ResetFrame>;
+  /** Server error frames and client-side connection errors (never contain the token). */
+  readonly errors: CdcStream<ErrorFrame>;
+  /** Every control frame (hello, heartbeat, pong, subscribed, error, reset). */
+  readonly control: CdcStream<ControlFrame>;
+
+  /** (Re)connect, resuming from lastId. */
+  connect(token?: string): void;
+  /** Close and stop retrying; lastId is kept. */
+  disconnect(): void;
+  /** Refresh the token: sent as {"op":"auth"} on the open connection, used by later reconnects. */
+  setToken(token: string): void;
+  /** Change the filter at runtime; omitted keys are kept. */
+  subscribe(filter: Filter): void;
+
+  on<K extends EventType>(type: K): CdcStream<EventByType[K]>;
+  on(...types: string[]): CdcStream<ServerEvent>;
+  onKeyChanges(): CdcStream<KeyChangeEvent>;
+  onCompactionEvents(): CdcStream<CompactionEvent>;
+  onFlushEvents(): CdcStream<FlushEvent>;
+  onHealthEvents(): CdcStream<HealthEvent>;
+  onSyncEvents(): CdcStream<SyncEvent>;
+  onSnapshotEvents(): CdcStream<SnapshotEvent>;
+  onCaptureGaps(): CdcStream<CaptureGapEvent>;
+}
+
+export default CdcClient;
