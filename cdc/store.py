@@ -1,0 +1,170 @@
+"""Store discovery (I/O): which store a directory holds, its WAL files and its MANIFEST.
+
+Rules:
+
+* Every user-facing problem (missing directory, not a store, unreadable file) is a
+  :class:`StoreError` with a one-line message; content problems are :class:`FormatError`.
+* WAL files are ``NNNNNN.log`` in the WAL directory and in ``<wal_dir>/archive/``; they are
+  ordered by number (numbers come from one counter shared with other files, so gaps are normal).
+* The MANIFEST is found through CURRENT; a concurrent MANIFEST switch (CURRENT names a file that
+  was just replaced) is retried a few times.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+from .errors import FormatError, StoreError
+from .manifest import ManifestState, decode_manifest
+
+_WAL_NAME = re.compile(r"^(\d+)\.log$")
+_MANIFEST_NAME = re.compile(r"^MANIFEST-(\d+)$")
+_LEVELDB_MANIFEST_TAGS = frozenset(range(1, 10))
+
+
+class StoreInfo(NamedTuple):
+    """What :func:`detect_store` found.
+
+    Attributes:
+        kind: ``"rocksdb"`` or ``"leveldb"``.
+        db_dir: the DB directory (absolute).
+        wal_dir: the WAL directory (absolute; the DB directory unless given).
+    """
+
+    kind: str
+    db_dir: str
+    wal_dir: str
+
+
+def _read_current(db_dir: str) -> str:
+    path = os.path.join(db_dir, "CURRENT")
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise StoreError(
+            f"{db_dir}: not a RocksDB or LevelDB directory (no CURRENT file)"
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    name = text.decode("utf-8", "replace").strip()
+    if not _MANIFEST_NAME.match(name):
+        raise StoreError(f"{path}: does not name a MANIFEST file ({name[:40]!r})")
+    return name
+
+
+def _looks_like_leveldb(db_dir: str, names: list[str]) -> bool:
+    """LevelDB writes no OPTIONS files and only VersionEdit tags 1-9."""
+    if any(n.startswith("OPTIONS-") for n in names):
+        return False
+    try:
+        manifest = _read_current(db_dir)
+        with open(os.path.join(db_dir, manifest), "rb") as f:
+            data = f.read(1 << 20)
+    except (StoreError, OSError):
+        return not any(n.endswith(".sst") for n in names)
+    from .logformat import LogReader
+    from .manifest import decode_version_edit
+
+    reader = LogReader(0)
+    reader.feed(data)
+    for rec in reader.read():
+        try:
+            edit = decode_version_edit(rec.payload)
+        except FormatError:
+            return False
+        if (
+            edit.cf_id
+            or edit.cf_add is not None
+            or edit.db_id is not None
+            or edit.min_log_number_to_keep is not None
+            or edit.wal_deletion is not None
+            or edit.max_column_family is not None
+            or edit.ignored_tags
+        ):
+            return False
+    return True
+
+
+def detect_store(db_dir: str, wal_dir: str | None = None) -> StoreInfo:
+    """Find out whether ``db_dir`` holds a RocksDB or a LevelDB store.
+
+    Args:
+        db_dir: the DB directory.
+        wal_dir: RocksDB ``wal_dir`` when it differs from the DB directory.
+
+    Raises:
+        StoreError: missing or unreadable directory, or neither store.
+    """
+    db_dir = os.path.abspath(db_dir)
+    if not os.path.exists(db_dir):
+        raise StoreError(f"{db_dir}: no such directory")
+    if not os.path.isdir(db_dir):
+        raise StoreError(f"{db_dir}: not a directory")
+    try:
+        names = os.listdir(db_dir)
+    except OSError as exc:
+        raise StoreError(f"{db_dir}: cannot list: {exc.strerror or exc}") from None
+    _read_current(db_dir)
+    kind = "leveldb" if _looks_like_leveldb(db_dir, names) else "rocksdb"
+    wal = os.path.abspath(wal_dir) if wal_dir else db_dir
+    if wal_dir and not os.path.isdir(wal):
+        raise StoreError(f"{wal}: WAL directory does not exist")
+    return StoreInfo(kind, db_dir, wal)
+
+
+def list_wal_files(wal_dir: str) -> list[tuple[int, str]]:
+    """WAL files of a directory (and its ``archive/``), oldest first.
+
+    A number present in both places (a move in progress) is listed once, live copy first.
+
+    Raises:
+        StoreError: the directory cannot be listed.
+    """
+    found: dict[int, str] = {}
+    for sub in ("archive", ""):
+        d = os.path.join(wal_dir, sub) if sub else wal_dir
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            if sub:
+                continue
+            raise StoreError(f"{wal_dir}: no such directory") from None
+        except OSError as exc:
+            raise StoreError(f"{d}: cannot list: {exc.strerror or exc}") from None
+        for name in names:
+            m = _WAL_NAME.match(name)
+            if m:
+                found[int(m.group(1))] = os.path.join(d, name)
+    return sorted(found.items())
+
+
+def load_manifest(db_dir: str, *, leveldb: bool | None = None) -> ManifestState:
+    """Read CURRENT and decode the MANIFEST it names.
+
+    Args:
+        db_dir: the DB directory.
+        leveldb: LevelDB framing; None = RocksDB framing (LevelDB MANIFESTs decode the same way).
+
+    Raises:
+        StoreError: no CURRENT, or the MANIFEST keeps disappearing / cannot be read.
+        FormatError: the MANIFEST is corrupt.
+    """
+    last_exc: OSError | None = None
+    for _attempt in range(20):
+        name = _read_current(db_dir)
+        path = os.path.join(db_dir, name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError as exc:
+            # CURRENT was switched between our two reads: read it again.
+            last_exc = exc
+            continue
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        number = int(name.split("-", 1)[1])
+        return decode_manifest(data, leveldb=bool(leveldb), number=number)
+    raise StoreError(f"{db_dir}: MANIFEST named by CURRENT keeps disappearing ({last_exc})")

@@ -1,0 +1,544 @@
+"""WAL decoding: WriteBatch records inside the log framing (pure).
+
+Rule: this module performs no I/O, reads no clock and logs nothing.
+
+A WAL logical record is one WriteBatch (RocksDB db/write_batch.cc; LevelDB db/write_batch.cc):
+fixed64 sequence, fixed32 count, then tagged records. Column-family variants carry a varint32
+cf id before the key. Every data record gets its own sequence number (seq_per_key mode): the
+k-th consuming record gets ``seq + k``; LogData, Noop and the 2PC markers consume none, and
+neither do data records inside a WriteCommitted prepare section (BeginPrepare..EndPrepare).
+Those get ``seq == -1``.
+
+Invariants:
+
+* :func:`decode_write_batch` returns a :class:`Batch` or raises :class:`FormatError` (an unknown
+  tag, a short field, a count that disagrees with the records); it never guesses.
+* :class:`WalReader` adds SetCompressionType (zstd), user-defined-timestamp sizes and
+  PredecessorWALInfo records on top of :class:`~cdc.logformat.LogReader`; like it, it never
+  raises on content, returns what precedes a bad record and reports the bad record's offset.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .errors import CorruptRecord, FormatError, UnsupportedRecord
+from .logformat import (
+    PREDECESSOR_WAL_INFO_TYPE,
+    RECYCLABLE_USER_DEFINED_TIMESTAMP_SIZE_TYPE,
+    RECYCLE_PREDECESSOR_WAL_INFO_TYPE,
+    SET_COMPRESSION_TYPE,
+    USER_DEFINED_TIMESTAMP_SIZE_TYPE,
+    LogReader,
+)
+
+_BATCH_HEADER = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_PREDECESSOR = struct.Struct("<QQQ")
+_UDT_ENTRY = struct.Struct("<IH")
+
+WRITE_BATCH_HEADER_SIZE = 12
+NO_COMPRESSION = 0
+ZSTD_COMPRESSION = 7
+
+# ValueType tags as written to the WAL (db/dbformat.h).
+TAG_DELETION = 0x00
+TAG_VALUE = 0x01
+TAG_MERGE = 0x02
+TAG_LOG_DATA = 0x03
+TAG_CF_DELETION = 0x04
+TAG_CF_VALUE = 0x05
+TAG_CF_MERGE = 0x06
+TAG_SINGLE_DELETION = 0x07
+TAG_CF_SINGLE_DELETION = 0x08
+TAG_BEGIN_PREPARE_XID = 0x09
+TAG_END_PREPARE_XID = 0x0A
+TAG_COMMIT_XID = 0x0B
+TAG_ROLLBACK_XID = 0x0C
+TAG_NOOP = 0x0D
+TAG_CF_RANGE_DELETION = 0x0E
+TAG_RANGE_DELETION = 0x0F
+TAG_CF_BLOB_INDEX = 0x10
+TAG_BLOB_INDEX = 0x11
+TAG_BEGIN_PERSISTED_PREPARE_XID = 0x12
+TAG_BEGIN_UNPREPARE_XID = 0x13
+TAG_COMMIT_XID_AND_TIMESTAMP = 0x15
+TAG_WIDE_COLUMN_ENTITY = 0x16
+TAG_CF_WIDE_COLUMN_ENTITY = 0x17
+TAG_VALUE_PREFERRED_SEQNO = 0x18
+TAG_CF_VALUE_PREFERRED_SEQNO = 0x19
+
+# tag -> (op name, has cf id, number of varstring fields after it, consumes a seq)
+_TAGS: dict[int, tuple[str, bool, int, bool]] = {
+    TAG_DELETION: ("delete", False, 1, True),
+    TAG_VALUE: ("put", False, 2, True),
+    TAG_MERGE: ("merge", False, 2, True),
+    TAG_LOG_DATA: ("log_data", False, 1, False),
+    TAG_CF_DELETION: ("delete", True, 1, True),
+    TAG_CF_VALUE: ("put", True, 2, True),
+    TAG_CF_MERGE: ("merge", True, 2, True),
+    TAG_SINGLE_DELETION: ("single_delete", False, 1, True),
+    TAG_CF_SINGLE_DELETION: ("single_delete", True, 1, True),
+    TAG_BEGIN_PREPARE_XID: ("begin_prepare", False, 0, False),
+    TAG_END_PREPARE_XID: ("end_prepare", False, 1, False),
+    TAG_COMMIT_XID: ("commit", False, 1, False),
+    TAG_ROLLBACK_XID: ("rollback", False, 1, False),
+    TAG_NOOP: ("noop", False, 0, False),
+    TAG_CF_RANGE_DELETION: ("delete_range", True, 2, True),
+    TAG_RANGE_DELETION: ("delete_range", False, 2, True),
+    TAG_CF_BLOB_INDEX: ("blob_index", True, 2, True),
+    TAG_BLOB_INDEX: ("blob_index", False, 2, True),
+    TAG_BEGIN_PERSISTED_PREPARE_XID: ("begin_persisted_prepare", False, 0, False),
+    TAG_BEGIN_UNPREPARE_XID: ("begin_unprepare", False, 0, False),
+    TAG_COMMIT_XID_AND_TIMESTAMP: ("commit_with_ts", False, 2, False),
+    TAG_WIDE_COLUMN_ENTITY: ("put_entity", False, 2, True),
+    TAG_CF_WIDE_COLUMN_ENTITY: ("put_entity", True, 2, True),
+    TAG_VALUE_PREFERRED_SEQNO: ("timed_put", False, 2, True),
+    TAG_CF_VALUE_PREFERRED_SEQNO: ("timed_put", True, 2, True),
+}
+_LEVELDB_TAGS = {TAG_DELETION: "delete", TAG_VALUE: "put"}
+_BEGIN_PREPARE_TAGS = frozenset(
+    {TAG_BEGIN_PREPARE_XID, TAG_BEGIN_PERSISTED_PREPARE_XID, TAG_BEGIN_UNPREPARE_XID}
+)
+
+#: Op names of the markers (no key/value of their own; xid in ``key`` where there is one).
+MARKER_OPS = frozenset(
+    {
+        "log_data",
+        "begin_prepare",
+        "begin_persisted_prepare",
+        "begin_unprepare",
+        "end_prepare",
+        "commit",
+        "rollback",
+        "noop",
+        "commit_with_ts",
+    }
+)
+
+
+class Op(NamedTuple):
+    """One WriteBatch record.
+
+    Attributes:
+        seq: this record's own sequence number (-1 for records that consume none).
+        op: put delete single_delete merge delete_range log_data put_entity blob_index timed_put
+            begin_prepare begin_persisted_prepare begin_unprepare end_prepare commit rollback
+            noop commit_with_ts.
+        cf_id: column family id (0 = default).
+        key: user key (without a user-defined timestamp); the xid for 2PC markers; the blob for
+            log_data; None for begin_prepare/noop.
+        value: value / merge operand / entity bytes / blob index / timed_put value; the commit
+            timestamp for commit_with_ts.
+        end_key: exclusive end of a delete_range.
+        ts: user-defined timestamp split off the key (UDT column families); for timed_put the
+            fixed64 little-endian write time.
+    """
+
+    seq: int
+    op: str
+    cf_id: int
+    key: bytes | None
+    value: bytes | None
+    end_key: bytes | None
+    ts: bytes | None = None
+
+
+class Batch(NamedTuple):
+    """One decoded WAL logical record (a WriteBatch, often a merged write group).
+
+    Attributes:
+        log_number: WAL number it came from (-1 if unknown).
+        offset: file offset of the logical record (-1 if unknown).
+        seq: header sequence (first sequence number of the group).
+        count: header count (number of data records).
+        ops: the records, in order.
+    """
+
+    log_number: int
+    offset: int
+    seq: int
+    count: int
+    ops: list[Op]
+
+
+def _varint_slow(data: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """Decode a varint starting at ``pos`` whose first byte has the continuation bit set."""
+    result = 0
+    shift = 0
+    n = len(data)
+    while True:
+        if pos >= n or shift > limit:
+            raise IndexError("varint")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Return (value, next position) of a varint64 at ``pos``; IndexError when short/overlong."""
+    return _varint_slow(data, pos, 63)
+
+
+def decode_write_batch(
+    payload: bytes,
+    *,
+    log_number: int = -1,
+    offset: int = -1,
+    leveldb: bool = False,
+    ts_sizes: dict[int, int] | None = None,
+) -> Batch:
+    """Decode one WriteBatch.
+
+    Args:
+        payload: the logical record's bytes (decompressed).
+        log_number: WAL number, for errors and the Batch.
+        offset: file offset of the record, for errors and the Batch.
+        leveldb: LevelDB WriteBatch (Put/Delete only, no column families).
+        ts_sizes: cf id -> user-defined timestamp size (from the WAL's UDT-size records); keys of
+            those column families have the timestamp split off into ``Op.ts``.
+
+    Returns:
+        The batch with every record's own sequence number.
+
+    Raises:
+        CorruptRecord: short header or field, unknown tag, count mismatch.
+    """
+    n = len(payload)
+    if n < WRITE_BATCH_HEADER_SIZE:
+        raise CorruptRecord(
+            f"write batch too small ({n} bytes)", log_number=log_number, offset=offset
+        )
+    seq0, count = _BATCH_HEADER.unpack_from(payload, 0)
+    ops: list[Op] = []
+    append = ops.append
+    pos = WRITE_BATCH_HEADER_SIZE
+    seq = seq0
+    found = 0
+    tags = _LEVELDB_TAGS if leveldb else None
+    in_prepare = False
+    tag = -1
+    start = pos
+    try:
+        while pos < n:
+            start = pos
+            tag = payload[pos]
+            pos += 1
+            # ---- fast paths: Put / Delete in default or any column family
+            if tag == 1 or (tag == 5 and tags is None):
+                if tag == 5:
+                    cf = payload[pos]
+                    pos += 1
+                    if cf >= 0x80:
+                        cf, pos = _varint_slow(payload, pos - 1, 28)
+                else:
+                    cf = 0
+                ln = payload[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _varint_slow(payload, pos - 1, 28)
+                e = pos + ln
+                if e > n:
+                    raise IndexError
+                key = payload[pos:e]
+                ln = payload[e]
+                pos = e + 1
+                if ln >= 0x80:
+                    ln, pos = _varint_slow(payload, e, 28)
+                e = pos + ln
+                if e > n:
+                    raise IndexError
+                if in_prepare:
+                    append(Op(-1, "put", cf, key, payload[pos:e], None))
+                else:
+                    append(Op(seq, "put", cf, key, payload[pos:e], None))
+                    seq += 1
+                pos = e
+                found += 1
+                continue
+            if tags is not None:
+                name = tags[tag]  # KeyError -> unknown tag
+                has_cf, nfields, consumes = False, 1, True
+            else:
+                name, has_cf, nfields, consumes = _TAGS[tag]
+            cf = 0
+            if has_cf:
+                cf = payload[pos]
+                pos += 1
+                if cf >= 0x80:
+                    cf, pos = _varint_slow(payload, pos - 1, 28)
+            key = value = end_key = None
+            if nfields:
+                ln = payload[pos]
+                pos += 1
+                if ln >= 0x80:
+                    ln, pos = _varint_slow(payload, pos - 1, 28)
+                e = pos + ln
+                if e > n:
+                    raise IndexError
+                key = payload[pos:e]
+                pos = e
+                if nfields == 2:
+                    ln = payload[pos]
+                    pos += 1
+                    if ln >= 0x80:
+                        ln, pos = _varint_slow(payload, pos - 1, 28)
+                    e = pos + ln
+                    if e > n:
+                        raise IndexError
+                    value = payload[pos:e]
+                    pos = e
+            ts = None
+            if name == "delete_range":
+                end_key, value = value, None
+            elif name == "commit_with_ts":
+                # CommitXIDAndTimestamp: commit_ts first, then xid.
+                key, value = value, key
+            elif name == "timed_put":
+                assert value is not None
+                if len(value) < 8:
+                    raise IndexError
+                value, ts = value[:-8], value[-8:]
+            if tag in _BEGIN_PREPARE_TAGS:
+                in_prepare = True
+            elif tag == TAG_END_PREPARE_XID:
+                in_prepare = False
+            if consumes:
+                found += 1
+                if in_prepare:
+                    append(Op(-1, name, cf, key, value, end_key, ts))
+                else:
+                    append(Op(seq, name, cf, key, value, end_key, ts))
+                    seq += 1
+            else:
+                append(Op(-1, name, cf, key, value, end_key, ts))
+    except IndexError:
+        raise CorruptRecord(
+            f"write batch record at byte {start} (tag {tag:#04x}) is truncated",
+            log_number=log_number,
+            offset=offset,
+        ) from None
+    except KeyError:
+        raise CorruptRecord(
+            f"unknown write batch tag {tag:#04x} at byte {start}",
+            log_number=log_number,
+            offset=offset,
+        ) from None
+    if found != count:
+        raise CorruptRecord(
+            f"write batch count mismatch: header says {count}, found {found}",
+            log_number=log_number,
+            offset=offset,
+        )
+    if ts_sizes:
+        ops = _split_timestamps(ops, ts_sizes, log_number, offset)
+    return Batch(log_number, offset, seq0, count, ops)
+
+
+def _split_timestamps(
+    ops: list[Op], ts_sizes: dict[int, int], log_number: int, offset: int
+) -> list[Op]:
+    """Move the user-defined timestamp suffix of keys (UDT column families) into ``Op.ts``."""
+    out: list[Op] = []
+    for op in ops:
+        size = ts_sizes.get(op.cf_id, 0)
+        if not size or op.key is None or op.op in MARKER_OPS:
+            out.append(op)
+            continue
+        key = op.key
+        if len(key) < size:
+            raise CorruptRecord(
+                f"key shorter than its {size}-byte timestamp (cf {op.cf_id})",
+                log_number=log_number,
+                offset=offset,
+            )
+        end_key = op.end_key
+        if end_key is not None:
+            if len(end_key) < size:
+                raise CorruptRecord(
+                    f"end key shorter than its {size}-byte timestamp (cf {op.cf_id})",
+                    log_number=log_number,
+                    offset=offset,
+                )
+            end_key = end_key[:-size]
+        out.append(op._replace(key=key[:-size], end_key=end_key, ts=key[-size:]))
+    return out
+
+
+def decode_udt_sizes(payload: bytes) -> dict[int, int]:
+    """Decode a UserDefinedTimestampSize record: repeated (fixed32 cf id, fixed16 size).
+
+    Raises:
+        CorruptRecord: a length that is not a multiple of 6.
+    """
+    if len(payload) % 6:
+        raise CorruptRecord(f"timestamp size record of {len(payload)} bytes")
+    return {cf: size for cf, size in _UDT_ENTRY.iter_unpack(payload)}
+
+
+class WalReader:
+    """Incremental WAL reader: framing + compression + UDT sizes + WriteBatch decoding.
+
+    Args:
+        log_number: the WAL's number.
+        offset: file offset of the first byte that will be fed (a previous ``offset``).
+        leveldb: LevelDB WAL.
+        compression: the compression type in force at ``offset`` (persist it with the offset
+            when resuming a compressed WAL mid-file).
+        ts_sizes: user-defined timestamp sizes in force at ``offset`` (persist with the offset).
+
+    Attributes:
+        offset: resume point (file offset after the last returned batch / consumed metadata).
+        state: ``"ok" | "need_more" | "end" | "corrupt"`` as for LogReader.
+        error: a :class:`FormatError` when ``state == "corrupt"``; ``offset`` then equals the
+            bad record's offset.
+        compression: current compression type (0 none, 7 zstd).
+        ts_sizes: cf id -> timestamp size announced so far.
+        predecessor: (wal number, size, last seq) from a PredecessorWALInfo record, or None.
+    """
+
+    def __init__(
+        self,
+        log_number: int,
+        *,
+        offset: int = 0,
+        leveldb: bool = False,
+        compression: int = NO_COMPRESSION,
+        ts_sizes: dict[int, int] | None = None,
+    ) -> None:
+        self.log_number = log_number
+        self.leveldb = leveldb
+        self.compression = compression
+        self.ts_sizes: dict[int, int] = dict(ts_sizes or {})
+        self.predecessor: tuple[int, int, int] | None = None
+        self._log = LogReader(log_number, offset=offset, leveldb=leveldb)
+        self._error: FormatError | None = None
+        self._error_offset = -1
+        self._compression_seen = compression != NO_COMPRESSION
+        self._records_seen = offset != 0
+        self._dctx = None
+
+    @property
+    def offset(self) -> int:
+        return self._error_offset if self._error is not None else self._log.offset
+
+    @property
+    def state(self) -> str:
+        return "corrupt" if self._error is not None else self._log.state
+
+    @property
+    def error(self) -> FormatError | None:
+        return self._error if self._error is not None else self._log.error
+
+    def feed(self, data: bytes) -> None:
+        """Append the next contiguous bytes of the file."""
+        self._log.feed(data)
+
+    def read(self) -> list[Batch]:
+        """Every complete batch available now; never raises on content (see ``state``)."""
+        if self._error is not None:
+            return []
+        out: list[Batch] = []
+        log_number = self.log_number
+        leveldb = self.leveldb
+        for rec in self._log.read():
+            rtype = rec.rtype
+            try:
+                if rtype == 1 or rtype == 5:
+                    payload = rec.payload
+                    if self.compression:
+                        payload = self._decompress(payload, rec.offset)
+                    out.append(
+                        decode_write_batch(
+                            payload,
+                            log_number=log_number,
+                            offset=rec.offset,
+                            leveldb=leveldb,
+                            ts_sizes=self.ts_sizes or None,
+                        )
+                    )
+                    self._records_seen = True
+                elif rtype == SET_COMPRESSION_TYPE:
+                    self._set_compression(rec.payload, rec.offset)
+                elif rtype in (
+                    USER_DEFINED_TIMESTAMP_SIZE_TYPE,
+                    RECYCLABLE_USER_DEFINED_TIMESTAMP_SIZE_TYPE,
+                ):
+                    try:
+                        self.ts_sizes.update(decode_udt_sizes(rec.payload))
+                    except CorruptRecord as exc:
+                        raise CorruptRecord(
+                            exc.reason, log_number=log_number, offset=rec.offset
+                        ) from None
+                elif rtype in (PREDECESSOR_WAL_INFO_TYPE, RECYCLE_PREDECESSOR_WAL_INFO_TYPE):
+                    if len(rec.payload) != _PREDECESSOR.size:
+                        raise CorruptRecord(
+                            f"predecessor WAL info of {len(rec.payload)} bytes",
+                            log_number=log_number,
+                            offset=rec.offset,
+                        )
+                    self.predecessor = _PREDECESSOR.unpack(rec.payload)
+                else:  # pragma: no cover - LogReader returns only the types above
+                    raise CorruptRecord(
+                        f"unexpected record type {rtype}", log_number=log_number, offset=rec.offset
+                    )
+            except FormatError as exc:
+                self._error = exc
+                self._error_offset = rec.offset
+                break
+        return out
+
+    def _set_compression(self, payload: bytes, offset: int) -> None:
+        if len(payload) != 4:
+            raise CorruptRecord(
+                f"compression type record of {len(payload)} bytes",
+                log_number=self.log_number,
+                offset=offset,
+            )
+        if self._compression_seen or self._records_seen:
+            raise CorruptRecord(
+                "compression type record after the start of the WAL",
+                log_number=self.log_number,
+                offset=offset,
+            )
+        ctype = _U32.unpack(payload)[0]
+        if ctype not in (NO_COMPRESSION, ZSTD_COMPRESSION):
+            raise UnsupportedRecord(
+                f"WAL compression type {ctype} is not supported (only zstd): "
+                "turn off wal_compression or use kZSTD",
+                log_number=self.log_number,
+                offset=offset,
+            )
+        self.compression = ctype
+        self._compression_seen = True
+
+    def _decompress(self, payload: bytes, offset: int) -> bytes:
+        import zstandard  # lazily: only compressed WALs need it
+
+        if self._dctx is None:
+            self._dctx = zstandard.ZstdDecompressor()
+        try:
+            dobj = self._dctx.decompressobj()
+            data = dobj.decompress(payload)
+            if not dobj.eof:
+                raise CorruptRecord(
+                    "zstd frame of a compressed WAL record is incomplete",
+                    log_number=self.log_number,
+                    offset=offset,
+                )
+            return data
+        except zstandard.ZstdError as exc:
+            raise CorruptRecord(
+                f"zstd decompression failed: {exc}", log_number=self.log_number, offset=offset
+            ) from None
+
+    def close(self) -> FormatError | None:
+        """The file is sealed: an incomplete tail becomes a truncation error (see LogReader)."""
+        if self._error is not None:
+            return self._error
+        return self._log.close()
