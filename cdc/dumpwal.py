@@ -1,0 +1,294 @@
+"""``cdc dump-wal PATH [--values]``: decode WAL files offline and print NDJSON (I/O ring).
+
+Output: one JSON object per WriteBatch record, in file order (WAL files oldest first, the
+``archive/`` directory included)::
+
+    {"seq": 7, "op": "put", "cf": "users", "key": "k1", "wal": 12, "offset": 4096,
+     "value": "v1"}
+
+* ``seq`` is the record's own sequence number. Markers and 2PC prepared records consume no
+  sequence number; they show the sequence number of their position (the next one to be used).
+* ``op``: put, delete, single_delete, merge, delete_range, put_entity, blob_index, timed_put,
+  log_data (``key`` holds the blob), begin_prepare, begin_persisted_prepare, begin_unprepare,
+  end_prepare / commit / rollback (``key`` holds the xid), commit_with_ts (``value`` holds the
+  commit timestamp), noop (``key`` is "").
+* ``cf`` is the column family *name* from the MANIFEST named by CURRENT in the DB directory
+  (for a lone WAL file: in its directory, or the parent of an ``archive/`` directory). Without a
+  MANIFEST, id 0 is ``"default"`` and other ids are ``"cf<id>"``.
+* Bytes that are valid UTF-8 are printed as strings, anything else as base64 with a sibling
+  ``key_encoding`` / ``end_key_encoding`` / ``value_encoding`` = ``"base64"`` (CONTRACT.md §3).
+* ``wal`` is the WAL number and ``offset`` the file offset of the record's WriteBatch.
+* ``ts`` appears for user-defined-timestamp column families (and timed_put's write time),
+  encoded like keys.
+
+Exit codes: 0 all good; 1 a file was corrupt or truncated (the records before the bad spot are
+printed, then one line on stderr, e.g. ``cdc: 000012.log @0x8000: checksum mismatch``); 2 the
+path is missing or not a WAL file / store.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import sys
+from collections.abc import Iterable
+from typing import BinaryIO
+
+import msgspec
+
+from .errors import CdcError, FormatError, StoreError
+from .manifest import ManifestState
+from .store import detect_store, list_wal_files, load_manifest
+from .wal import Batch, WalReader
+
+_READ_CHUNK = 4 << 20
+_FLUSH_BYTES = 1 << 20
+_WAL_NAME = re.compile(r"^(\d+)\.log$")
+
+
+class DumpRecord(msgspec.Struct, omit_defaults=True):
+    """One NDJSON line of ``cdc dump-wal`` (field order = output order)."""
+
+    seq: int
+    op: str
+    cf: str
+    key: str
+    wal: int
+    offset: int
+    key_encoding: str | None = None
+    end_key: str | None = None
+    end_key_encoding: str | None = None
+    value: str | None = None
+    value_encoding: str | None = None
+    ts: str | None = None
+    ts_encoding: str | None = None
+
+
+_b64 = base64.b64encode
+
+
+class _Formatter:
+    """Turns batches into NDJSON bytes (one reused msgspec encoder)."""
+
+    def __init__(self, names: dict[int, str], values: bool) -> None:
+        self.names = dict(names)
+        self.values = values
+        self.encoder = msgspec.json.Encoder()
+
+    def cf_name(self, cf_id: int) -> str:
+        name = self.names.get(cf_id)
+        if name is None:
+            name = "default" if cf_id == 0 else f"cf{cf_id}"
+            self.names[cf_id] = name
+        return name
+
+    def records(self, batches: Iterable[Batch]) -> list[DumpRecord]:
+        out: list[DumpRecord] = []
+        append = out.append
+        names = self.names
+        values = self.values
+        rec = DumpRecord
+        for batch in batches:
+            wal = batch.log_number
+            off = batch.offset
+            pos_seq = batch.seq
+            for seq, name, cf_id, key, value, end_key, ts in batch.ops:
+                if seq < 0:
+                    seq = pos_seq
+                else:
+                    pos_seq = seq + 1
+                cf = names.get(cf_id)
+                if cf is None:
+                    cf = self.cf_name(cf_id)
+                if key is None:
+                    ks, ke = "", None
+                else:
+                    try:
+                        ks, ke = key.decode(), None
+                    except UnicodeDecodeError:
+                        ks, ke = _b64(key).decode(), "base64"
+                if end_key is None and ts is None and not (values and value is not None):
+                    if ke is None:
+                        append(rec(seq, name, cf, ks, wal, off))
+                    else:
+                        append(rec(seq, name, cf, ks, wal, off, ke))
+                    continue
+                r = rec(seq, name, cf, ks, wal, off, ke)
+                if end_key is not None:
+                    try:
+                        r.end_key = end_key.decode()
+                    except UnicodeDecodeError:
+                        r.end_key = _b64(end_key).decode()
+                        r.end_key_encoding = "base64"
+                if values and value is not None:
+                    try:
+                        r.value = value.decode()
+                    except UnicodeDecodeError:
+                        r.value = _b64(value).decode()
+                        r.value_encoding = "base64"
+                if ts is not None:
+                    try:
+                        r.ts = ts.decode()
+                    except UnicodeDecodeError:
+                        r.ts = _b64(ts).decode()
+                        r.ts_encoding = "base64"
+                append(r)
+        return out
+
+    def encode(self, batches: Iterable[Batch]) -> bytes:
+        return self.encoder.encode_lines(self.records(batches))
+
+
+def _manifest_names(db_dir: str) -> dict[int, str]:
+    """cf id -> name from the MANIFEST in ``db_dir`` (live and dropped); {} without one."""
+    if not os.path.isfile(os.path.join(db_dir, "CURRENT")):
+        return {}
+    state: ManifestState = load_manifest(db_dir)
+    names = dict(state.dropped_cfs)
+    names.update(state.cf_names)
+    return names
+
+
+def dump_file(
+    number: int,
+    path: str,
+    out: BinaryIO,
+    fmt: _Formatter,
+    *,
+    leveldb: bool = False,
+) -> FormatError | None:
+    """Decode one WAL file to ``out``; return the first format problem (after printing the
+    records before it), or None."""
+    reader = WalReader(number, leveldb=leveldb)
+    pending: list[bytes] = []
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_READ_CHUNK)
+            if not chunk:
+                break
+            reader.feed(chunk)
+            batches = reader.read()
+            if batches:
+                data = fmt.encode(batches)
+                pending.append(data)
+                size += len(data)
+                if size >= _FLUSH_BYTES:
+                    out.write(b"".join(pending))
+                    pending.clear()
+                    size = 0
+            if reader.state in ("corrupt", "end"):
+                break
+    if pending:
+        out.write(b"".join(pending))
+    return reader.close()
+
+
+def _wal_files_for(path: str) -> tuple[list[tuple[int, str]], dict[int, str], bool]:
+    """(files, cf names, leveldb) for a file or directory PATH; raises StoreError."""
+    if os.path.isdir(path):
+        try:
+            info = detect_store(path)
+        except StoreError:
+            files = list_wal_files(path)
+            if not files:
+                raise
+            return files, {}, False
+        leveldb = info.kind == "leveldb"
+        return list_wal_files(info.wal_dir), _manifest_names(info.db_dir), leveldb
+    name = os.path.basename(path)
+    m = _WAL_NAME.match(name)
+    number = int(m.group(1)) if m else -1
+    if number < 0:
+        digits = re.match(r"^(\d+)", name)
+        number = int(digits.group(1)) if digits else 0
+    parent = os.path.dirname(os.path.abspath(path))
+    db_dir = parent
+    if os.path.basename(parent) == "archive" and not os.path.isfile(
+        os.path.join(parent, "CURRENT")
+    ):
+        db_dir = os.path.dirname(parent)
+    names: dict[int, str] = {}
+    leveldb = False
+    if os.path.isfile(os.path.join(db_dir, "CURRENT")):
+        try:
+            info = detect_store(db_dir)
+            leveldb = info.kind == "leveldb"
+            names = _manifest_names(db_dir)
+        except (StoreError, FormatError):
+            names = {}
+    return [(number, path)], names, leveldb
+
+
+def run(path: str, values: bool = False, out: BinaryIO | None = None, err=None) -> int:
+    """Entry point of ``cdc dump-wal``; returns the exit code and never raises.
+
+    Args:
+        path: a WAL file or a DB directory.
+        values: include values.
+        out: binary stream for NDJSON (default: stdout).
+        err: text stream for the error lines (default: stderr).
+    """
+    if out is None:
+        out = sys.stdout.buffer
+    if err is None:
+        err = sys.stderr
+    code = 0
+    try:
+        if not os.path.exists(path):
+            print(f"cdc: {path}: no such file or directory", file=err)
+            return 2
+        try:
+            files, names, leveldb = _wal_files_for(path)
+        except FormatError as exc:
+            print(f"cdc: {path}: MANIFEST: {exc}", file=err)
+            return 1
+        except StoreError as exc:
+            print(f"cdc: {exc}", file=err)
+            return 2
+        if not files:
+            print(f"cdc: {path}: no WAL files", file=err)
+            return 0
+        fmt = _Formatter(names, values)
+        for number, file_path in files:
+            try:
+                problem = dump_file(number, file_path, out, fmt, leveldb=leveldb)
+            except FileNotFoundError:
+                # Deleted or archived while we were listing: try archive/, else say so.
+                alt = os.path.join(os.path.dirname(file_path), "archive", os.path.basename(file_path))
+                if os.path.isfile(alt):
+                    problem = dump_file(number, alt, out, fmt, leveldb=leveldb)
+                else:
+                    print(f"cdc: {file_path}: vanished while reading", file=err)
+                    code = 1
+                    continue
+            if problem is not None:
+                where = f" @{problem.offset:#x}" if problem.offset >= 0 else ""
+                print(f"cdc: {os.path.basename(file_path)}{where}: {problem.reason}", file=err)
+                code = 1
+        out.flush()
+    except BrokenPipeError:
+        # Reader went away (e.g. `| head`): stop quietly, keep the interpreter from complaining.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except IsADirectoryError as exc:
+        print(f"cdc: {exc.filename}: is a directory", file=err)
+        return 2
+    except PermissionError as exc:
+        print(f"cdc: {exc.filename or path}: permission denied", file=err)
+        return 2
+    except OSError as exc:
+        print(f"cdc: {getattr(exc, 'filename', None) or path}: {exc.strerror or exc}", file=err)
+        return 2
+    except CdcError as exc:
+        print(f"cdc: {exc}", file=err)
+        return 1
+    except Exception as exc:  # last resort: never a traceback on the command line
+        print(f"cdc: internal error: {type(exc).__name__}: {exc}", file=err)
+        return 1
+    return code
