@@ -1,0 +1,8 @@
+"""``python -m cdc``: the same command line as the ``cdc`` console script."""
+
+from __future__ import annotations
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
