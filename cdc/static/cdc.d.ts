@@ -39,18 +39,33 @@ export interface KeyChangeEvent extends BaseEvent {
   value_encoding?: BytesEncoding | null;
 }
 
-/** Known keys of compaction/flush `details`; others may appear. */
+/** Known keys of compaction/flush `details` (cdc/infolog.py); others may appear. */
 export interface JobDetails {
   job?: number;
-  reason?: string;
-  input_files?: number | number[];
+  compaction_reason?: string;
+  /** Input files by level key ("files_L0": [12, 13], ...). */
+  input_files?: Record<string, number[]>;
+  input_file_count?: number;
   input_bytes?: number;
   output_level?: number;
-  output_files?: number | number[];
+  output_files?: number[];
+  output_file_count?: number;
   output_bytes?: number;
-  duration_ms?: number;
-  /** 0..1 where known. */
+  /** running: output bytes written so far. */
+  bytes_written?: number;
+  /** running: percent 0..100 of input bytes (where known). */
   progress?: number;
+  elapsed_ms?: number;
+  started_at_ms?: number;
+  duration_us?: number;
+  duration_ms?: number;
+  records_in?: number;
+  records_out?: number;
+  trivial_move?: boolean;
+  /** failed: the store's status text. */
+  reason?: string;
+  /** The LOG line was cut; some fields may be missing. */
+  truncated?: boolean;
   [key: string]: unknown;
 }
 
