@@ -1,0 +1,973 @@
+"""Capture: follow the store's WAL files and turn every record into ``key_change`` events.
+
+``WalCapture`` is a daemon component (``async def run(ctx)`` until ``ctx.stop`` is set). It reads
+the store's files only: it never takes the store's LOCK and never writes into its directories.
+
+How it follows the store
+------------------------
+* ``watchfiles.awatch`` on the WAL dir (and ``archive/``, and the DB dir for CURRENT/MANIFEST)
+  only *wakes* the loop. Every wake-up reads from the saved file offset; a periodic rescan
+  (``config.rescan_interval_s``) catches lost notifications; after new data arrived the loop
+  polls the live WAL every ``hot_poll_s`` for a short while (low latency under load).
+* WALs are read strictly in number order, one at a time ("current"). Every WAL with a number
+  >= current is opened as soon as it is seen, and its fd is kept: when the store deletes or
+  archives a WAL after a flush, its unread tail stays readable through the fd.
+* Sealing (when current is complete and capture moves on to the next WAL), reference §6.3:
+  a higher WAL holds a complete data record; or current was deleted/archived/recycled (its name
+  is gone or holds another inode) and it is read to its end; or the MANIFEST says it is
+  obsolete (number below every live column family's log number / min_log_number_to_keep).
+  Merely "a higher WAL exists" is not enough: RocksDB creates WAL N+1 before the last write
+  to N is flushed.
+* Recycled WALs: the reader stops at a record stamped with another log number (state "end").
+
+Events and positions
+--------------------
+* One ``KeyChange`` per data record (put / delete / single_delete / merge / delete_range /
+  put_entity; timed_put is reported as put, blob_index as put without a value). Markers
+  (log_data, 2PC, noop) produce no event. ``seq`` is the record's own sequence number,
+  ``timestamp`` the capture time (ms), the value is kept (the journal strips it for subscribers
+  that did not ask for values). Column family ids map to names through the MANIFEST, reloaded
+  when CURRENT/MANIFEST change or an unknown id appears.
+* Position = checkpoint ``"wal"``: (WAL number, offset after the last consumed record, last
+  sequence number, compression type), committed in the same journal transaction as the events
+  (``bus.emit(events, checkpoints=...)``): after ``kill -9`` capture resumes exactly there, with
+  nothing lost or duplicated. Records whose sequence numbers are <= the last one seen in the
+  same WAL are skipped (never delivered twice).
+* First start without a checkpoint: capture starts at the **oldest WAL on disk** (including
+  ``archive/``), i.e. everything the store still has in its WALs is delivered once. Data that
+  is only in SST files is not replayed (cdc is a change feed, not a snapshot).
+
+Sequence gaps (never silent)
+----------------------------
+The next batch must start at last_seq + 1 (reference §2). A jump (a WAL deleted before it was
+read, e.g. while cdc was down, or data lost to corruption) produces a ``capture_gap`` event
+(from_seq..to_seq, reason), the ``cdc_capture_gaps_total`` metric and readiness condition
+``capture_gap`` unhealthy with "gap in sequence numbers A..B". Acknowledgement rule: the
+condition clears by itself ``gap_hold_s`` seconds (default 300) after the last gap, or when the
+daemon restarts (the gap event stays in the journal). When the checkpointed WAL is gone and the
+remaining WALs hold nothing yet, the MANIFEST's last sequence number reveals the gap at once.
+
+Corruption
+----------
+At the live tail a bad record is first treated as a torn write: capture waits and re-reads from
+the last good offset. If the same record is still bad after ``corrupt_retry_s`` and the file has
+grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_decode_errors_total``
++1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
+resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
+
+Health
+------
+startup ``capture``: healthy once the initial catch-up reached the end of the WALs.
+liveness: ``health.beat("capture")`` on every loop turn (at least every rescan interval).
+readiness: ``capture_store`` (WAL dir missing/unreadable), ``capture_gap``, ``capture_decode``,
+``capture_lag`` (unread bytes > ``config.readiness_max_lag_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .errors import CdcError, FormatError
+from .events import CaptureGap, KeyChange
+from .logformat import BLOCK_SIZE
+from .store import list_wal_files, load_manifest
+from .wal import Batch, WalReader
+
+__all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoint", "CHECKPOINT_NAME"]
+
+log = logging.getLogger("cdc.capture")
+
+CHECKPOINT_NAME = "wal"
+
+# version, wal number, offset, last seq (-1 = none yet), compression
+_CKPT = struct.Struct("<BQQqB")
+_CKPT_VERSION = 1
+
+#: operation names emitted as key_change, by WAL op name
+_KEY_OPS: dict[str, str] = {
+    "put": "put",
+    "delete": "delete",
+    "single_delete": "single_delete",
+    "merge": "merge",
+    "delete_range": "delete_range",
+    "put_entity": "put_entity",
+    "timed_put": "put",
+    "blob_index": "put",
+}
+_NO_VALUE_OPS = frozenset({"delete", "single_delete", "delete_range", "blob_index"})
+
+_b64 = base64.b64encode
+
+
+class WalCheckpoint(NamedTuple):
+    """Capture position persisted with the events (see module docstring)."""
+
+    log_number: int
+    offset: int
+    last_seq: int
+    compression: int
+
+
+def encode_checkpoint(cp: WalCheckpoint) -> bytes:
+    """Checkpoint -> bytes (fixed 26-byte layout, version 1)."""
+    return _CKPT.pack(_CKPT_VERSION, cp.log_number, cp.offset, cp.last_seq, cp.compression)
+
+
+def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
+    """Bytes -> checkpoint, or None when absent or not understood (capture then starts over)."""
+    if not data or len(data) != _CKPT.size or data[0] != _CKPT_VERSION:
+        return None
+    _, number, offset, last_seq, compression = _CKPT.unpack(data)
+    return WalCheckpoint(number, offset, last_seq, compression)
+
+
+class _Tail:
+    """One WAL file capture has opened (fd kept until the WAL is done)."""
+
+    __slots__ = ("number", "path", "fd", "ino", "gone", "peek_size", "has_record")
+
+    def __init__(self, number: int, path: str, fd: int, ino: int) -> None:
+        self.number = number
+        self.path = path
+        self.fd = fd
+        self.ino = ino
+        self.gone = False  # name deleted / archived away / recycled to another number
+        self.peek_size = -1  # file size when last checked for a complete record
+        self.has_record = False  # holds at least one complete data record
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+
+class _Decoded(NamedTuple):
+    events: list[Any]
+    batches: int
+    unknown_cfs: list[tuple[int, int]]  # (index in events, cf id) of ids missing from cf_names
+    gaps: list[tuple[int, int]]
+    last_seq: int
+
+
+_UNKNOWN_CF = "\x00unknown"
+
+
+class WalCapture:
+    """Tail the store's WALs into ``key_change`` events (component; see module docstring).
+
+    Args:
+        chunk_bytes: most bytes read from a WAL per step.
+        thread_min_bytes: chunks at least this big are decoded in a worker thread.
+        hot_poll_s: poll interval right after data arrived (0 disables).
+        hot_window_s: how long after the last data hot polling continues.
+        gap_hold_s: how long readiness stays unhealthy after a sequence gap.
+        corrupt_retry_s: how long a bad record at the live tail is retried before skipping.
+        corrupt_hold_s: how long readiness stays unhealthy after skipping corrupt data.
+        max_open: most WAL fds held ahead of the current one.
+    """
+
+    def __init__(
+        self,
+        *,
+        chunk_bytes: int = 4 << 20,
+        thread_min_bytes: int = 256 << 10,
+        hot_poll_s: float = 0.002,
+        hot_window_s: float = 0.1,
+        gap_hold_s: float = 300.0,
+        corrupt_retry_s: float = 0.5,
+        corrupt_hold_s: float = 60.0,
+        max_open: int = 256,
+        watch: bool = True,
+    ) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.thread_min_bytes = thread_min_bytes
+        self.hot_poll_s = hot_poll_s
+        self.hot_window_s = hot_window_s
+        self.gap_hold_s = gap_hold_s
+        self.corrupt_retry_s = corrupt_retry_s
+        self.corrupt_hold_s = corrupt_hold_s
+        self.max_open = max_open
+        self.watch = watch
+        # state (valid while running)
+        self.tails: dict[int, _Tail] = {}
+        self.cur: _Tail | None = None
+        self.reader: WalReader | None = None
+        self.pos = 0  # file offset of the next byte to feed the reader
+        self.floor = 0  # WALs below this number are done
+        self.last_seq = -1
+        self.last_seq_wal = -1  # WAL the last_seq came from (duplicate filter)
+        self.cf_names: dict[int, str] = {0: "default"}
+        self.manifest_last_seq = -1
+        self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
+        self.caught_up = False
+        # counters (also exported as metrics)
+        self.events_captured = 0
+        self.batches_captured = 0
+        self.gaps = 0
+        self.gap_seqs = 0
+        self.decode_errors = 0
+        self.lag_bytes = 0
+        self.lag_seq = 0
+        # internals
+        self._ctx: Any = None
+        self._leveldb = False
+        self._wal_dir = ""
+        self._db_dir = ""
+        self._wake = asyncio.Event()
+        self._dir_dirty = True
+        self._manifest_dirty = True
+        self._manifest_sig: tuple[int, ...] | None = None
+        self._next_rescan = 0.0
+        self._hot_until = 0.0
+        self._resume_missing = False  # checkpointed WAL was gone at start: check the MANIFEST
+        self._conds: dict[tuple[str, str], bool] = {}
+        self._cond_reasons: dict[tuple[str, str], str] = {}
+        self._scan_ok = False
+        self._resume: WalCheckpoint | None = None
+        self._gap_until = 0.0
+        self._corrupt_key: tuple[int, int] | None = None
+        self._corrupt_since = 0.0
+        self._corrupt_until = 0.0
+        self._dir_ino: int | None = None
+        self._watch_restart: asyncio.Event | None = None
+        self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+    # ------------------------------------------------------------------ component
+
+    async def run(self, ctx: Any) -> None:
+        """Capture until ``ctx.stop`` is set. Never raises on the store's content."""
+        self._ctx = ctx
+        self._leveldb = ctx.store.kind == "leveldb"
+        self._wal_dir = ctx.store.wal_dir
+        self._db_dir = ctx.store.db_dir
+        self._set_cond("startup", "capture", False, "initial WAL catch-up running")
+        cp = decode_checkpoint(ctx.journal.get_checkpoint(CHECKPOINT_NAME))
+        if cp is not None:
+            self.floor = cp.log_number
+            self.last_seq = cp.last_seq
+            self.last_seq_wal = cp.log_number
+            self._resume = cp
+        else:
+            self._resume = None
+            log.info("no capture checkpoint: starting at the oldest WAL in %s", self._wal_dir)
+        await self._reload_manifest(force=True)
+        stopper = asyncio.create_task(self._wake_on_stop(), name="capture:stop")
+        watcher = asyncio.create_task(self._watch_loop(), name="capture:watch") if self.watch else None
+        try:
+            while not ctx.stop.is_set():
+                self._beat()
+                await self._step()
+                await self._wait()
+        finally:
+            if self._watch_restart is not None:
+                self._watch_restart.set()
+            for t in (watcher, stopper):
+                if t is not None:
+                    t.cancel()
+            for t in (watcher, stopper):
+                if t is not None:
+                    try:
+                        await t
+                    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                        pass
+            self._close_all()
+
+    async def _wake_on_stop(self) -> None:
+        await self._ctx.stop.wait()
+        self._wake.set()
+        if self._watch_restart is not None:
+            self._watch_restart.set()
+
+    async def _wait(self) -> None:
+        now = time.monotonic()
+        if self._hot_until > now and self.hot_poll_s > 0:
+            timeout = self.hot_poll_s
+        else:
+            timeout = max(0.0, self._next_rescan - now)
+            timeout = min(timeout, self._timer_deadline(now))
+        if not self._wake.is_set() and timeout > 0:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        self._wake.clear()
+
+    def _timer_deadline(self, now: float) -> float:
+        """Seconds until a timed health condition must be re-evaluated."""
+        t = 3600.0
+        for until in (self._gap_until, self._corrupt_until):
+            if until > now:
+                t = min(t, until - now + 0.01)
+        if self._corrupt_key is not None:
+            t = min(t, self.corrupt_retry_s / 4)
+        return t
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch_loop(self) -> None:
+        """Turn filesystem notifications into wake-ups; re-arm when the directory changes."""
+        import watchfiles
+
+        ctx = self._ctx
+        while not ctx.stop.is_set():
+            paths = [p for p in {self._wal_dir, self._db_dir} if os.path.isdir(p)]
+            try:
+                self._dir_ino = os.stat(self._wal_dir).st_ino
+            except OSError:
+                self._dir_ino = None
+            if not paths:
+                await self._sleep_stop(self._ctx.config.rescan_interval_s)
+                continue
+            restart = self._watch_restart = asyncio.Event()
+            if ctx.stop.is_set():
+                return
+            try:
+                async for changes in watchfiles.awatch(
+                    *paths,
+                    watch_filter=self._watch_filter,
+                    debounce=5,
+                    step=1,
+                    stop_event=restart,
+                    recursive=True,
+                    rust_timeout=max(100, int(self._ctx.config.rescan_interval_s * 1000)),
+                    yield_on_timeout=False,
+                ):
+                    self._note_changes(changes)
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a vanished dir etc.: hints only, retry
+                log.debug("watcher stopped: %s", exc)
+            if not ctx.stop.is_set() and not restart.is_set():
+                await self._sleep_stop(0.05)
+
+    async def _sleep_stop(self, delay_s: float) -> None:
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._ctx.stop.wait()
+        except TimeoutError:
+            pass
+
+    @staticmethod
+    def _watch_filter(change: Any, path: str) -> bool:
+        name = os.path.basename(path)
+        return name.endswith(".log") or name == "CURRENT" or name.startswith("MANIFEST") or name == "archive"
+
+    def _note_changes(self, changes: set[tuple[Any, str]]) -> None:
+        cur_path = self.cur.path if self.cur is not None else None
+        for _change, path in changes:
+            name = os.path.basename(path)
+            if name == "CURRENT" or name.startswith("MANIFEST"):
+                self._manifest_dirty = True
+            elif path != cur_path:
+                self._dir_dirty = True
+
+    # ------------------------------------------------------------------ one step
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_rescan:
+            self._dir_dirty = True
+            self._next_rescan = now + self._ctx.config.rescan_interval_s
+            self._check_watch_dir()
+            if self._manifest_changed():
+                self._manifest_dirty = True
+        if self._dir_dirty:
+            self._dir_dirty = False
+            self._scan()
+        try:
+            await self._pump()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never die on a file's content; report and retry
+            log.exception("capture step failed; retrying")
+            self.decode_errors += 1
+            self._set_cond("readiness", "capture_decode", False, "capture step failed (see log); retrying")
+            self._corrupt_until = time.monotonic() + self.corrupt_hold_s
+            await self._sleep_stop(0.1)
+        self._timers(time.monotonic())
+        self._export()
+
+    def _timers(self, now: float) -> None:
+        if self._gap_until and now >= self._gap_until:
+            self._gap_until = 0.0
+            self._set_cond("readiness", "capture_gap", True, "")
+        if self._corrupt_until and now >= self._corrupt_until and self._corrupt_key is None:
+            self._corrupt_until = 0.0
+            self._set_cond("readiness", "capture_decode", True, "")
+
+    def _check_watch_dir(self) -> None:
+        """Re-arm the watcher when the WAL dir was replaced (renamed away and back, recreated)."""
+        try:
+            ino: int | None = os.stat(self._wal_dir).st_ino
+        except OSError:
+            ino = None
+        if ino != self._dir_ino and self._watch_restart is not None:
+            self._watch_restart.set()
+
+    # ------------------------------------------------------------------ directory scan
+
+    def _scan(self) -> None:
+        """List the WAL dir: open new WALs (>= floor), notice deleted/archived/recycled ones."""
+        try:
+            entries = list_wal_files(self._wal_dir)
+            if not os.path.isdir(self._wal_dir):
+                raise FileNotFoundError(self._wal_dir)
+        except (OSError, CdcError) as exc:
+            self._scan_ok = False
+            self._set_cond(
+                "readiness", "capture_store", False, f"WAL directory {self._wal_dir} is not readable: {_short(exc)}"
+            )
+            return
+        self._scan_ok = True
+        self._set_cond("readiness", "capture_store", True, "")
+        found: dict[int, str] = {}
+        for number, path in entries:
+            prev = found.get(number)
+            if prev is None or os.sep + "archive" + os.sep in prev:
+                found[number] = path
+        for tail in self.tails.values():
+            if tail.gone:
+                continue
+            path = found.get(tail.number)
+            if path is None:
+                tail.gone = True
+                continue
+            try:
+                ino = os.stat(path).st_ino
+            except OSError:
+                tail.gone = True
+                continue
+            if ino != tail.ino:
+                tail.gone = True  # replaced (recycled file reused under this name, or recreated)
+            elif path != tail.path:
+                tail.path = path  # archived: same inode, new name
+                tail.gone = True  # archived WALs are never written again
+        inodes = {t.ino: t for t in self.tails.values()}
+        for number in sorted(found):
+            if number < self.floor or number in self.tails:
+                continue
+            if len(self.tails) >= self.max_open:
+                break
+            path = found[number]
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                self._dir_dirty = True  # deleted meanwhile or archived: look again next time
+                continue
+            ino = os.fstat(fd).st_ino
+            old = inodes.get(ino)
+            if old is not None and old.number != number:
+                old.gone = True  # recycled: the old WAL's inode lives on under a new number
+            tail = _Tail(number, path, fd, ino)
+            self.tails[number] = tail
+            inodes[ino] = tail
+        if self.cur is None:
+            self._pick_current()
+
+    def _pick_current(self) -> None:
+        candidates = sorted(n for n in self.tails if n >= self.floor)
+        if not candidates:
+            return
+        number = candidates[0]
+        tail = self.tails[number]
+        resume = self._resume
+        offset, compression = 0, 0
+        if resume is not None:
+            if number == resume.log_number:
+                offset, compression = resume.offset, resume.compression
+                if offset > tail.size():
+                    log.warning(
+                        "WAL %06d is shorter than the checkpoint offset %d: it was replaced; reading it from 0",
+                        number,
+                        offset,
+                    )
+                    offset, compression = 0, 0
+            else:
+                self._resume_missing = True
+                log.warning(
+                    "checkpointed WAL %06d is gone; continuing at WAL %06d (last seq %d)",
+                    resume.log_number,
+                    number,
+                    resume.last_seq,
+                )
+            self._resume = None
+        self._open_current(tail, offset, compression)
+
+    def _open_current(self, tail: _Tail, offset: int, compression: int) -> None:
+        for n in [n for n in self.tails if n < tail.number]:
+            self._close_tail(self.tails.pop(n))
+        self.cur = tail
+        self.floor = tail.number
+        self.reader = WalReader(tail.number, offset=offset, leveldb=self._leveldb, compression=compression)
+        self.pos = offset
+        self._corrupt_key = None
+
+    def _close_tail(self, tail: _Tail) -> None:
+        try:
+            os.close(tail.fd)
+        except OSError:
+            pass
+
+    def _close_all(self) -> None:
+        for tail in self.tails.values():
+            self._close_tail(tail)
+        self.tails.clear()
+        self.cur = None
+        self.reader = None
+
+    # ------------------------------------------------------------------ reading
+
+    async def _pump(self) -> None:
+        """Read and emit until every WAL is consumed up to its current end."""
+        ctx = self._ctx
+        while not ctx.stop.is_set():
+            cur, reader = self.cur, self.reader
+            if cur is None or reader is None:
+                if not self._scan_ok:
+                    return
+                if self._resume is not None:
+                    # no WAL at or above the checkpointed one exists any more
+                    self._resume_missing = True
+                    self._resume = None
+                if self._resume_missing:
+                    await self._check_missing_resume()
+                self._mark_caught_up()
+                return
+            try:
+                data = os.pread(cur.fd, self.chunk_bytes, self.pos)
+            except OSError as exc:
+                log.warning("reading WAL %06d failed: %s", cur.number, exc)
+                self._set_cond("readiness", "capture_store", False, f"reading WAL {cur.number:06d} failed: {_short(exc)}")
+                return
+            if data:
+                self.pos += len(data)
+                if len(data) >= self.thread_min_bytes:
+                    dec = await asyncio.to_thread(self._decode, reader, data)
+                else:
+                    dec = self._decode(reader, data)
+                await self._deliver(dec, cur, reader)
+                if reader.state in ("corrupt", "end"):
+                    if not await self._at_bad_record(cur, reader):
+                        return
+                continue
+            # end of the bytes written so far
+            if reader.state in ("corrupt", "end"):
+                if not await self._at_bad_record(cur, reader):
+                    return
+                continue
+            if not await self._try_seal(cur, reader):
+                if self._resume_missing:
+                    await self._check_missing_resume()
+                self._mark_caught_up()
+                return
+
+    def _decode(self, reader: WalReader, data: bytes) -> _Decoded:
+        """Feed + decode + build events (pure CPU; may run in a worker thread)."""
+        reader.feed(data)
+        batches = reader.read()
+        return self._build(batches)
+
+    def _build(self, batches: list[Batch]) -> _Decoded:
+        events: list[Any] = []
+        append = events.append
+        gaps: list[tuple[int, int]] = []
+        unknown: list[tuple[int, int]] = []
+        names = self.cf_names
+        ts = self._now_ms()
+        last_seq = self.last_seq
+        last_wal = self.last_seq_wal
+        for b in batches:
+            nxt = last_seq + 1
+            if last_seq >= 0 and b.seq > nxt and b.count:
+                gaps.append((nxt, b.seq - 1))
+                append(
+                    CaptureGap(
+                        timestamp=ts,
+                        from_seq=nxt,
+                        to_seq=b.seq - 1,
+                        reason=f"gap in sequence numbers {nxt}..{b.seq - 1} before WAL {b.log_number:06d} @{b.offset}",
+                    )
+                )
+            dup = last_seq >= 0 and b.seq <= last_seq and b.log_number == last_wal
+            for op in b.ops:
+                s = op.seq
+                if s < 0:
+                    continue
+                if dup and s <= last_seq:
+                    continue
+                if s > last_seq or b.log_number != last_wal:
+                    last_seq = s
+                kind = _KEY_OPS.get(op.op)
+                if kind is None:
+                    continue
+                cf_id = op.cf_id
+                cf = names.get(cf_id)
+                if cf is None:
+                    unknown.append((len(events), cf_id))
+                    cf = _UNKNOWN_CF
+                k = op.key or b""
+                try:
+                    key = k.decode()
+                    kenc = None
+                except UnicodeDecodeError:
+                    key = _b64(k).decode()
+                    kenc = "base64"
+                end_key = end_enc = value = venc = None
+                if op.end_key is not None:
+                    try:
+                        end_key = op.end_key.decode()
+                    except UnicodeDecodeError:
+                        end_key = _b64(op.end_key).decode()
+                        end_enc = "base64"
+                v = op.value
+                if v is not None and op.op not in _NO_VALUE_OPS:
+                    try:
+                        value = v.decode()
+                    except UnicodeDecodeError:
+                        value = _b64(v).decode()
+                        venc = "base64"
+                append(
+                    KeyChange(
+                        timestamp=ts,
+                        operation=kind,
+                        key=key,
+                        key_encoding=kenc,
+                        cf=cf,
+                        seq=s,
+                        end_key=end_key,
+                        end_key_encoding=end_enc,
+                        value=value,
+                        value_encoding=venc,
+                    )
+                )
+            last_wal = b.log_number
+        return _Decoded(events, len(batches), unknown, gaps, last_seq)
+
+    async def _deliver(self, dec: _Decoded, cur: _Tail, reader: WalReader) -> None:
+        """Commit a decoded chunk: events + checkpoint in one emit; health/metrics on gaps."""
+        if dec.unknown_cfs:
+            await self._reload_manifest(force=True)
+            for i, cf_id in dec.unknown_cfs:
+                name = self.cf_names.get(cf_id)
+                if name is None:
+                    name = f"cf{cf_id}"
+                    log.warning("column family id %d is not in the MANIFEST; reported as %r", cf_id, name)
+                dec.events[i].cf = name
+        if dec.batches:
+            cur.has_record = True
+            self._hot_until = time.monotonic() + self.hot_window_s
+            self.last_seq = dec.last_seq
+            self.last_seq_wal = cur.number
+            self._resume_missing = False
+        for a, b in dec.gaps:
+            self._gap(a, b, f"gap in sequence numbers {a}..{b}")
+        if dec.batches or dec.events:
+            n_kc = len(dec.events) - len(dec.gaps)
+            self.events_captured += n_kc
+            self.batches_captured += dec.batches
+            await self._ctx.bus.emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
+            self._export_counters(n_kc)
+
+    def _checkpoint(self, cur: _Tail, reader: WalReader) -> bytes:
+        return encode_checkpoint(WalCheckpoint(cur.number, reader.offset, self.last_seq, reader.compression))
+
+    def _gap(self, a: int, b: int, reason: str) -> None:
+        self.gaps += 1
+        self.gap_seqs += b - a + 1
+        log.warning("%s", reason)
+        self._set_cond("readiness", "capture_gap", False, reason)
+        self._gap_until = time.monotonic() + self.gap_hold_s
+        m = getattr(self._ctx, "metrics", None)
+        if m is not None:
+            _metric_inc(m, "capture_gaps", 1)
+
+    async def _check_missing_resume(self) -> None:
+        """The checkpointed WAL was gone and nothing newer was read: ask the MANIFEST."""
+        await self._reload_manifest(force=True)
+        ms = self.manifest_last_seq
+        if self._resume_missing and ms > self.last_seq >= 0:
+            a, b = self.last_seq + 1, ms
+            reason = f"gap in sequence numbers {a}..{b}: the WALs holding them were deleted before they were read"
+            self._gap(a, b, reason)
+            self.last_seq = ms
+            self.last_seq_wal = -1
+            cp = self._checkpoint(self.cur, self.reader) if self.cur and self.reader else encode_checkpoint(
+                WalCheckpoint(self.floor, 0, ms, 0)
+            )
+            await self._ctx.bus.emit(
+                [CaptureGap(timestamp=self._now_ms(), from_seq=a, to_seq=b, reason=reason)],
+                checkpoints={CHECKPOINT_NAME: cp},
+            )
+        self._resume_missing = False
+
+    # ------------------------------------------------------------------ sealing / corruption
+
+    async def _try_seal(self, cur: _Tail, reader: WalReader) -> bool:
+        """At the end of current: move to the next WAL if current is complete. True if moved."""
+        nxt = self._next_tail(cur.number)
+        sealed = False
+        why = ""
+        if cur.gone:
+            sealed, why = True, "deleted or archived"
+        elif nxt is not None and self._has_complete_record(nxt):
+            sealed, why = True, f"WAL {nxt.number:06d} has data"
+        elif nxt is not None:
+            if self._manifest_dirty or self._manifest_changed():
+                await self._reload_manifest()
+            if cur.number < self.manifest_keep:
+                sealed, why = True, "obsolete per MANIFEST"
+        if not sealed:
+            if self._manifest_dirty and self._manifest_changed():
+                await self._reload_manifest()
+            return False
+        # make sure nothing was appended between our last read and the seal decision
+        if cur.size() > self.pos:
+            return True
+        err = reader.close()
+        if err is not None:
+            self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
+        log.debug("WAL %06d done (%s) at offset %d", cur.number, why, reader.offset)
+        self.tails.pop(cur.number, None)
+        self._close_tail(cur)
+        self.cur = None
+        self.reader = None
+        self.floor = cur.number + 1
+        nxt = self._next_tail(cur.number)
+        if nxt is None:
+            self._dir_dirty = True
+            self._scan()
+            nxt = self._next_tail(cur.number)
+        if nxt is not None:
+            self._open_current(nxt, 0, 0)
+            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, self.reader)})  # type: ignore[arg-type]
+            return True
+        return False
+
+    def _next_tail(self, number: int) -> _Tail | None:
+        higher = [n for n in self.tails if n > number]
+        return self.tails[min(higher)] if higher else None
+
+    def _has_complete_record(self, tail: _Tail) -> bool:
+        """Does this (higher) WAL hold a complete data record? (cached per file size)"""
+        if tail.has_record:
+            return True
+        try:
+            size = tail.size()
+        except OSError:
+            return False
+        if size == tail.peek_size or size == 0:
+            return False
+        tail.peek_size = size
+        probe = WalReader(tail.number, leveldb=self._leveldb)
+        try:
+            probe.feed(os.pread(tail.fd, min(size, self.chunk_bytes), 0))
+        except OSError:
+            return False
+        if probe.read():
+            tail.has_record = True
+        return tail.has_record
+
+    async def _at_bad_record(self, cur: _Tail, reader: WalReader) -> bool:
+        """Reader stopped at a bad record ("corrupt") or an old recycled record ("end").
+
+        Returns True when reading can continue at once (resynced), False to wait.
+        """
+        if reader.state == "end":
+            # Live end of a recycled file: re-read from the last good offset when it grows,
+            # or move on when it is sealed.
+            if cur.gone or (self._next_tail(cur.number) and self._has_complete_record(self._next_tail(cur.number))):  # type: ignore[arg-type]
+                return await self._try_seal_end(cur, reader)
+            self._rewind(cur, reader.offset, reader.compression)
+            return False
+        err = reader.error
+        assert err is not None
+        off = err.offset if err.offset >= 0 else reader.offset
+        key = (cur.number, off)
+        now = time.monotonic()
+        if self._corrupt_key != key:
+            self._corrupt_key = key
+            self._corrupt_since = now
+            log.debug("bad record in WAL %06d @%d (%s): retrying", cur.number, off, err)
+            self._rewind(cur, reader.offset, reader.compression)
+            return False
+        block_end = (off // BLOCK_SIZE + 1) * BLOCK_SIZE
+        try:
+            size = cur.size()
+        except OSError:
+            size = 0
+        persistent = now - self._corrupt_since >= self.corrupt_retry_s and (
+            size > block_end or cur.gone or self._next_tail(cur.number) is not None
+        )
+        if not persistent:
+            self._rewind(cur, reader.offset, reader.compression)
+            return False
+        self._corrupt_key = None
+        self._decode_error(err, f"corrupt WAL {cur.number:06d} @{off}: {err.reason}; skipped to offset {block_end}")
+        self._rewind(cur, block_end, reader.compression)
+        return True
+
+    async def _try_seal_end(self, cur: _Tail, reader: WalReader) -> bool:
+        nxt = self._next_tail(cur.number)
+        self.tails.pop(cur.number, None)
+        self._close_tail(cur)
+        self.cur = None
+        self.reader = None
+        self.floor = cur.number + 1
+        if nxt is not None:
+            self._open_current(nxt, 0, 0)
+            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, self.reader)})  # type: ignore[arg-type]
+            return True
+        self._dir_dirty = True
+        return False
+
+    def _rewind(self, cur: _Tail, offset: int, compression: int) -> None:
+        self.reader = WalReader(cur.number, offset=offset, leveldb=self._leveldb, compression=compression)
+        self.pos = offset
+
+    def _decode_error(self, err: FormatError, reason: str) -> None:
+        self.decode_errors += 1
+        log.warning("%s", reason)
+        self._set_cond("readiness", "capture_decode", False, reason)
+        self._corrupt_until = time.monotonic() + self.corrupt_hold_s
+        m = getattr(self._ctx, "metrics", None)
+        if m is not None:
+            _metric_inc(m, "decode_errors", 1)
+
+    # ------------------------------------------------------------------ MANIFEST
+
+    def _manifest_changed(self) -> bool:
+        sig = self._read_manifest_sig()
+        return sig != self._manifest_sig
+
+    def _read_manifest_sig(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(os.path.join(self._db_dir, "CURRENT"))
+            with open(os.path.join(self._db_dir, "CURRENT"), "rb") as f:
+                name = f.read(256).strip().decode("utf-8", "replace")
+            mt = os.stat(os.path.join(self._db_dir, name))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, mt.st_ino, mt.st_size, mt.st_mtime_ns)
+
+    async def _reload_manifest(self, force: bool = False) -> None:
+        sig = self._read_manifest_sig()
+        if not force and sig == self._manifest_sig:
+            self._manifest_dirty = False
+            return
+        try:
+            state = await asyncio.to_thread(load_manifest, self._db_dir, leveldb=self._leveldb)
+        except (OSError, CdcError) as exc:
+            log.warning("cannot read the MANIFEST of %s: %s", self._db_dir, _short(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - never die on a file's content
+            log.warning("cannot decode the MANIFEST of %s: %s", self._db_dir, _short(exc))
+            return
+        self._manifest_sig = sig
+        self._manifest_dirty = False
+        names = dict(getattr(state, "cf_names", {}) or {0: "default"})
+        for cf_id, name in (getattr(state, "dropped_cfs", {}) or {}).items():
+            names.setdefault(cf_id, name)
+        names.setdefault(0, "default")
+        self.cf_names = names
+        self.manifest_last_seq = int(getattr(state, "last_sequence", -1) or -1)
+        keep = int(getattr(state, "min_log_number_to_keep", 0) or 0)
+        lognums = getattr(state, "log_number", {}) or {}
+        live = [v for k, v in lognums.items() if k in state.cf_names] if lognums else []
+        if live:
+            keep = max(keep, min(live))
+        self.manifest_keep = keep
+        if self.last_seq >= 0 and self.manifest_last_seq > self.last_seq:
+            self.lag_seq = self.manifest_last_seq - self.last_seq
+        else:
+            self.lag_seq = 0
+
+    # ------------------------------------------------------------------ health / metrics
+
+    def _mark_caught_up(self) -> None:
+        if not self.caught_up:
+            self.caught_up = True
+            log.info("capture caught up (last seq %d)", self.last_seq)
+            self._set_cond("startup", "capture", True, "")
+
+    def _beat(self) -> None:
+        h = getattr(self._ctx, "health", None)
+        if h is not None:
+            try:
+                h.beat("capture")
+            except Exception:  # noqa: BLE001 - health is best effort
+                log.debug("health.beat failed", exc_info=True)
+
+    def _set_cond(self, probe: str, name: str, ok: bool, reason: str) -> None:
+        """Report a health condition to ``ctx.health`` on transitions (and reason changes) only."""
+        key = (probe, name)
+        prev = self._conds.get(key)
+        if ok and (prev is None or prev) and probe != "startup":
+            self._conds[key] = True
+            return
+        if prev == ok and self._cond_reasons.get(key) == reason:
+            return
+        self._conds[key] = ok
+        self._cond_reasons[key] = reason
+        h = getattr(self._ctx, "health", None)
+        if h is not None:
+            try:
+                h.set(probe, name, ok=ok, reason=reason)
+            except Exception:  # noqa: BLE001 - health is best effort
+                log.debug("health.set failed", exc_info=True)
+
+    def _export_counters(self, n_events: int) -> None:
+        m = getattr(self._ctx, "metrics", None)
+        if m is not None:
+            _metric_inc(m, "events_captured", n_events)
+
+    def _export(self) -> None:
+        lag = 0
+        try:
+            if self.cur is not None:
+                lag = max(0, self.cur.size() - (self.reader.offset if self.reader else self.pos))
+                for t in self.tails.values():
+                    if t.number > self.cur.number:
+                        lag += t.size()
+        except OSError:
+            pass
+        self.lag_bytes = lag
+        limit = self._ctx.config.readiness_max_lag_bytes
+        if lag > limit:
+            self._set_cond("readiness", "capture_lag", False, f"capture is {lag} bytes behind the WAL (limit {limit})")
+        elif self._conds.get(("readiness", "capture_lag")) is False:
+            self._set_cond("readiness", "capture_lag", True, "")
+        m = getattr(self._ctx, "metrics", None)
+        if m is not None:
+            _metric_set(m, "capture_lag_bytes", lag)
+            _metric_set(m, "capture_lag_seq", self.lag_seq)
+            _metric_set(m, "capture_last_seq", self.last_seq)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def _metric_inc(m: Any, name: str, n: int) -> None:
+    fn = getattr(m, "inc", None)
+    if fn is not None:
+        try:
+            fn(name, n)
+        except Exception:  # noqa: BLE001 - metrics are best effort
+            pass
+
+
+def _metric_set(m: Any, name: str, value: float) -> None:
+    fn = getattr(m, "set", None)
+    if fn is not None:
+        try:
+            fn(name, value)
+        except Exception:  # noqa: BLE001 - metrics are best effort
+            pass

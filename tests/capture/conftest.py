@@ -1,0 +1,170 @@
+"""Fixtures for capture tests: a real store writer, a real journal + bus, WalCapture in-process.
+
+``CaptureRig`` runs the real :class:`cdc.capture.WalCapture` against a real RocksDB/LevelDB
+directory with the real :class:`cdc.journal.Journal` and :class:`cdc.bus.EventBus`; health
+transitions are recorded (``rig.health.state``) so tests can await them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from cdc.bus import EventBus  # noqa: E402
+from cdc.capture import WalCapture  # noqa: E402
+from cdc.config import Config  # noqa: E402
+from cdc.journal import Journal, Record  # noqa: E402
+from cdc.store import detect_store  # noqa: E402
+from tests.writer import StoreWriter  # noqa: E402
+
+TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` every 10 ms until it is truthy (returns its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class HealthLog:
+    """Records health.set / beat calls (the daemon's Health has the same two methods)."""
+
+    def __init__(self) -> None:
+        self.state: dict[tuple[str, str], tuple[bool, str]] = {}
+        self.history: list[tuple[str, str, bool, str]] = []
+        self.beats = 0
+
+    def set(self, probe: str, name: str, ok: bool, reason: str = "") -> None:
+        self.state[(probe, name)] = (ok, reason)
+        self.history.append((probe, name, ok, reason))
+
+    def beat(self, name: str) -> None:
+        self.beats += 1
+
+    def ok(self, probe: str, name: str) -> bool | None:
+        v = self.state.get((probe, name))
+        return None if v is None else v[0]
+
+
+@dataclass
+class _Ctx:
+    config: Config
+    store: Any
+    bus: EventBus
+    journal: Journal
+    health: HealthLog
+    metrics: Any
+    stop: asyncio.Event
+
+
+@dataclass
+class CaptureRig:
+    db: str
+    state_dir: str
+    records: list[Record] = field(default_factory=list)
+    ctx: _Ctx | None = None
+    capture: WalCapture | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    health: HealthLog = field(default_factory=HealthLog)
+
+    async def start(self, wal_dir: str | None = None, **capture_kw: Any) -> WalCapture:
+        cfg = Config(db=self.db, wal_dir=wal_dir, state_dir=self.state_dir, insecure_no_auth=True, rescan_interval_s=0.2)
+        store = detect_store(self.db, wal_dir)
+        journal = Journal(os.path.join(self.state_dir, "journal"), map_size=256 << 20, sync=False)
+        bus = EventBus(journal, on_commit=self.records.extend)
+        self.health = HealthLog()
+        self.ctx = _Ctx(cfg, store, bus, journal, self.health, None, asyncio.Event())
+        self.capture = WalCapture(**capture_kw)
+        self.tasks = [
+            asyncio.create_task(bus.run(), name="bus"),
+            asyncio.create_task(self.capture.run(self.ctx), name="capture"),
+        ]
+        return self.capture
+
+    async def stop(self) -> None:
+        """Graceful stop: capture ends, the bus drains, the journal closes."""
+        if self.ctx is None:
+            return
+        self.ctx.stop.set()
+        await asyncio.wait_for(self.tasks[1], 10)
+        await self.ctx.bus.close()
+        await asyncio.wait_for(self.tasks[0], 10)
+        self.ctx.journal.close()
+        self.ctx = None
+
+    async def crash(self) -> None:
+        """Like kill -9 of the daemon: tasks cancelled, nothing flushed beyond what was committed."""
+        if self.ctx is None:
+            return
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.capture._close_all()  # type: ignore[union-attr]
+        self.ctx.journal.close()
+        self.ctx = None
+
+    def key_changes(self) -> list[dict[str, Any]]:
+        import msgspec
+
+        out = []
+        for r in self.records:
+            if r.type == "key_change":
+                out.append(msgspec.json.decode(r.frame(1)))
+        return out
+
+    def of_type(self, etype: str) -> list[dict[str, Any]]:
+        import msgspec
+
+        return [msgspec.json.decode(r.frame(1)) for r in self.records if r.type == etype]
+
+    def journal_events(self) -> list[dict[str, Any]]:
+        """Everything committed in the journal (across restarts), in id order."""
+        import msgspec
+
+        j = Journal(os.path.join(self.state_dir, "journal"), sync=False)
+        try:
+            return [msgspec.json.decode(r.frame(1)) for r in j.read(0, 10_000_000)]
+        finally:
+            j.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Any) -> AsyncIterator[CaptureRig]:
+    r = CaptureRig(db=str(tmp_path / "db"), state_dir=str(tmp_path / "state"))
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+def writer_factory(tmp_path: Any) -> Any:
+    writers: list[StoreWriter] = []
+
+    def make(path: str | None = None, **kw: Any) -> StoreWriter:
+        w = StoreWriter(path or str(tmp_path / "db"), **kw).start()
+        writers.append(w)
+        return w
+
+    yield make
+    for w in writers:
+        w.kill()
