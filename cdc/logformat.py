@@ -102,8 +102,11 @@ class LogReader:
     Attributes:
         offset: resume point (see module docstring).
         state: ``"ok"`` (everything fed was consumed), ``"need_more"`` (an incomplete record or
-            unskippable padding is pending), ``"end"`` (a record from an older life of a recycled
-            file: the live part of the file ends here), ``"corrupt"`` (see ``error``).
+            unskippable padding is pending), ``"end"`` (a recycled file: what follows ``offset``
+            is a record of an older life of the file, or a checksum/length/type mismatch after
+            this life's records -- the live data ends here; a live tailer re-reads from
+            ``offset`` later with a fresh reader, since the writer overwrites those bytes in
+            place), ``"corrupt"`` (see ``error``).
         error: the :class:`CorruptRecord` when ``state == "corrupt"``.
     """
 
@@ -157,7 +160,14 @@ class LogReader:
 
     # ------------------------------------------------------------------ decoding
 
-    def _corrupt(self, reason: str, offset: int) -> None:
+    def _corrupt(self, reason: str, offset: int, *, tail_ok: bool = False) -> None:
+        if tail_ok and self._recycled:
+            # A recycled file is overwritten in place without truncation: after the last record
+            # of this life come leftovers of the previous one, usually cut mid-record. Like
+            # RocksDB's reader (kTolerateCorruptedTailRecords / point-in-time), treat it as the
+            # end of the live data rather than corruption.
+            self.state = "end"
+            return
         self.state = "corrupt"
         self.error = CorruptRecord(reason, log_number=self.log_number, offset=offset)
 
@@ -220,13 +230,17 @@ class LogReader:
                     self._pos = pos
                     return out
             if hsize + length > block_left:
-                self._corrupt(f"bad record length {length} at block offset {BLOCK_SIZE - block_left}", pos)
+                self._corrupt(
+                    f"bad record length {length} at block offset {BLOCK_SIZE - block_left}",
+                    pos,
+                    tail_ok=True,
+                )
                 break
             if hsize + length > avail:
                 state = "need_more"
                 break
             if crc32c(buf[i + 6 : i + hsize + length]) != unmask_crc(masked):
-                self._corrupt("checksum mismatch", pos)
+                self._corrupt("checksum mismatch", pos, tail_ok=True)
                 break
             rec_start = pos
             if leveldb and rtype not in _LEVELDB_TYPES:
@@ -290,10 +304,10 @@ class LogReader:
                 if not frags:
                     self.offset = pos
                 continue
-            self._corrupt(f"unknown record type {rtype}", rec_start)
+            self._corrupt(f"unknown record type {rtype}", rec_start, tail_ok=True)
             break
         self._pos = pos
-        if self.state == "ok":
+        if self.state != "corrupt" and self.state != "end":
             if frags and state == "ok":
                 state = "need_more"
             self.state = state
