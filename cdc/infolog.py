@@ -122,7 +122,8 @@ class BackgroundError(NamedTuple):
 
 
 class Moved(NamedTuple):
-    """``[cf] Moved #N to level-L B bytes STATUS`` (trivial move, buffered text)."""
+    """``[cf] Moving #N to level-L B bytes`` (one per file of a trivial move, buffered text,
+    written just before the job's trivial_move event)."""
 
     thread: int
     cf: str
@@ -159,7 +160,7 @@ _WAITING_RE = re.compile(
 )
 _BG_ERROR_RE = re.compile(r"^Background IO error (?P<status>.*?)(?:, reason \d+)?$", re.S)
 _MOVED_RE = re.compile(
-    r"^\[(?P<cf>[^\]]*)\] Moved #(?P<num>\d+) to level-(?P<level>\d+) (?P<size>\d+) bytes ?(?P<status>.*)$",
+    r"^\[(?P<cf>[^\]]*)\] Moving #(?P<num>\d+) to level-(?P<level>\d+) (?P<size>\d+) bytes ?(?P<status>.*)$",
     re.S,
 )
 _VERSION_RE = re.compile(r"^RocksDB version: (?P<v>\S+)")
