@@ -1,0 +1,307 @@
+"""Fixtures for the frontend tests: a real daemon subprocess and real headless Chromium.
+
+- ``Daemon``: ``python -m cdc serve`` on a free loopback port with a tokens file and a JWT
+  secret, restartable on the same port and state dir (kill -9 / SIGSTOP for failure tests).
+- ``browser``: one headless Chromium (Debian's /usr/bin/chromium via Playwright; never a
+  downloaded browser) per test session; each test gets a fresh context.
+- ``harness``: a blank page on the daemon's origin (served by a Playwright route, so the page
+  and ``/client.js`` share the origin) with helpers that record what a CdcClient delivers.
+
+Waits are bounded polls of a condition, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cdc.auth import mint_token  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
+ARTIFACTS = ROOT / "test-artifacts"
+TOKEN = "frontend-test-token-0123456789abcdef"
+SECRET = "frontend-test-secret-0123456789abcdef0123456789"
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns a truthy value (returned) or fail after the bound."""
+    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s * TIMEOUT_FACTOR:.1f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refused_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    return free_port()
+
+
+class Daemon:
+    """``cdc serve`` as a subprocess; ``restart()`` reuses port and state dir."""
+
+    def __init__(self, tmp: Path, extra: list[str] | None = None) -> None:
+        self.tmp = tmp
+        self.db = tmp / "db"
+        self.state = tmp / "state"
+        self.port = free_port()
+        self.extra = list(extra or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "daemon.log"
+        self.db.mkdir(parents=True, exist_ok=True)
+        tokens = tmp / "tokens"
+        tokens.write_text(f"# test tokens\n{TOKEN}\n")
+        secret = tmp / "jwt-secret"
+        secret.write_text(SECRET + "\n")
+        self.tokens_file, self.secret_file = tokens, secret
+        self.admin_token = mint_token(SECRET, subject="frontend-tests", admin=True, values=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/events"
+
+    def start(self) -> Daemon:
+        if not any(self.db.iterdir()):
+            _create_store(self.db)
+        cmd = [
+            sys.executable, "-m", "cdc", "serve",
+            "--db", str(self.db), "--state-dir", str(self.state),
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--tokens-file", str(self.tokens_file), "--jwt-secret-file", str(self.secret_file),
+            *self.extra,
+        ]  # fmt: skip
+        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=self.tmp)
+        logf.close()
+        wait_for(self._ready, 20, what=f"daemon on port {self.port} (log: {self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.base + "/health/live", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> Daemon:
+        self.stop()
+        return self.start()
+
+    # -- HTTP helpers
+    def publish(self, event: dict[str, Any], token: str | None = None) -> int:
+        req = urllib.request.Request(
+            self.base + "/publish",
+            data=json.dumps(event).encode(),
+            headers={"Authorization": f"Bearer {token or self.admin_token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 202, r.status
+            return int(json.loads(r.read())["id"])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base + path, timeout=5) as r:
+            return json.loads(r.read())
+
+
+def _create_store(path: Path) -> None:
+    """An empty RocksDB store (created by a short-lived rocksdict process)."""
+    code = "import sys, rocksdict; db = rocksdict.Rdict(sys.argv[1]); db.close()"
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(*extra: str, name: str = "d") -> Daemon:
+        d = Daemon(tmp_path / name, list(extra))
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return daemon_factory()
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
+    yield ctx
+    ctx.close()
+
+
+HARNESS_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>cdc client harness</title></head>
+<body><script type="module">
+import * as cdc from "/client.js";
+window.cdcModule = cdc;
+window.ready = true;
+</script></body></html>"""
+
+RXJS_BUNDLE = ROOT / "examples" / "angular" / "node_modules" / "rxjs" / "dist" / "bundles" / "rxjs.umd.min.js"
+
+
+class Harness:
+    """A page on the daemon's origin with /client.js loaded and recording helpers."""
+
+    def __init__(self, page: Any, daemon: Daemon) -> None:
+        self.page = page
+        self.daemon = daemon
+
+    def start_client(self, token: str | None = TOKEN, **options: Any) -> None:
+        """Create window.client = new CdcClient(options) that records into window.rec, then connect."""
+        self.page.evaluate(
+            """([opts, token]) => {
+                const { CdcClient } = window.cdcModule;
+                const client = new CdcClient(opts);
+                const rec = { events: [], statuses: [], resets: [], errors: [], control: [] };
+                client.events.subscribe((ev) => rec.events.push(ev));
+                client.status.subscribe((s) => rec.statuses.push(s));
+                client.resets.subscribe((r) => rec.resets.push(r));
+                client.errors.subscribe((e) => rec.errors.push(e));
+                client.control.subscribe((f) => { if (f.type !== "heartbeat" && f.type !== "pong") rec.control.push(f); });
+                window.client = client;
+                window.rec = rec;
+                if (token !== null) client.connect(token);
+            }""",
+            [options, token],
+        )
+
+    def rec(self, what: str) -> Any:
+        return self.page.evaluate(f"window.rec.{what}")
+
+    def status(self) -> str:
+        return str(self.page.evaluate("window.client.status.value"))
+
+    def wait_status(self, status: str, timeout_s: float = 10.0) -> None:
+        wait_for(lambda: self.status() == status, timeout_s, what=f"status {status!r} (now {self.status()!r})")
+
+    def event_count(self) -> int:
+        return int(self.page.evaluate("window.rec.events.length"))
+
+    def wait_events(self, n: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        wait_for(lambda: self.event_count() >= n, timeout_s, what=f"{n} events (have {self.event_count()})")
+        return list(self.rec("events"))
+
+
+@pytest.fixture
+def harness_factory(context: Any) -> Callable[[Daemon], Harness]:
+    def make(daemon: Daemon) -> Harness:
+        page = context.new_page()
+        page.route(
+            "**/__harness__.html",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=HARNESS_HTML),
+        )
+        if RXJS_BUNDLE.exists():
+            page.route(
+                "**/__rxjs__.js",
+                lambda route: route.fulfill(status=200, content_type="text/javascript", path=str(RXJS_BUNDLE)),
+            )
+        page.goto(daemon.base + "/__harness__.html")
+        page.wait_for_function("window.ready === true", timeout=10_000)
+        return Harness(page, daemon)
+
+    return make
+
+
+@pytest.fixture
+def harness(harness_factory: Callable[[Daemon], Harness], daemon: Daemon) -> Harness:
+    return harness_factory(daemon)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None
