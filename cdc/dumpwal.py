@@ -20,6 +20,8 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
 * ``wal`` is the WAL number and ``offset`` the file offset of the record's WriteBatch.
 * ``ts`` appears for user-defined-timestamp column families (and timed_put's write time),
   encoded like keys.
+* With ``--values``, ``put_entity`` prints ``columns``: ``[{"name": .., "value": ..}]`` (each
+  with its own ``*_encoding`` when not UTF-8) instead of the serialized entity.
 
 Exit codes: 0 all good; 1 a file was corrupt or truncated (the records before the bad spot are
 printed, then one line on stderr, e.g. ``cdc: 000012.log @0x8000: checksum mismatch``); 2 the
@@ -40,7 +42,7 @@ import msgspec
 from .errors import CdcError, FormatError, StoreError
 from .manifest import ManifestState
 from .store import detect_store, list_wal_files, load_manifest
-from .wal import Batch, WalReader
+from .wal import Batch, WalReader, decode_entity
 
 _READ_CHUNK = 4 << 20
 _FLUSH_BYTES = 1 << 20
@@ -63,9 +65,33 @@ class DumpRecord(msgspec.Struct, omit_defaults=True):
     value_encoding: str | None = None
     ts: str | None = None
     ts_encoding: str | None = None
+    columns: list[dict[str, str]] | None = None
 
 
 _b64 = base64.b64encode
+
+
+def _text(data: bytes, what: str, into: dict[str, str]) -> None:
+    try:
+        into[what] = data.decode()
+    except UnicodeDecodeError:
+        into[what] = _b64(data).decode()
+        into[what + "_encoding"] = "base64"
+
+
+def _columns(entity: bytes) -> list[dict[str, str]] | None:
+    """Wide columns as [{"name", "value"}] (None if the entity does not decode: raw value)."""
+    try:
+        cols = decode_entity(entity)
+    except FormatError:
+        return None
+    out = []
+    for name, value in cols:
+        d: dict[str, str] = {}
+        _text(name, "name", d)
+        _text(value, "value", d)
+        out.append(d)
+    return out
 
 
 class _Formatter:
@@ -121,6 +147,10 @@ class _Formatter:
                     except UnicodeDecodeError:
                         r.end_key = _b64(end_key).decode()
                         r.end_key_encoding = "base64"
+                if values and value is not None and name == "put_entity":
+                    r.columns = _columns(value)
+                    if r.columns is not None:
+                        value = None
                 if values and value is not None:
                     try:
                         r.value = value.decode()

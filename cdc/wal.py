@@ -370,6 +370,74 @@ def _split_timestamps(
     return out
 
 
+def decode_entity(value: bytes) -> list[tuple[bytes, bytes]]:
+    """Decode a wide-column entity (db/wide/wide_column_serialization.h) to (name, value) pairs.
+
+    Version 1: varint32 version, varint32 N, N x (varstring name, varint32 value size), then the
+    values concatenated. Version 2 (blob-backed columns, RocksDB 11.2+): version, N, three
+    varint32 section sizes, N type bytes, N name sizes, N value sizes, names, values; a column
+    whose type is not 0x01 (inline) keeps its raw bytes (a blob index).
+
+    Raises:
+        CorruptRecord: short fields, an unknown version.
+    """
+    try:
+        version, pos = _varint_slow(value, 0, 28)
+        n, pos = _varint_slow(value, pos, 28)
+        if version == 1:
+            heads: list[tuple[bytes, int]] = []
+            for _ in range(n):
+                ln, pos = _varint_slow(value, pos, 28)
+                name = value[pos : pos + ln]
+                if len(name) != ln:
+                    raise IndexError
+                pos += ln
+                vl, pos = _varint_slow(value, pos, 28)
+                heads.append((name, vl))
+            out = []
+            for name, vl in heads:
+                v = value[pos : pos + vl]
+                if len(v) != vl:
+                    raise IndexError
+                pos += vl
+                out.append((name, v))
+        elif version == 2:
+            for _ in range(3):
+                _, pos = _varint_slow(value, pos, 28)
+            types = value[pos : pos + n]
+            if len(types) != n:
+                raise IndexError
+            pos += n
+            name_sizes = []
+            for _ in range(n):
+                ln, pos = _varint_slow(value, pos, 28)
+                name_sizes.append(ln)
+            value_sizes = []
+            for _ in range(n):
+                ln, pos = _varint_slow(value, pos, 28)
+                value_sizes.append(ln)
+            names = []
+            for ln in name_sizes:
+                names.append(value[pos : pos + ln])
+                if len(names[-1]) != ln:
+                    raise IndexError
+                pos += ln
+            out = []
+            for name, ln in zip(names, value_sizes):
+                v = value[pos : pos + ln]
+                if len(v) != ln:
+                    raise IndexError
+                pos += ln
+                out.append((name, v))
+        else:
+            raise CorruptRecord(f"unknown wide-column entity version {version}")
+    except IndexError:
+        raise CorruptRecord("wide-column entity is truncated") from None
+    if pos != len(value):
+        raise CorruptRecord("wide-column entity has trailing bytes")
+    return out
+
+
 def decode_udt_sizes(payload: bytes) -> dict[int, int]:
     """Decode a UserDefinedTimestampSize record: repeated (fixed32 cf id, fixed16 size).
 
