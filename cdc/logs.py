@@ -26,8 +26,8 @@ __all__ = ["RedactingFilter", "JsonFormatter", "TextFormatter", "redact", "setup
 REDACTED = "[REDACTED]"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # JWTs (header.payload.signature, base64url; header always starts with eyJ = '{"')
-    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), REDACTED),
+    # JWTs, whole or truncated (header.payload.signature, base64url; a header starts eyJ = '{"')
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"), REDACTED),
     # Authorization headers
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+"), r"\1\2" + REDACTED),
     # token=..., access_token=..., secret: ..., password=... (query strings, key=value, JSON)

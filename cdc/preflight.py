@@ -19,7 +19,7 @@ import socket
 import stat
 
 from .config import Config, cli_name
-from .errors import CdcError, ConfigError, StoreError
+from .errors import CdcError, ConfigError
 
 __all__ = ["StartupError", "check_config", "check_port", "check_store_dir", "read_secret_file"]
 
@@ -60,8 +60,8 @@ def check_store_dir(db: str, wal_dir: str | None = None) -> str:
     if detect_store is not None:
         try:
             return str(detect_store(db, wal_dir).kind)
-        except StoreError as exc:
-            raise ConfigError(f"--db: {db}: {exc}") from None
+        except CdcError as exc:
+            raise ConfigError(f"--db: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"--db: {db}: {exc.strerror or exc}") from None
     current = os.path.join(db, "CURRENT")

@@ -8,6 +8,8 @@ the daemon calls them unconditionally.
 Invariants:
 - Never raises: a vanished or full socket is counted in ``errors`` and otherwise ignored (the
   service manager going away must not take the daemon with it).
+- Never blocks longer than ``send_timeout_s`` (a datagram socket whose receiver queue is full
+  blocks the sender; the message is then dropped and counted).
 - ``watchdog_interval_s`` is half of ``$WATCHDOG_USEC`` (the recommended ping period), or None
   when the watchdog is off or ``$WATCHDOG_PID`` names another process.
 - Thread-safe: each call is one ``sendto`` on a socket opened once.
@@ -26,8 +28,9 @@ __all__ = ["Notifier"]
 class Notifier:
     """Talks to systemd's notify socket; every method is a no-op when not under systemd."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *, send_timeout_s: float = 1.0) -> None:
         env = os.environ if environ is None else environ
+        self.send_timeout_s = send_timeout_s
         self.address: str | None = None
         self.errors = 0
         self.sent = 0
@@ -54,6 +57,7 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    self._sock.settimeout(self.send_timeout_s)
                 self._sock.sendto(data, self.address)
             except OSError:
                 self.errors += 1
