@@ -16,8 +16,9 @@ Invariants:
   cut are kept and ``complete`` is False.
 - :class:`CompactionTracker` reports each job's ``started`` at most once and exactly one of
   ``completed`` / ``failed`` per job it has seen (a finish without a start is still reported).
-  Job ids are per-process counters: a ``RocksDB version:`` line (a new store session) resets
-  the job table; jobs left unfinished by the previous session are reported ``failed``.
+  Job ids are per-process counters: a ``DB Session ID:`` header line with a new id (the store
+  was opened again) resets the job table; jobs left unfinished by the previous session are
+  reported ``failed``. A LOG rolled by size repeats the header with the same id: no reset.
 """
 
 from __future__ import annotations
@@ -134,10 +135,11 @@ class Moved(NamedTuple):
 
 
 class SessionStart(NamedTuple):
-    """``RocksDB version: X.Y.Z``: the first line a store writes into a fresh LOG on open."""
+    """``DB Session ID:  <id>``: part of the header of every LOG file. The id changes only when
+    the store is opened again (a LOG rolled by size repeats the same header and id)."""
 
     thread: int
-    version: str
+    session_id: str
 
 
 Notice = Union[EventLog, JobLine, CompactedTo, CompactionError, BackgroundError, Moved, SessionStart]
@@ -163,7 +165,7 @@ _MOVED_RE = re.compile(
     r"^\[(?P<cf>[^\]]*)\] Moving #(?P<num>\d+) to level-(?P<level>\d+) (?P<size>\d+) bytes ?(?P<status>.*)$",
     re.S,
 )
-_VERSION_RE = re.compile(r"^RocksDB version: (?P<v>\S+)")
+_SESSION_RE = re.compile(r"^DB Session ID:\s+(?P<v>\S+)")
 _SCALAR_RE = re.compile(r'"(\w+)": (?:"([^"]*)"|(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?))')
 
 _json_decoder = msgspec.json.Decoder()
@@ -255,7 +257,7 @@ def parse_notice(line: str | LogLine) -> Notice | None:
     m = _BG_ERROR_RE.match(msg)
     if m is not None:
         return BackgroundError(tid, "background", None, m.group("status").strip())
-    m = _VERSION_RE.match(msg)
+    m = _SESSION_RE.match(msg)
     if m is not None:
         return SessionStart(tid, m.group("v"))
     return None
@@ -343,7 +345,8 @@ class CompactionTracker:
         self._pending_status: dict[int, CompactedTo] = {}  # thread -> last "compacted to" line
         self._pending_error: dict[int, str] = {}  # thread -> last "Compaction error" status
         self._moved: dict[int, list[Moved]] = {}  # thread -> Moved lines before trivial_move
-        self.session = 0
+        self.session = 0  # bumped by each reset (a new store session)
+        self.session_id: str | None = None  # the store's DB Session ID of the lines being read
 
     # ------------------------------------------------------------------ helpers
     def _cover(self, numbers: list[int] | tuple[int, ...]) -> None:
@@ -378,7 +381,10 @@ class CompactionTracker:
         if isinstance(notice, BackgroundError):
             return self._on_background_error(notice, now_ms)
         if isinstance(notice, SessionStart):
-            return self.reset(now_ms, reason="store restarted before the job finished")
+            previous, self.session_id = self.session_id, notice.session_id
+            if previous is not None and previous != notice.session_id:
+                return self.reset(now_ms, reason="store restarted before the job finished")
+            return []
         return []
 
     def reset(self, now_ms: int, *, reason: str) -> list[TrackerEvent]:

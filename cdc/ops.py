@@ -49,6 +49,7 @@ log = logging.getLogger("cdc.ops")
 
 __all__ = ["InfoLogWatcher", "SnapshotWatcher", "COMPONENTS"]
 
+_OLD_LOG_RE = re.compile(r"^LOG\.old\.(\d+)$")
 _SST_RE = re.compile(r"^(\d+)\.(?:sst|ldb)$")
 _MAX_READ = 4 << 20
 _MAX_LINE = 1 << 20  # a "line" longer than this without a newline is parsed as is
@@ -72,6 +73,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 class _InfologCheckpoint(msgspec.Struct, array_like=True):
     ino: int
     offset: int
+    session_id: str = ""  # the store's DB Session ID of the lines before offset
 
 
 _cp_enc = msgspec.msgpack.Encoder()
@@ -158,6 +160,7 @@ class InfoLogWatcher:
             try:
                 cp = _cp_dec.decode(raw)
                 self._open_resume(cp.ino, cp.offset)
+                self.tracker.session_id = cp.session_id or None
             except (msgspec.DecodeError, OSError) as exc:
                 log.warning("infolog: ignoring unreadable checkpoint: %s", exc)
         files_raw = journal.get_checkpoint("infolog_files") if journal is not None else None
@@ -203,7 +206,7 @@ class InfoLogWatcher:
         events += await self._manifest(now_s)
         cps: dict[str, bytes] | None = None
         if events or (self._dirty_cp and now_s - self._last_cp_s >= self.idle_checkpoint_s):
-            cps = {"infolog": _cp_enc.encode(_InfologCheckpoint(self._ino, self._offset))}
+            cps = {"infolog": _cp_enc.encode(_InfologCheckpoint(self._ino, self._offset, self.tracker.session_id or ""))}
             self._dirty_cp = False
             self._last_cp_s = now_s
         if self._files_dirty:
@@ -236,10 +239,23 @@ class InfoLogWatcher:
         # read what the current fd has
         out += self._read_fd(final=False)
         if st is not None and st.st_ino != self._ino:
-            # rotated (LOG.old.<micros>) or recreated: finish the old file, then the new LOG
+            # rotated (LOG.old.<micros>) or recreated: finish the old file, then any LOG.old.*
+            # rolled after it (several rotations between two polls), then the new LOG
+            try:
+                old_mtime_ns = os.fstat(self._fd).st_mtime_ns if self._fd is not None else 0
+            except OSError:
+                old_mtime_ns = 0
             out += self._read_fd(final=True)
             self._close_fd()
             self.stats["rotations"] += 1
+            for path in self._newer_old_logs(self._ino, old_mtime_ns, st.st_ino):
+                try:
+                    self._fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                self._ino, self._offset, self._buf = os.fstat(self._fd).st_ino, 0, b""
+                out += self._read_fd(final=True)
+                self._close_fd()
             try:
                 self._fd = os.open(self.log_path, os.O_RDONLY)
             except OSError:
@@ -254,6 +270,31 @@ class InfoLogWatcher:
             self.stats["restarts"] += 1
             out += self._read_fd(final=False)
         return out
+
+    def _newer_old_logs(self, ino: int, mtime_ns: int, current_ino: int) -> list[str]:
+        """``LOG.old.<micros>`` files rolled after the file with inode ``ino``, oldest first."""
+        olds: list[tuple[int, str, int]] = []
+        try:
+            names = os.listdir(self.db_dir)
+        except OSError:
+            return []
+        for n in names:
+            m = _OLD_LOG_RE.match(n)
+            if m is None:
+                continue
+            path = os.path.join(self.db_dir, n)
+            try:
+                fino = os.stat(path).st_ino
+            except OSError:
+                continue
+            olds.append((int(m.group(1)), path, fino))
+        olds.sort()
+        idx = next((i for i, (_, _, fino) in enumerate(olds) if fino == ino), None)
+        if idx is not None:
+            newer = olds[idx + 1 :]
+        else:  # our file is gone: take those rolled after its last write
+            newer = [o for o in olds if o[0] * 1000 > mtime_ns]
+        return [path for _, path, fino in newer if fino not in (ino, current_ino)]
 
     def _read_fd(self, *, final: bool) -> list[Any]:
         out: list[Any] = []

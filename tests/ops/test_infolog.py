@@ -177,7 +177,10 @@ def test_flush_failure():
 
 def test_session_restart_fails_unfinished_and_resets_jobs():
     start = T + 'EVENT_LOG_v1 {"time_micros": 1, "job": 2, "event": "compaction_started", "files_L0": [7], "input_data_size": 10}'
-    events, tracker = feed_all([start, "2026/11/25-18:00:00.000000 1 RocksDB version: 9.8.4"])
+    sid = "2026/11/25-18:00:00.000000 1 DB Session ID:  {}"
+    events, tracker = feed_all([sid.format("AAA"), start, sid.format("AAA")])
+    assert [e.status for e in events] == ["started"]  # a rolled LOG repeats the same session id
+    events, tracker = feed_all([sid.format("AAA"), start, sid.format("BBB")])
     assert [e.status for e in events] == ["started", "failed"]
     assert "restarted" in events[1].details["reason"]
     again, _ = feed_all([start], tracker)
@@ -212,7 +215,9 @@ def test_notice_types():
     assert isinstance(parse_notice(T + "[WARN] [x.cc:1] Compaction error: IO error: x"), CompactionError)
     n = parse_notice(T + "[ERROR] [x.cc:1] Background IO error IO error: x, reason 3")
     assert isinstance(n, BackgroundError) and n.status == "IO error: x"
-    assert isinstance(parse_notice(T + "RocksDB version: 9.8.4"), SessionStart)
+    assert parse_notice(T + "RocksDB version: 9.8.4") is None
+    n = parse_notice(T + "DB Session ID:  334AD5DW9TLG31ED9PIC")
+    assert isinstance(n, SessionStart) and n.session_id == "334AD5DW9TLG31ED9PIC"
     n = parse_notice(T + 'EVENT_LOG_v1 {"time_micros": 1, "job": 1, "event": "x", "path": "a"b"}')
     assert isinstance(n, EventLog) and not n.complete and n.data["job"] == 1
     assert parse_notice(T + 'EVENT_LOG_v1 {"time_micros": 1}') is None  # no event name

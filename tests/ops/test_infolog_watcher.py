@@ -53,3 +53,57 @@ async def test_slow_compaction_started_running_completed(tmp_path, ops_config):
             assert (len(ts) - 1) / (span / 1000) <= 4.5
             flushes = _by_job(h.events("flush_status"), "flush_status")
             assert all(v == ["started", "completed"] for v in flushes.values())
+
+
+async def test_log_rotation_loses_nothing(tmp_path, ops_config):
+    """A LOG rolled by size (many times, faster than the poll) is read through LOG.old.*."""
+    db = str(tmp_path / "db")
+    with OpsWriter(db, max_log_file_size=40_000) as w:
+        async with run_components(ops_config(db), str(tmp_path), [InfoLogWatcher]) as h:
+            w.cmd("fill", count=20, value_size=100)
+            w.cmd("flush")  # the watcher follows LOG from here (a first start reads only LOG)
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) >= 1)
+            for _ in range(20):
+                w.cmd("fill", count=20, value_size=100)
+                w.cmd("flush")
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) >= 21)
+            w.cmd("put", key="after", value="x")
+            w.cmd("flush")
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) >= 22)
+            olds = [n for n in os.listdir(db) if n.startswith("LOG.old.")]
+            assert len(olds) >= 3
+    flushes = _by_job(h.events("flush_status"), "flush_status")
+    assert len(flushes) == 22
+    assert all(v == ["started", "completed"] for v in flushes.values()), flushes
+
+
+async def test_store_restart_and_daemon_restart(tmp_path, ops_config):
+    """The store reopens (new LOG, job ids start over) and the daemon restarts from its
+    checkpoint: every flush is reported exactly once, the reused job ids included."""
+    db = str(tmp_path / "db")
+    cfg = ops_config(db)
+    with OpsWriter(db) as w:
+        async with run_components(cfg, str(tmp_path), [InfoLogWatcher]) as h:
+            for _ in range(3):
+                w.cmd("fill", count=50)
+                w.cmd("flush")
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 3)
+            first = h.events("flush_status")
+        w.cmd("fill", count=50)
+        w.cmd("flush")  # while the daemon is down
+        w.close()
+    with OpsWriter(db) as w:  # the store restarts: LOG -> LOG.old.*, job ids restart
+        for _ in range(2):
+            w.cmd("fill", count=50)
+            w.cmd("flush")
+        async with run_components(cfg, str(tmp_path), [InfoLogWatcher]) as h2:
+            await wait_for(lambda: len([e for e in h2.events("flush_status") if e["status"] == "completed"]) >= 3)
+            w.cmd("fill", count=50)
+            w.cmd("flush")
+            await wait_for(lambda: len([e for e in h2.events("flush_status") if e["status"] == "completed"]) >= 4)
+            # the daemon's second run saw only what is new (no replay of the first 3)
+            second = [e for e in h2.events("flush_status") if e["id"] > max(x["id"] for x in first)]
+    statuses = [e["status"] for e in first + second]
+    assert statuses.count("started") == 3 + 4 == statuses.count("completed"), statuses
+    # the new session reuses small job ids: they are distinct reports, all completed
+    assert [e["status"] for e in second].count("failed") == 0
