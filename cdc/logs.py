@@ -185,5 +185,7 @@ def setup_logging(
         logging.getLogger("websockets").setLevel(logging.INFO)
     else:
         logging.getLogger("websockets").setLevel(logging.WARNING)
+    # watchfiles logs every batch of file changes at INFO ("1 change detected")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return handler

@@ -189,6 +189,9 @@ class _Tail:
             max_size=64 << 20,
             ping_interval=20,
             ping_timeout=20,
+            # leaving early (--count) with unread frames queued: don't wait long for the close
+            # handshake, whose answer sits behind frames we will never read
+            close_timeout=0.5,
         ) as ws:
             self.connected_once = True
             async for frame in ws:
