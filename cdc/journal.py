@@ -291,11 +291,14 @@ class Journal:
         if now_ms is None:
             now_ms = int(time.time() * 1000)
         encoded = []
-        for ev in events:
+        skipped: list[int] = []
+        for i, ev in enumerate(events):
             try:
                 encoded.append(_encode_event(ev, now_ms))
             except (ValueError, TypeError, msgspec.EncodeError):
                 self.rejected += 1
+                skipped.append(i)
+        self.last_skipped = skipped
         with self._write_lock:
             next_id = self._next_id
             records: list[Record] = []
@@ -347,6 +350,9 @@ class Journal:
             return records
 
     rejected = 0
+    """Events skipped because they could not be encoded (since open)."""
+    last_skipped: list[int] = []
+    """Indices (in the events argument) skipped by the last append."""
 
     def _prune(self, txn: lmdb.Transaction, count: int, total: int, now_ms: int) -> tuple[int, int, int | None]:
         """Delete the oldest events over the retention limits (at most PRUNE_BATCH)."""

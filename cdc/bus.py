@@ -1,0 +1,221 @@
+"""The event bus: producers emit, one writer commits batches to the journal, the hub fans out.
+
+Invariants:
+- Lossless and ordered: events are committed in emit order; nothing emitted is dropped.
+  While the journal is full the writer keeps the batch and retries (readiness reports it),
+  and producers wait once ``max_pending`` events are queued (backpressure).
+- One writer: a single task runs the commits through ``asyncio.to_thread`` (LMDB write
+  transactions never span an await). Batching is natural: whatever was emitted while the
+  previous commit ran goes into the next transaction (capped at ``max_batch`` events), so a
+  trickle commits at once and a flood commits in large batches.
+- Checkpoints given with events are committed in the same transaction as those events.
+- Committed records go to the ``on_commit`` callback (the hub) in id order, synchronously
+  from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import JournalError
+from .events import Event
+from .journal import Journal, Record
+
+__all__ = ["EventBus"]
+
+log = logging.getLogger("cdc.bus")
+
+_Item = tuple[Sequence[Any], "dict[str, bytes] | None", int, "asyncio.Future[list[int]] | None"]
+
+
+class EventBus:
+    """Queue -> journal -> hub.
+
+    Args:
+        journal: the open journal.
+        on_commit: called with each list of committed records (in order).
+        max_pending: events queued before ``emit`` waits.
+        max_batch: most events per write transaction.
+        on_journal_state: called with (ok, reason) when the journal becomes full / writable.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        on_commit: Callable[[list[Record]], None] | None = None,
+        max_pending: int = 100_000,
+        max_batch: int = 20_000,
+        on_journal_state: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.on_commit = on_commit
+        self.on_journal_state = on_journal_state
+        self.max_pending = max_pending
+        self.max_batch = max_batch
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._pending_events = 0
+        self._emitted_seq = 0  # items emitted so far
+        self._committed_seq = 0  # items committed so far
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._committed = asyncio.Event()
+        self._closing = False
+        self._close_evt = asyncio.Event()
+        self._journal_ok = True
+        # statistics (read by metrics)
+        self.commits = 0
+        self.committed_events = 0
+        self.last_commit_s = 0.0
+        self.last_error: str = ""
+
+    # ------------------------------------------------------------------ producers
+
+    async def emit(self, events: Sequence[Event | dict[str, Any]], checkpoints: dict[str, bytes] | None = None) -> None:
+        """Queue events (and checkpoints to commit with them); waits while the queue is full.
+
+        Returns once queued, not committed (see :meth:`flush`).
+        """
+        while self._pending_events >= self.max_pending and not self._closing:
+            self._space.clear()
+            await self._space.wait()
+        self.emit_nowait(events, checkpoints)
+
+    async def emit_and_wait(self, events: Sequence[Event | dict[str, Any]]) -> list[int]:
+        """Emit and wait for the commit; returns the ids given to the events (skipped ones omitted)."""
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        while self._pending_events >= self.max_pending and not self._closing:
+            self._space.clear()
+            await self._space.wait()
+        self.emit_nowait(events, None, _future=fut)
+        return await fut
+
+    def emit_nowait(
+        self,
+        events: Sequence[Event | dict[str, Any]],
+        checkpoints: dict[str, bytes] | None = None,
+        *,
+        _future: asyncio.Future[list[int]] | None = None,
+    ) -> None:
+        """Queue without waiting (for rare control events such as health changes)."""
+        if not events and not checkpoints:
+            if _future is not None:
+                _future.set_result([])
+            return
+        self._emitted_seq += 1
+        self._queue.append((events, checkpoints, self._emitted_seq, _future))
+        self._pending_events += len(events)
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything emitted before this call is committed."""
+        target = self._emitted_seq
+        while self._committed_seq < target:
+            self._committed.clear()
+            await self._committed.wait()
+
+    @property
+    def pending(self) -> int:
+        """Events queued but not committed yet."""
+        return self._pending_events
+
+    # ------------------------------------------------------------------ writer
+
+    async def run(self) -> None:
+        """The writer loop; returns after :meth:`close` once the queue is drained."""
+        retry_s = 0.05
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            items: list[_Item] = []
+            events: list[Any] = []
+            checkpoints: dict[str, bytes] = {}
+            while self._queue and (not events or len(events) + len(self._queue[0][0]) <= self.max_batch):
+                item = self._queue.popleft()
+                items.append(item)
+                events.extend(item[0])
+                if item[1]:
+                    checkpoints.update(item[1])
+            t0 = time.perf_counter()
+            try:
+                records = await asyncio.to_thread(self.journal.append, events, checkpoints or None)
+            except JournalError as exc:
+                # Keep the batch (in order) and retry; readiness reports the problem.
+                self._queue.extendleft(reversed(items))
+                self.last_error = str(exc)
+                if self._journal_ok:
+                    self._journal_ok = False
+                    log.error("%s; events are held until the journal accepts them", exc)
+                    if self.on_journal_state is not None:
+                        self.on_journal_state(False, str(exc))
+                if self._closing:
+                    log.error("shutting down with %d uncommitted events: %s", self._pending_events, exc)
+                    return
+                await self._sleep_or_close(retry_s)
+                retry_s = min(retry_s * 2, 1.0)
+                continue
+            retry_s = 0.05
+            self.last_commit_s = time.perf_counter() - t0
+            self.commits += 1
+            self.committed_events += len(records)
+            self._pending_events -= len(events)
+            self._committed_seq = items[-1][2]
+            if not self._journal_ok:
+                self._journal_ok = True
+                log.warning("journal writable again")
+                if self.on_journal_state is not None:
+                    self.on_journal_state(True, "")
+            if any(item[3] is not None for item in items):
+                self._resolve(items, records, set(self.journal.last_skipped))
+            self._committed.set()
+            if self._pending_events < self.max_pending:
+                self._space.set()
+            if records and self.on_commit is not None:
+                try:
+                    self.on_commit(records)
+                except Exception:  # pragma: no cover - a hub bug must not stop commits
+                    log.exception("fan-out failed")
+
+    @staticmethod
+    def _resolve(items: list[_Item], records: list[Record], skipped: set[int]) -> None:
+        """Give each waiting emitter the ids of its own events."""
+        idx = 0  # index into the concatenated events
+        ri = 0  # index into records
+        for events, _cp, _seq, fut in items:
+            ids: list[int] = []
+            for _ in range(len(events)):
+                if idx not in skipped:
+                    ids.append(records[ri].id)
+                    ri += 1
+                idx += 1
+            if fut is not None and not fut.done():
+                fut.set_result(ids)
+
+    async def _sleep_or_close(self, delay_s: float) -> None:
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._close_evt.wait()
+        except TimeoutError:
+            pass
+
+    async def close(self) -> None:
+        """Ask the writer to drain the queue and return (producers are stopped first)."""
+        self._closing = True
+        self._close_evt.set()
+        self._wake.set()
+        self._space.set()
+
+    @property
+    def journal_ok(self) -> bool:
+        return self._journal_ok
+

@@ -1,0 +1,506 @@
+"""The hub: subscriber registry, filters, live fan-out and replay from the journal.
+
+Invariants:
+- Each committed record is encoded at most once per wire format (``Record.frame`` caches), and
+  subscribers that share a filter share the matching work and the very same frame bytes
+  (a ``batch=1`` array frame is built once per filter group and format).
+- The fan-out never awaits a subscriber: it writes frames synchronously into the connection's
+  transport while that transport is below its high-water mark; otherwise the frames go to the
+  subscriber's bounded ``pending`` queue and one drain task per backlogged subscriber sends
+  them. A subscriber whose backlog exceeds ``queue_limit`` events is closed with 4429 (it
+  resumes from the journal with ``since`` and loses nothing).
+- Every subscriber receives each matching event exactly once and in id order: ``last_id`` is
+  the id of the last event handed to its connection; nothing with ``id <= last_id`` is ever
+  sent again.
+- Resume (``since``): the subscriber is registered in REPLAY state (live fan-out skips it),
+  replays the journal up to the hub's latest published id, and switches to LIVE with no await
+  between the final "caught up" check and the switch, so no event can fall in between. Events
+  read from the journal before the hub published them are skipped by ``last_id`` when they
+  arrive live.
+- Filters: ``types`` (event type), ``cf`` (column family; events without a cf pass), ``prefix``
+  (raw key bytes; a delete_range matches when its range overlaps the prefix; events without a
+  key pass). Absent = everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK, FORMAT_MSGPACK_VALUES, Journal, Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from websockets.asyncio.server import ServerConnection
+
+__all__ = ["Filter", "Subscriber", "Hub", "prefix_successor"]
+
+log = logging.getLogger("cdc.hub")
+
+REPLAY = 0
+LIVE = 1
+CLOSED = 2
+
+REPLAY_CHUNK = 10_000
+"""Events read from the journal per replay step."""
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+_json_decoder = msgspec.json.Decoder()
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """Smallest byte string greater than every string that starts with ``prefix`` (None: no bound)."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return None
+
+
+class Filter:
+    """What a subscriber receives (immutable; ``key`` identifies equal filters)."""
+
+    __slots__ = ("types", "cfs", "prefixes", "key", "accept_all", "_ranges")
+
+    def __init__(
+        self,
+        types: Iterable[str] | None = None,
+        cfs: Iterable[str] | None = None,
+        prefixes: Iterable[bytes] | None = None,
+    ) -> None:
+        self.types = frozenset(types) if types is not None else None
+        self.cfs = frozenset(cfs) if cfs is not None else None
+        self.prefixes = tuple(sorted(set(prefixes))) if prefixes is not None else None
+        self.key = (self.types, self.cfs, self.prefixes)
+        self.accept_all = self.types is None and self.cfs is None and self.prefixes is None
+        self._ranges = [(p, prefix_successor(p)) for p in self.prefixes] if self.prefixes is not None else None
+
+    def match(self, rec: Record) -> bool:
+        """True when the record passes every part of the filter."""
+        if self.types is not None and rec.type not in self.types:
+            return False
+        if self.cfs is not None and rec.cf is not None and rec.cf not in self.cfs:
+            return False
+        if self.prefixes is not None and rec.key is not None:
+            key = rec.key
+            if rec.end_key is None:
+                return key.startswith(self.prefixes)
+            end = rec.end_key
+            for lo, hi in self._ranges:  # type: ignore[union-attr]
+                # [key, end) overlaps [lo, hi)
+                if (hi is None or key < hi) and end > lo:
+                    return True
+            return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        from .events import encode_bytes
+
+        out: dict[str, Any] = {
+            "types": sorted(self.types) if self.types is not None else None,
+            "cf": sorted(self.cfs) if self.cfs is not None else None,
+            "prefix": [encode_bytes(p)[0] for p in self.prefixes] if self.prefixes is not None else None,
+        }
+        return out
+
+
+def fmt_index(msgpack: bool, values: bool) -> int:
+    if msgpack:
+        return FORMAT_MSGPACK_VALUES if values else FORMAT_MSGPACK
+    return FORMAT_JSON_VALUES if values else FORMAT_JSON
+
+
+def _msgpack_array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + _U16.pack(n)
+    return b"\xdd" + _U32.pack(n)
+
+
+def build_frames(records: list[Record], fmt: int, batch: bool) -> list[bytes]:
+    """Frames for ``records`` in a wire format: one per event, or one array when ``batch``."""
+    if not batch:
+        if fmt == FORMAT_JSON:
+            return [r.wire for r in records]
+        return [r.frame(fmt) for r in records]
+    if len(records) == 1:
+        return [records[0].frame(fmt)]
+    if fmt < FORMAT_MSGPACK:
+        return [b"[" + b",".join([r.frame(fmt) for r in records]) + b"]"]
+    return [_msgpack_array_header(len(records)) + b"".join([r.frame(fmt) for r in records])]
+
+
+def _wire_id(wire: bytes) -> int:
+    """Id of a wire JSON record (it always starts with ``{"id":N,``)."""
+    return int(wire[6 : wire.index(b",", 6)])
+
+
+def control_frame(body: dict[str, Any], msgpack: bool) -> bytes:
+    """Encode a control frame (hello, heartbeat, pong, error, subscribed, reset...)."""
+    return _msgpack.encode(body) if msgpack else _json.encode(body)
+
+
+class Subscriber:
+    """One WebSocket subscriber (kept small: thousands of these are idle at once)."""
+
+    __slots__ = (
+        "conn",
+        "hub",
+        "filter",
+        "fmt",
+        "batch",
+        "text",
+        "state",
+        "last_id",
+        "pending",
+        "pending_n",
+        "drainer",
+        "grant",
+        "exp_handle",
+        "close_code",
+        "__weakref__",
+    )
+
+    def __init__(self, conn: ServerConnection, hub: Hub, flt: Filter, *, values: bool, msgpack: bool, batch: bool, grant: Any = None) -> None:
+        self.conn = conn
+        self.hub = hub
+        self.filter = flt
+        self.fmt = fmt_index(msgpack, values)
+        self.batch = batch
+        self.text = not msgpack
+        self.state = REPLAY
+        self.last_id = 0
+        self.pending: deque[tuple[list[bytes], int, int]] | None = None
+        self.pending_n = 0
+        self.drainer: asyncio.Task[None] | None = None
+        self.grant = grant
+        self.exp_handle: asyncio.TimerHandle | None = None
+        self.close_code: int | None = None
+
+    # --------------------------------------------------------------- sending
+
+    def _write(self, frames: list[bytes]) -> bool:
+        """Write frames into the transport now; False when the connection is not open."""
+        conn = self.conn
+        proto = conn.protocol
+        if proto.state is not _OPEN:
+            return False
+        send = proto.send_text if self.text else proto.send_binary
+        try:
+            for f in frames:
+                send(f)
+            conn.send_data()
+        except Exception:  # a broken transport: the handler sees the close and cleans up
+            return False
+        return True
+
+    def push(self, frames: list[bytes], last_id: int, n_events: int) -> None:
+        """Hand frames to the connection without ever waiting (fan-out path)."""
+        if self.pending is None and self.drainer is None and not self.conn.paused:
+            if self._write(frames):
+                if last_id > self.last_id:
+                    self.last_id = last_id
+                self.hub.delivered += n_events
+            return
+        if self.pending is None:
+            self.pending = deque()
+        self.pending.append((frames, last_id, n_events))
+        self.pending_n += n_events
+        if self.pending_n > self.hub.queue_limit:
+            self.close(4429, "subscriber too slow: reconnect with since to resume")
+        elif self.drainer is None:
+            self.drainer = asyncio.get_running_loop().create_task(self._drain(), name="cdc-drain")
+
+    def send_control(self, body: dict[str, Any]) -> None:
+        """Send a control frame, in order with any events still queued for this subscriber."""
+        if self.state == CLOSED:
+            return
+        self.push([control_frame(body, not self.text)], 0, 0)
+
+    async def send_now(self, frames: list[bytes]) -> bool:
+        """Send frames, waiting while the transport is above its high-water mark (replay path)."""
+        conn = self.conn
+        while conn.paused:
+            await conn.drain()
+            if self.state == CLOSED:
+                return False
+        return self._write(frames)
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending and self.state != CLOSED:
+                if self.conn.paused:
+                    await self.conn.drain()
+                    continue
+                frames, last_id, n = self.pending.popleft()
+                self.pending_n -= n
+                if not self._write(frames):
+                    break
+                if last_id > self.last_id:
+                    self.last_id = last_id
+                self.hub.delivered += n
+                if not self.pending:
+                    break
+                await asyncio.sleep(0)
+        except Exception:  # connection lost while waiting
+            pass
+        finally:
+            self.drainer = None
+            if not self.pending:
+                self.pending = None
+                self.pending_n = 0
+
+    # --------------------------------------------------------------- lifecycle
+
+    def close(self, code: int, reason: str) -> None:
+        """Unregister and close the connection with ``code`` (never waits)."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.close_code = code
+        self.hub.remove(self)
+        self.pending = None
+        self.pending_n = 0
+        if self.exp_handle is not None:
+            self.exp_handle.cancel()
+            self.exp_handle = None
+        self.hub.closed_by_code[code] = self.hub.closed_by_code.get(code, 0) + 1
+        self.hub.spawn(self.conn.close(code, reason))
+
+
+class _Group:
+    __slots__ = ("filter", "subs")
+
+    def __init__(self, flt: Filter) -> None:
+        self.filter = flt
+        self.subs: dict[int, Subscriber] = {}
+
+
+class Hub:
+    """Registry of subscribers and the live fan-out of committed records."""
+
+    def __init__(self, journal: Journal, *, queue_limit: int = 10_000) -> None:
+        self.journal = journal
+        self.queue_limit = queue_limit
+        self.latest_id = journal.latest_id
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._count = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._published: asyncio.Event | None = None
+        # statistics
+        self.delivered = 0
+        self.published = 0
+        self.published_by_type: dict[str, int] = {}
+        self.closed_by_code: dict[int, int] = {}
+
+    # --------------------------------------------------------------- registry
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def subscribers(self) -> list[Subscriber]:
+        return [s for g in self._groups.values() for s in g.subs.values()]
+
+    def add(self, sub: Subscriber) -> None:
+        g = self._groups.get(sub.filter.key)
+        if g is None:
+            g = self._groups[sub.filter.key] = _Group(sub.filter)
+        g.subs[id(sub)] = sub
+        self._count += 1
+
+    def remove(self, sub: Subscriber) -> None:
+        g = self._groups.get(sub.filter.key)
+        if g is not None and g.subs.pop(id(sub), None) is not None:
+            self._count -= 1
+            if not g.subs:
+                del self._groups[sub.filter.key]
+
+    def set_filter(self, sub: Subscriber, flt: Filter) -> None:
+        """Change a registered subscriber's filter (runtime ``subscribe``)."""
+        registered = sub.state != CLOSED
+        if registered:
+            self.remove(sub)
+        sub.filter = flt
+        if registered:
+            self.add(sub)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a fire-and-forget coroutine, keeping a reference until it ends."""
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # pragma: no cover - no loop (closing)
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background task failed: %r", task.exception())
+
+    # --------------------------------------------------------------- fan-out
+
+    def publish(self, records: list[Record]) -> None:
+        """Fan committed records out to every LIVE subscriber whose filter matches (never waits)."""
+        if not records:
+            return
+        self.latest_id = records[-1].id
+        self.published += len(records)
+        by_type = self.published_by_type
+        for r in records:
+            by_type[r.type] = by_type.get(r.type, 0) + 1
+        for g in list(self._groups.values()):
+            flt = g.filter
+            matched = records if flt.accept_all else [r for r in records if flt.match(r)]
+            if not matched:
+                continue
+            first_id = matched[0].id
+            last_id = matched[-1].id
+            n = len(matched)
+            cache: dict[int, list[bytes]] = {}
+            for sub in list(g.subs.values()):
+                if sub.state != LIVE:
+                    continue
+                if first_id <= sub.last_id:  # already sent by its replay
+                    rest = [r for r in matched if r.id > sub.last_id]
+                    if rest:
+                        sub.push(build_frames(rest, sub.fmt, sub.batch), rest[-1].id, len(rest))
+                    continue
+                ck = sub.fmt * 2 + sub.batch
+                frames = cache.get(ck)
+                if frames is None:
+                    frames = cache[ck] = build_frames(matched, sub.fmt, sub.batch)
+                sub.push(frames, last_id, n)
+        ev = self._published
+        if ev is not None:
+            self._published = None
+            ev.set()
+
+    async def wait_published(self, timeout_s: float) -> bool:
+        """Wait until the next publish (True) or the timeout (False)."""
+        if self._published is None:
+            self._published = asyncio.Event()
+        ev = self._published
+        try:
+            async with asyncio.timeout(timeout_s):
+                await ev.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def broadcast_control(self, body: dict[str, Any]) -> None:
+        """Send a control frame (e.g. heartbeat) to every LIVE subscriber."""
+        frames: dict[bool, list[bytes]] = {}
+        for g in list(self._groups.values()):
+            for sub in list(g.subs.values()):
+                if sub.state != LIVE:
+                    continue
+                f = frames.get(sub.text)
+                if f is None:
+                    f = frames[sub.text] = [control_frame(body, not sub.text)]
+                sub.push(f, 0, 0)
+
+    # --------------------------------------------------------------- resume
+
+    def cursor_expired(self, since: int) -> bool:
+        """True when events after ``since`` were pruned (or ``since`` is ahead of the journal)."""
+        if since == 0:
+            return False
+        return since < self.journal.oldest_id - 1 or since > self.latest_id
+
+    async def start(self, sub: Subscriber, since: int | None) -> None:
+        """Register ``sub`` and bring it LIVE, replaying the journal from ``since`` first.
+
+        Sends a ``reset`` control frame when the cursor expired (then live from now).
+        """
+        self.add(sub)
+        if since is None:
+            sub.last_id = self.latest_id
+            sub.state = LIVE
+            return
+        if self.cursor_expired(since):
+            sub.last_id = self.latest_id
+            sub.state = LIVE
+            sub.send_control(
+                {
+                    "type": "reset",
+                    "reason": "cursor_expired",
+                    "since": since,
+                    "oldest_id": self.journal.oldest_id,
+                    "latest_id": self.latest_id,
+                }
+            )
+            return
+        pos = since
+        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON
+        journal = self.journal
+        gap = False
+        while sub.state == REPLAY and pos < self.latest_id:
+            if fast:
+                wires, last = await asyncio.to_thread(journal.read_wire, pos, REPLAY_CHUNK)
+                if not wires or _wire_id(wires[0]) != pos + 1:
+                    gap = True  # pruned under our feet
+                    break
+                cut = self.latest_id
+                if last > cut:  # committed but not published yet: stop at what was published
+                    wires = [w for w in wires if _wire_id(w) <= cut]
+                    last = cut
+                frames = [b"[" + b",".join(wires) + b"]"] if sub.batch else wires
+                n = len(wires)
+            else:
+                recs = await asyncio.to_thread(journal.read, pos, REPLAY_CHUNK)
+                if not recs or recs[0].id != pos + 1:
+                    gap = True
+                    break
+                cut = self.latest_id
+                if recs[-1].id > cut:
+                    recs = [r for r in recs if r.id <= cut]
+                last = recs[-1].id
+                flt = sub.filter
+                matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                n = len(matched)
+                frames = build_frames(matched, sub.fmt, sub.batch) if matched else []
+            if sub.state != REPLAY:
+                return
+            if frames:
+                if not await sub.send_now(frames):
+                    return
+                self.delivered += n
+            pos = last
+            sub.last_id = last
+        if sub.state != REPLAY:
+            return
+        # Caught up: no await between the loop's last check and the switch below.
+        if gap:
+            sub.send_control(
+                {"type": "reset", "reason": "cursor_expired", "since": pos, "oldest_id": journal.oldest_id, "latest_id": self.latest_id}
+            )
+            sub.last_id = self.latest_id
+        else:
+            sub.last_id = pos
+        sub.state = LIVE
+
+    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every subscriber and wait (bounded by the caller) for the closes to finish."""
+        for sub in self.subscribers():
+            sub.close(code, reason)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+from websockets.protocol import State as _State  # noqa: E402
+
+_OPEN = _State.OPEN

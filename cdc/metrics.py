@@ -1,0 +1,117 @@
+"""Prometheus metrics: one registry per app (never the global one).
+
+Hot-path numbers (events published/delivered, subscribers, journal size) are plain integers
+kept by the hub, bus and journal and read at scrape time by a collector, so the fan-out pays
+nothing per event. Components update the prometheus objects below directly:
+
+- ``decode_errors`` (Counter): WAL records that could not be decoded
+- ``capture_lag_bytes`` / ``capture_lag_seq`` (Gauge): how far capture is behind the store
+- ``capture_gaps`` (Counter): sequence gaps detected
+- ``wal_bytes_read`` (Counter): WAL bytes read by capture
+- ``ops_events`` (Counter, label ``type``): compaction/flush/snapshot notices emitted
+- ``inc(name, n)`` / ``set(name, value)``: any other counter / gauge ``cdc_<name>``, created on
+  first use (``events_captured`` from capture becomes ``cdc_wal_events_captured_total``)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Pull(Collector):
+    def __init__(self, fn: Callable[[], Iterator[Any]]) -> None:
+        self._fn = fn
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._fn()
+
+
+class Metrics:
+    """The app's metrics registry and the objects components update."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series (process-wide switch of prometheus_client)
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.decode_errors = Counter("cdc_decode_errors", "WAL/LOG records cdc could not decode", registry=r)
+        self.capture_lag_bytes = Gauge("cdc_capture_lag_bytes", "WAL bytes written by the store and not yet captured", registry=r)
+        self.capture_lag_seq = Gauge("cdc_capture_lag_seq", "store sequence numbers not yet captured", registry=r)
+        self.capture_gaps = Counter("cdc_capture_gaps", "sequence gaps detected by capture", registry=r)
+        self.wal_bytes_read = Counter("cdc_wal_bytes_read", "WAL bytes read by capture", registry=r)
+        self.ops_events = Counter("cdc_ops_events", "operational notices emitted", ["type"], registry=r)
+        self._sources: dict[str, Any] = {}
+        r.register(_Pull(self._collect))
+
+    def bind(self, *, hub: Any = None, bus: Any = None, journal: Any = None, health: Any = None) -> None:
+        """Attach the objects whose counters are read at scrape time."""
+        for name, obj in (("hub", hub), ("bus", bus), ("journal", journal), ("health", health)):
+            if obj is not None:
+                self._sources[name] = obj
+
+    def _collect(self) -> Iterator[Any]:
+        hub = self._sources.get("hub")
+        bus = self._sources.get("bus")
+        journal = self._sources.get("journal")
+        health = self._sources.get("health")
+        if hub is not None:
+            c = CounterMetricFamily("cdc_events_captured", "events journaled and published, by type", labels=["type"])
+            for t, n in sorted(hub.published_by_type.items()):
+                c.add_metric([t], n)
+            yield c
+            yield CounterMetricFamily("cdc_events_delivered", "events handed to subscriber connections", value=hub.delivered)
+            yield GaugeMetricFamily("cdc_subscribers", "connected WebSocket subscribers", value=hub.count)
+            c = CounterMetricFamily("cdc_subscribers_closed", "subscribers closed by the server, by close code", labels=["code"])
+            for code, n in sorted(hub.closed_by_code.items()):
+                c.add_metric([str(code)], n)
+            yield c
+        if bus is not None:
+            yield GaugeMetricFamily("cdc_bus_pending_events", "events emitted and not yet committed", value=bus.pending)
+            yield CounterMetricFamily("cdc_journal_commits", "journal write transactions", value=bus.commits)
+        if journal is not None:
+            yield GaugeMetricFamily("cdc_journal_bytes", "stored bytes of retained events", value=journal.size_bytes)
+            yield GaugeMetricFamily("cdc_journal_events", "retained events", value=journal.count)
+            yield GaugeMetricFamily("cdc_journal_latest_id", "id of the last committed event", value=journal.latest_id)
+            yield GaugeMetricFamily("cdc_journal_oldest_id", "id of the oldest retained event", value=journal.oldest_id)
+            yield GaugeMetricFamily("cdc_journal_map_bytes", "LMDB map size", value=journal.map_size)
+            yield GaugeMetricFamily("cdc_journal_full", "1 while the journal refuses writes", value=1 if journal.full else 0)
+        if health is not None:
+            g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])
+            for probe in ("liveness", "readiness", "startup"):
+                g.add_metric([probe], 1 if health.healthy(probe) else 0)
+            yield g
+
+    # Generic hooks for components: ``metrics.inc(name, n)`` / ``metrics.set(name, value)``.
+    _RENAME = {"events_captured": "wal_events_captured"}
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Increment the counter ``cdc_<name>`` (created on first use)."""
+        obj = self._named(name, Counter)
+        obj.inc(n)
+
+    def set(self, name: str, value: float) -> None:
+        """Set the gauge ``cdc_<name>`` (created on first use)."""
+        obj = self._named(name, Gauge)
+        obj.set(value)
+
+    def _named(self, name: str, kind: type) -> Any:
+        attr = self._RENAME.get(name, name)
+        obj = getattr(self, attr, None)
+        if obj is None:
+            if not attr.isidentifier() or attr.startswith("_"):
+                raise ValueError(f"bad metric name {name!r}")
+            obj = kind(f"cdc_{attr}", f"{attr.replace('_', ' ')} (reported by a component)", registry=self.registry)
+            setattr(self, attr, obj)
+        return obj
+
+    def render(self) -> bytes:
+        """Prometheus text exposition."""
+        return generate_latest(self.registry)

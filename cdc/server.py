@@ -1,0 +1,760 @@
+"""The network side: WebSocket ``/ws/events`` and plain HTTP on one port (``websockets``).
+
+Routes (CONTRACT.md sections 5 and 6): ``GET /ws/events``, ``GET /events`` (long-poll),
+``GET /health/live|ready|startup``, ``GET /metrics``, ``POST /publish``, ``GET /``,
+``GET /client.js``, ``GET /cdc.d.ts``, ``GET /schema.json``; ``OPTIONS`` answers CORS preflights.
+
+Invariants:
+- Tokens never reach a log line: the websockets logger passes through a redacting filter, and
+  no error message includes a token.
+- Origin: when ``allow_origin`` is set, a request whose ``Origin`` is neither listed nor the
+  server's own origin (same ``Host``) gets HTTP 403 before the upgrade. Requests without an
+  ``Origin`` (non-browser clients) are not restricted by it; they still need a token.
+- Auth happens after the upgrade for WebSockets (browsers cannot read HTTP statuses), with
+  close codes 4401 / 4403; bad query parameters close with 4400. HTTP endpoints answer
+  401 / 403 / 400.
+- ``websockets`` only parses GET requests without a body, so a request with another method is
+  buffered by :class:`_Connection` (body limited to ``max_message_bytes``), re-presented to
+  websockets as a GET, and the method and body are kept on the connection object.
+- Control frames (hello, heartbeat, pong, error, subscribed, authenticated, reset) carry no
+  ``id``; every event frame does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import __version__
+from .auth import Authenticator, Grant, narrow
+from .errors import AuthError
+from .events import EVENT_TYPES, Event
+from .hub import LIVE, Filter, Hub, Subscriber, build_frames, control_frame, fmt_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import AppContext
+
+__all__ = ["Server", "parse_subscription", "SubscriptionRequest"]
+
+log = logging.getLogger("cdc.server")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/client.js": ("client.js", "text/javascript; charset=utf-8"),
+    "/cdc.d.ts": ("cdc.d.ts", "text/plain; charset=utf-8"),
+}
+_HEALTH = {"/health/live": "liveness", "/health/ready": "readiness", "/health/startup": "startup"}
+MAX_POLL_LIMIT = 10_000
+DEFAULT_POLL_LIMIT = 1000
+DEFAULT_POLL_TIMEOUT_S = 25.0
+
+_json = msgspec.json.Encoder()
+_json_decode = msgspec.json.decode
+_msgpack_decode = msgspec.msgpack.decode
+_TOKEN_RE = re.compile(r"(token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def _redact(text: str) -> str:
+    return _TOKEN_RE.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+
+
+class _RedactFilter(logging.Filter):
+    """Removes tokens from websockets' log records (messages, args and tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # pragma: no cover
+            return True
+        if record.exc_info:
+            msg += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = _redact(msg)
+        record.args = None
+        return True
+
+
+def _ws_logger() -> logging.Logger:
+    lg = logging.getLogger("cdc.websockets")
+    if not any(isinstance(f, _RedactFilter) for f in lg.filters):
+        lg.addFilter(_RedactFilter())
+    return lg
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+class SubscriptionRequest:
+    """Parsed query parameters of ``/ws/events`` and ``/events``."""
+
+    __slots__ = ("types", "cfs", "prefixes", "values", "batch", "msgpack", "since", "timeout_s", "limit")
+
+    def __init__(self) -> None:
+        self.types: list[str] | None = None
+        self.cfs: list[str] | None = None
+        self.prefixes: list[bytes] | None = None
+        self.values = False
+        self.batch = False
+        self.msgpack = False
+        self.since: int | None = None
+        self.timeout_s: float | None = None
+        self.limit = DEFAULT_POLL_LIMIT
+
+
+def _csv(v: str) -> list[str]:
+    return [x for x in (p.strip() for p in v.split(",")) if x]
+
+
+def _bool(name: str, v: str) -> bool:
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be 0 or 1")
+
+
+def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
+    """Parse query parameters; repeated ``types``/``cf``/``prefix`` accumulate (comma lists too).
+
+    ``prefix`` values are taken as-is (not split on commas: keys may contain commas).
+
+    Raises:
+        ValueError: a parameter that is not what the contract says (one line).
+    """
+    req = SubscriptionRequest()
+    for name, v in params:
+        if name == "types":
+            req.types = (req.types or []) + _csv(v)
+        elif name == "cf":
+            req.cfs = (req.cfs or []) + _csv(v)
+        elif name == "prefix":
+            req.prefixes = (req.prefixes or []) + [v.encode("utf-8", "surrogateescape")]
+        elif name == "values":
+            req.values = _bool("values", v)
+        elif name == "batch":
+            req.batch = _bool("batch", v)
+        elif name == "format":
+            if v not in ("json", "msgpack"):
+                raise ValueError("format must be json or msgpack")
+            req.msgpack = v == "msgpack"
+        elif name == "since":
+            if v == "":
+                continue
+            try:
+                since = int(v)
+            except ValueError:
+                raise ValueError("since must be a non-negative integer") from None
+            if since < 0:
+                raise ValueError("since must be a non-negative integer")
+            req.since = since
+        elif name == "timeout":
+            try:
+                t = float(v)
+            except ValueError:
+                raise ValueError("timeout must be a number of seconds") from None
+            if not t >= 0:
+                raise ValueError("timeout must be a number of seconds")
+            req.timeout_s = t
+        elif name == "limit":
+            try:
+                n = int(v)
+            except ValueError:
+                raise ValueError("limit must be a positive integer") from None
+            if n <= 0:
+                raise ValueError("limit must be a positive integer")
+            req.limit = min(n, MAX_POLL_LIMIT)
+    if req.types is not None:
+        for t in req.types:
+            if t not in EVENT_TYPES and "." not in t:
+                raise ValueError(f"unknown event type {t[:40]!r}")
+    return req
+
+
+def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
+    """(present, value) of an optional list-of-strings field of a client message."""
+    if name not in m:
+        return False, None
+    v = m[name]
+    if v is None:
+        return True, None
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"{name} must be a list of strings")
+    return True, v
+
+
+# ---------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Connection(ServerConnection):
+    """A ServerConnection that also accepts HTTP requests with a method other than GET.
+
+    websockets parses only GET without a body; for POST/OPTIONS/... the request head and body
+    are buffered here, then handed to websockets as a GET with the body removed. The method is
+    in ``cdc_method``, the body in ``cdc_body``; ``cdc_error`` holds an HTTP status when the
+    request could not be accepted (413 too large, 411 chunked).
+    """
+
+    cdc_method = "GET"
+    cdc_body = b""
+    cdc_error = 0
+    cdc_limit = 64 * 1024
+    cdc_sub: Subscriber | None = None
+    _pre: bytearray | None = None
+    _pre_done = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._pre_done:
+            super().data_received(data)
+            return
+        if self._pre is None:
+            if data[:4] == b"GET ":
+                self._pre_done = True
+                super().data_received(data)
+                return
+            self._pre = bytearray()
+        self._pre += data
+        buf = self._pre
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(buf) > 16384:  # let websockets reject the oversized head
+                self._pass(bytes(buf))
+            return
+        head = bytes(buf[:head_end])
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) != 3:
+            self._pass(bytes(buf))
+            return
+        method = parts[0].decode("ascii", "replace").upper()
+        length = 0
+        kept = [b"GET " + parts[1] + b" " + parts[2]]
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            lname = name.strip().lower()
+            if lname == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    self.cdc_error = 400
+                continue
+            if lname == b"transfer-encoding":
+                self.cdc_error = 411
+                continue
+            kept.append(line)
+        if length > self.cdc_limit:
+            self.cdc_error = 413
+            length = 0
+        body_start = head_end + 4
+        if len(buf) - body_start < length:
+            return  # wait for the rest of the body
+        self.cdc_method = method
+        self.cdc_body = bytes(buf[body_start : body_start + length])
+        rest = bytes(buf[body_start + length :])
+        self._pass(b"\r\n".join(kept) + b"\r\n\r\n" + rest)
+
+    def _pass(self, data: bytes) -> None:
+        self._pre = None
+        self._pre_done = True
+        super().data_received(data)
+
+
+def _response(status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+        ]
+    )
+    if extra:
+        for k, v in extra:
+            headers[k] = v
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def _json_response(status: int, obj: Any, extra: list[tuple[str, str]] | None = None) -> Response:
+    return _response(status, _json.encode(obj), "application/json", extra)
+
+
+def _error(status: int, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    return _json_response(status, {"error": message}, extra)
+
+
+# ---------------------------------------------------------------------------- server
+
+
+class Server:
+    """Binds the port and serves every route; see the module docstring."""
+
+    def __init__(self, ctx: AppContext, hub: Hub, auth: Authenticator) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.auth = auth
+        cfg = ctx.config
+        self.allow_origin = frozenset(o.rstrip("/") for o in cfg.allow_origin)
+        self.max_subscribers = cfg.max_subscribers
+        self.heartbeat_ms = cfg.heartbeat_ms
+        self.max_poll_timeout_s = min(cfg.max_poll_timeout_s, 30.0)
+        self.max_message_bytes = cfg.max_message_bytes
+        self.ws: WsServer | None = None
+        self.host = cfg.host
+        self.port = cfg.port
+        self._schema: bytes | None = None
+        self._static: dict[str, bytes] = {}
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind the listening socket (raises OSError when the port is taken)."""
+        limit = self.max_message_bytes
+
+        class Conn(_Connection):
+            cdc_limit = limit
+
+        self.ws = await serve(
+            self._handler,
+            self.ctx.config.host,
+            self.ctx.config.port,
+            process_request=self._process_request,
+            create_connection=Conn,
+            max_size=self.max_message_bytes,
+            max_queue=16,
+            compression=None,
+            ping_interval=None,  # one app-wide heartbeat task instead of one keepalive task per socket
+            open_timeout=self.max_poll_timeout_s + 10.0,
+            close_timeout=5.0,
+            logger=_ws_logger(),
+            server_header=f"cdc/{__version__}",
+        )
+        sock = next(iter(self.ws.sockets))
+        self.host, self.port = sock.getsockname()[:2]
+
+    def stop_accepting(self) -> None:
+        """Stop accepting new connections (existing ones stay until :meth:`close`)."""
+        self._closing = True
+        if self.ws is not None:
+            self.ws.close(close_connections=False)
+
+    async def close(self) -> None:
+        """Close every connection with 1001 and wait for the handlers to finish."""
+        self._closing = True
+        await self.hub.close_all(1001, "server shutting down")
+        if self.ws is not None:
+            self.ws.close(close_connections=True)
+            await self.ws.wait_closed()
+
+    async def heartbeats(self, stop: asyncio.Event) -> None:
+        """Send a ``heartbeat`` control frame to every live subscriber every ``heartbeat_ms``."""
+        interval = self.heartbeat_ms / 1000.0
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+                return
+            except TimeoutError:
+                pass
+            self.hub.broadcast_control({"type": "heartbeat", "latest_id": self.hub.latest_id, "ts": int(time.time() * 1000)})
+
+    # ------------------------------------------------------------------ helpers
+
+    def _origin_ok(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        if not self.allow_origin or origin is None:
+            return True
+        origin = origin.rstrip("/")
+        if origin in self.allow_origin or "*" in self.allow_origin:
+            return True
+        host = request.headers.get("Host")
+        if host and urlsplit(origin).netloc == host:  # the dashboard served by this daemon
+            return True
+        return False
+
+    def _cors(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("Origin")
+        if origin is None or not self.allow_origin:
+            return []
+        if origin.rstrip("/") in self.allow_origin or "*" in self.allow_origin:
+            return [
+                ("Access-Control-Allow-Origin", origin),
+                ("Vary", "Origin"),
+                ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                ("Access-Control-Max-Age", "600"),
+            ]
+        return []
+
+    @staticmethod
+    def _token(request: Request, params: list[tuple[str, str]]) -> str | None:
+        authz = request.headers.get("Authorization")
+        if authz:
+            scheme, _, value = authz.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return value.strip()
+        for name, v in params:
+            if name == "token":
+                return v
+        return None
+
+    def _static_file(self, name: str) -> bytes | None:
+        data = self._static.get(name)
+        if data is None:
+            try:
+                with open(os.path.join(STATIC_DIR, name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                return None
+            self._static[name] = data
+        return data
+
+    def _schema_json(self) -> bytes:
+        if self._schema is None:
+            self._schema = _json.encode(msgspec.json.schema(Event))
+        return self._schema
+
+    # ------------------------------------------------------------------ routing
+
+    async def _process_request(self, conn: _Connection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        try:
+            params = parse_qsl(query, keep_blank_values=True)
+        except ValueError:
+            return _error(400, "bad query string")
+        method = conn.cdc_method
+        if conn.cdc_error:
+            return _error(conn.cdc_error, {400: "bad content-length", 411: "chunked bodies are not supported",
+                                           413: f"body larger than {self.max_message_bytes} bytes"}[conn.cdc_error])
+        if not self._origin_ok(request):
+            return _error(403, "origin not allowed")
+        cors = self._cors(request)
+        if method == "OPTIONS":
+            return _response(204, b"", "text/plain", cors)
+        if path == "/ws/events":
+            if method != "GET":
+                return _error(405, "use GET", cors)
+            if self._closing:
+                return _error(503, "server shutting down")
+            if self.hub.count >= self.max_subscribers:
+                return _error(503, f"too many subscribers (limit {self.max_subscribers})")
+            return None  # websockets performs the upgrade (or answers 426 to a plain GET)
+        if path == "/publish":
+            if method != "POST":
+                return _error(405, "use POST", cors + [("Allow", "POST")])
+            return await self._publish(conn, request, params, cors)
+        if method not in ("GET", "HEAD"):
+            return _error(405, "method not allowed", cors)
+        if path == "/events":
+            return await self._poll(request, params, cors)
+        probe = _HEALTH.get(path)
+        if probe is not None:
+            health = self.ctx.health
+            body = health.body(probe)
+            return _json_response(200 if health.healthy(probe) else 503, body, cors)
+        if path == "/metrics":
+            from .metrics import CONTENT_TYPE
+
+            return _response(200, self.ctx.metrics.render(), CONTENT_TYPE)
+        if path == "/schema.json":
+            return _response(200, self._schema_json(), "application/json", cors)
+        static = _STATIC.get(path)
+        if static is not None:
+            data = self._static_file(static[0])
+            if data is None:
+                return _error(404, f"{static[0]} is not installed")
+            return _response(200, data, static[1], [("Cache-Control", "no-cache")])
+        if path == "/favicon.ico":
+            return _response(204, b"", "image/x-icon")
+        return _error(404, "not found", cors)
+
+    # ------------------------------------------------------------------ POST /publish
+
+    async def _publish(self, conn: _Connection, request: Request, params: list[tuple[str, str]], cors: list[tuple[str, str]]) -> Response:
+        try:
+            grant = self.auth.verify(self._token(request, params))
+        except AuthError as exc:
+            return _error(401, str(exc), cors + [("WWW-Authenticate", "Bearer")])
+        if not grant.admin:
+            return _error(403, "admin token required", cors)
+        try:
+            body = _json_decode(conn.cdc_body)
+        except msgspec.DecodeError:
+            return _error(400, "body is not valid JSON", cors)
+        try:
+            event = _validate_published(body)
+        except ValueError as exc:
+            return _error(400, str(exc).splitlines()[0] if str(exc) else "invalid event", cors)
+        bus = self.ctx.bus
+        if not bus.journal_ok:
+            return _error(503, "journal is not writable; try again later", cors)
+        try:
+            async with asyncio.timeout(10.0):
+                ids = await bus.emit_and_wait([event])
+        except TimeoutError:
+            return _error(503, "journal commit timed out; the event is queued", cors)
+        if not ids:
+            return _error(400, "event could not be encoded", cors)
+        return _json_response(202, {"id": ids[0]}, cors)
+
+    # ------------------------------------------------------------------ GET /events
+
+    async def _poll(self, request: Request, params: list[tuple[str, str]], cors: list[tuple[str, str]]) -> Response:
+        try:
+            grant = self.auth.verify(self._token(request, params))
+        except AuthError as exc:
+            return _error(401, str(exc), cors + [("WWW-Authenticate", "Bearer")])
+        try:
+            req = parse_subscription(params)
+        except ValueError as exc:
+            return _error(400, str(exc), cors)
+        try:
+            types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+        except AuthError as exc:
+            return _error(403, str(exc), cors)
+        flt = Filter(types, cfs, prefixes)
+        fmt = fmt_index(False, req.values)
+        hub = self.hub
+        journal = hub.journal
+        timeout = DEFAULT_POLL_TIMEOUT_S if req.timeout_s is None else req.timeout_s
+        timeout = min(timeout, self.max_poll_timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        since = hub.latest_id if req.since is None else req.since
+        if grant.exp is not None:
+            deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
+
+        def reset(pos: int, reason: str) -> Response:
+            body = {
+                "events": [],
+                "cursor": hub.latest_id,
+                "reset": {"reason": reason, "since": pos, "oldest_id": journal.oldest_id, "latest_id": hub.latest_id},
+            }
+            return _json_response(200, body, cors)
+
+        if since > hub.latest_id:
+            return reset(since, "cursor_ahead")
+        if hub.cursor_expired(since):
+            return reset(since, "cursor_expired")
+        while True:
+            latest = hub.latest_id
+            if since < latest:
+                recs = await asyncio.to_thread(journal.read, since, req.limit)
+                if not recs or recs[0].id != since + 1:
+                    return reset(since, "cursor_expired")
+                recs = [r for r in recs if r.id <= latest]
+                matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                since = recs[-1].id
+                if matched:
+                    frames = build_frames(matched, fmt, False)
+                    hub.delivered += len(frames)
+                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d}' % since
+                    return _response(200, body, "application/json", cors)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing:
+                break
+            await hub.wait_published(remaining)
+            if self._closing:
+                break
+        return _response(200, b'{"events":[],"cursor":%d}' % since, "application/json", cors)
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        request = conn.request
+        assert request is not None
+        path, _, query = request.path.partition("?")
+        params = parse_qsl(query, keep_blank_values=True)
+        try:
+            grant = self.auth.verify(self._token(request, params))
+        except AuthError as exc:
+            await conn.close(exc.code, str(exc))
+            return
+        try:
+            req = parse_subscription(params)
+        except ValueError as exc:
+            await conn.close(4400, str(exc)[:120])
+            return
+        try:
+            types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+        except AuthError as exc:
+            await conn.close(exc.code, str(exc))
+            return
+        hub = self.hub
+        sub = Subscriber(conn, hub, Filter(types, cfs, prefixes), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
+        latest = hub.latest_id
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "version": __version__,
+            "latest_id": latest,
+            "oldest_id": hub.journal.oldest_id,
+            "heartbeat_ms": self.heartbeat_ms,
+            "filter": sub.filter.to_json(),
+            "values": req.values,
+        }
+        if grant.exp is not None:
+            hello["exp"] = int(grant.exp)
+        if self._closing:
+            await conn.close(1001, "server shutting down")
+            return
+        try:
+            await conn.send(control_frame(hello, req.msgpack), text=not req.msgpack)
+        except ConnectionClosed:
+            return
+        self._schedule_expiry(sub, grant)
+        try:
+            await hub.start(sub, req.since if req.since is not None else latest)
+            if sub.state != LIVE:
+                return
+            async for message in conn:
+                self._on_message(sub, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if sub.exp_handle is not None:
+                sub.exp_handle.cancel()
+                sub.exp_handle = None
+            if sub.state != 2:
+                sub.state = 2
+                hub.remove(sub)
+                sub.pending = None
+            if sub.drainer is not None:
+                sub.drainer.cancel()
+
+    def _schedule_expiry(self, sub: Subscriber, grant: Grant) -> None:
+        if sub.exp_handle is not None:
+            sub.exp_handle.cancel()
+            sub.exp_handle = None
+        if grant.exp is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, grant.exp - time.time())
+        sub.exp_handle = loop.call_later(delay, sub.close, 4401, "token expired")
+
+    def _on_message(self, sub: Subscriber, message: str | bytes) -> None:
+        """Handle one client message; anything malformed gets an ``error`` frame."""
+        try:
+            if isinstance(message, bytes):
+                try:
+                    m = _msgpack_decode(message)
+                except msgspec.DecodeError:
+                    m = _json_decode(message)
+            else:
+                m = _json_decode(message)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            sub.send_control({"type": "error", "error": "message is not valid JSON"})
+            return
+        if not isinstance(m, dict) or not isinstance(m.get("op"), str):
+            sub.send_control({"type": "error", "error": 'message must be an object with an "op" string'})
+            return
+        op = m["op"]
+        ref = m.get("ref")
+        try:
+            if op == "ping":
+                out: dict[str, Any] = {"type": "pong", "latest_id": self.hub.latest_id}
+            elif op == "subscribe":
+                out = self._subscribe(sub, m)
+            elif op == "auth":
+                out = self._reauth(sub, m)
+                if not out:
+                    return
+            else:
+                out = {"type": "error", "error": f"unknown op {op[:40]!r}", "op": op[:40]}
+        except ValueError as exc:
+            out = {"type": "error", "error": str(exc), "op": op[:40]}
+        except AuthError as exc:
+            out = {"type": "error", "error": str(exc), "op": op[:40], "code": exc.code}
+        if ref is not None and isinstance(ref, (str, int)):
+            out["ref"] = ref
+        sub.send_control(out)
+
+    def _subscribe(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any]:
+        cur = sub.filter
+        has_t, types = _list_field(m, "types")
+        has_c, cfs = _list_field(m, "cf")
+        has_p, prefixes = _list_field(m, "prefix")
+        if has_t and types is not None:
+            for t in types:
+                if t not in EVENT_TYPES and "." not in t:
+                    raise ValueError(f"unknown event type {t[:40]!r}")
+        values = m.get("values")
+        if values is not None and not isinstance(values, bool):
+            raise ValueError("values must be a boolean")
+        want_values = values if values is not None else sub.fmt in (1, 3)
+        t = types if has_t else (sorted(cur.types) if cur.types is not None else None)
+        c = cfs if has_c else (sorted(cur.cfs) if cur.cfs is not None else None)
+        p = [x.encode() for x in prefixes] if has_p and prefixes is not None else (None if has_p else (list(cur.prefixes) if cur.prefixes is not None else None))
+        nt, nc, np_ = narrow(sub.grant, t, c, p, want_values)  # AuthError 4403 -> error frame, filter kept
+        self.hub.set_filter(sub, Filter(nt, nc, np_))
+        sub.fmt = fmt_index(not sub.text, want_values)
+        return {"type": "subscribed", "filter": sub.filter.to_json(), "values": want_values}
+
+    def _reauth(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any] | None:
+        token = m.get("token")
+        if not isinstance(token, str):
+            raise ValueError("auth needs a token string")
+        try:
+            grant = self.auth.verify(token)
+        except AuthError as exc:
+            sub.close(exc.code, str(exc))
+            return None
+        flt = sub.filter
+        try:
+            narrow(
+                grant,
+                sorted(flt.types) if flt.types is not None else None,
+                sorted(flt.cfs) if flt.cfs is not None else None,
+                list(flt.prefixes) if flt.prefixes is not None else None,
+                sub.fmt in (1, 3),
+            )
+            if flt.types is None and grant.types is not None or flt.cfs is None and grant.cfs is not None or flt.prefixes is None and grant.prefixes is not None:
+                raise AuthError("new token does not allow the current subscription", 4403)
+        except AuthError as exc:
+            sub.close(4403, str(exc))
+            return None
+        sub.grant = grant
+        self._schedule_expiry(sub, grant)
+        out: dict[str, Any] = {"type": "authenticated"}
+        if grant.exp is not None:
+            out["exp"] = int(grant.exp)
+        return out
+
+
+def _validate_published(body: Any) -> Event | dict[str, Any]:
+    """Validate a POST /publish body with ``cdc.published`` (or a minimal built-in check)."""
+    try:
+        from .published import validate_published
+    except ImportError:  # pragma: no cover - the module is part of the package
+        validate_published = None
+    if validate_published is not None:
+        return validate_published(body)
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):  # pragma: no cover
+        raise ValueError('body must be a JSON object with a "type" string')
+    body = {k: v for k, v in body.items() if k != "id"}  # pragma: no cover
+    body.setdefault("timestamp", int(time.time() * 1000))  # pragma: no cover
+    if body["type"] in EVENT_TYPES:  # pragma: no cover
+        try:
+            return msgspec.convert(body, Event)
+        except msgspec.ValidationError as exc:
+            raise ValueError(str(exc)) from None
+    if "." not in body["type"]:  # pragma: no cover
+        raise ValueError(f"unknown event type {body['type'][:40]!r}")
+    return body  # pragma: no cover
