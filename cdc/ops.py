@@ -656,7 +656,7 @@ class SnapshotWatcher:
                 break
 
     def _checkpoint(self) -> bytes:
-        keep = {k: v for k, v in self.known.items() if v.status in ("started", "completed")}
+        keep = {k: v for k, v in self.known.items() if v.status != "deleted"}
         return _snap_enc.encode(keep)
 
     # ------------------------------------------------------------------ scan (thread)
