@@ -159,7 +159,13 @@ export interface HelloFrame {
   type: "hello";
   version?: string;
   latest_id: number;
+  oldest_id?: number;
   heartbeat_ms: number;
+  /** The token's expiry (seconds since the epoch), when it has one. */
+  exp?: number;
+  /** The filter in effect after narrowing to the token's scope. */
+  filter?: Record<string, unknown>;
+  values?: boolean;
   [key: string]: unknown;
 }
 
@@ -176,9 +182,8 @@ export interface PongFrame {
 
 export interface SubscribedFrame {
   type: "subscribed";
-  types?: string[];
-  cf?: string[];
-  prefix?: string[];
+  filter?: Record<string, unknown>;
+  values?: boolean;
   [key: string]: unknown;
 }
 
@@ -197,6 +202,9 @@ export interface ResetFrame {
 /** A server `error` frame, or a client-side error (code = close code / 4401 / 4403). */
 export interface ErrorFrame {
   type: "error";
+  /** Server error frames: what was wrong. */
+  error?: string;
+  /** Client-side errors: what happened. */
   reason?: string;
   code?: number;
   message?: string;
@@ -276,7 +284,7 @@ export interface CdcClientOptions extends Filter {
   pollTimeoutS?: number;
   /** false: never fall back to long-polling. */
   polling?: boolean;
-  /** Called before each connection attempt / poll for a fresh token. */
+  /** Called before each connection attempt / poll, and before the token's `exp`, for a fresh token. */
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
   /** Injection points (tests, non-browser runtimes). */
   WebSocket?: typeof WebSocket;

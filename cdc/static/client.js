@@ -137,9 +137,10 @@ export class CdcStream {
   }
 }
 
-function toList(v) {
+function toList(v, split = true) {
   if (v === undefined || v === null || v === "") return [];
   if (Array.isArray(v)) return v.filter((x) => x !== undefined && x !== null && x !== "").map(String);
+  if (!split) return [String(v)]; // key prefixes may contain commas: a string is one prefix
   return String(v)
     .split(",")
     .map((s) => s.trim())
@@ -185,7 +186,7 @@ export class CdcClient {
     const o = options || {};
     this.url = o.url || defaultWsUrl();
     this.pollUrl = o.pollUrl || derivePollUrl(this.url);
-    this._filter = { types: toList(o.types), cf: toList(o.cf), prefix: toList(o.prefix) };
+    this._filter = { types: toList(o.types), cf: toList(o.cf), prefix: toList(o.prefix, false) };
     this.values = !!o.values;
     this.batch = !!o.batch;
     this.heartbeatMs = o.heartbeatMs || null; // null: take hello.heartbeat_ms
@@ -224,6 +225,7 @@ export class CdcClient {
     this._pingTimer = null;
     this._deadTimer = null;
     this._stableTimer = null;
+    this._refreshTimer = null;
     this._lastRecv = 0;
     this._pollAbort = null;
     this._pollLoopToken = null;
@@ -295,9 +297,14 @@ export class CdcClient {
    */
   subscribe(filter = {}) {
     for (const k of ["types", "cf", "prefix"]) {
-      if (filter[k] !== undefined) this._filter[k] = toList(filter[k]);
+      if (filter[k] !== undefined) this._filter[k] = toList(filter[k], k !== "prefix");
     }
-    if (this._ws && this._wsHello) this._send({ op: "subscribe", ...this.filter });
+    if (this._ws && this._wsHello) {
+      // An empty list means "everything" (null on the wire; [] would match nothing).
+      const f = this._filter;
+      const wire = (l) => (l.length ? l : null);
+      this._send({ op: "subscribe", types: wire(f.types), cf: wire(f.cf), prefix: wire(f.prefix) });
+    }
     if (this._pollAbort) this._pollAbort.abort(); // restart the current long-poll with the new filter
   }
 
@@ -365,7 +372,7 @@ export class CdcClient {
     const f = this._filter;
     if (f.types.length) q.set("types", f.types.join(","));
     if (f.cf.length) q.set("cf", f.cf.join(","));
-    if (f.prefix.length) q.set("prefix", f.prefix.join(","));
+    for (const p of f.prefix) q.append("prefix", p); // repeated: prefixes are not split on commas
     if (this.values) q.set("values", "1");
     for (const [k, v] of Object.entries(extra || {})) if (v !== undefined && v !== null) q.set(k, String(v));
     return q;
@@ -373,7 +380,8 @@ export class CdcClient {
 
   _withQuery(base, q) {
     const u = new URL(base, typeof location !== "undefined" ? location.href : undefined);
-    for (const [k, v] of q) u.searchParams.set(k, v);
+    for (const k of new Set(q.keys())) u.searchParams.delete(k);
+    for (const [k, v] of q) u.searchParams.append(k, v);
     return u.toString();
   }
 
@@ -389,7 +397,7 @@ export class CdcClient {
   }
 
   _clearConnTimers() {
-    for (const t of ["_connectTimer", "_deadTimer", "_stableTimer"]) {
+    for (const t of ["_connectTimer", "_deadTimer", "_stableTimer", "_refreshTimer"]) {
       if (this[t]) clearTimeout(this[t]);
       this[t] = null;
     }
@@ -494,6 +502,17 @@ export class CdcClient {
     this._stableTimer = setTimeout(() => {
       this._attempt = 0; // stable: the next outage starts with short delays again
     }, this.stableMs);
+    if (this._getToken && typeof frame.exp === "number") {
+      // Refresh the token 30 s (or a tenth of its remaining life) before it expires.
+      const left = frame.exp * 1000 - Date.now();
+      const wait = Math.max(0, left - Math.min(30000, left / 10));
+      this._refreshTimer = setTimeout(async () => {
+        this._refreshTimer = null;
+        const old = this._token;
+        const t = await this._currentToken();
+        if (t && t !== old && this._ws && this._wsHello) this._send({ op: "auth", token: t });
+      }, wait);
+    }
     this._stopPolling();
     this._pollMode = false;
     this._setStatus("connected");
@@ -544,6 +563,12 @@ export class CdcClient {
     if (!this._active) return;
     if (code === 4401 || code === 4403) {
       this._unauthorized({ type: "error", code, reason: reason || (code === 4401 ? "unauthorized" : "forbidden") });
+      return;
+    }
+    if (code === 4400) {
+      // The request itself is wrong (bad filter/parameter): retrying cannot help.
+      this.disconnect();
+      this.errors._next({ type: "error", code, reason: reason || "bad request" });
       return;
     }
     if (code && code !== 1000 && code !== 1005 && code !== 1006) {

@@ -143,7 +143,7 @@ class Daemon:
         self.proc.send_signal(signal.SIGCONT)
         self.proc.terminate()
         try:
-            self.proc.wait(15)
+            self.proc.wait(12)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
@@ -219,12 +219,14 @@ def context(browser: Any) -> Iterator[Any]:
     ctx.close()
 
 
-HARNESS_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>cdc client harness</title></head>
-<body><script type="module">
-import * as cdc from "/client.js";
-window.cdcModule = cdc;
-window.ready = true;
-</script></body></html>"""
+# The harness page is a real response from the daemon (its /health/live JSON document), so the
+# page's origin and address space are the daemon's: a Playwright-fulfilled page would count as a
+# public page and Chromium's Local Network Access checks would block its loopback WebSocket.
+HARNESS_PATH = "/health/live"
+HARNESS_JS = """async () => {
+    window.cdcModule = await import("/client.js");
+    window.ready = true;
+}"""
 
 RXJS_BUNDLE = ROOT / "examples" / "angular" / "node_modules" / "rxjs" / "dist" / "bundles" / "rxjs.umd.min.js"
 
@@ -276,16 +278,8 @@ class Harness:
 def harness_factory(context: Any) -> Callable[[Daemon], Harness]:
     def make(daemon: Daemon) -> Harness:
         page = context.new_page()
-        page.route(
-            "**/__harness__.html",
-            lambda route: route.fulfill(status=200, content_type="text/html", body=HARNESS_HTML),
-        )
-        if RXJS_BUNDLE.exists():
-            page.route(
-                "**/__rxjs__.js",
-                lambda route: route.fulfill(status=200, content_type="text/javascript", path=str(RXJS_BUNDLE)),
-            )
-        page.goto(daemon.base + "/__harness__.html")
+        page.goto(daemon.base + HARNESS_PATH)
+        page.evaluate(HARNESS_JS)
         page.wait_for_function("window.ready === true", timeout=10_000)
         return Harness(page, daemon)
 
@@ -305,3 +299,80 @@ def artifacts() -> Path:
 
 def node_available() -> bool:
     return shutil.which("node") is not None
+
+
+class CountingProxy:
+    """A loopback TCP forwarder that counts the connections made through it (server-side view).
+
+    Used to prove there is no retry storm: every WebSocket attempt of the browser is one
+    accepted TCP connection here.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        t = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[[int], CountingProxy]]:
+    made: list[CountingProxy] = []
+
+    def make(port: int) -> CountingProxy:
+        p = CountingProxy(port)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
