@@ -67,10 +67,12 @@ def normalize_ws_url(url: str) -> str:
     return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
+def _with_query(url: str, params: list[tuple[str, str]]) -> str:
+    """Add ``params`` to the URL's query; names given in ``params`` replace the URL's own."""
     parts = urllib.parse.urlsplit(url)
-    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    query.update(params)
+    names = {k for k, _ in params}
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    query.extend(params)
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe=",")))
 
 
@@ -128,18 +130,17 @@ class _Tail:
             print(f"cdc tail: {text}", file=self.err, flush=True)
 
     def url(self) -> str:
-        params: dict[str, str] = {}
+        params: list[tuple[str, str]] = []
         if self.cursor is not None:
-            params["since"] = str(self.cursor)
+            params.append(("since", str(self.cursor)))
         if self.opts.types:
-            params["types"] = ",".join(self.opts.types)
+            params.append(("types", ",".join(self.opts.types)))
         if self.opts.cf:
-            params["cf"] = ",".join(self.opts.cf)
-        if self.opts.prefix:
-            # one prefix per query value would need repeats; the server takes a comma list
-            params["prefix"] = ",".join(self.opts.prefix)
+            params.append(("cf", ",".join(self.opts.cf)))
+        # one query value per prefix: keys (and so prefixes) may contain commas
+        params.extend(("prefix", p) for p in self.opts.prefix or ())
         if self.opts.values:
-            params["values"] = "1"
+            params.append(("values", "1"))
         return _with_query(normalize_ws_url(self.opts.url), params)
 
     def emit(self, ev: dict[str, Any], raw: str | bytes) -> bool:

@@ -84,3 +84,124 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if k.startswith("CDC_") or k in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "WATCHDOG_USEC", "WATCHDOG_PID"):
             monkeypatch.delenv(k)
     yield
+
+
+# --------------------------------------------------------------------------- real daemon
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from writer import StoreWriter  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``cond`` until it returns a truthy value (returned) or raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def cdc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY")}
+    env.update(extra or {})
+    return env
+
+
+class Daemon:
+    """`python -m cdc serve ...` as a subprocess; stderr goes to a file for inspection."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int, log_path: Path) -> None:
+        self.args, self.env, self.port, self.log_path = args, env, port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = f"http://127.0.0.1:{port}"
+
+    def start(self, ready: bool = True) -> Daemon:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "cdc", "serve", *self.args], env=cdc_env(self.env),
+                                     stdout=self._log, stderr=self._log, cwd=str(REPO))
+        if ready:
+            wait_for(lambda: self.proc.poll() is not None or http_get(self.base + "/health/ready")[0] == 200,
+                     timeout=30, what="daemon ready")
+            assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` (None: already signalled) and wait for the exit code."""
+        assert self.proc is not None
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._log.close()
+        return rc
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A live RocksDB store held open by a writer subprocess (its WAL stays on disk)."""
+    w = StoreWriter(tmp_path / "db", cfs=["users"]).start()
+    w.put("boot", "1")
+    yield w
+    w.kill()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, store, secret_file: Path):
+    started: list[Daemon] = []
+
+    def make(*extra: str, env: dict[str, str] | None = None, port: int | None = None, ready: bool = True,
+             state: str = "state") -> Daemon:
+        port = port or free_port()
+        args = ["--db", store.path, "--state-dir", str(tmp_path / state), "--port", str(port), *extra]
+        e = {"CDC_JWT_SECRET_FILE": str(secret_file), "CDC_LOG_LEVEL": "info", **(env or {})}
+        d = Daemon(args, e, port, tmp_path / f"daemon-{len(started)}.log").start(ready=ready)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def admin_token(secret_file: Path) -> str:
+    r = run_cdc("token", "--secret-file", str(secret_file), "--admin", "--values", "--ttl", "600")
+    assert r.code == 0, r.err
+    return r.out.strip()
+
+
+def ndjson(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
