@@ -1,93 +1,23 @@
-"""Fixtures for the ops tests: a store writer with slow compactions, and the ops components
-running against the real journal + bus (the full daemon tests use tests/conftest.py's daemon).
-"""
+"""Fixtures for the ops tests (helpers live in opshelpers.py, the writer in opswriter.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from cdc.bus import EventBus  # noqa: E402
 from cdc.config import Config  # noqa: E402
-from cdc.journal import Journal, Record  # noqa: E402
-
-TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 20.0, step: float = 0.02) -> Any:
-    """Poll ``cond`` until truthy (returns its value) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
-
-
-class Ctx:
-    """The parts of AppContext the ops components use (real journal and bus)."""
-
-    def __init__(self, config: Config, journal: Journal, bus: EventBus) -> None:
-        self.config = config
-        self.journal = journal
-        self.bus = bus
-        self.stop = asyncio.Event()
-        self.store = None
-        self.health = None
-        self.metrics = None
-
-
-class Harness:
-    def __init__(self, ctx: Ctx, records: list[Record]) -> None:
-        self.ctx = ctx
-        self.records = records
-
-    def events(self, *types: str) -> list[dict[str, Any]]:
-        out = [json.loads(r.wire) for r in self.records]
-        return [e for e in out if not types or e["type"] in types]
-
-
-@contextlib.asynccontextmanager
-async def run_components(config: Config, state_dir: str, classes: list[type]) -> AsyncIterator[Harness]:
-    """Run ``classes`` (ops components) with a real Journal + EventBus until the block exits."""
-    journal = Journal(os.path.join(state_dir, "journal"), map_size=64 << 20)
-    records: list[Record] = []
-    bus = EventBus(journal, on_commit=records.extend)
-    ctx = Ctx(config, journal, bus)
-    comps = [cls(config) for cls in classes]
-    bus_task = asyncio.create_task(bus.run())
-    tasks = [asyncio.create_task(c.run(ctx)) for c in comps]
-    try:
-        yield Harness(ctx, records)
-    finally:
-        ctx.stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        await bus.flush()
-        close = getattr(bus, "close", None)
-        if close is not None:
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
-        bus_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await bus_task
-        journal.close()
 
 
 @pytest.fixture
 def ops_config(tmp_path: Any) -> Callable[..., Config]:
+    """``ops_config(db, **fields)``: a Config for the ops components (state under tmp_path)."""
+
     def make(db: str, **kw: Any) -> Config:
         return Config(db=db, state_dir=str(tmp_path / "state"), insecure_no_auth=True, port=0, **kw)
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from cdc.ops import InfoLogWatcher
-from conftest import run_components, wait_for
+from opshelpers import run_components, wait_for
 from opswriter import OpsWriter
 
 pytestmark = pytest.mark.integration

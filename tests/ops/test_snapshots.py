@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from cdc.ops import SnapshotWatcher
-from conftest import run_components, wait_for
+from opshelpers import run_components, wait_for
 from opswriter import OpsWriter
 
 pytestmark = pytest.mark.integration
