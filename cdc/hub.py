@@ -444,7 +444,7 @@ class Hub:
                 }
             )
             return
-        pos = since
+        pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
         fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON
         journal = self.journal
         gap = False

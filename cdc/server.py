@@ -553,6 +553,8 @@ class Server:
             return reset(since, "cursor_ahead")
         if hub.cursor_expired(since):
             return reset(since, "cursor_expired")
+        if since == 0:  # from the oldest retained
+            since = max(0, journal.oldest_id - 1)
         while True:
             latest = hub.latest_id
             if since < latest:
