@@ -8,8 +8,8 @@ import os
 import pytest
 
 from cdc.ops import InfoLogWatcher
-from opshelpers import run_components, wait_for
-from opswriter import OpsWriter
+from tests.ops.opshelpers import run_components, wait_for
+from tests.ops.opswriter import OpsWriter
 
 pytestmark = pytest.mark.integration
 

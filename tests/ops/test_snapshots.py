@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from cdc.ops import SnapshotWatcher
-from opshelpers import run_components, wait_for
-from opswriter import OpsWriter
+from tests.ops.opshelpers import run_components, wait_for
+from tests.ops.opswriter import OpsWriter
 
 pytestmark = pytest.mark.integration
 
