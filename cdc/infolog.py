@@ -624,6 +624,9 @@ class CompactionTracker:
         ):
             if src in d:
                 extra[dst] = d[src]
+        tm = d.get("time_micros")
+        if isinstance(tm, int):
+            extra["finished_at_ms"] = tm // 1000
         if isinstance(extra.get("duration_us"), int):
             extra["duration_ms"] = round(extra["duration_us"] / 1000, 3)
         if cj.outputs:

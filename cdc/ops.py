@@ -49,9 +49,11 @@ log = logging.getLogger("cdc.ops")
 
 __all__ = ["InfoLogWatcher", "SnapshotWatcher", "COMPONENTS"]
 
+_MANIFEST_RE = re.compile(r"^MANIFEST-(\d+)$")
 _OLD_LOG_RE = re.compile(r"^LOG\.old\.(\d+)$")
 _SST_RE = re.compile(r"^(\d+)\.(?:sst|ldb)$")
 _MAX_READ = 4 << 20
+_MAX_EVENTS_PER_STEP = 5000  # a long LOG at first start is emitted in slices (bus backpressure)
 _MAX_LINE = 1 << 20  # a "line" longer than this without a newline is parsed as is
 
 
@@ -129,7 +131,10 @@ class InfoLogWatcher:
         self._job_session: dict[int, int] = {}
         # manifest fallback
         self._files: dict[int, tuple[int, int, int]] | None = None  # number -> (level, cf_id, size)
-        self._manifest_sig: tuple[Any, ...] | None = None
+        self._mf_name: str | None = None
+        self._mf_pos = 0
+        self._mf_reader: Any = None
+        self._mf_state: Any = None
         self._manifest_check_s = 0.0
         self._pending: dict[int, tuple[float, int, int, int]] = {}  # number -> (seen_s, level, cf_id, size)
         self._pending_added: dict[int, tuple[int, int, int]] = {}  # outputs seen with pending inputs
@@ -141,6 +146,8 @@ class InfoLogWatcher:
     async def run(self, ctx: Any) -> None:
         store = getattr(ctx, "store", None)
         self._leveldb = getattr(store, "kind", "rocksdb") == "leveldb"
+        if self._leveldb:  # LevelDB logs no EVENT_LOG_v1: the MANIFEST is the only source
+            self.manifest_grace_s = min(self.manifest_grace_s, 0.5)
         self._restore(ctx)
         try:
             while not ctx.stop.is_set():
@@ -200,9 +207,7 @@ class InfoLogWatcher:
     # ------------------------------------------------------------------ step
     async def _step(self, ctx: Any) -> None:
         now_s = time.monotonic()
-        events: list[Any] = []
-        events += self._tail()
-        events += self._progress(now_s)
+        events: list[Any] = await asyncio.to_thread(self._tail_and_progress, now_s)
         events += await self._manifest(now_s)
         cps: dict[str, bytes] | None = None
         if events or (self._dirty_cp and now_s - self._last_cp_s >= self.idle_checkpoint_s):
@@ -218,6 +223,10 @@ class InfoLogWatcher:
             await ctx.bus.emit(events, checkpoints=cps)
 
     _files_dirty = False
+
+    def _tail_and_progress(self, now_s: float) -> list[Any]:
+        """Runs in a worker thread (one at a time): LOG lines -> events, then progress."""
+        return self._tail() + self._progress(now_s)
 
     # ------------------------------------------------------------------ LOG tail
     def _tail(self) -> list[Any]:
@@ -322,7 +331,7 @@ class InfoLogWatcher:
             out += self._parse(complete)
             self._offset += len(complete)
             self._dirty_cp = True
-            if len(chunk) < _MAX_READ:
+            if len(chunk) < _MAX_READ or (not final and len(out) >= _MAX_EVENTS_PER_STEP):
                 break
         if final and self._buf:
             out += self._parse(self._buf)
@@ -390,38 +399,75 @@ class InfoLogWatcher:
         return out
 
     # ------------------------------------------------------------------ MANIFEST fallback
-    def _manifest_signature(self) -> tuple[Any, ...] | None:
+    def _read_manifest(self) -> Any:
+        """Follow the MANIFEST named by CURRENT incrementally; return its state when it grew.
+
+        A new MANIFEST (CURRENT switched: store restart or MANIFEST roll) is read from its
+        start; otherwise only the bytes appended since the last call are decoded. Returns None
+        when nothing changed. An incomplete last record waits for the next call.
+        """
+        from .logformat import LogReader
+        from .manifest import ManifestState, decode_version_edit
+
         try:
             with open(os.path.join(self.db_dir, "CURRENT"), "rb") as f:
-                name = f.read(256).strip().decode("ascii", "replace")
-            st = os.stat(os.path.join(self.db_dir, name))
+                current = f.read(256)
         except OSError:
             return None
-        return (name, st.st_ino, st.st_size, st.st_mtime_ns)
+        if not current.endswith(b"\n"):
+            return None
+        name = current.strip().decode("ascii", "replace")
+        m = _MANIFEST_RE.match(name)
+        if m is None:
+            return None
+        path = os.path.join(self.db_dir, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if name != self._mf_name or size < self._mf_pos:
+                self._mf_name = name
+                self._mf_state = ManifestState()
+                self._mf_reader = LogReader(int(m.group(1)), leveldb=self._leveldb)
+                self._mf_pos = 0
+            if size == self._mf_pos:
+                return None
+            reader, state = self._mf_reader, self._mf_state
+            while self._mf_pos < size:
+                chunk = os.pread(fd, min(_MAX_READ, size - self._mf_pos), self._mf_pos)
+                if not chunk:
+                    break
+                self._mf_pos += len(chunk)
+                reader.feed(chunk)
+                for rec in reader.read():
+                    state.apply(decode_version_edit(rec.payload))
+                if reader.state == "corrupt":
+                    raise ValueError(f"{name}: {reader.error}")
+            return state
+        finally:
+            os.close(fd)
 
     async def _manifest(self, now_s: float) -> list[CompactionStatus]:
         out: list[CompactionStatus] = []
         if now_s - self._manifest_check_s >= self.manifest_interval_s:
             self._manifest_check_s = now_s
-            sig = self._manifest_signature()
-            if sig is not None and sig != self._manifest_sig:
-                try:
-                    from .store import load_manifest
-
-                    state = await asyncio.to_thread(load_manifest, self.db_dir, leveldb=self._leveldb)
-                except Exception as exc:  # a MANIFEST being rewritten / unreadable: next time
-                    log.debug("infolog: manifest not readable yet: %s", exc)
-                    state = None
-                if state is not None:
-                    self._manifest_sig = sig
-                    self._cf_names = dict(state.cf_names)
-                    self._cf_names.update(state.dropped_cfs)
-                    self._dropped = set(state.dropped_cfs)
-                    new = {n: (f.level, f.cf_id, f.size) for n, f in state.files.items()}
-                    self._diff(self._files, new, now_s)
-                    if new != self._files:
-                        self._files = new
-                        self._files_dirty = True
+            try:
+                state = await asyncio.to_thread(self._read_manifest)
+            except Exception as exc:  # corrupt / unreadable: start over with the next MANIFEST
+                log.warning("infolog: MANIFEST not usable for the compaction fallback: %s", exc)
+                self._mf_name = None
+                state = None
+            if state is not None:
+                self._cf_names = dict(state.cf_names)
+                self._cf_names.update(state.dropped_cfs)
+                self._dropped = set(state.dropped_cfs)
+                new = {n: (f.level, f.cf_id, f.size) for n, f in state.files.items()}
+                self._diff(self._files, new, now_s)
+                if new != self._files:
+                    self._files = new
+                    self._files_dirty = True
         if self._pending:
             out += self._report_pending(now_s)
         return out
@@ -687,6 +733,10 @@ class SnapshotWatcher:
                 if name not in found:
                     found[name] = ("checkpoint", e.path, False, {"building": True})
                 continue
+            known = self.known.get(name)
+            if known is not None and known.status == "completed":
+                found[name] = ("checkpoint", e.path, True, {})  # no re-check each poll
+                continue
             complete, info = _checkpoint_state(e.path)
             found[name] = ("checkpoint", e.path, complete, info)
         return self._transitions(found, now_s)
@@ -719,6 +769,10 @@ class SnapshotWatcher:
         for bid, building in sorted(ids.items()):
             name = f"{prefix}backup-{bid}"
             path = os.path.join(broot, "private", str(bid))
+            known = self.known.get(name)
+            if bid in metas and not building and known is not None and known.status == "completed":
+                found[name] = ("backup", path, True, {})
+                continue
             if bid not in metas:
                 found[name] = ("backup", path + (".tmp" if building else ""), False, {"building": True, "backup_id": bid})
                 continue
