@@ -220,9 +220,18 @@ class _Connection(ServerConnection):
     _pre: bytearray | None = None
     _pre_done = False
 
+    _skip_left = 0
+    _skip_head = b""
+
     def data_received(self, data: bytes) -> None:
         if self._pre_done:
             super().data_received(data)
+            return
+        if self._skip_left:
+            take = min(self._skip_left, len(data))
+            self._skip_left -= take
+            if not self._skip_left:
+                self._pass(self._skip_head + data[take:])
             return
         if self._pre is None:
             if data[:4] == b"GET ":
@@ -259,10 +268,21 @@ class _Connection(ServerConnection):
                 self.cdc_error = 411
                 continue
             kept.append(line)
-        if length > self.cdc_limit:
-            self.cdc_error = 413
-            length = 0
         body_start = head_end + 4
+        if length > self.cdc_limit:
+            # Read and drop the body (up to 64 MiB) so that the client sees the 413.
+            self.cdc_error = 413
+            if length > 64 << 20:
+                self._pass(b"\r\n".join(kept) + b"\r\n\r\n")
+                return
+            got = len(buf) - body_start
+            if got < length:
+                self._skip_left = length - got
+                self._skip_head = b"\r\n".join(kept) + b"\r\n\r\n"
+                self._pre = bytearray()
+                return
+            self._pass(b"\r\n".join(kept) + b"\r\n\r\n" + bytes(buf[body_start + length :]))
+            return
         if len(buf) - body_start < length:
             return  # wait for the rest of the body
         self.cdc_method = method
