@@ -31,6 +31,7 @@ path is missing or not a WAL file / store.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import re
 import sys
@@ -94,20 +95,27 @@ def _columns(entity: bytes) -> list[dict[str, str]] | None:
     return out
 
 
+class _Names(dict):  # type: ignore[type-arg]
+    """cf id -> name; ids the MANIFEST never named become "default" (0) / "cf<id>"."""
+
+    def __missing__(self, cf_id: int) -> str:
+        name = "default" if cf_id == 0 else f"cf{cf_id}"
+        self[cf_id] = name
+        return name
+
+
 class _Formatter:
-    """Turns batches into NDJSON bytes (one reused msgspec encoder)."""
+    """Turns batches into NDJSON bytes (one reused msgspec encoder).
+
+    Hot path: batches whose records all consume a sequence number and have UTF-8 keys (and
+    values), no end key and no timestamp go through a tight loop; anything else through
+    :meth:`_general`, which produces the same shape for every op.
+    """
 
     def __init__(self, names: dict[int, str], values: bool) -> None:
-        self.names = dict(names)
+        self.names = _Names(names)
         self.values = values
         self.encoder = msgspec.json.Encoder()
-
-    def cf_name(self, cf_id: int) -> str:
-        name = self.names.get(cf_id)
-        if name is None:
-            name = "default" if cf_id == 0 else f"cf{cf_id}"
-            self.names[cf_id] = name
-        return name
 
     def records(self, batches: Iterable[Batch]) -> list[DumpRecord]:
         out: list[DumpRecord] = []
@@ -115,56 +123,79 @@ class _Formatter:
         names = self.names
         values = self.values
         rec = DumpRecord
-        for batch in batches:
-            wal = batch.log_number
-            off = batch.offset
-            pos_seq = batch.seq
-            for seq, name, cf_id, key, value, end_key, ts in batch.ops:
-                if seq < 0:
-                    seq = pos_seq
-                else:
-                    pos_seq = seq + 1
-                cf = names.get(cf_id)
-                if cf is None:
-                    cf = self.cf_name(cf_id)
-                if key is None:
-                    ks, ke = "", None
-                else:
-                    try:
-                        ks, ke = key.decode(), None
-                    except UnicodeDecodeError:
-                        ks, ke = _b64(key).decode(), "base64"
-                if end_key is None and ts is None and not (values and value is not None):
-                    if ke is None:
-                        append(rec(seq, name, cf, ks, wal, off))
-                    else:
-                        append(rec(seq, name, cf, ks, wal, off, ke))
-                    continue
-                r = rec(seq, name, cf, ks, wal, off, ke)
-                if end_key is not None:
-                    try:
-                        r.end_key = end_key.decode()
-                    except UnicodeDecodeError:
-                        r.end_key = _b64(end_key).decode()
-                        r.end_key_encoding = "base64"
-                if values and value is not None and name == "put_entity":
-                    r.columns = _columns(value)
-                    if r.columns is not None:
-                        value = None
-                if values and value is not None:
-                    try:
-                        r.value = value.decode()
-                    except UnicodeDecodeError:
-                        r.value = _b64(value).decode()
-                        r.value_encoding = "base64"
-                if ts is not None:
-                    try:
-                        r.ts = ts.decode()
-                    except UnicodeDecodeError:
-                        r.ts = _b64(ts).decode()
-                        r.ts_encoding = "base64"
-                append(r)
+        general = self._general
+        for wal, off, bseq, _count, ops in batches:
+            if not ops:
+                continue
+            first = ops[0][0]
+            if first < 0 or ops[-1][0] - first + 1 != len(ops):
+                # markers or prepared records (seq -1) somewhere in the batch
+                general(wal, off, bseq, ops, out)
+                continue
+            if values:
+                for op in ops:
+                    seq, name, cf_id, key, value, end_key, ts = op
+                    if end_key is None and ts is None and name != "put_entity":
+                        try:
+                            if value is None:
+                                append(rec(seq, name, names[cf_id], key.decode(), wal, off))
+                            else:
+                                append(
+                                    rec(
+                                        seq, name, names[cf_id], key.decode(), wal, off,
+                                        None, None, None, value.decode(),
+                                    )
+                                )
+                            continue
+                        except UnicodeDecodeError:
+                            pass
+                    general(wal, off, seq, (op,), out)
+            else:
+                for op in ops:
+                    seq, name, cf_id, key, value, end_key, ts = op
+                    if end_key is None and ts is None:
+                        try:
+                            append(rec(seq, name, names[cf_id], key.decode(), wal, off))
+                            continue
+                        except UnicodeDecodeError:
+                            pass
+                    general(wal, off, seq, (op,), out)
         return out
+
+    def _general(
+        self, wal: int, off: int, pos_seq: int, ops: Iterable[tuple], out: list[DumpRecord]
+    ) -> None:
+        names = self.names
+        values = self.values
+        for seq, name, cf_id, key, value, end_key, ts in ops:
+            if seq < 0:
+                seq = pos_seq  # consumes none: show the position's sequence number
+            else:
+                pos_seq = seq + 1
+            d: dict[str, str] = {}
+            if key is not None:
+                _text(key, "key", d)
+            r = DumpRecord(seq, name, names[cf_id], d.get("key", ""), wal, off, d.get("key_encoding"))
+            if end_key is not None:
+                d = {}
+                _text(end_key, "end_key", d)
+                r.end_key = d["end_key"]
+                r.end_key_encoding = d.get("end_key_encoding")
+            if values and value is not None and name == "put_entity":
+                r.columns = _columns(value)
+                if r.columns is not None:
+                    value = None
+            if values and value is not None:
+                d = {}
+                _text(value, "value", d)
+                r.value = d["value"]
+                r.value_encoding = d.get("value_encoding")
+            if ts is not None:
+                d = {}
+                _text(ts, "ts", d)
+                r.ts = d["ts"]
+                r.ts_encoding = d.get("ts_encoding")
+            out.append(r)
 
     def encode(self, batches: Iterable[Batch]) -> bytes:
         return self.encoder.encode_lines(self.records(batches))
@@ -260,6 +291,17 @@ def run(path: str, values: bool = False, out: BinaryIO | None = None, err=None) 
         out: binary stream for NDJSON (default: stdout).
         err: text stream for the error lines (default: stderr).
     """
+    # Short-lived process decoding millions of acyclic objects: the cyclic GC only costs time.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(path, values, out, err)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
     if out is None:
         out = sys.stdout.buffer
     if err is None:

@@ -28,11 +28,12 @@ Invariants of :class:`LogReader`:
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from crc32c import crc32c
 
-from .errors import CorruptRecord
+from .errors import CorruptRecord, FormatError
 
 BLOCK_SIZE = 32768
 HEADER_SIZE = 7
@@ -89,6 +90,9 @@ class LogRecord(NamedTuple):
     offset: int
     rtype: int
     payload: bytes
+
+
+_make_record = LogRecord._make
 
 
 class LogReader:
@@ -160,8 +164,8 @@ class LogReader:
 
     # ------------------------------------------------------------------ decoding
 
-    def _corrupt(self, reason: str, offset: int, *, tail_ok: bool = False) -> None:
-        if tail_ok and self._recycled:
+    def _corrupt(self, reason: str, offset: int, tail_ok: bool = False) -> None:
+        if tail_ok:
             # A recycled file is overwritten in place without truncation: after the last record
             # of this life come leftovers of the previous one, usually cut mid-record. Like
             # RocksDB's reader (kTolerateCorruptedTailRecords / point-in-time), treat it as the
@@ -176,45 +180,96 @@ class LogReader:
 
         Never raises on content: see ``state`` / ``error`` afterwards.
         """
-        if self.state in ("corrupt", "end"):
+        return list(map(_make_record, self.read_raw()))
+
+    def read_raw(self, decode: Callable[[bytes, int, int, bool], Any] | None = None) -> list[Any]:
+        """Like :meth:`read`, as plain ``(offset, rtype, payload)`` tuples (cheaper to build).
+
+        Args:
+            decode: optional ``decode(payload, log_number, offset, leveldb)`` applied to
+                unfragmented legacy FULL records *until the first metadata record* of this
+                call (whose meaning may change how later records decode); its result is
+                appended instead of the tuple. A :class:`FormatError` it raises makes the
+                reader corrupt at that record (``offset`` stays before it). Used by the WAL
+                reader to decode batches without an intermediate list.
+        """
+        if self.state == "corrupt" or self.state == "end":
             return []
-        out: list[LogRecord] = []
+        out: list[Any] = []
         append = out.append
         buf = self._buf
         base = self._base
-        end = base + len(buf)
+        nbuf = len(buf)
         pos = self._pos
+        offset = self.offset
         frags = self._frags
         unpack_header = _HEADER.unpack_from
         leveldb = self.leveldb
+        recycled = self._recycled
+        legacy_seen = self._legacy_seen
+        crc = crc32c
+        log_number = self.log_number
         state = "ok"
+        i = pos - base
         while True:
-            avail = end - pos
+            avail = nbuf - i
             if avail <= 0:
                 break
-            block_left = BLOCK_SIZE - pos % BLOCK_SIZE
-            i = pos - base
-            if block_left < HEADER_SIZE or (
-                self._recycled and block_left < RECYCLABLE_HEADER_SIZE
-            ):
+            # Literals instead of module constants in this hot path: 32768 = BLOCK_SIZE,
+            # 7 = HEADER_SIZE, 11 = RECYCLABLE_HEADER_SIZE, 1 = FULL_TYPE, 0xA282EAD8 = mask delta.
+            block_left = 32768 - pos % 32768
+            if block_left < 7 or (recycled and block_left < 11):
                 # Trailer: zero padding up to the block boundary.
                 if avail > block_left:
                     pos += block_left
+                    i += block_left
                     if not frags:
-                        self.offset = pos
+                        offset = pos
                     continue
                 state = "need_more"
                 break
-            if avail < HEADER_SIZE:
+            if avail < 7:
                 state = "need_more"
                 break
             masked, length, rtype = unpack_header(buf, i)
+            if rtype == 1 and not frags:
+                # Fast path: a whole record in a legacy header (the common case).
+                e = i + 7 + length
+                if 7 + length > block_left:
+                    self._corrupt(
+                        f"bad record length {length} at block offset {32768 - block_left}",
+                        pos,
+                        recycled,
+                    )
+                    break
+                if e > nbuf:
+                    state = "need_more"
+                    break
+                c = crc(buf[i + 6 : e])
+                if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
+                    self._corrupt("checksum mismatch", pos, recycled)
+                    break
+                legacy_seen = True
+                if decode is None:
+                    append((pos, 1, buf[i + 7 : e]))
+                else:
+                    try:
+                        append(decode(buf[i + 7 : e], log_number, pos, leveldb))
+                    except FormatError as exc:
+                        self.state = "corrupt"
+                        self.error = exc
+                        break
+                pos += 7 + length
+                i = e
+                offset = pos
+                continue
             if rtype == ZERO_TYPE and length == 0:
                 # Zero header: padding / preallocated rest of the block (log_reader.cc kZeroType).
                 if avail > block_left:
                     pos += block_left
+                    i += block_left
                     if not frags:
-                        self.offset = pos
+                        offset = pos
                     continue
                 state = "need_more"
                 break
@@ -227,48 +282,56 @@ class LogReader:
                 if _U32.unpack_from(buf, i + 7)[0] != self._log32:
                     # A record from an older life of a recycled file.
                     self.state = "end"
-                    self._pos = pos
-                    return out
+                    break
             if hsize + length > block_left:
                 self._corrupt(
                     f"bad record length {length} at block offset {BLOCK_SIZE - block_left}",
                     pos,
-                    tail_ok=True,
+                    recycled,
                 )
                 break
-            if hsize + length > avail:
+            e = i + hsize + length
+            if e > nbuf:
                 state = "need_more"
                 break
-            if crc32c(buf[i + 6 : i + hsize + length]) != unmask_crc(masked):
-                self._corrupt("checksum mismatch", pos, tail_ok=True)
+            c = crc(buf[i + 6 : e])
+            if ((((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF) != masked:
+                self._corrupt("checksum mismatch", pos, recycled)
                 break
             rec_start = pos
             if leveldb and rtype not in _LEVELDB_TYPES:
                 self._corrupt(f"unknown record type {rtype}", rec_start)
                 break
-            payload = buf[i + hsize : i + hsize + length]
+            payload = buf[i + hsize : e]
             nxt = pos + hsize + length
+            # --- recyclable vs legacy data records (log_reader.cc: a recycled log starts
+            # with a recyclable record; one after a legacy data record is corruption)
+            if rtype in _RECYCLABLE_TYPES:
+                if legacy_seen:
+                    self._corrupt("recyclable record after non-recyclable record", rec_start)
+                    break
+                recycled = True
+            elif rtype <= LAST_TYPE:
+                legacy_seen = True
             # --- logical assembly
             if rtype == FULL_TYPE or rtype == RECYCLABLE_FULL_TYPE:
                 if frags:
                     self._corrupt("partial record without end", self._frag_offset)
                     break
-                if not self._check_recycling(rtype, rec_start):
-                    break
-                append(LogRecord(rec_start, rtype, payload))
+                append((rec_start, rtype, payload))
                 pos = nxt
-                self.offset = pos
+                i = e
+                offset = pos
                 continue
             if rtype == FIRST_TYPE or rtype == RECYCLABLE_FIRST_TYPE:
                 if frags:
                     self._corrupt("partial record without end", self._frag_offset)
                     break
-                if not self._check_recycling(rtype, rec_start):
-                    break
                 self._frag_offset = rec_start
                 self._frag_type = FULL_TYPE if rtype == FIRST_TYPE else RECYCLABLE_FULL_TYPE
                 frags.append(payload)
                 pos = nxt
+                i = e
                 continue
             if rtype == MIDDLE_TYPE or rtype == RECYCLABLE_MIDDLE_TYPE:
                 if not frags:
@@ -276,53 +339,48 @@ class LogReader:
                     break
                 frags.append(payload)
                 pos = nxt
+                i = e
                 continue
             if rtype == LAST_TYPE or rtype == RECYCLABLE_LAST_TYPE:
                 if not frags:
                     self._corrupt("missing start of fragmented record", rec_start)
                     break
                 frags.append(payload)
-                append(LogRecord(self._frag_offset, self._frag_type, b"".join(frags)))
+                append((self._frag_offset, self._frag_type, b"".join(frags)))
                 frags.clear()
                 self._frag_offset = -1
                 pos = nxt
-                self.offset = pos
+                i = e
+                offset = pos
                 continue
             if not leveldb and rtype in _METADATA_TYPES:
                 if frags:
                     self._corrupt("partial record without end", self._frag_offset)
                     break
-                if rtype in _RECYCLABLE_TYPES and not self._check_recycling(rtype, rec_start):
-                    break
-                append(LogRecord(rec_start, rtype, payload))
+                decode = None  # it may change how the following records decode
+                append((rec_start, rtype, payload))
                 pos = nxt
-                self.offset = pos
+                i = e
+                offset = pos
                 continue
             if rtype & RECORD_TYPE_SAFE_IGNORE_MASK and not leveldb:
                 # Unknown but marked safe to ignore (RocksDB 9.11+).
                 pos = nxt
+                i = e
                 if not frags:
-                    self.offset = pos
+                    offset = pos
                 continue
-            self._corrupt(f"unknown record type {rtype}", rec_start, tail_ok=True)
+            self._corrupt(f"unknown record type {rtype}", rec_start, recycled)
             break
         self._pos = pos
+        self.offset = offset
+        self._recycled = recycled
+        self._legacy_seen = legacy_seen
         if self.state != "corrupt" and self.state != "end":
             if frags and state == "ok":
                 state = "need_more"
             self.state = state
         return out
-
-    def _check_recycling(self, rtype: int, offset: int) -> bool:
-        """Track recyclable vs legacy data records (a mix is corruption, as in log_reader.cc)."""
-        if rtype in _RECYCLABLE_TYPES:
-            if self._legacy_seen:
-                self._corrupt("recyclable record after non-recyclable record", offset)
-                return False
-            self._recycled = True
-        elif rtype in _LEVELDB_TYPES:
-            self._legacy_seen = True
-        return True
 
     # ------------------------------------------------------------------ end of file
 

@@ -34,6 +34,7 @@ from .logformat import (
 )
 
 _BATCH_HEADER = struct.Struct("<QI")
+_unpack_batch_header = _BATCH_HEADER.unpack_from
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _PREDECESSOR = struct.Struct("<QQQ")
@@ -209,17 +210,58 @@ def decode_write_batch(
     Raises:
         CorruptRecord: short header or field, unknown tag, count mismatch.
     """
+    b = _decode_batch(payload, log_number, offset, leveldb)
+    if ts_sizes:
+        b = b._replace(ops=_split_timestamps(b.ops, ts_sizes, log_number, offset))
+    return b
+
+
+_new = tuple.__new__
+
+
+def _decode_batch(payload: bytes, log_number: int, offset: int, leveldb: bool) -> Batch:
+    """decode_write_batch without keyword arguments or timestamps (the hot path)."""
     n = len(payload)
     if n < WRITE_BATCH_HEADER_SIZE:
         raise CorruptRecord(
             f"write batch too small ({n} bytes)", log_number=log_number, offset=offset
         )
-    seq0, count = _BATCH_HEADER.unpack_from(payload, 0)
+    seq0, count = _unpack_batch_header(payload, 0)
+    if count == 1 and n > 14 and payload[12] == 1:
+        # A single default-CF Put (the most common WAL record): no loop.
+        ln = payload[13]
+        pos = 14
+        if ln >= 0x80:
+            try:
+                ln, pos = _varint_slow(payload, 13, 28)
+            except IndexError:
+                ln = n
+        e = pos + ln
+        if e < n:
+            ln = payload[e]
+            p = e + 1
+            if ln >= 0x80:
+                try:
+                    ln, p = _varint_slow(payload, e, 28)
+                except IndexError:
+                    ln = n
+            if p + ln == n:
+                return _new(
+                    Batch,
+                    (
+                        log_number,
+                        offset,
+                        seq0,
+                        1,
+                        [_new(Op, (seq0, "put", 0, payload[pos:e], payload[p:], None, None))],
+                    ),
+                )
+        # anything else (including errors) takes the general path
     ops: list[Op] = []
     append = ops.append
     pos = WRITE_BATCH_HEADER_SIZE
     seq = seq0
-    found = 0
+    prepared = 0  # data records inside a prepare section (in the count, no sequence number)
     tags = _LEVELDB_TAGS if leveldb else None
     in_prepare = False
     tag = -1
@@ -231,22 +273,20 @@ def decode_write_batch(
             pos += 1
             # ---- fast paths: Put / Delete in default or any column family
             if tag == 1 or (tag == 5 and tags is None):
-                if tag == 5:
+                if tag == 1:
+                    cf = 0
+                else:
                     cf = payload[pos]
                     pos += 1
                     if cf >= 0x80:
                         cf, pos = _varint_slow(payload, pos - 1, 28)
-                else:
-                    cf = 0
                 ln = payload[pos]
                 pos += 1
                 if ln >= 0x80:
                     ln, pos = _varint_slow(payload, pos - 1, 28)
                 e = pos + ln
-                if e > n:
-                    raise IndexError
                 key = payload[pos:e]
-                ln = payload[e]
+                ln = payload[e]  # IndexError when the key overran the payload
                 pos = e + 1
                 if ln >= 0x80:
                     ln, pos = _varint_slow(payload, e, 28)
@@ -254,12 +294,12 @@ def decode_write_batch(
                 if e > n:
                     raise IndexError
                 if in_prepare:
-                    append(Op(-1, "put", cf, key, payload[pos:e], None))
+                    append(_new(Op, (-1, "put", cf, key, payload[pos:e], None, None)))
+                    prepared += 1
                 else:
-                    append(Op(seq, "put", cf, key, payload[pos:e], None))
+                    append(_new(Op, (seq, "put", cf, key, payload[pos:e], None, None)))
                     seq += 1
                 pos = e
-                found += 1
                 continue
             if tags is not None:
                 name = tags[tag]  # KeyError -> unknown tag
@@ -309,9 +349,9 @@ def decode_write_batch(
             elif tag == TAG_END_PREPARE_XID:
                 in_prepare = False
             if consumes:
-                found += 1
                 if in_prepare:
                     append(Op(-1, name, cf, key, value, end_key, ts))
+                    prepared += 1
                 else:
                     append(Op(seq, name, cf, key, value, end_key, ts))
                     seq += 1
@@ -329,15 +369,14 @@ def decode_write_batch(
             log_number=log_number,
             offset=offset,
         ) from None
+    found = seq - seq0 + prepared
     if found != count:
         raise CorruptRecord(
             f"write batch count mismatch: header says {count}, found {found}",
             log_number=log_number,
             offset=offset,
         )
-    if ts_sizes:
-        ops = _split_timestamps(ops, ts_sizes, log_number, offset)
-    return Batch(log_number, offset, seq0, count, ops)
+    return _new(Batch, (log_number, offset, seq0, count, ops))
 
 
 def _split_timestamps(
@@ -511,64 +550,76 @@ class WalReader:
         """Every complete batch available now; never raises on content (see ``state``)."""
         if self._error is not None:
             return []
+        if self._log.state == "corrupt":
+            return []
         out: list[Batch] = []
+        append = out.append
         log_number = self.log_number
         leveldb = self.leveldb
-        for rec in self._log.read():
-            rtype = rec.rtype
+        decode = _decode_batch
+        fast = None if (self.compression or self.ts_sizes) else decode
+        for item in self._log.read_raw(fast):
+            if type(item) is Batch:
+                append(item)
+                continue
+            rec_offset, rtype, payload = item
             try:
                 if rtype == 1 or rtype == 5:
-                    payload = rec.payload
-                    if self.compression:
-                        payload = self._decompress(payload, rec.offset)
-                    out.append(
-                        decode_write_batch(
-                            payload,
-                            log_number=log_number,
-                            offset=rec.offset,
-                            leveldb=leveldb,
-                            ts_sizes=self.ts_sizes or None,
+                    if self.compression or self.ts_sizes:
+                        if self.compression:
+                            payload = self._decompress(payload, rec_offset)
+                        append(
+                            decode_write_batch(
+                                payload,
+                                log_number=log_number,
+                                offset=rec_offset,
+                                leveldb=leveldb,
+                                ts_sizes=self.ts_sizes,
+                            )
                         )
-                    )
+                    else:
+                        append(decode(payload, log_number, rec_offset, leveldb))
                     self._records_seen = True
                 elif rtype == SET_COMPRESSION_TYPE:
-                    self._set_compression(rec.payload, rec.offset)
+                    self._set_compression(payload, rec_offset, bool(out))
                 elif rtype in (
                     USER_DEFINED_TIMESTAMP_SIZE_TYPE,
                     RECYCLABLE_USER_DEFINED_TIMESTAMP_SIZE_TYPE,
                 ):
                     try:
-                        self.ts_sizes.update(decode_udt_sizes(rec.payload))
+                        self.ts_sizes.update(decode_udt_sizes(payload))
                     except CorruptRecord as exc:
                         raise CorruptRecord(
-                            exc.reason, log_number=log_number, offset=rec.offset
+                            exc.reason, log_number=log_number, offset=rec_offset
                         ) from None
                 elif rtype in (PREDECESSOR_WAL_INFO_TYPE, RECYCLE_PREDECESSOR_WAL_INFO_TYPE):
-                    if len(rec.payload) != _PREDECESSOR.size:
+                    if len(payload) != _PREDECESSOR.size:
                         raise CorruptRecord(
-                            f"predecessor WAL info of {len(rec.payload)} bytes",
+                            f"predecessor WAL info of {len(payload)} bytes",
                             log_number=log_number,
-                            offset=rec.offset,
+                            offset=rec_offset,
                         )
-                    self.predecessor = _PREDECESSOR.unpack(rec.payload)
+                    self.predecessor = _PREDECESSOR.unpack(payload)
                 else:  # pragma: no cover - LogReader returns only the types above
                     raise CorruptRecord(
-                        f"unexpected record type {rtype}", log_number=log_number, offset=rec.offset
+                        f"unexpected record type {rtype}", log_number=log_number, offset=rec_offset
                     )
             except FormatError as exc:
                 self._error = exc
-                self._error_offset = rec.offset
+                self._error_offset = rec_offset
                 break
+        if out:
+            self._records_seen = True
         return out
 
-    def _set_compression(self, payload: bytes, offset: int) -> None:
+    def _set_compression(self, payload: bytes, offset: int, data_before: bool) -> None:
         if len(payload) != 4:
             raise CorruptRecord(
                 f"compression type record of {len(payload)} bytes",
                 log_number=self.log_number,
                 offset=offset,
             )
-        if self._compression_seen or self._records_seen:
+        if self._compression_seen or self._records_seen or data_before:
             raise CorruptRecord(
                 "compression type record after the start of the WAL",
                 log_number=self.log_number,
