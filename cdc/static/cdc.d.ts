@@ -211,7 +211,21 @@ export interface ErrorFrame {
   [key: string]: unknown;
 }
 
-export type ControlFrame = HelloFrame | HeartbeatFrame | PongFrame | SubscribedFrame | ResetFrame | ErrorFrame;
+/** Answer to {"op":"auth"} (setToken): the new token is in effect. */
+export interface AuthenticatedFrame {
+  type: "authenticated";
+  exp?: number;
+  [key: string]: unknown;
+}
+
+export type ControlFrame =
+  | HelloFrame
+  | HeartbeatFrame
+  | PongFrame
+  | SubscribedFrame
+  | AuthenticatedFrame
+  | ResetFrame
+  | ErrorFrame;
 
 // --------------------------------------------------------------------------- streams
 
@@ -325,7 +339,7 @@ export declare class CdcClient {
   readonly resets: CdcStream<ResetFrame>;
   /** Server error frames and client-side connection errors (never contain the token). */
   readonly errors: CdcStream<ErrorFrame>;
-  /** Every control frame (hello, heartbeat, pong, subscribed, error, reset). */
+  /** Every control frame (hello, heartbeat, pong, subscribed, authenticated, error, reset). */
   readonly control: CdcStream<ControlFrame>;
 
   /** (Re)connect, resuming from lastId. */

@@ -502,20 +502,26 @@ export class CdcClient {
     this._stableTimer = setTimeout(() => {
       this._attempt = 0; // stable: the next outage starts with short delays again
     }, this.stableMs);
-    if (this._getToken && typeof frame.exp === "number") {
-      // Refresh the token 30 s (or a tenth of its remaining life) before it expires.
-      const left = frame.exp * 1000 - Date.now();
-      const wait = Math.max(0, left - Math.min(30000, left / 10));
-      this._refreshTimer = setTimeout(async () => {
-        this._refreshTimer = null;
-        const old = this._token;
-        const t = await this._currentToken();
-        if (t && t !== old && this._ws && this._wsHello) this._send({ op: "auth", token: t });
-      }, wait);
-    }
+    this._scheduleRefresh(frame.exp);
     this._stopPolling();
     this._pollMode = false;
     this._setStatus("connected");
+  }
+
+  /** With getToken: fetch a fresh token shortly before `exp` (seconds) and send {"op":"auth"}. */
+  _scheduleRefresh(exp) {
+    if (this._refreshTimer) clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (!this._getToken || typeof exp !== "number") return;
+    // 30 s (or a tenth of the remaining life) before expiry.
+    const left = exp * 1000 - Date.now();
+    const wait = Math.max(0, left - Math.min(30000, left / 10));
+    this._refreshTimer = setTimeout(async () => {
+      this._refreshTimer = null;
+      const old = this._token;
+      const t = await this._currentToken();
+      if (t && t !== old && this._ws && this._wsHello) this._send({ op: "auth", token: t });
+    }, wait);
   }
 
   _armDeadTimer() {
@@ -542,6 +548,7 @@ export class CdcClient {
     }
     const type = frame.type;
     if (type === "hello" && via === "ws") this._onHello(frame);
+    if (type === "authenticated") this._scheduleRefresh(frame.exp);
     if (type === "reset") this.resets._next(frame);
     if (type === "error") this.errors._next(frame);
     if (typeof type === "string") this.control._next(frame);

@@ -243,6 +243,21 @@ class Harness:
         self.page.evaluate(
             """([opts, token]) => {
                 const { CdcClient } = window.cdcModule;
+                if (opts.spyFrames) {
+                    // Count frames as they come off the wire (arrays = batch=1 frames).
+                    delete opts.spyFrames;
+                    window.frames_ = { text: 0, arrays: 0 };
+                    const Native = window.WebSocket;
+                    opts.WebSocket = class extends Native {
+                        constructor(...args) {
+                            super(...args);
+                            this.addEventListener("message", (m) => {
+                                window.frames_.text++;
+                                if (typeof m.data === "string" && m.data[0] === "[") window.frames_.arrays++;
+                            });
+                        }
+                    };
+                }
                 const client = new CdcClient(opts);
                 const rec = { events: [], statuses: [], resets: [], errors: [], control: [] };
                 client.events.subscribe((ev) => rec.events.push(ev));

@@ -196,3 +196,66 @@ def test_polling_with_wrong_token_is_unauthorized(daemon: Daemon, harness: Harne
     polls = harness.page.evaluate("window.client.stats.polls")
     time.sleep(1.0)
     assert harness.page.evaluate("window.client.stats.polls") == polls == 1
+
+
+def test_reset_when_the_cursor_expired(daemon_factory: Any, harness_factory: Any) -> None:
+    daemon = daemon_factory("--retention-count", "5")
+    ids = [daemon.publish(_sync(i)) for i in range(20)]
+    h = harness_factory(daemon)
+    h.start_client(since=1, types="sync_event", **FAST)
+    wait_for(lambda: h.rec("resets"), 10, what="reset frame")
+    reset = h.rec("resets")[0]
+    assert reset["reason"] == "cursor_expired" and reset["oldest_id"] > 2, reset
+    h.wait_status("connected")
+    new_id = daemon.publish(_sync(99))
+    wait_for(lambda: any(e["id"] == new_id for e in h.rec("events")), 10, what="live event after reset")
+    got = [e["id"] for e in h.rec("events")]
+    assert got == sorted(set(got)) and all(i > ids[0] for i in got)
+
+
+def test_batch_frames_values_and_byte_exact_keys(daemon: Daemon, harness: Harness) -> None:
+    from tests.writer import StoreWriter
+
+    harness.start_client(batch=True, values=True, types=["key_change"], spyFrames=True, **FAST)
+    harness.wait_status("connected")
+    writer = StoreWriter(daemon.db).start()
+    try:
+        writer.put_many(count=400, batch=100, prefix="k", start=0, value_size=16)
+        writer.put(b"bin\xff\x00key", b"\x00\x01\xfe")
+        writer.put("ключ", "значение")
+        events = harness.wait_events(402, timeout_s=20)
+    finally:
+        writer.kill()
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert len({e["id"] for e in events}) == len(events)
+    assert [e["key"] for e in events[:400]] == ["k%010d" % i for i in range(400)]
+    assert all(isinstance(e.get("value"), str) for e in events)
+    binary = events[400]
+    assert binary["key_encoding"] == "base64" and binary["value_encoding"] == "base64"
+    import base64
+
+    assert base64.b64decode(binary["key"]) == b"bin\xff\x00key"
+    assert base64.b64decode(binary["value"]) == b"\x00\x01\xfe"
+    assert events[401]["key"] == "ключ" and events[401]["value"] == "значение"
+    frames = harness.page.evaluate("window.frames_")
+    assert frames["arrays"] >= 1, frames  # the server batched, the client unpacked the arrays
+
+
+def test_set_token_refreshes_on_the_open_connection(daemon: Daemon, harness: Harness) -> None:
+    from cdc.auth import mint_token
+
+    from .conftest import SECRET
+
+    harness.start_client(**FAST)
+    harness.wait_status("connected")
+    fresh = mint_token(SECRET, subject="browser", ttl=600)
+    harness.page.evaluate("(t) => window.client.setToken(t)", fresh)
+    wait_for(lambda: any(f["type"] == "authenticated" for f in harness.rec("control")), 5, what="authenticated frame")
+    assert harness.status() == "connected"
+    assert harness.page.evaluate("window.client.stats.wsAttempts") == 1  # no reconnect needed
+    daemon.publish(_sync(1))
+    _assert_exactly(harness.wait_events(1), [1])
+    # a revoked / invalid token on the open connection: the server closes 4401, the client stops
+    harness.page.evaluate("(t) => window.client.setToken(t)", "garbage")
+    harness.wait_status("unauthorized")
+    assert harness.page.evaluate("window.client.stats.wsAttempts") == 1
