@@ -181,6 +181,9 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
         sys.exit(EXIT_OK)
     preflight(config)
     from .logs import setup_logging
+    from .preflight import acquire_state_lock
+
+    lock_fd = acquire_state_lock(config.state_dir)  # held until the process exits
 
     setup_logging(config.log_format, config.log_level)
     try:
@@ -191,6 +194,8 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
         rc = serve(config)
     except OSError as exc:
         raise StartupError(f"cannot start: {exc.strerror or exc}") from None
+    finally:
+        os.close(lock_fd)
     sys.exit(int(rc or 0))
 
 

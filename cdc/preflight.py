@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import stat
@@ -21,7 +22,14 @@ import stat
 from .config import Config, cli_name
 from .errors import CdcError, ConfigError
 
-__all__ = ["StartupError", "check_config", "check_port", "check_store_dir", "read_secret_file"]
+__all__ = [
+    "StartupError",
+    "acquire_state_lock",
+    "check_config",
+    "check_port",
+    "check_store_dir",
+    "read_secret_file",
+]
 
 
 class StartupError(CdcError):
@@ -178,3 +186,36 @@ def check_config(config: Config, *, bind: bool = True) -> str:
     if bind:
         check_port(config.host, config.port)
     return kind
+
+
+LOCK_NAME = "cdc.lock"
+
+
+def acquire_state_lock(state_dir: str) -> int:
+    """Take an exclusive ``flock`` on ``<state_dir>/cdc.lock`` for the life of the process.
+
+    Two daemons on one journal would both assign event ids; the second one is refused with a
+    StartupError (exit 3) naming the holder's pid. Returns the lock's file descriptor: keep it
+    open (closing it, or exiting, releases the lock; a kill -9 releases it too).
+    """
+    path = os.path.join(state_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir: {state_dir}: cannot create {LOCK_NAME} ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = ""
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            pass
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise StartupError(f"--state-dir: {state_dir} is in use by another cdc{who}") from None
+        raise StartupError(f"--state-dir: {state_dir}: cannot lock ({exc.strerror or exc})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
