@@ -134,7 +134,7 @@ class App:
                 health_ref[0].set("readiness", "journal", ok, reason)
 
             bus = EventBus(journal, on_commit=hub.publish, on_journal_state=journal_state)
-            health = Health(bus.emit_nowait, beat_timeout_s=max(30.0, 10 * cfg.rescan_interval_s))
+            health = Health(None, beat_timeout_s=max(30.0, 10 * cfg.rescan_interval_s))
             health_ref.append(health)
             metrics.bind(hub=hub, bus=bus, journal=journal, health=health)
             ctx = AppContext(cfg, store, bus, journal, health, metrics, self.stop, hub, auth)
@@ -143,6 +143,7 @@ class App:
             health.set("startup", "server", False, "not listening yet")
             if any(type(c).__name__ == "WalCapture" for c in comps):
                 health.set("startup", "capture", False, "initial WAL catch-up not done")
+            health.emit = bus.emit_nowait  # from here on, transitions are events
             from .server import Server
 
             server = Server(ctx, hub, auth)

@@ -69,6 +69,7 @@ class EventBus:
         self._closing = False
         self._close_evt = asyncio.Event()
         self._journal_ok = True
+        self._batch_limit = max_batch  # halved while the journal is full, so that a smaller batch can fit
         # statistics (read by metrics)
         self.commits = 0
         self.committed_events = 0
@@ -140,7 +141,8 @@ class EventBus:
             items: list[_Item] = []
             events: list[Any] = []
             checkpoints: dict[str, bytes] = {}
-            while self._queue and (not events or len(events) + len(self._queue[0][0]) <= self.max_batch):
+            limit = self._batch_limit
+            while self._queue and (not events or len(events) + len(self._queue[0][0]) <= limit):
                 item = self._queue.popleft()
                 items.append(item)
                 events.extend(item[0])
@@ -152,6 +154,7 @@ class EventBus:
             except JournalError as exc:
                 # Keep the batch (in order) and retry; readiness reports the problem.
                 self._queue.extendleft(reversed(items))
+                self._batch_limit = max(1, len(events) // 2)
                 self.last_error = str(exc)
                 if self._journal_ok:
                     self._journal_ok = False
@@ -163,8 +166,15 @@ class EventBus:
                     return
                 await self._sleep_or_close(retry_s)
                 retry_s = min(retry_s * 2, 1.0)
+                try:  # retention may free pages (limits lowered, events aged out)
+                    await asyncio.to_thread(self.journal.prune)
+                except JournalError:
+                    pass
+                except Exception:  # pragma: no cover - lmdb errors while full
+                    log.debug("prune failed", exc_info=True)
                 continue
             retry_s = 0.05
+            self._batch_limit = self.max_batch
             self.last_commit_s = time.perf_counter() - t0
             self.commits += 1
             self.committed_events += len(records)

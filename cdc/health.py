@@ -30,7 +30,8 @@ class Health:
     """Probe state.
 
     Args:
-        emit: called with a ``[HealthChange]`` list on each transition (bus.emit_nowait).
+        emit: called with a ``[HealthChange]`` list on each transition (bus.emit_nowait); may be
+            attached later (conditions set before that are the initial state, not transitions).
         beat_timeout_s: a component beat older than this makes liveness unhealthy.
         loop_lag_s: an event-loop stall longer than this makes liveness unhealthy.
     """
@@ -46,8 +47,7 @@ class Health:
         self.beat_timeout_s = beat_timeout_s
         self.loop_lag_s = loop_lag_s
         self._conds: dict[str, dict[str, tuple[bool, str]]] = {p: {} for p in PROBES}
-        # None until the first condition is set: the initial state is not a transition.
-        self._status: dict[str, bool | None] = dict.fromkeys(PROBES, None)
+        self._status: dict[str, bool] = dict.fromkeys(PROBES, True)
         self._beats: dict[str, float] = {}
         self.transitions = 0
 
@@ -57,10 +57,7 @@ class Health:
             raise ValueError(f"unknown probe {probe!r}")
         self._conds[probe][name] = (bool(ok), "" if ok else (reason or name))
         healthy, why = self.status(probe)
-        prev = self._status[probe]
-        if prev is None:
-            self._status[probe] = healthy
-        elif healthy != prev:
+        if healthy != self._status[probe]:
             self._status[probe] = healthy
             self.transitions += 1
             log.log(logging.INFO if healthy else logging.WARNING, "%s %s%s", probe,

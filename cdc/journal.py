@@ -396,10 +396,13 @@ class Journal:
         """Apply the retention limits now (age included); returns the number of events deleted."""
         with self._write_lock:
             self._last_age_check = 0.0
-            with self.env.begin(write=True) as txn:
-                n, b, oldest = self._prune(txn, self._count, self._bytes, int(time.time() * 1000))
-                if n:
-                    txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
+            try:
+                with self.env.begin(write=True) as txn:
+                    n, b, oldest = self._prune(txn, self._count, self._bytes, int(time.time() * 1000))
+                    if n:
+                        txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
+            except lmdb.Error as exc:
+                raise JournalError(f"journal prune failed: {exc}") from exc
             if n:
                 self._count -= n
                 self._bytes -= b
