@@ -455,11 +455,34 @@ def publish_cmd(
 )
 @click.option("--keep", is_flag=True, help="Keep the store and journal on exit (prints where).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), envvar="CDC_LOG_LEVEL")
-def demo_cmd(host: str, port: int, parent: str | None, rate: float, keep: bool, log_level: str) -> None:
+@click.option("--flush-every", type=click.FloatRange(0.5), default=20.0, show_default=True, help="Seconds between flushes.")
+@click.option("--compact-every", type=click.FloatRange(0.5), default=45.0, show_default=True, help="Seconds between compactions.")
+@click.option("--checkpoint-every", type=click.FloatRange(0.5), default=60.0, show_default=True, help="Seconds between checkpoints.")
+@click.option("--sync-every", type=click.FloatRange(0.5), default=30.0, show_default=True, help="Seconds between sync events.")
+def demo_cmd(
+    host: str,
+    port: int,
+    parent: str | None,
+    rate: float,
+    keep: bool,
+    log_level: str,
+    flush_every: float,
+    compact_every: float,
+    checkpoint_every: float,
+    sync_every: float,
+) -> None:
     """Run everything on a throw-away RocksDB that a built-in writer keeps changing."""
     from .demo import run_demo
 
-    sys.exit(run_demo(host=host, port=port, parent=parent, rate=rate, keep=keep, log_level=log_level))
+    intervals = {
+        "flush_every_s": flush_every,
+        "compact_every_s": compact_every,
+        "checkpoint_every_s": checkpoint_every,
+        "sync_every_s": sync_every,
+    }
+    sys.exit(
+        run_demo(host=host, port=port, parent=parent, rate=rate, keep=keep, log_level=log_level, intervals=intervals)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,6 +58,7 @@ class DemoWriter(threading.Thread):
         flush_every_s: float = 20.0,
         compact_every_s: float = 45.0,
         checkpoint_every_s: float = 60.0,
+        sync_every_s: float = 30.0,
         seed: int | None = None,
     ) -> None:
         super().__init__(name="cdc-demo-writer", daemon=True)
@@ -72,6 +73,7 @@ class DemoWriter(threading.Thread):
         self.flush_every_s = flush_every_s
         self.compact_every_s = compact_every_s
         self.checkpoint_every_s = checkpoint_every_s
+        self.sync_every_s = sync_every_s
         self.rng = random.Random(seed)
         self._stop_event = threading.Event()
         self.ops = 0
@@ -178,7 +180,7 @@ class DemoWriter(threading.Thread):
         next_flush = start + self.flush_every_s
         next_compact = start + self.compact_every_s
         next_checkpoint = start + min(10.0, self.checkpoint_every_s)
-        next_sync = start + 15.0
+        next_sync = start + min(15.0, self.sync_every_s)
         try:
             while not self._stop_event.wait(period * (0.5 + self.rng.random())):
                 self.step()
@@ -198,7 +200,7 @@ class DemoWriter(threading.Thread):
                     self.publish_sync("started", {"peer": peer})
                     status = "conflict" if self.rng.random() < 0.2 else "completed"
                     self.publish_sync(status, {"peer": peer, "keys": self.rng.randint(1, 200)})
-                    next_sync = now + 30.0
+                    next_sync = now + self.sync_every_s
         except BaseException as exc:  # reported by run_demo; the daemon keeps running
             self.error = exc
             log.error("demo writer stopped: %s", exc)
@@ -235,12 +237,14 @@ def run_demo(
     rate: float = 2.0,
     keep: bool = False,
     log_level: str = "info",
+    intervals: dict[str, float] | None = None,
     ready: threading.Event | None = None,
     info: dict[str, Any] | None = None,
 ) -> int:
     """Run the demo until interrupted; returns the exit code.
 
-    ``ready``/``info`` are for tests: ``info`` receives ``url``, ``port``, ``token``, ``dir``.
+    ``intervals`` may set ``flush_every_s``, ``compact_every_s``, ``checkpoint_every_s`` and
+    ``sync_every_s`` of the writer. ``ready``/``info`` are for tests: ``info`` receives ``url``, ``port``, ``token``, ``dir``.
     """
     from .cli import UserError
     from .logs import setup_logging
@@ -278,7 +282,9 @@ def run_demo(
             f.write(token + "\n")
         checkpoints = os.path.join(tmp, "checkpoints")
         os.makedirs(checkpoints)
-        writer = DemoWriter(os.path.join(tmp, "db"), rate=rate, checkpoints_dir=checkpoints, admin_token=token)
+        writer = DemoWriter(
+            os.path.join(tmp, "db"), rate=rate, checkpoints_dir=checkpoints, admin_token=token, **(intervals or {})
+        )
         # a first write so the store has a live WAL before the daemon starts
         writer.db.put(b"demo:started", str(int(time.time() * 1000)).encode())
         config = Config(

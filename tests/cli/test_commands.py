@@ -182,34 +182,82 @@ def test_sd_notify_ready_status_watchdog_stopping(daemon_factory, tmp_path: Path
         assert d.stop(None) == 0
 
 
-def test_demo_end_to_end(tmp_path: Path) -> None:
+def _start_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, Path]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cdc", "demo", "--port", str(port), "--dir", str(tmp_path), "--rate", "20",
+    proc = subprocess.Popen([sys.executable, "-m", "cdc", "demo", "--port", str(port), "--dir", str(tmp_path), *extra,
                              "--log-level", "warning"],
                             env=cdc_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+    url = None
+    while url is None:
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError(proc.stderr.read())
+        if "dashboard:" in line:
+            url = line.split("dashboard:", 1)[1].strip()
+    assert url.startswith(f"http://127.0.0.1:{port}/#token=")
+    (demo_dir,) = list(tmp_path.glob("cdc-demo-*"))
+    return proc, url, demo_dir
+
+
+def _stop_demo(proc: subprocess.Popen[str], demo_dir: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert not demo_dir.exists(), "temp dir not removed"
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_demo_end_to_end_every_event_type(tmp_path: Path) -> None:
+    proc, url, demo_dir = _start_demo(tmp_path, "--rate", "20", "--flush-every", "1", "--compact-every", "1.5",
+                                      "--checkpoint-every", "1", "--sync-every", "1")
     try:
-        url = None
-        while url is None:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            if "dashboard:" in line:
-                url = line.split("dashboard:", 1)[1].strip()
-        assert url.startswith(f"http://127.0.0.1:{port}/#token=")
-        token = url.split("#token=", 1)[1]
-        demo_dirs = list(tmp_path.glob("cdc-demo-*"))
-        assert len(demo_dirs) == 1 and (demo_dirs[0] / "db" / "CURRENT").exists()
-        status, body = http_get(f"http://127.0.0.1:{port}/")
+        base, token = url.split("/#token=")
+        assert (demo_dir / "db" / "CURRENT").exists()
+        status, body = http_get(base + "/")
         assert status == 200 and b"<html" in body.lower()
-        r = run_cdc("tail", f"http://127.0.0.1:{port}", "--types", "key_change", "--count", "10", "--values",
-                    "--token", token, timeout=60)
+        r = run_cdc("tail", base, "--types", "key_change", "--count", "10", "--values", "--token", token, timeout=60)
         assert r.code == 0, r.err
         events = ndjson(r.out)
         assert len(events) == 10 and {e["operation"] for e in events} <= {"put", "delete", "delete_range"}
-        assert all("value" in e or e["operation"] != "put" for e in events)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-        assert not demo_dirs[0].exists(), "temp dir not removed"
-        assert "Traceback" not in proc.stderr.read()
+        assert all("value" in e for e in events if e["operation"] == "put")
+        # the writer's flushes, compactions, checkpoints and sync events all reach subscribers
+        wanted = {"flush_status", "compaction_status", "snapshot_event", "sync_event"}
+        seen: set[str] = set()
+        r = None
+        for _ in range(3):
+            r = run_cdc("tail", base, "--since", "0", "--types", ",".join(sorted(wanted)), "--count", "40", "-q",
+                        "--token", token, timeout=60)
+            assert r.code == 0, r.err
+            seen = {e["type"] for e in ndjson(r.out)}
+            if seen == wanted:
+                break
+        assert seen == wanted, seen
+        _stop_demo(proc, demo_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.browser
+def test_demo_dashboard_in_chromium(tmp_path: Path) -> None:
+    """What a new user does: `cdc demo`, open the printed URL, see live changes."""
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    proc, url, demo_dir = _start_demo(tmp_path, "--rate", "10")
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_function("document.querySelector('#status')?.textContent.trim() === 'connected'", timeout=20_000)
+                page.wait_for_function("document.querySelectorAll('#keys tr').length >= 3", timeout=20_000)
+                assert "#token=" not in page.evaluate("location.search")
+            finally:
+                browser.close()
+        _stop_demo(proc, demo_dir)
     finally:
         if proc.poll() is None:
             proc.kill()
