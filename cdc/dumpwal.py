@@ -95,7 +95,7 @@ def _columns(entity: bytes) -> list[dict[str, str]] | None:
     return out
 
 
-class _Names(dict):  # type: ignore[type-arg]
+class _Names(dict[int, str]):
     """cf id -> name; ids the MANIFEST never named become "default" (0) / "cf<id>"."""
 
     def __missing__(self, cf_id: int) -> str:

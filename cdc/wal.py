@@ -36,7 +36,6 @@ from .logformat import (
 _BATCH_HEADER = struct.Struct("<QI")
 _unpack_batch_header = _BATCH_HEADER.unpack_from
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _PREDECESSOR = struct.Struct("<QQQ")
 _UDT_ENTRY = struct.Struct("<IH")
 

@@ -241,3 +241,31 @@ def test_walreader_framed_garbage_batches(body):
     assert r.state in ("ok", "corrupt")
     if r.state == "corrupt":
         assert isinstance(r.error, FormatError) and out == []
+
+
+def test_decode_entity_v1_v2_and_errors():
+    from cdc.wal import decode_entity
+
+    v1 = varint(1) + varint(2) + varstr(b"") + varint(2) + varstr(b"c1") + varint(1) + b"dv" + b"x"
+    assert decode_entity(v1) == [(b"", b"dv"), (b"c1", b"x")]
+    names, values = [b"a", b"bb"], [b"1", b"\x00" * 20]
+    v2 = (
+        varint(2) + varint(2) + varint(2) + varint(2) + varint(2)
+        + b"\x01\x11" + varint(1) + varint(2) + varint(1) + varint(20)
+        + b"".join(names) + b"".join(values)
+    )
+    assert decode_entity(v2) == list(zip(names, values))
+    for bad in (v1[:-1], v1 + b"!", varint(3) + varint(0), b"", v2[:-1]):
+        with pytest.raises(CorruptRecord):
+            decode_entity(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decode_entity_arbitrary(data):
+    from cdc.wal import decode_entity
+
+    try:
+        decode_entity(data)
+    except FormatError:
+        pass
