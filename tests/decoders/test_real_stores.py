@@ -264,6 +264,28 @@ def test_matches_ldb_dump_wal(tmp_path):
             assert t == o
         total += sum(len(x[3]) for x in ours)
     assert total == sum(len(ops) for ops in plan)
+    # and the command line's NDJSON, op by op, against ldb's lines
+    import io
+
+    names = load_manifest(path).cf_names
+    for number, f in files:
+        out, err = io.BytesIO(), io.StringIO()
+        assert dump_run(f, values=True, out=out, err=err) == 0, err.getvalue()
+        lines = [json.loads(x) for x in out.getvalue().splitlines()]
+        theirs, _ = ldb_records(f)
+        flat = [
+            (seq + k, off, op) for seq, _count, off, ops in theirs for k, op in enumerate(ops)
+        ]
+        assert len(flat) == len(lines)
+        for (seq, off, (name, cf_id, key, val, end)), rec in zip(flat, lines):
+            assert (rec["seq"], rec["offset"], rec["wal"], rec["op"], rec["cf"]) == (
+                seq, off, number, name, names[cf_id]
+            )
+            assert _b(rec["key"], rec.get("key_encoding")) == key
+            if val is not None:
+                assert _b(rec["value"], rec.get("value_encoding")) == val
+            if end is not None:
+                assert _b(rec["end_key"], rec.get("end_key_encoding")) == end
 
 
 @pytest.mark.skipif(not ldb_available(), reason="ldb (rocksdb-tools) not installed")
