@@ -21,11 +21,14 @@ persist their position only through ``ctx.bus.emit(events, checkpoints=...)``.
   when the bytes changed. With several compactions running at once, output files not yet
   claimed by a ``Generated table`` / ``table_file_creation`` line go to the most recently
   started job (an estimate; documented).
-- MANIFEST fallback: the live SST set (number -> level, cf, size) is compared with the previous
-  one (persisted as the ``"infolog_files"`` checkpoint, so downtime is covered). Files that left
-  a level and that the LOG did not explain within ``manifest_grace_s`` (the LOG may lag up to
-  ~10 s) are reported as one ``completed`` compaction per column family with
-  ``details.source = "manifest"``.
+- MANIFEST fallback: the MANIFEST named by CURRENT is followed edit by edit; files a
+  VersionEdit deletes (or moves to another level) that the LOG did not explain within
+  ``manifest_grace_s`` (the LOG may lag up to ~10 s; 0.5 s for LevelDB, which logs no
+  EVENT_LOG_v1) are reported as one ``completed`` compaction per column family with
+  ``details.source = "manifest"`` (inputs per level, outputs, bytes). The checkpoint
+  ``"infolog_files"`` keeps (MANIFEST name, offset accounted for, live SST set): after a
+  restart, edits past that offset are examined one by one; if the store switched to a new
+  MANIFEST meanwhile, the whole live set is compared with the saved one instead.
 
 ``SnapshotWatcher`` (checkpoint ``"snapshots"``): see its docstring.
 """
@@ -80,7 +83,15 @@ class _InfologCheckpoint(msgspec.Struct, array_like=True):
 
 _cp_enc = msgspec.msgpack.Encoder()
 _cp_dec = msgspec.msgpack.Decoder(_InfologCheckpoint)
-_files_dec = msgspec.msgpack.Decoder(dict[int, tuple[int, int, int]])
+class _FilesCheckpoint(msgspec.Struct, array_like=True):
+    """The MANIFEST position and live SST set the fallback has accounted for."""
+
+    manifest: str  # MANIFEST-NNNNNN read
+    offset: int  # end of the last VersionEdit accounted for
+    files: dict[int, tuple[int, int, int]]  # number -> (level, cf_id, size)
+
+
+_files_dec = msgspec.msgpack.Decoder(_FilesCheckpoint)
 
 
 def _list_ssts(db_dir: str) -> dict[int, int]:
@@ -132,7 +143,11 @@ class InfoLogWatcher:
         # manifest fallback
         self._files: dict[int, tuple[int, int, int]] | None = None  # number -> (level, cf_id, size)
         self._mf_name: str | None = None
+        self._cp_manifest = ""  # MANIFEST name / offset accounted for before a restart
+        self._cp_offset = 0
         self._mf_pos = 0
+        self._mf_silent_until = -1
+        self._mf_per_edit = False
         self._mf_reader: Any = None
         self._mf_state: Any = None
         self._manifest_check_s = 0.0
@@ -173,7 +188,9 @@ class InfoLogWatcher:
         files_raw = journal.get_checkpoint("infolog_files") if journal is not None else None
         if files_raw:
             try:
-                self._files = dict(_files_dec.decode(files_raw))
+                fcp = _files_dec.decode(files_raw)
+                self._files = dict(fcp.files)
+                self._cp_manifest, self._cp_offset = fcp.manifest, fcp.offset
             except msgspec.DecodeError:
                 self._files = None
 
@@ -216,7 +233,9 @@ class InfoLogWatcher:
             self._last_cp_s = now_s
         if self._files_dirty:
             cps = cps or {}
-            cps["infolog_files"] = _cp_enc.encode(self._files or {})
+            cps["infolog_files"] = _cp_enc.encode(
+                _FilesCheckpoint(self._mf_name or "", self._mf_reader.offset if self._mf_reader else 0, self._files or {})
+            )
             self._files_dirty = False
         if events or cps:
             self.stats["events"] += len(events)
@@ -399,12 +418,14 @@ class InfoLogWatcher:
         return out
 
     # ------------------------------------------------------------------ MANIFEST fallback
-    def _read_manifest(self) -> Any:
-        """Follow the MANIFEST named by CURRENT incrementally; return its state when it grew.
+    def _read_manifest(self) -> tuple[Any, list[tuple[int, int, int, int]], list[tuple[int, int, int, int]], bool] | None:
+        """Follow the MANIFEST named by CURRENT incrementally (runs in a worker thread).
 
-        A new MANIFEST (CURRENT switched: store restart or MANIFEST roll) is read from its
-        start; otherwise only the bytes appended since the last call are decoded. Returns None
-        when nothing changed. An incomplete last record waits for the next call.
+        Returns None when nothing changed, else ``(state, removed, added, per_edit)``:
+        ``removed`` / ``added`` are ``(number, level, cf_id, size)`` from each VersionEdit read
+        past what was already accounted for (``per_edit`` True). When the MANIFEST is new to
+        us and not the one of the checkpoint (store restarted while we were down), edits give
+        no removals (``per_edit`` False) and the caller diffs the whole file set instead.
         """
         from .logformat import LogReader
         from .manifest import ManifestState, decode_version_edit
@@ -427,14 +448,19 @@ class InfoLogWatcher:
             return None
         try:
             size = os.fstat(fd).st_size
-            if name != self._mf_name or size < self._mf_pos:
+            fresh = name != self._mf_name or size < self._mf_pos
+            if fresh:
                 self._mf_name = name
                 self._mf_state = ManifestState()
                 self._mf_reader = LogReader(int(m.group(1)), leveldb=self._leveldb)
                 self._mf_pos = 0
-            if size == self._mf_pos:
+                self._mf_silent_until = self._cp_offset if name == self._cp_manifest else -1
+                self._mf_per_edit = name == self._cp_manifest
+            elif size == self._mf_pos:
                 return None
             reader, state = self._mf_reader, self._mf_state
+            removed: list[tuple[int, int, int, int]] = []
+            added: list[tuple[int, int, int, int]] = []
             while self._mf_pos < size:
                 chunk = os.pread(fd, min(_MAX_READ, size - self._mf_pos), self._mf_pos)
                 if not chunk:
@@ -442,10 +468,21 @@ class InfoLogWatcher:
                 self._mf_pos += len(chunk)
                 reader.feed(chunk)
                 for rec in reader.read():
-                    state.apply(decode_version_edit(rec.payload))
+                    edit = decode_version_edit(rec.payload)
+                    if self._mf_per_edit and rec.offset >= self._mf_silent_until:
+                        files = state.files
+                        for level, number in edit.deleted_files:
+                            meta = files.get(number)
+                            removed.append((number, level, edit.cf_id, meta.size if meta is not None else 0))
+                        for level, number, fsize, *_rest in edit.new_files:
+                            added.append((number, level, edit.cf_id, fsize))
+                    state.apply(edit)
                 if reader.state == "corrupt":
                     raise ValueError(f"{name}: {reader.error}")
-            return state
+            per_edit = self._mf_per_edit
+            self._mf_per_edit = True  # from now on this MANIFEST is followed edit by edit
+            self._mf_silent_until = -1
+            return state, removed, added, per_edit
         finally:
             os.close(fd)
 
@@ -454,20 +491,29 @@ class InfoLogWatcher:
         if now_s - self._manifest_check_s >= self.manifest_interval_s:
             self._manifest_check_s = now_s
             try:
-                state = await asyncio.to_thread(self._read_manifest)
+                res = await asyncio.to_thread(self._read_manifest)
             except Exception as exc:  # corrupt / unreadable: start over with the next MANIFEST
                 log.warning("infolog: MANIFEST not usable for the compaction fallback: %s", exc)
                 self._mf_name = None
-                state = None
-            if state is not None:
+                res = None
+            if res is not None:
+                state, removed, added, per_edit = res
                 self._cf_names = dict(state.cf_names)
                 self._cf_names.update(state.dropped_cfs)
                 self._dropped = set(state.dropped_cfs)
                 new = {n: (f.level, f.cf_id, f.size) for n, f in state.files.items()}
-                self._diff(self._files, new, now_s)
-                if new != self._files:
-                    self._files = new
-                    self._files_dirty = True
+                if per_edit:
+                    for number, level, cf, size in removed:
+                        if cf not in self._dropped:
+                            self._pending.setdefault(number, (now_s, level, cf, size))
+                    if self._pending:
+                        for number, level, cf, size in added:
+                            if level > 0 or number in self._pending:
+                                self._pending_added[number] = (level, cf, size)
+                else:
+                    self._diff(self._files, new, now_s)
+                self._files = new
+                self._files_dirty = True
         if self._pending:
             out += self._report_pending(now_s)
         return out

@@ -38,7 +38,7 @@ class Ctx:
         self.journal = journal
         self.bus = bus
         self.stop = asyncio.Event()
-        self.store = None
+        self.store: Any = None
         self.health = None
         self.metrics = None
 
@@ -60,6 +60,12 @@ async def run_components(config: Config, state_dir: str, classes: list[type]) ->
     records: list[Record] = []
     bus = EventBus(journal, on_commit=records.extend)
     ctx = Ctx(config, journal, bus)
+    try:
+        from cdc.store import detect_store
+
+        ctx.store = detect_store(config.db)
+    except Exception:  # not a store yet: the components cope
+        ctx.store = None
     comps = [cls(config) for cls in classes]
     bus_task = asyncio.create_task(bus.run())
     tasks = [asyncio.create_task(c.run(ctx)) for c in comps]

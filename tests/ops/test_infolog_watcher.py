@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import msgspec
 import pytest
 
 from cdc.ops import InfoLogWatcher
@@ -129,7 +130,7 @@ async def test_compaction_missed_while_down_is_reported_from_manifest(tmp_path, 
                 w.cmd("flush")
             await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 4)
             await wait_for(lambda: h.ctx.journal.get_checkpoint("infolog_files") is not None
-                           and len(__import__("msgspec").msgpack.decode(h.ctx.journal.get_checkpoint("infolog_files"))) == 4)
+                           and len(msgspec.msgpack.decode(h.ctx.journal.get_checkpoint("infolog_files"))[2]) == 4)
         w.cmd("compact")  # while the daemon is down
         w.close()
     for _ in range(2):  # two store restarts: the LOG with the compaction's lines is purged
@@ -171,3 +172,35 @@ async def test_live_compaction_not_double_reported_by_manifest(tmp_path, ops_con
     comps = h.events("compaction_status")
     assert [e["status"] for e in comps] == ["started", "completed"], comps
     assert all("source" not in e["details"] for e in comps)
+
+
+async def test_leveldb_compactions_from_manifest(tmp_path, ops_config):
+    """LevelDB logs no EVENT_LOG_v1: its compactions are reported from the MANIFEST."""
+    import plyvel
+
+    path = str(tmp_path / "ldb")
+    db = plyvel.DB(path, create_if_missing=True, write_buffer_size=256 << 10)
+    try:
+        for i in range(3000):
+            db.put(b"k%06d" % i, os.urandom(200))
+        async with run_components(ops_config(path), str(tmp_path), [InfoLogWatcher]) as h:
+            await wait_for(lambda: h.ctx.journal.get_checkpoint("infolog_files") is not None)
+            from cdc.store import load_manifest
+
+            before = set(load_manifest(path, leveldb=True).files)
+            for _ in range(10):  # overwrite until LevelDB compacts some file away
+                for i in range(3000):
+                    db.put(b"k%06d" % i, os.urandom(200))
+                db.compact_range()
+                now = set(load_manifest(path, leveldb=True).files)
+                if before - now:
+                    break
+                before = now
+            else:
+                raise AssertionError("LevelDB never compacted")
+            await wait_for(lambda: h.events("compaction_status"), 20)
+    finally:
+        db.close()
+    comps = h.events("compaction_status")
+    assert comps and all(e["status"] == "completed" and e["details"]["source"] == "manifest" for e in comps)
+    assert all(e["details"]["input_file_count"] >= 1 for e in comps)
