@@ -125,3 +125,55 @@ async def test_publish_validation_answers_400(daemon):
     r = await publish(daemon.port, token(), {"type": "sync_event", "status": "started"})
     assert r.status in (401, 403)
     await wait_for(lambda: daemon.ctx.journal.latest_id >= r.json().get("id", 0) if r.status == 202 else True)
+
+
+async def test_kill9_daemon_ops_events_exactly_once(tmp_path, daemon_proc_factory):
+    """kill -9 of the daemon (subprocess) while flushes happen, restart: every flush's
+    started/completed is in the journal exactly once (events + LOG offset commit together)."""
+    db = str(tmp_path / "store")
+    with OpsWriter(db) as w:
+        w.cmd("put", key="k", value="v")
+        p = daemon_proc_factory(db=db)
+        n = 0
+        for _ in range(3):
+            w.cmd("fill", count=100)
+            w.cmd("flush")
+            n += 1
+        # let the daemon see some of it, then kill it mid-stream
+        async with websockets_connect(p, "since=0") as ws:
+            await recv_until_types(ws, "flush_status", 2)
+        for _ in range(2):
+            w.cmd("fill", count=100)
+            w.cmd("flush")
+            n += 1
+        p.kill9()
+        for _ in range(2):  # while the daemon is down
+            w.cmd("fill", count=100)
+            w.cmd("flush")
+            n += 1
+        p.restart()
+        w.cmd("fill", count=100)
+        w.cmd("flush")
+        n += 1
+        async with websockets_connect(p, "since=0") as ws:
+            events = await recv_until_types(ws, "flush_status", 2 * n)
+        p.terminate()
+    flushes = [e for e in events if e["type"] == "flush_status"]
+    by_job: dict[int, list[str]] = {}
+    for e in flushes:
+        by_job.setdefault(e["job"], []).append(e["status"])
+    assert len(flushes) == 2 * n and len(by_job) == n, by_job
+    assert all(v == ["started", "completed"] for v in by_job.values()), by_job
+
+
+def websockets_connect(p, query=""):
+    import websockets
+
+    return websockets.connect(p.ws_url(query), max_size=None)
+
+
+async def recv_until_types(ws, etype, count, timeout=30.0):
+    got: list[dict] = []
+    while len([e for e in got if e["type"] == etype]) < count:
+        got.extend(await recv_events(ws, 1, timeout=timeout))
+    return got
