@@ -417,7 +417,7 @@ def mint(
 @click.option("--type", "type_", required=True, envvar="CDC_TYPE", metavar="TYPE", help="Event type, e.g. sync_event.")
 @click.option("--status", envvar="CDC_STATUS", metavar="S", help="The event's status field.")
 @click.option("--details", envvar="CDC_DETAILS", metavar="JSON", help="The event's details (a JSON object).")
-@click.option("--field", "fields", multiple=True, metavar="K=JSON", help="Any other top-level field (repeatable).")
+@click.option("--field", "fields", multiple=True, envvar="CDC_FIELD", metavar="K=JSON", help="Any other top-level field (repeatable).")
 @_token_options
 def publish_cmd(
     url: str,
@@ -447,18 +447,23 @@ def publish_cmd(
     "--dir",
     "parent",
     type=click.Path(file_okay=False),
-    envvar="CDC_DEMO_DIR",
+    envvar=["CDC_DIR", "CDC_DEMO_DIR"],
     help="Create the throw-away store under this directory (default: the system temp dir).",
 )
 @click.option(
-    "--rate", type=click.FloatRange(0.1, 1000), default=2.0, show_default=True, help="Writer operations per second."
+    "--rate",
+    type=click.FloatRange(0.1, 1000),
+    default=2.0,
+    show_default=True,
+    envvar="CDC_RATE",
+    help="Writer operations per second.",
 )
-@click.option("--keep", is_flag=True, help="Keep the store and journal on exit (prints where).")
+@click.option("--keep", is_flag=True, envvar="CDC_KEEP", help="Keep the store and journal on exit (prints where).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), envvar="CDC_LOG_LEVEL")
-@click.option("--flush-every", type=click.FloatRange(0.5), default=20.0, show_default=True, help="Seconds between flushes.")
-@click.option("--compact-every", type=click.FloatRange(0.5), default=45.0, show_default=True, help="Seconds between compactions.")
-@click.option("--checkpoint-every", type=click.FloatRange(0.5), default=60.0, show_default=True, help="Seconds between checkpoints.")
-@click.option("--sync-every", type=click.FloatRange(0.5), default=30.0, show_default=True, help="Seconds between sync events.")
+@click.option("--flush-every", type=click.FloatRange(0.5), default=20.0, show_default=True, envvar="CDC_FLUSH_EVERY", help="Seconds between flushes.")
+@click.option("--compact-every", type=click.FloatRange(0.5), default=45.0, show_default=True, envvar="CDC_COMPACT_EVERY", help="Seconds between compactions.")
+@click.option("--checkpoint-every", type=click.FloatRange(0.5), default=60.0, show_default=True, envvar="CDC_CHECKPOINT_EVERY", help="Seconds between checkpoints.")
+@click.option("--sync-every", type=click.FloatRange(0.5), default=30.0, show_default=True, envvar="CDC_SYNC_EVERY", help="Seconds between sync events.")
 def demo_cmd(
     host: str,
     port: int,

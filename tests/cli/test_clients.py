@@ -76,3 +76,17 @@ def test_format_pretty() -> None:
     comp = {"id": 7, "type": "compaction_status", "timestamp": 0, "status": "completed", "cf": "default", "job": 3,
             "details": {"output_level": 1}}
     assert "compaction_status status=completed cf=default job=3 details={\"output_level\":1}" in format_pretty(comp)
+
+
+def test_every_client_option_reads_cdc_env() -> None:
+    from cdc.cli import cli
+
+    for name, cmd in cli.commands.items():
+        if name in ("serve", "config"):
+            continue  # read through cdc.config.load_config (tested in test_config)
+        for p in cmd.params:
+            if p.param_type_name != "option" or p.name == "help":
+                continue
+            long = max(p.opts, key=len).lstrip("-").replace("-", "_").upper()
+            envs = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or [])
+            assert f"CDC_{long}" in envs, (name, p.opts, envs)
