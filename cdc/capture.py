@@ -360,12 +360,18 @@ class WalCapture:
         return name.endswith(".log") or name == "CURRENT" or name.startswith("MANIFEST") or name == "archive"
 
     def _note_changes(self, changes: set[tuple[Any, str]]) -> None:
+        """Mark what to look at; open a newly created WAL at once (it may be deleted soon)."""
         cur_path = self.cur.path if self.cur is not None else None
         for _change, path in changes:
             name = os.path.basename(path)
             if name == "CURRENT" or name.startswith("MANIFEST"):
                 self._manifest_dirty = True
-            elif path != cur_path:
+                continue
+            if path != cur_path and name.endswith(".log") and name[:-4].isdigit():
+                number = int(name[:-4])
+                if number >= self.floor and number not in self.tails and len(self.tails) < self.max_open:
+                    self._open_wal(number, path)
+            if path != cur_path:
                 self._dir_dirty = True
 
     # ------------------------------------------------------------------ one step
@@ -455,21 +461,27 @@ class WalCapture:
                 continue
             if len(self.tails) >= self.max_open:
                 break
-            path = found[number]
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError:
+            if not self._open_wal(number, found[number], inodes):
                 self._dir_dirty = True  # deleted meanwhile or archived: look again next time
-                continue
-            ino = os.fstat(fd).st_ino
-            old = inodes.get(ino)
-            if old is not None and old.number != number:
-                old.gone = True  # recycled: the old WAL's inode lives on under a new number
-            tail = _Tail(number, path, fd, ino)
-            self.tails[number] = tail
-            inodes[ino] = tail
         if self.cur is None:
             self._pick_current()
+
+    def _open_wal(self, number: int, path: str, inodes: dict[int, _Tail] | None = None) -> bool:
+        """Open a WAL and keep its fd (so a later delete/archive cannot take its data away)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return False
+        ino = os.fstat(fd).st_ino
+        if inodes is None:
+            inodes = {t.ino: t for t in self.tails.values()}
+        old = inodes.get(ino)
+        if old is not None and old.number != number:
+            old.gone = True  # recycled: the old WAL's inode lives on under a new number
+        tail = _Tail(number, path, fd, ino)
+        self.tails[number] = tail
+        inodes[ino] = tail
+        return True
 
     def _pick_current(self) -> None:
         candidates = sorted(n for n in self.tails if n >= self.floor)

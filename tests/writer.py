@@ -205,6 +205,28 @@ class StoreWriter:
     def seq(self) -> int:
         return int(self.cmd("seq")["seq"])
 
+    # -- the same in a worker thread (an in-process daemon's event loop keeps running meanwhile)
+    async def aput(self, key: KeyLike, value: KeyLike, cf: str | None = None) -> int:
+        return await asyncio.to_thread(self.put, key, value, cf)
+
+    async def adelete(self, key: KeyLike, cf: str | None = None) -> int:
+        return await asyncio.to_thread(self.delete, key, cf)
+
+    async def adelete_range(self, start: KeyLike, end: KeyLike, cf: str | None = None) -> int:
+        return await asyncio.to_thread(self.delete_range, start, end, cf)
+
+    async def abatch(self, ops: Iterable[dict[str, Any]]) -> int:
+        return await asyncio.to_thread(self.batch, list(ops))
+
+    async def aput_many(self, count: int, **kw: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self.put_many(count, **kw))
+
+    async def aflush(self, cf: str | None = None) -> None:
+        await asyncio.to_thread(self.flush, cf)
+
+    async def aseq(self) -> int:
+        return await asyncio.to_thread(self.seq)
+
 
 # --------------------------------------------------------------------------- child side
 
