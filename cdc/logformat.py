@@ -182,7 +182,9 @@ class LogReader:
         """
         return list(map(_make_record, self.read_raw()))
 
-    def read_raw(self, decode: Callable[[bytes, int, int, bool], Any] | None = None) -> list[Any]:
+    def read_raw(
+        self, decode: Callable[[bytes, int, int, bool], Any] | None = None, limit: int = 0
+    ) -> list[Any]:
         """Like :meth:`read`, as plain ``(offset, rtype, payload)`` tuples (cheaper to build).
 
         Args:
@@ -192,6 +194,7 @@ class LogReader:
                 appended instead of the tuple. A :class:`FormatError` it raises makes the
                 reader corrupt at that record (``offset`` stays before it). Used by the WAL
                 reader to decode batches without an intermediate list.
+            limit: stop after this many logical records (0 = no limit).
         """
         if self.state == "corrupt" or self.state == "end":
             return []
@@ -212,6 +215,8 @@ class LogReader:
         state = "ok"
         i = pos - base
         while True:
+            if limit and len(out) >= limit:
+                break
             avail = nbuf - i
             if avail <= 0:
                 break

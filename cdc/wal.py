@@ -24,6 +24,8 @@ import struct
 from typing import NamedTuple
 
 from .errors import CorruptRecord, FormatError, UnsupportedRecord
+from crc32c import crc32c
+
 from .logformat import (
     PREDECESSOR_WAL_INFO_TYPE,
     RECYCLABLE_USER_DEFINED_TIMESTAMP_SIZE_TYPE,
@@ -487,6 +489,78 @@ def decode_udt_sizes(payload: bytes) -> dict[int, int]:
     return {cf: size for cf, size in _UDT_ENTRY.iter_unpack(payload)}
 
 
+_FUSED_HEADER = struct.Struct("<IHBQIB")  # log header + WriteBatch header + first tag
+_unpack_fused = _FUSED_HEADER.unpack_from
+
+
+def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
+    """Decode the leading run of unfragmented legacy FULL records of ``log``'s buffer.
+
+    The hot path of :class:`WalReader`: framing and WriteBatch decoding in one loop, with a
+    shortcut for the single-Put batch. It stops (leaving the reader positioned on it) at
+    anything else -- a trailer, a fragment, a metadata record, a checksum or decoding problem,
+    the end of the bytes -- which :meth:`LogReader.read_raw` then handles (and reports) exactly
+    as without this function. Precondition: the reader is not corrupt/ended and holds no
+    fragments.
+    """
+    buf = log._buf
+    base = log._base
+    nbuf = len(buf)
+    i = log._pos - base
+    start_i = i
+    boff = base % 32768
+    log_number = log.log_number
+    out: list[Batch] = []
+    append = out.append
+    crc = crc32c
+    unpack = _unpack_fused
+    decode = _decode_batch
+    new = _new
+    while nbuf - i >= 20:
+        block_left = 32768 - (boff + i) % 32768
+        if block_left < 20:
+            break
+        masked, length, rtype, seq, count, tag = unpack(buf, i)
+        e = i + 7 + length
+        if rtype != 1 or 7 + length > block_left or e > nbuf:
+            break
+        c = crc(buf[i + 6 : e])
+        if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
+            break
+        if count == 1 and tag == 1:
+            # single default-CF Put with one-byte varint lengths
+            kl = buf[i + 20]
+            if kl < 0x80:
+                ke = i + 21 + kl
+                if ke < e:
+                    vl = buf[ke]
+                    if vl < 0x80 and ke + 1 + vl == e:
+                        key = buf[i + 21 : ke]
+                        append(
+                            new(
+                                Batch,
+                                (
+                                    log_number,
+                                    base + i,
+                                    seq,
+                                    1,
+                                    [new(Op, (seq, "put", 0, key, buf[ke + 1 : e], None, None))],
+                                ),
+                            )
+                        )
+                        i = e
+                        continue
+        try:
+            append(decode(buf[i + 7 : e], log_number, base + i, leveldb))
+        except FormatError:
+            break
+        i = e
+    if i != start_i:
+        log._pos = log.offset = base + i
+        log._legacy_seen = True
+    return out
+
+
 class WalReader:
     """Incremental WAL reader: framing + compression + UDT sizes + WriteBatch decoding.
 
@@ -552,12 +626,32 @@ class WalReader:
         if self._log.state == "corrupt":
             return []
         out: list[Batch] = []
+        leveldb = self.leveldb
+        decode = _decode_batch
+        log = self._log
+        while True:
+            fast = None if (self.compression or self.ts_sizes) else decode
+            if fast is not None and not log._frags and not log._recycled:
+                out += _scan_simple_records(log, leveldb)
+                # then one record the general way (a fragment, a trailer, metadata, an error)
+                items = log.read_raw(fast, 1)
+            else:
+                items = log.read_raw(fast)
+            if not items:
+                break
+            if self._process(items, out):
+                break
+        if out:
+            self._records_seen = True
+        return out
+
+    def _process(self, items: list, out: list[Batch]) -> bool:
+        """Handle read_raw's items in order; True when a format error stopped the reader."""
         append = out.append
         log_number = self.log_number
         leveldb = self.leveldb
         decode = _decode_batch
-        fast = None if (self.compression or self.ts_sizes) else decode
-        for item in self._log.read_raw(fast):
+        for item in items:
             if type(item) is Batch:
                 append(item)
                 continue
@@ -606,10 +700,8 @@ class WalReader:
             except FormatError as exc:
                 self._error = exc
                 self._error_offset = rec_offset
-                break
-        if out:
-            self._records_seen = True
-        return out
+                return True
+        return False
 
     def _set_compression(self, payload: bytes, offset: int, data_before: bool) -> None:
         if len(payload) != 4:
