@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(EXIT_OK)
     except StartupError as exc:
         _fail(str(exc), EXIT_STARTUP)
+    except CdcError as exc:  # e.g. JournalError while starting: the environment, not the user
+        _fail(str(exc), EXIT_STARTUP)
     except SystemExit:
         raise
     except Exception as exc:
