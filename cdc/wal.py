@@ -631,8 +631,9 @@ class WalReader:
         log = self._log
         while True:
             fast = None if (self.compression or self.ts_sizes) else decode
-            if fast is not None and not log._frags and not log._recycled:
-                out += _scan_simple_records(log, leveldb)
+            if fast is not None and not log._recycled:
+                if not log._frags:
+                    out += _scan_simple_records(log, leveldb)
                 # then one record the general way (a fragment, a trailer, metadata, an error)
                 items = log.read_raw(fast, 1)
             else:
