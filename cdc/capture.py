@@ -229,6 +229,7 @@ class WalCapture:
         self._cond_reasons: dict[tuple[str, str], str] = {}
         self._scan_ok = False
         self._resume: WalCheckpoint | None = None
+        self._startup_target: tuple[int, int] | None = None  # (WAL number, size) at start
         self._gap_until = 0.0
         self._corrupt_key: tuple[int, int] | None = None
         self._corrupt_since = 0.0
@@ -433,6 +434,12 @@ class WalCapture:
             return
         self._scan_ok = True
         self._set_cond("readiness", "capture_store", True, "")
+        if self._startup_target is None and entries:
+            number, path = entries[-1]
+            try:
+                self._startup_target = (number, os.stat(path).st_size)
+            except OSError:
+                pass
         found: dict[int, str] = {}
         for number, path in entries:
             prev = found.get(number)
@@ -565,6 +572,7 @@ class WalCapture:
                 else:
                     dec = self._decode(reader, data)
                 await self._deliver(dec, cur, reader)
+                self._check_startup_target()
                 if reader.state in ("corrupt", "end"):
                     if not await self._at_bad_record(cur, reader):
                         return
@@ -587,6 +595,11 @@ class WalCapture:
         return self._build(batches)
 
     def _build(self, batches: list[Batch]) -> _Decoded:
+        """Batches -> events (gap events first where the sequence jumps). Pure CPU.
+
+        Invariant: every data record with seq > last_seq (or from a newer WAL) becomes exactly one
+        event; records already delivered from the same WAL (seq <= last_seq) are skipped.
+        """
         events: list[Any] = []
         append = events.append
         gaps: list[tuple[int, int]] = []
@@ -595,36 +608,47 @@ class WalCapture:
         ts = self._now_ms()
         last_seq = self.last_seq
         last_wal = self.last_seq_wal
+        KC = KeyChange
+        key_ops = _KEY_OPS
         for b in batches:
+            bseq = b.seq
             nxt = last_seq + 1
-            if last_seq >= 0 and b.seq > nxt and b.count:
-                gaps.append((nxt, b.seq - 1))
+            if last_seq >= 0 and bseq > nxt and b.count:
+                gaps.append((nxt, bseq - 1))
                 append(
                     CaptureGap(
                         timestamp=ts,
                         from_seq=nxt,
-                        to_seq=b.seq - 1,
-                        reason=f"gap in sequence numbers {nxt}..{b.seq - 1} before WAL {b.log_number:06d} @{b.offset}",
+                        to_seq=bseq - 1,
+                        reason=f"gap in sequence numbers {nxt}..{bseq - 1} before WAL {b.log_number:06d} @{b.offset}",
                     )
                 )
-            dup = last_seq >= 0 and b.seq <= last_seq and b.log_number == last_wal
+            dup = last_seq >= 0 and bseq <= last_seq and b.log_number == last_wal
             for op in b.ops:
-                s = op.seq
+                s = op[0]
                 if s < 0:
                     continue
                 if dup and s <= last_seq:
                     continue
-                if s > last_seq or b.log_number != last_wal:
-                    last_seq = s
-                kind = _KEY_OPS.get(op.op)
+                last_seq = s
+                opname = op[1]
+                if opname == "put":
+                    cf = names.get(op[2])
+                    if cf is not None:
+                        try:
+                            append(KC(timestamp=ts, operation="put", key=op[3].decode(), cf=cf, seq=s, value=op[4].decode()))
+                            continue
+                        except UnicodeDecodeError:
+                            pass
+                kind = key_ops.get(opname)
                 if kind is None:
                     continue
-                cf_id = op.cf_id
+                cf_id = op[2]
                 cf = names.get(cf_id)
                 if cf is None:
                     unknown.append((len(events), cf_id))
                     cf = _UNKNOWN_CF
-                k = op.key or b""
+                k = op[3] or b""
                 try:
                     key = k.decode()
                     kenc = None
@@ -632,21 +656,22 @@ class WalCapture:
                     key = _b64(k).decode()
                     kenc = "base64"
                 end_key = end_enc = value = venc = None
-                if op.end_key is not None:
+                ek = op[5]
+                if ek is not None:
                     try:
-                        end_key = op.end_key.decode()
+                        end_key = ek.decode()
                     except UnicodeDecodeError:
-                        end_key = _b64(op.end_key).decode()
+                        end_key = _b64(ek).decode()
                         end_enc = "base64"
-                v = op.value
-                if v is not None and op.op not in _NO_VALUE_OPS:
+                v = op[4]
+                if v is not None and opname not in _NO_VALUE_OPS:
                     try:
                         value = v.decode()
                     except UnicodeDecodeError:
                         value = _b64(v).decode()
                         venc = "base64"
                 append(
-                    KeyChange(
+                    KC(
                         timestamp=ts,
                         operation=kind,
                         key=key,
@@ -901,6 +926,14 @@ class WalCapture:
             self.lag_seq = 0
 
     # ------------------------------------------------------------------ health / metrics
+
+    def _check_startup_target(self) -> None:
+        """Initial catch-up = the WAL bytes present at start; done once read past them."""
+        if self.caught_up or self._startup_target is None or self.cur is None or self.reader is None:
+            return
+        number, size = self._startup_target
+        if self.cur.number > number or (self.cur.number == number and self.reader.offset >= size):
+            self._mark_caught_up()
 
     def _mark_caught_up(self) -> None:
         if not self.caught_up:
