@@ -327,6 +327,17 @@ class Hub:
             if not g.subs:
                 del self._groups[sub.filter.key]
 
+    def intern_filter(
+        self,
+        types: Iterable[str] | None = None,
+        cfs: Iterable[str] | None = None,
+        prefixes: Iterable[bytes] | None = None,
+    ) -> Filter:
+        """A Filter equal to the arguments, shared with the subscribers that already use it."""
+        flt = Filter(types, cfs, prefixes)
+        g = self._groups.get(flt.key)
+        return g.filter if g is not None else flt
+
     def set_filter(self, sub: Subscriber, flt: Filter) -> None:
         """Change a registered subscriber's filter (runtime ``subscribe``)."""
         registered = sub.state != CLOSED

@@ -321,6 +321,9 @@ def _error(status: int, message: str, extra: list[tuple[str, str]] | None = None
 
 # ---------------------------------------------------------------------------- server
 
+_DONE_REQUEST = Request("/", Headers())
+"""Shared stand-in for a connection's handshake request once it has been read (memory)."""
+
 
 class Server:
     """Binds the port and serves every route; see the module docstring."""
@@ -621,7 +624,7 @@ class Server:
             await conn.close(exc.code, str(exc))
             return
         hub = self.hub
-        sub = Subscriber(conn, hub, Filter(types, cfs, prefixes), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
+        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
         latest = hub.latest_id
         hello: dict[str, Any] = {
             "type": "hello",
@@ -642,12 +645,21 @@ class Server:
         except ConnectionClosed:
             return
         self._schedule_expiry(sub, grant)
+        since = req.since if req.since is not None else latest
+        # Idle subscribers are the common case: drop what the handshake left behind (request and
+        # response headers, parsed parameters) so that each idle connection stays small.
+        request.headers.clear()  # websockets' parser generator keeps the Request object itself
+        conn.request = _DONE_REQUEST
+        conn.response = None
+        del request, params, req, hello, path, query, grant, types, cfs, prefixes
+        on_message = self._on_message
+        recv = conn.recv
         try:
-            await hub.start(sub, req.since if req.since is not None else latest)
+            await hub.start(sub, since)
             if sub.state != LIVE:
                 return
-            async for message in conn:
-                self._on_message(sub, message)
+            while True:
+                on_message(sub, await recv())
         except ConnectionClosed:
             pass
         finally:

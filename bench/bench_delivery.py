@@ -1,0 +1,491 @@
+"""Delivery benchmarks (issue 3): fan-out, idle memory, journal replay, write->subscriber latency.
+
+Run: ``python bench/bench_delivery.py [fanout] [memory] [replay] [latency] [throughput]`` (all by default).
+
+Each server (cdc, or the bare ``websockets`` baseline) runs in its own subprocess
+(``python bench/bench_delivery.py _server KIND PORT ...``); this process is the client side.
+Clients are raw asyncio protocols (handshake + frame counting, no per-frame JSON parsing) so
+that the client costs the same for both servers and stays cheap.
+
+Figures:
+- fanout: events/s x subscribers delivered to 1,000 subscribers (cdc vs a bare websockets
+  ``broadcast()`` loop sending the same bytes), ratio target >= 0.7.
+- memory: RSS delta per idle subscriber at 10,000 subscribers (cdc vs bare websockets with
+  default settings), target <= 12 KB.
+- replay: journal replay of 1,000,000 events to one ``batch=1`` subscriber, events/s,
+  target >= 1,000,000/s (baseline: reading the same LMDB values in a tight loop).
+- latency: write -> subscriber p50/p99 at 1,000 writes/s with 20 subscribers (real RocksDB writer,
+  real capture), target p99 <= 10 ms.
+- throughput: 300,000 puts in batches of 100 by a rocksdict writer reach one batch=1 subscriber
+  in no more time than the writer took (ratio >= 1.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PY = sys.executable
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+# =========================================================================== servers (subprocess)
+
+
+def make_event_bytes(i: int) -> bytes:
+    return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
+
+
+async def bare_server(port: int) -> None:
+    """The baseline: websockets with defaults, a broadcast() loop over every connection."""
+    from websockets.asyncio.server import broadcast, serve
+
+    conns: set[Any] = set()
+
+    async def handler(ws: Any) -> None:
+        conns.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            conns.discard(ws)
+
+    async with serve(handler, "127.0.0.1", port, max_queue=16):
+        print("READY", flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = (await reader.readline()).decode().split()
+            if not line:
+                return
+            if line[0] == "go":
+                n, batch = int(line[1]), int(line[2])
+                i = 0
+                while i < n:
+                    for _ in range(min(batch, n - i)):
+                        i += 1
+                        broadcast(conns, make_event_bytes(i), text=True)
+                    await asyncio.sleep(0)
+                print("SENT", flush=True)
+
+
+async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> None:
+    from cdc.app import App
+    from cdc.config import Config
+    from cdc.events import KeyChange
+    from cdc.journal import Journal
+
+    if prefill:
+        j = Journal(os.path.join(state, "journal"), map_size=8 << 30, retention_bytes=0, retention_count=0, sync=False)
+        for start in range(0, prefill, 20_000):
+            j.append([KeyChange(timestamp=1700000000000, operation="put", key=f"user:{i:08d}", seq=i) for i in range(start, min(prefill, start + 20_000))])
+        j.close()
+    cfg = Config(
+        db=db or os.path.join(state, "db"),
+        state_dir=state,
+        port=port,
+        insecure_no_auth=True,
+        max_subscribers=20_000,
+        journal_map_size=8 << 30,
+        retention_bytes=0,
+        retention_count=0,
+        heartbeat_ms=600_000,
+        subscriber_queue=100_000,
+    )
+    app = App(cfg, components=None if db else [])
+    started = asyncio.Event()
+    task = asyncio.create_task(app.run(started))
+    await started.wait()
+    assert app.ctx is not None
+    bus = app.ctx.bus
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().split()
+        if not line:
+            break
+        if line[0] == "go":
+            n, batch = int(line[1]), int(line[2])
+            i = 0
+            while i < n:
+                k = min(batch, n - i)
+                await bus.emit([KeyChange(timestamp=1700000000000, operation="put", key=f"user:{i + j:08d}", seq=i + j) for j in range(k)])
+                i += k
+                await asyncio.sleep(0)
+            await bus.flush()
+            print("SENT", flush=True)
+    app.stop.set()
+    await task
+
+
+def server_main(argv: list[str]) -> None:
+    raise_nofile()
+    kind, port = argv[0], int(argv[1])
+    if kind == "bare":
+        asyncio.run(bare_server(port))
+    else:
+        state = argv[2]
+        prefill = int(argv[3]) if len(argv) > 3 else 0
+        db = argv[4] if len(argv) > 4 and argv[4] != "-" else None
+        if not db:
+            from rocksdict import Rdict
+
+            d = Rdict(os.path.join(state, "db"))
+            d["x"] = "1"
+            d.close()
+        asyncio.run(cdc_server(port, state, prefill, db))
+
+
+class ServerProc:
+    def __init__(self, kind: str, *extra: str) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.tmp = tempfile.mkdtemp(prefix="cdcbench-")
+        args = [PY, os.path.abspath(__file__), "_server", kind, str(self.port)]
+        if kind == "cdc":
+            args += [self.tmp, *extra]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "READY":
+            raise RuntimeError(f"{kind} server failed: {line!r}")
+
+    def go(self, n: int, batch: int) -> None:
+        self.proc.stdin.write(f"go {n} {batch}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(20)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# =========================================================================== raw clients
+
+
+_MARK = b'{"id":'
+
+
+class RawClient(asyncio.Protocol):
+    """A WebSocket client that only counts events (occurrences of ``{"id":`` in text frames)."""
+
+    def __init__(self, path: str, total: list[int], done: asyncio.Event | None = None, target: int = 0) -> None:
+        self.path = path
+        self.total = total
+        self.done = done
+        self.target = target
+        self.buf = bytearray()
+        self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.hello = asyncio.get_running_loop().create_future()
+        self.events = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open.done():
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.open.set_exception(RuntimeError(bytes(buf[:100]).decode()))
+                return
+            del buf[: i + 4]
+            self.open.set_result(None)
+        pos = 0
+        n = len(buf)
+        count = 0
+        while n - pos >= 2:
+            b1 = buf[pos + 1] & 0x7F
+            if b1 == 126:
+                if n - pos < 4:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                hl = 4
+            elif b1 == 127:
+                if n - pos < 10:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                hl = 10
+            else:
+                ln = b1
+                hl = 2
+            if n - pos < hl + ln:
+                break
+            if not self.hello.done():
+                self.hello.set_result(None)
+            if buf[pos] & 0x0F == 1:
+                count += buf.count(_MARK, pos + hl, pos + hl + ln)
+            pos += hl + ln
+        if pos:
+            del buf[:pos]
+        if count:
+            self.events += count
+            self.total[0] += count
+            if self.done is not None and self.total[0] >= self.target:
+                self.done.set()
+
+
+async def open_clients(port: int, path: str, n: int, total: list[int], done: asyncio.Event, target: int, wait_hello: bool) -> list[RawClient]:
+    loop = asyncio.get_running_loop()
+    clients: list[RawClient] = []
+    sem = asyncio.Semaphore(100)
+
+    async def one() -> None:
+        async with sem:
+            c = RawClient(path, total, done, target)
+            await loop.create_connection(lambda: c, "127.0.0.1", port)
+            await asyncio.wait_for(c.open, 30)
+            if wait_hello:
+                await asyncio.wait_for(c.hello, 30)
+            clients.append(c)
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return clients
+
+
+def close_clients(clients: list[RawClient]) -> None:
+    for c in clients:
+        if c.transport is not None:
+            c.transport.abort()
+
+
+# =========================================================================== benchmarks
+
+
+async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
+    srv = ServerProc(kind)
+    try:
+        total = [0]
+        done = asyncio.Event()
+        target = subs * events
+        path = "/ws/events" if kind == "cdc" else "/"
+        clients = await open_clients(srv.port, path, subs, total, done, target, wait_hello=kind == "cdc")
+        await asyncio.sleep(0.5)
+        t0 = time.perf_counter()
+        srv.go(events, batch)
+        await asyncio.wait_for(done.wait(), 300)
+        dt = time.perf_counter() - t0
+        close_clients(clients)
+        return target / dt
+    finally:
+        srv.close()
+
+
+async def bench_fanout() -> dict[str, Any]:
+    subs, events, batch = 1000, 500, 10
+    res: dict[str, list[float]] = {"bare": [], "cdc": []}
+    for _ in range(3):
+        for kind in ("bare", "cdc"):
+            res[kind].append(await fanout_one(kind, subs, events, batch))
+    bare = max(res["bare"])
+    cdc = max(res["cdc"])
+    return {
+        "subscribers": subs,
+        "events": events,
+        "emit_batch": batch,
+        "bare_deliveries_per_s": round(bare),
+        "cdc_deliveries_per_s": round(cdc),
+        "ratio": round(cdc / bare, 3),
+        "runs": {k: [round(x) for x in v] for k, v in res.items()},
+    }
+
+
+async def memory_one(kind: str, subs: int) -> float:
+    srv = ServerProc(kind)
+    try:
+        await asyncio.sleep(0.3)
+        before = rss_kb(srv.pid)
+        total = [0]
+        path = "/ws/events" if kind == "cdc" else "/"
+        clients = await open_clients(srv.port, path, subs, total, asyncio.Event(), 1 << 60, wait_hello=kind == "cdc")
+        await asyncio.sleep(2.0)
+        after = rss_kb(srv.pid)
+        close_clients(clients)
+        return (after - before) * 1024 / subs
+    finally:
+        srv.close()
+
+
+async def bench_memory() -> dict[str, Any]:
+    subs = 10_000
+    bare = await memory_one("bare", subs)
+    cdc = await memory_one("cdc", subs)
+    return {"subscribers": subs, "bare_bytes_per_sub": round(bare), "cdc_bytes_per_sub": round(cdc), "ratio_cdc_over_bare": round(cdc / bare, 3)}
+
+
+async def bench_replay() -> dict[str, Any]:
+    n = 1_000_000
+    srv = ServerProc("cdc", str(n))
+    try:
+        # baseline: the raw LMDB read of the same values in this process
+        import lmdb
+
+        env = lmdb.open(os.path.join(srv.tmp, "journal"), max_dbs=4, readonly=True, lock=False)
+        ev = env.open_db(b"ev", create=False)
+        t0 = time.perf_counter()
+        with env.begin(buffers=False) as txn:
+            c = 0
+            for _v in txn.cursor(db=ev).iternext(keys=False, values=True):
+                c += 1
+        lmdb_s = time.perf_counter() - t0
+        env.close()
+        results = []
+        for _ in range(3):
+            total = [0]
+            done = asyncio.Event()
+            t0 = time.perf_counter()
+            clients = await open_clients(srv.port, "/ws/events?since=0&batch=1", 1, total, done, n, wait_hello=False)
+            await asyncio.wait_for(done.wait(), 120)
+            results.append(n / (time.perf_counter() - t0))
+            close_clients(clients)
+        return {"events": n, "cdc_events_per_s": round(max(results)), "runs": [round(r) for r in results], "lmdb_iterate_events_per_s": round(c / lmdb_s)}
+    finally:
+        srv.close()
+
+
+async def bench_latency() -> dict[str, Any]:
+    import websockets
+
+    from tests.writer import StoreWriter
+
+    tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
+    db = os.path.join(tmp, "db")
+    with StoreWriter(db) as w:
+        w.put("seed", "1")
+        srv = ServerProc("cdc", "0", db)
+        try:
+            lat: list[float] = []
+            count = 5000
+            subs = 20
+            conns = [await websockets.connect(f"ws://127.0.0.1:{srv.port}/ws/events?types=key_change&prefix=lat&values=1", max_size=None) for _ in range(subs)]
+            for c in conns:
+                await c.recv()
+            done = asyncio.Event()
+            got = [0]
+
+            async def reader(ws: Any) -> None:
+                async for raw in ws:
+                    now = time.time_ns()
+                    e = json.loads(raw)
+                    lat.append((now - int(e["value"])) / 1e6)
+                    got[0] += 1
+                    if got[0] >= count * subs:
+                        done.set()
+
+            tasks = [asyncio.create_task(reader(c)) for c in conns]
+            await asyncio.to_thread(w.cmd, "paced", count=count, rate=1000, prefix="lat", start=0)
+            await asyncio.wait_for(done.wait(), 60)
+            for t in tasks:
+                t.cancel()
+            for c in conns:
+                await c.close()
+            lat.sort()
+            return {
+                "writes": count,
+                "rate_per_s": 1000,
+                "subscribers": subs,
+                "p50_ms": round(lat[len(lat) // 2], 2),
+                "p99_ms": round(lat[int(len(lat) * 0.99)], 2),
+                "max_ms": round(lat[-1], 2),
+            }
+        finally:
+            srv.close()
+            w.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def bench_throughput() -> dict[str, Any]:
+    from tests.writer import StoreWriter
+
+    tmp = tempfile.mkdtemp(prefix="cdcbench-tp-")
+    db = os.path.join(tmp, "db")
+    n = 300_000
+    with StoreWriter(db, options={"write_buffer_size": 256 << 20}) as w:
+        w.put("seed", "1")
+        srv = ServerProc("cdc", "0", db)
+        try:
+            total = [0]
+            done = asyncio.Event()
+            clients = await open_clients(srv.port, "/ws/events?types=key_change&prefix=tp&batch=1", 1, total, done, n, wait_hello=True)
+            t0 = time.perf_counter()
+            ans = await asyncio.to_thread(w.put_many, n, 100, "tp")
+            writer_s = float(ans.get("elapsed_s") or (time.perf_counter() - t0))
+            await asyncio.wait_for(done.wait(), 300)
+            delivered_s = time.perf_counter() - t0
+            close_clients(clients)
+            return {"puts": n, "batch": 100, "writer_s": round(writer_s, 3), "delivered_s": round(delivered_s, 3), "ratio_writer_over_delivery": round(writer_s / delivered_s, 3)}
+        finally:
+            srv.close()
+            w.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+BENCHES = {"fanout": bench_fanout, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
+
+
+async def main(names: list[str]) -> None:
+    raise_nofile()
+    for name in names:
+        t0 = time.perf_counter()
+        res = await BENCHES[name]()
+        res["bench_s"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps({name: res}), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_server":
+        server_main(sys.argv[2:])
+    else:
+        asyncio.run(main(sys.argv[1:] or list(BENCHES)))
