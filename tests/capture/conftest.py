@@ -88,6 +88,7 @@ class CaptureRig:
         journal = Journal(os.path.join(self.state_dir, "journal"), map_size=256 << 20, sync=False)
         bus = EventBus(journal, on_commit=self.records.extend)
         self.health = HealthLog()
+        self.records.clear()  # events of this run (journal_events() has all runs)
         self.ctx = _Ctx(cfg, store, bus, journal, self.health, None, asyncio.Event())
         self.capture = WalCapture(**capture_kw)
         self.tasks = [

@@ -140,18 +140,22 @@ async def test_store_dir_renamed_away_and_back(rig, writer_factory, tmp_path):
     assert _seqs(rig.key_changes()) == [1, 2, 3, 4]
 
 
-async def test_leveldb_store(rig, writer_factory):
-    w = writer_factory(kind="leveldb", options={"write_buffer_size": 64 << 10})
+async def test_leveldb_store(rig, writer_factory, tmp_path):
+    w = writer_factory(kind="leveldb", options={"write_buffer_size": 256 << 10})
     await w.aput("first", "1")
     await rig.start()
     assert rig.ctx.store.kind == "leveldb"
     await w.aput(b"\xfe", "bin")
     await w.abatch([{"op": "put", "key": "x", "value": "y"}, {"op": "delete", "key": "first"}])
-    await w.acmd("put_many", count=3000, batch=100, prefix="l", value_size=100)  # rotates the log
-    n = 4 + 3000
-    await wait_for(lambda: len(rig.key_changes()) >= n, timeout=20, what="all events")
+    n = 4
+    for round_ in range(4):  # ~120 KB per round: at most one log rotation between catch-ups
+        await w.acmd("put_many", count=1000, batch=100, prefix=f"l{round_}-", value_size=100)
+        n += 1000
+        await wait_for(lambda: len(rig.key_changes()) >= n, timeout=20, what=f"round {round_}")
     evs = rig.key_changes()
     assert _seqs(evs) == list(range(1, n + 1))
     assert [e["operation"] for e in evs[:4]] == ["put", "put", "put", "delete"]
     assert evs[1]["key_encoding"] == "base64"
     assert all(e.get("cf", "default") == "default" for e in evs)
+    assert len([f for f in os.listdir(tmp_path / "db") if f.endswith(".ldb")]) >= 1  # it rotated
+    assert rig.of_type("capture_gap") == []
