@@ -76,7 +76,7 @@ from typing import Any, NamedTuple
 
 from .errors import CdcError, FormatError
 from .events import CaptureGap, KeyChange
-from .logformat import BLOCK_SIZE
+from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
 from .store import list_wal_files, load_manifest
 from .wal import Batch, WalReader
 
@@ -104,6 +104,7 @@ _KEY_OPS: dict[str, str] = {
 _NO_VALUE_OPS = frozenset({"delete", "single_delete", "delete_range", "blob_index"})
 
 _b64 = base64.b64encode
+_FRAG_HEADER = struct.Struct("<HB")  # length, type (after the 4-byte CRC)
 
 
 class WalCheckpoint(NamedTuple):
@@ -572,6 +573,8 @@ class WalCapture:
                 else:
                     dec = self._decode(reader, data)
                 await self._deliver(dec, cur, reader)
+                if dec.batches and self._corrupt_key is not None:
+                    self._corrupt_key = None  # the bad record was a torn write that completed
                 self._check_startup_target()
                 if reader.state in ("corrupt", "end"):
                     if not await self._at_bad_record(cur, reader):
@@ -839,16 +842,51 @@ class WalCapture:
             size = cur.size()
         except OSError:
             size = 0
-        persistent = now - self._corrupt_since >= self.corrupt_retry_s and (
-            size > block_end or cur.gone or self._next_tail(cur.number) is not None
-        )
+        waited = now - self._corrupt_since >= self.corrupt_retry_s
+        persistent = waited and (size > block_end or cur.gone or self._next_tail(cur.number) is not None)
         if not persistent:
+            if waited:
+                self._set_cond(
+                    "readiness",
+                    "capture_decode",
+                    False,
+                    f"WAL {cur.number:06d} @{off}: bad record at the end of the file ({err.reason}); waiting for the writer",
+                )
+                self._corrupt_until = now + self.corrupt_hold_s
             self._rewind(cur, reader.offset, reader.compression)
             return False
         self._corrupt_key = None
-        self._decode_error(err, f"corrupt WAL {cur.number:06d} @{off}: {err.reason}; skipped to offset {block_end}")
-        self._rewind(cur, block_end, reader.compression)
+        resume = self._skip_orphan_fragments(cur, block_end)
+        self._decode_error(err, f"corrupt WAL {cur.number:06d} @{off}: {err.reason}; skipped to offset {resume}")
+        self._rewind(cur, resume, reader.compression)
         return True
+
+    def _skip_orphan_fragments(self, cur: _Tail, offset: int) -> int:
+        """After a resync at a block start, step over MIDDLE/LAST fragments of the lost record.
+
+        (A record that started in the skipped block may end in this one; its tail alone cannot
+        be decoded and would otherwise count as a second corruption.)
+        """
+        while True:
+            try:
+                hdr = os.pread(cur.fd, RECYCLABLE_HEADER_SIZE, offset)
+            except OSError:
+                return offset
+            if len(hdr) < HEADER_SIZE:
+                return offset
+            length, rtype = _FRAG_HEADER.unpack_from(hdr, 4)
+            if rtype in (3, 4):
+                hsize = HEADER_SIZE
+            elif rtype in (7, 8):
+                hsize = RECYCLABLE_HEADER_SIZE
+            else:
+                return offset
+            nxt = offset + hsize + length
+            if nxt > (offset // BLOCK_SIZE + 1) * BLOCK_SIZE:
+                return offset  # not a valid fragment header: let the reader judge it
+            if rtype in (4, 8):
+                return nxt
+            offset = (offset // BLOCK_SIZE + 1) * BLOCK_SIZE  # MIDDLE fills its block
 
     async def _try_seal_end(self, cur: _Tail, reader: WalReader) -> bool:
         nxt = self._next_tail(cur.number)
