@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -68,16 +69,28 @@ def make_wal(tmp: str, name: str, total: int, batch: int) -> str:
     return os.path.join(path, logs[0])
 
 
-def time_cmd(cmd: list[str], runs: int) -> float:
-    best = float("inf")
+def run_cmd(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one run of ``cmd`` with stdout to /dev/null."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(os.devnull, "wb") as devnull:
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, stdout=devnull, stderr=subprocess.PIPE, timeout=3600)
+        wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed: {p.stderr[-500:]!r}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def time_cmds(cmds: dict[str, list[str]], runs: int) -> dict[str, tuple[float, float]]:
+    """Best (min) wall and CPU time per command; runs are interleaved so that load from other
+    jobs on the machine hits every command alike."""
+    best: dict[str, tuple[float, float]] = {k: (float("inf"), float("inf")) for k in cmds}
     for _ in range(runs):
-        with open(os.devnull, "wb") as devnull:
-            t0 = time.perf_counter()
-            p = subprocess.run(cmd, stdout=devnull, stderr=subprocess.PIPE, timeout=3600)
-            dt = time.perf_counter() - t0
-        if p.returncode != 0:
-            raise SystemExit(f"{cmd[0]} failed: {p.stderr[-500:]!r}")
-        best = min(best, dt)
+        for name, cmd in cmds.items():
+            wall, cpu = run_cmd(cmd)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
 
 
@@ -86,10 +99,12 @@ def time_library(wal: str, runs: int) -> tuple[float, int]:
 
     number = int(os.path.basename(wal).split(".")[0])
     best = float("inf")
+    best_cpu = float("inf")
     n = 0
     for _ in range(runs):
         # As the daemon does: read the file in 1 MiB pieces, feed, consume the batches.
         t0 = time.perf_counter()
+        c0 = time.process_time()
         r = WalReader(number)
         n = 0
         with open(wal, "rb") as f:
@@ -98,9 +113,11 @@ def time_library(wal: str, runs: int) -> tuple[float, int]:
                 for b in r.read():
                     n += len(b.ops)
         dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
         assert r.state == "ok", r.error
         best = min(best, dt)
-    return best, n
+        best_cpu = min(best_cpu, dc)
+    return best, best_cpu, n
 
 
 def machine() -> str:
@@ -130,27 +147,31 @@ def main() -> None:
     args = ap.parse_args()
     ldb = shutil.which("ldb")
     cdc = [sys.executable, "-m", "cdc.cli"]
+    na, nb = int(1_000_000 * args.scale), int(200_000 * args.scale)
     workloads = [
-        ("A: 1,000,000 puts, batches of 1,000, 100 B values", int(1_000_000 * args.scale), 1000),
-        ("B: 200,000 single puts, 100 B values", int(200_000 * args.scale), 1),
+        (f"A: {na:,} puts, batches of 1,000, 100 B values", na, 1000),
+        (f"B: {nb:,} single puts, 100 B values", nb, 1),
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="cdc-bench-") as tmp:
         for label, total, batch in workloads:
             wal = make_wal(tmp, f"db{batch}", total, batch)
             size = os.path.getsize(wal)
-            t_ldb = time_cmd([ldb, "dump_wal", f"--walfile={wal}", "--print_value"], args.runs) if ldb else float("nan")
-            t_cdc = time_cmd([*cdc, "dump-wal", wal, "--values"], args.runs)
-            t_ldb_nv = time_cmd([ldb, "dump_wal", f"--walfile={wal}"], args.runs) if ldb else float("nan")
-            t_cdc_nv = time_cmd([*cdc, "dump-wal", wal], args.runs)
-            t_lib, n = time_library(wal, args.runs)
+            cmds = {
+                "cdc": [*cdc, "dump-wal", wal, "--values"],
+                "cdc_nv": [*cdc, "dump-wal", wal],
+            }
+            if ldb:
+                cmds["ldb"] = [ldb, "dump_wal", f"--walfile={wal}", "--print_value"]
+                cmds["ldb_nv"] = [ldb, "dump_wal", f"--walfile={wal}"]
+            t = time_cmds(cmds, args.runs)
+            nan = (float("nan"), float("nan"))
+            lib_wall, lib_cpu, n = time_library(wal, args.runs)
             assert n == total, (n, total)
-            rows.append((label, total, size, t_ldb, t_cdc, t_ldb_nv, t_cdc_nv, t_lib))
+            rows.append((label, total, size, t.get("ldb", nan), t["cdc"], t.get("ldb_nv", nan), t["cdc_nv"], (lib_wall, lib_cpu)))
             print(
-                f"{label}: WAL {size / 1e6:.1f} MB | ldb {t_ldb:.2f}s ({total / t_ldb / 1e6:.2f} M rec/s) | "
-                f"cdc --values {t_cdc:.2f}s ({total / t_cdc / 1e6:.2f} M/s, {t_cdc / t_ldb:.2f}x ldb) | "
-                f"no values: ldb {t_ldb_nv:.2f}s cdc {t_cdc_nv:.2f}s ({t_cdc_nv / t_ldb_nv:.2f}x) | "
-                f"library {t_lib:.2f}s ({total / t_lib / 1e6:.2f} M/s)",
+                f"{label}: WAL {size / 1e6:.1f} MB | wall/cpu s: ldb {t.get('ldb', nan)} cdc {t['cdc']} "
+                f"| no values: ldb {t.get('ldb_nv', nan)} cdc {t['cdc_nv']} | library {lib_wall:.2f}/{lib_cpu:.2f}",
                 flush=True,
             )
     md = render(rows, args.runs)
@@ -163,23 +184,25 @@ def render(rows, runs: int) -> str:
     out = [
         "## dump-wal",
         "",
-        f"`python bench/bench_dump_wal.py` — machine: {machine()}; "
-        f"`ldb` = Debian rocksdb-tools {ldb_version()}; best of {runs} runs, wall time of the whole",
-        "process (start-up included), stdout to /dev/null; the library column is in-process, as the",
-        "daemon uses it (1 MiB reads -> `WalReader.feed` + `read()`, every op decoded into `Op`s, GC on).",
-        "Records = WriteBatch entries (ops). The machine is shared with other jobs: numbers vary by ±30%.",
+        f"`python bench/bench_dump_wal.py --runs {runs}` — machine: {machine()}; "
+        f"`ldb` = Debian rocksdb-tools {ldb_version()}.",
+        "Each cell: best of the runs (interleaved) of wall time / CPU time (user+sys) of the whole process,",
+        "start-up included, stdout to /dev/null. *library* = in-process, as the daemon uses it: 1 MiB reads",
+        "-> `WalReader.feed` + `read()`, every op decoded into an `Op`, GC on. Records = WriteBatch entries.",
+        "ratio = cdc / ldb (CPU time is the steadier measure: the machine is shared with other jobs).",
         "",
-        "| workload | WAL size | ldb --print_value | cdc --values | ratio cdc/ldb | ldb (no values) | cdc (no values) | ratio | library (WalReader) | library vs CLI |",
+        "| workload | WAL | ldb --print_value | cdc --values | ratio wall / CPU | ldb (keys only) | cdc (no values) | ratio wall / CPU | library | library records/s vs CLI (--values) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, total, size, t_ldb, t_cdc, t_ldb_nv, t_cdc_nv, t_lib in rows:
+    for label, total, size, ldb_t, cdc_t, ldb_nv, cdc_nv, lib in rows:
+        def cell(t):
+            return f"{t[0]:.2f} / {t[1]:.2f} s ({total / t[0] / 1e6:.2f} M/s)"
+
         out.append(
-            f"| {label} | {size / 1e6:.1f} MB "
-            f"| {t_ldb:.2f} s ({total / t_ldb / 1e6:.2f} M/s) "
-            f"| {t_cdc:.2f} s ({total / t_cdc / 1e6:.2f} M/s) "
-            f"| **{t_cdc / t_ldb:.2f}x** "
-            f"| {t_ldb_nv:.2f} s | {t_cdc_nv:.2f} s | {t_cdc_nv / t_ldb_nv:.2f}x "
-            f"| {t_lib:.2f} s ({total / t_lib / 1e6:.2f} M/s) | {t_cdc_nv / t_lib:.1f}x faster than the CLI |"
+            f"| {label} | {size / 1e6:.1f} MB | {cell(ldb_t)} | {cell(cdc_t)} "
+            f"| **{cdc_t[0] / ldb_t[0]:.2f}x / {cdc_t[1] / ldb_t[1]:.2f}x** "
+            f"| {cell(ldb_nv)} | {cell(cdc_nv)} | {cdc_nv[0] / ldb_nv[0]:.2f}x / {cdc_nv[1] / ldb_nv[1]:.2f}x "
+            f"| {cell(lib)} | {cdc_t[0] / lib[0]:.1f}x faster |"
         )
     out.append("")
     return "\n".join(out)
