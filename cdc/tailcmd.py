@@ -229,6 +229,8 @@ class _Tail:
                     raise TailError("token rejected (missing, invalid or expired) - close 4401", 2) from None
                 if code == 4403:
                     raise TailError(f"token not allowed what was asked - close 4403 {reason}".strip(), 2) from None
+                if code == 4400 or code == 1008 or (code is not None and 4000 <= code < 5000 and code != 4429):
+                    raise TailError(f"the server rejected the subscription (close {code}): {reason or 'no reason'}", 2) from None
                 if code == 4429:
                     self.note("server closed us as too slow (4429); resuming")
                     delay = 0.05

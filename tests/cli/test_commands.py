@@ -270,3 +270,10 @@ def test_python_dash_m_and_console_script() -> None:
     if os.access(entry, os.X_OK):
         p = subprocess.run([str(entry), "--help"], capture_output=True, text=True, env=cdc_env())
         assert p.returncode == 0 and "serve" in p.stdout and "demo" in p.stdout
+
+
+def test_tail_bad_filter_is_fatal_not_a_reconnect_loop(daemon_factory, admin_token) -> None:
+    d = daemon_factory()
+    r = run_cdc("tail", d.base + "/ws/events?values=maybe", "--token", admin_token, timeout=30)
+    assert r.code == 2, r.err
+    assert "Traceback" not in r.err and "rejected the subscription" in r.err.splitlines()[-1]
