@@ -71,7 +71,8 @@ def test_dashboard_shows_live_data(store_daemon: Any, context: Any, artifacts: P
     wait_for(lambda: page.locator("#syncs .item").count() >= 8, 10, what="sync rows")
     wait_for(lambda: "healthy" in _text(page, '#probes [data-probe="readiness"]'), 10, what="readiness probe")
 
-    # key rows carry what the WAL said
+    # key rows carry what the WAL said (the delete_range was the last write)
+    wait_for(lambda: "delete_range" in page.locator("#keys tr").first.inner_text(), 10, what="delete_range row on top")
     first = page.locator("#keys tr").first.inner_text()
     assert "delete_range" in first and "user:1000" in first
     assert page.locator("#keys tr", has_text="orders").count() >= 8
@@ -93,7 +94,7 @@ def test_dashboard_shows_live_data(store_daemon: Any, context: Any, artifacts: P
     page.fill("#f-prefix", "user:2")
     page.click("#f-apply")
     wait_for(lambda: page.evaluate("window.__sub") == 1, 5, what="subscribed frame")
-    assert page.locator("#others .item", has_text="prefix=user:2").count() == 1
+    wait_for(lambda: page.locator("#others .item", has_text="prefix=user:2").count() == 1, 5, what="filter notice")
     page.click("#f-clear")
     assert _rows(page) == 0
     writer.put("order:999", "x", cf="orders")
