@@ -323,8 +323,8 @@ def run_demo(
 
         try:
             asyncio.run(main())
-        except KeyboardInterrupt:
-            pass
+        except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C: stop right away
+            return 130
         return 0
     finally:
         if writer is not None:
