@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 
 from .events import CompactionStatus, SnapshotEvent
-from .infolog import CompactionJob, CompactionTracker, parse_notice
+from .infolog import CompactionTracker, parse_log_bytes
 
 log = logging.getLogger("cdc.ops")
 
@@ -362,14 +362,9 @@ class InfoLogWatcher:
         out: list[Any] = []
         now = _now_ms()
         feed = self.tracker.feed
-        for raw in data.split(b"\n"):
-            if not raw:
-                continue
-            self.stats["lines"] += 1
-            line = raw.decode("utf-8", "replace")
-            n = parse_notice(line)
-            if n is not None:
-                out += feed(n, now)
+        self.stats["lines"] += data.count(b"\n")
+        for n in parse_log_bytes(data):
+            out += feed(n, now)
         return out
 
     # ------------------------------------------------------------------ progress
