@@ -125,6 +125,12 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         heartbeat_ms=600_000,
         subscriber_queue=100_000,
     )
+    if os.environ.get("CDC_BENCH_NOSYNC"):
+        import functools
+
+        import cdc.app
+
+        cdc.app.Journal = functools.partial(Journal, sync=False)  # type: ignore[misc]
     app = App(cfg, components=None if db else [])
     started = asyncio.Event()
     task = asyncio.create_task(app.run(started))
@@ -183,6 +189,12 @@ class ServerProc:
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if line.strip() != "READY":
             raise RuntimeError(f"{kind} server failed: {line!r}")
+        self.profiler = None
+        out = os.environ.get("CDC_BENCH_PYSPY")  # profile the server: collapsed stacks to this file
+        if out:
+            self.profiler = subprocess.Popen(["py-spy", "record", "-p", str(self.proc.pid), "-o", out, "-f", "raw", "-r", "200", "--nonblocking"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
 
     def go(self, n: int, batch: int) -> None:
         self.proc.stdin.write(f"go {n} {batch}\n")  # type: ignore[union-attr]
@@ -193,6 +205,9 @@ class ServerProc:
         return self.proc.pid
 
     def close(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(2)
+            self.profiler.wait(30)
         try:
             self.proc.stdin.close()  # type: ignore[union-attr]
             self.proc.wait(20)
@@ -395,9 +410,53 @@ async def bench_replay() -> dict[str, Any]:
         srv.close()
 
 
-async def bench_latency() -> dict[str, Any]:
-    import websockets
+class LatencyClient(RawClient):
+    """Raw client recording write -> receive latency from the value (the write's wall time in ns)."""
 
+    def __init__(self, path: str, lat: list[float], cap: list[float], total: list[int], done: asyncio.Event, target: int) -> None:
+        super().__init__(path, total, done, target)
+        self.lat = lat
+        self.cap = cap
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        if self.open.done():
+            self.buf += data
+            buf = self.buf
+            # frames are small here: payload < 126 bytes or a 16-bit length
+            pos = 0
+            n = len(buf)
+            while n - pos >= 2:
+                b1 = buf[pos + 1] & 0x7F
+                hl = 4 if b1 == 126 else 2
+                if n - pos < hl:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big") if b1 == 126 else b1
+                if n - pos < hl + ln:
+                    break
+                frame = bytes(buf[pos + hl : pos + hl + ln])
+                pos += hl + ln
+                i = frame.find(b'"value":"')
+                if i < 0:
+                    continue
+                v = int(frame[i + 9 : frame.index(b'"', i + 9)])
+                t = frame.find(b'"timestamp":')
+                ts = int(frame[t + 12 : frame.index(b",", t + 12)])
+                self.lat.append((now - v) / 1e6)
+                self.cap.append(ts - v / 1e6)
+                self.total[0] += 1
+                if self.total[0] >= self.target and self.done is not None:
+                    self.done.set()
+            del buf[:pos]
+            return
+        super().data_received(data)
+        if self.open.done() and self.buf:
+            rest = bytes(self.buf)
+            self.buf.clear()
+            self.data_received(rest)
+
+
+async def bench_latency() -> dict[str, Any]:
     from tests.writer import StoreWriter
 
     tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
@@ -407,31 +466,35 @@ async def bench_latency() -> dict[str, Any]:
         srv = ServerProc("cdc", "0", db)
         try:
             lat: list[float] = []
+            cap: list[float] = []  # write -> capture timestamp
             count = 5000
             subs = 20
-            conns = [await websockets.connect(f"ws://127.0.0.1:{srv.port}/ws/events?types=key_change&prefix=lat&values=1", max_size=None) for _ in range(subs)]
-            for c in conns:
-                await c.recv()
+            total = [0]
             done = asyncio.Event()
-            got = [0]
+            loop = asyncio.get_running_loop()
+            clients = []
+            for _ in range(subs):
+                c = LatencyClient("/ws/events?types=key_change&prefix=lat&values=1", lat, cap, total, done, count * subs)
+                await loop.create_connection(lambda c=c: c, "127.0.0.1", srv.port)
+                await asyncio.wait_for(c.open, 10)
+                clients.append(c)
 
-            async def reader(ws: Any) -> None:
-                async for raw in ws:
-                    now = time.time_ns()
-                    e = json.loads(raw)
-                    lat.append((now - int(e["value"])) / 1e6)
-                    got[0] += 1
-                    if got[0] >= count * subs:
-                        done.set()
+            def paced() -> None:
+                # Pacing here (sleeping, not spinning) keeps a core free for the daemon; the value is
+                # the wall time taken just before the put goes to the writer (so the latency also
+                # includes the pipe hop to the writer process).
+                t0 = time.perf_counter()
+                for i in range(count):
+                    d = t0 + i / 1000 - time.perf_counter()
+                    if d > 0:
+                        time.sleep(d)
+                    w.put(f"lat{i:010d}", str(time.time_ns()))
 
-            tasks = [asyncio.create_task(reader(c)) for c in conns]
-            await asyncio.to_thread(w.cmd, "paced", count=count, rate=1000, prefix="lat", start=0)
+            await asyncio.to_thread(paced)
             await asyncio.wait_for(done.wait(), 60)
-            for t in tasks:
-                t.cancel()
-            for c in conns:
-                await c.close()
+            close_clients(clients)
             lat.sort()
+            cap.sort()
             return {
                 "writes": count,
                 "rate_per_s": 1000,
@@ -439,6 +502,8 @@ async def bench_latency() -> dict[str, Any]:
                 "p50_ms": round(lat[len(lat) // 2], 2),
                 "p99_ms": round(lat[int(len(lat) * 0.99)], 2),
                 "max_ms": round(lat[-1], 2),
+                "capture_p50_ms": round(cap[len(cap) // 2], 2),
+                "capture_p99_ms": round(cap[int(len(cap) * 0.99)], 2),
             }
         finally:
             srv.close()

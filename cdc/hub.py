@@ -448,7 +448,7 @@ class Hub:
             sub.send_control(
                 {
                     "type": "reset",
-                    "reason": "cursor_expired",
+                    "reason": "cursor_ahead" if since > self.latest_id else "cursor_expired",
                     "since": since,
                     "oldest_id": self.journal.oldest_id,
                     "latest_id": self.latest_id,

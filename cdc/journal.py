@@ -114,6 +114,9 @@ class Record:
         return f"Record({self.id}, {self.type!r}, {self.wire[:80]!r})"
 
 
+_TAG_OF: dict[type, str] = {}
+
+
 def _encode_event(ev: Event | dict[str, Any], now_ms: int) -> tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]:
     """Split an event into (core JSON without id/value, value fragment, type, cf, key, end_key).
 
@@ -140,37 +143,52 @@ def _encode_event(ev: Event | dict[str, Any], now_ms: int) -> tuple[bytes, bytes
         return core, value, etype, cf if isinstance(cf, str) else None, None, None
     if ev.id:
         ev = msgspec.structs.replace(ev, id=0)
-    etype = ev.__struct_config__.tag  # type: ignore[attr-defined]
-    if isinstance(ev, KeyChange):
-        key = decode_bytes(ev.key, ev.key_encoding)
+    cls = type(ev)
+    etype = _TAG_OF.get(cls)
+    if etype is None:
+        etype = _TAG_OF[cls] = cls.__struct_config__.tag  # type: ignore[attr-defined]
+    if cls is KeyChange:
+        key = ev.key.encode() if ev.key_encoding is None else decode_bytes(ev.key, ev.key_encoding)
         end_key = decode_bytes(ev.end_key, ev.end_key_encoding) if ev.end_key is not None else None
+        full = _json_encoder.encode(ev)
         if ev.value is not None:
-            value = _VALUE_KEY + _json_encoder.encode(ev.value)
-            if ev.value_encoding is not None:
-                value += _VALUE_ENC_KEY + _json_encoder.encode(ev.value_encoding)
-            core = _json_encoder.encode(msgspec.structs.replace(ev, value=None, value_encoding=None))
-        else:
-            value = b""
-            core = _json_encoder.encode(ev)
-        return core, value, etype, ev.cf, key, end_key
+            # value / value_encoding are KeyChange's last fields, so they end the JSON object; an
+            # unescaped `,"value":` cannot occur inside a JSON string, so rfind finds the field.
+            i = full.rfind(_VALUE_KEY)
+            return full[:i] + b"}", full[i:-1], etype, ev.cf, key, end_key
+        return full, b"", etype, ev.cf, key, end_key
     cf = getattr(ev, "cf", None)
     return _json_encoder.encode(ev), b"", etype, cf, None, None
 
 
+_utf8_cache: dict[str, bytes] = {}
+
+
+def _utf8(text: str) -> bytes:
+    b = _utf8_cache.get(text)
+    if b is None:
+        b = text.encode()
+        if len(_utf8_cache) < 4096:
+            _utf8_cache[text] = b
+    return b
+
+
+_ix_pack = _IX.pack
+
+
 def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: bytes | None, value: bytes) -> bytes:
-    t = etype.encode()
-    c = cf.encode() if cf is not None else b""
-    return b"".join(
-        (
-            _IX.pack(ts, len(t), len(c) if cf is not None else _NO_CF, -1 if key is None else len(key),
-                     -1 if end_key is None else len(end_key)),
-            t,
-            c,
-            key or b"",
-            end_key or b"",
-            value,
-        )
-    )
+    t = _utf8(etype)
+    if cf is None:
+        c = b""
+        cl = _NO_CF
+    else:
+        c = _utf8(cf)
+        cl = len(c)
+    if end_key is None:
+        if key is None:
+            return _ix_pack(ts, len(t), cl, -1, -1) + t + c + value
+        return _ix_pack(ts, len(t), cl, len(key), -1) + t + c + key + value
+    return b"".join((_ix_pack(ts, len(t), cl, -1 if key is None else len(key), len(end_key)), t, c, key or b"", end_key, value))
 
 
 def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
@@ -305,17 +323,23 @@ class Journal:
             added = 0
             try:
                 with self.env.begin(write=True) as txn:
-                    put = txn.put
-                    ev_db, ix_db = self._ev, self._ix
+                    ev_cur = txn.cursor(db=self._ev)
+                    ix_cur = txn.cursor(db=self._ix)
+                    ev_put = ev_cur.put
+                    ix_put = ix_cur.put
+                    id_pack = _ID.pack
+                    pack_ix = _pack_ix
+                    rec_append = records.append
                     for core, value, etype, cf, key, end_key in encoded:
-                        wire = b'{"id":%d,' % next_id + core[1:]
-                        ix = _pack_ix(now_ms, etype, cf, key, end_key, value)
-                        k = _ID.pack(next_id)
-                        put(k, wire, db=ev_db, append=True)
-                        put(k, ix, db=ix_db, append=True)
+                        wire = b'{"id":%d,%b' % (next_id, core[1:])
+                        ix = pack_ix(now_ms, etype, cf, key, end_key, value)
+                        k = id_pack(next_id)
+                        ev_put(k, wire, append=True)
+                        ix_put(k, ix, append=True)
                         added += len(wire) + len(ix)
-                        records.append(Record(next_id, etype, cf, key, end_key, now_ms, wire, value))
+                        rec_append(Record(next_id, etype, cf, key, end_key, now_ms, wire, value))
                         next_id += 1
+                    put = txn.put
                     if checkpoints:
                         for name, data in checkpoints.items():
                             put(b"cp:" + name.encode(), data, db=self._meta)

@@ -99,6 +99,10 @@ async def test_cursor_expired_sends_reset_then_live(daemon_factory):
         await d.emit([kc(99)])
         (ev,) = await recv_events(ws, 1)
         assert ev["id"] == reset["latest_id"] + 1
+    async with d.connect("since=999999") as ws:  # ahead of the journal (e.g. state wiped)
+        await recv_json(ws)
+        reset = await recv_json(ws)
+        assert reset["type"] == "reset" and reset["reason"] == "cursor_ahead"
     async with d.connect("since=0") as ws:  # 0 = from the oldest retained, no reset
         await recv_json(ws)
         evs = await recv_events(ws, 10)
