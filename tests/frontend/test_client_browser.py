@@ -259,3 +259,32 @@ def test_set_token_refreshes_on_the_open_connection(daemon: Daemon, harness: Har
     harness.page.evaluate("(t) => window.client.setToken(t)", "garbage")
     harness.wait_status("unauthorized")
     assert harness.page.evaluate("window.client.stats.wsAttempts") == 1
+
+
+def test_slow_consumer_4429_reconnects_and_loses_nothing(daemon_factory: Any, harness_factory: Any) -> None:
+    from tests.writer import StoreWriter
+
+    daemon = daemon_factory("--subscriber-queue", "1")
+    h = harness_factory(daemon)
+    h.start_client(batch=False, values=True, types="key_change", pollAfterFailures=100, **FAST)
+    h.wait_status("connected")
+    writer = StoreWriter(daemon.db).start()
+    try:
+        # Freeze the page's main thread: Chromium stops reading the socket, the server's buffer
+        # fills and its 1-event queue overflows -> close 4429 -> the client resumes with since.
+        h.page.evaluate("setTimeout(() => { const t = performance.now(); while (performance.now() - t < 2000) {} }, 0)")
+        for round_ in range(2):
+            writer.put_many(count=2000, batch=1000, prefix=f"r{round_}:", start=0, value_size=4000)
+        events = h.wait_events(4000, timeout_s=60)
+    finally:
+        writer.kill()
+    time.sleep(0.2)
+    events = h.rec("events")
+    assert len(events) == 4000
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids))
+    assert [e["key"] for e in events] == [f"r{r}:{i:010d}" for r in range(2) for i in range(2000)]
+    closes = [e for e in h.rec("errors") if e.get("code") == 4429]
+    assert closes, "the server never closed with 4429: the resume path was not exercised"
+    assert h.page.evaluate("window.client.stats.wsAttempts") >= 2
+    assert h.status() == "connected"
