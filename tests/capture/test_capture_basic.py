@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 
 import pytest
 
@@ -56,3 +58,26 @@ async def test_non_utf8_keys_are_base64(rig, writer_factory):
     assert e["seq"] == seq
     assert e["key_encoding"] == "base64" and base64.b64decode(e["key"]) == key
     assert e["value_encoding"] == "base64" and base64.b64decode(e["value"]) == value
+
+
+async def test_cf_created_while_running_gets_its_name(rig, writer_factory):
+    w = writer_factory()
+    await rig.start()
+    await w.aput("a", "1")
+    await asyncio.to_thread(w.create_cf, "late")
+    seq = await w.aput("b", "2", cf="late")
+    evs = await wait_for(lambda: len(rig.key_changes()) >= 2 and rig.key_changes(), what="events")
+    assert [(e["key"], e.get("cf", "default"), e["seq"]) for e in evs] == [("a", "default", 1), ("b", "late", seq)]
+
+
+async def test_separate_wal_dir(rig, writer_factory, tmp_path):
+    wal_dir = str(tmp_path / "wal")
+    w = writer_factory(options={"wal_dir": wal_dir})
+    await w.aput("a", "1")
+    assert any(n.endswith(".log") for n in os.listdir(wal_dir))
+    await rig.start(wal_dir=wal_dir)
+    await w.aput("b", "2")
+    await w.aflush()
+    await w.aput("c", "3")
+    await wait_for(lambda: len(rig.key_changes()) >= 3, what="events")
+    assert [e["key"] for e in rig.key_changes()] == ["a", "b", "c"]
