@@ -159,3 +159,24 @@ async def test_leveldb_store(rig, writer_factory, tmp_path):
     assert all(e.get("cf", "default") == "default" for e in evs)
     assert len([f for f in os.listdir(tmp_path / "db") if f.endswith(".ldb")]) >= 1  # it rotated
     assert rig.of_type("capture_gap") == []
+
+
+async def test_recycled_wals(rig, writer_factory, tmp_path):
+    """recycle_log_file_num: old WAL files are renamed and overwritten in place; the leftovers
+    of their previous life (records stamped with the old number) are not delivered again."""
+    w = writer_factory(options={"recycle_log_file_num": 2, "wal_recovery_mode": "skip_any_corrupted_record"})
+    await rig.start()
+    total = 0
+    inodes = set()
+    for round_, n in enumerate((400, 300, 200, 100, 50, 20)):  # shrinking: old records stay behind
+        await w.aput_many(n, batch=10, prefix=f"r{round_}-")
+        total += n
+        await wait_for(lambda: len(rig.key_changes()) >= total, what=f"round {round_}")
+        inodes.update(os.stat(tmp_path / "db" / f).st_ino for f in os.listdir(tmp_path / "db") if f.endswith(".log"))
+        await w.aflush()
+    await w.aput("last", "1")
+    total += 1
+    await wait_for(lambda: len(rig.key_changes()) >= total, what="last")
+    assert len(inodes) <= 3  # files really were recycled
+    assert _seqs(rig.key_changes()) == list(range(1, total + 1))
+    assert rig.of_type("capture_gap") == [] and rig.capture.decode_errors == 0
