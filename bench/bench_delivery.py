@@ -341,7 +341,7 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
 async def bench_fanout() -> dict[str, Any]:
     subs, events, batch = 1000, 500, 10
     res: dict[str, list[float]] = {"bare": [], "cdc": []}
-    for _ in range(3):
+    for _ in range(int(os.environ.get("CDC_BENCH_RUNS", "3"))):
         for kind in ("bare", "cdc"):
             res[kind].append(await fanout_one(kind, subs, events, batch))
     bare = max(res["bare"])

@@ -224,7 +224,7 @@ class App:
             if health.healthy("liveness"):
                 n.watchdog()
             try:
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(interval if ready else 0.05):
                     await stop.wait()
             except TimeoutError:
                 pass
