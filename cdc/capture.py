@@ -520,14 +520,15 @@ class WalCapture:
             self._resume = None
         self._open_current(tail, offset, compression)
 
-    def _open_current(self, tail: _Tail, offset: int, compression: int) -> None:
+    def _open_current(self, tail: _Tail, offset: int, compression: int) -> WalReader:
         for n in [n for n in self.tails if n < tail.number]:
             self._close_tail(self.tails.pop(n))
         self.cur = tail
         self.floor = tail.number
-        self.reader = WalReader(tail.number, offset=offset, leveldb=self._leveldb, compression=compression)
+        self.reader = reader = WalReader(tail.number, offset=offset, leveldb=self._leveldb, compression=compression)
         self.pos = offset
         self._corrupt_key = None
+        return reader
 
     def _close_tail(self, tail: _Tail) -> None:
         try:
@@ -785,8 +786,8 @@ class WalCapture:
             self._scan()
             nxt = self._next_tail(cur.number)
         if nxt is not None:
-            self._open_current(nxt, 0, 0)
-            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, self.reader)})  # type: ignore[arg-type]
+            reader = self._open_current(nxt, 0, 0)
+            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
             return True
         return False
 
@@ -822,7 +823,8 @@ class WalCapture:
         if reader.state == "end":
             # Live end of a recycled file: re-read from the last good offset when it grows,
             # or move on when it is sealed.
-            if cur.gone or (self._next_tail(cur.number) and self._has_complete_record(self._next_tail(cur.number))):  # type: ignore[arg-type]
+            nxt = self._next_tail(cur.number)
+            if cur.gone or (nxt is not None and self._has_complete_record(nxt)):
                 return await self._try_seal_end(cur, reader)
             self._rewind(cur, reader.offset, reader.compression)
             return False
@@ -896,8 +898,8 @@ class WalCapture:
         self.reader = None
         self.floor = cur.number + 1
         if nxt is not None:
-            self._open_current(nxt, 0, 0)
-            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, self.reader)})  # type: ignore[arg-type]
+            reader = self._open_current(nxt, 0, 0)
+            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
             return True
         self._dir_dirty = True
         return False
