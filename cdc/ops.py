@@ -64,6 +64,22 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _count(ctx: Any, events: list[Any]) -> None:
+    """Count emitted events in ``ctx.metrics.ops_events`` (label ``type``) when present."""
+    counter = getattr(getattr(ctx, "metrics", None), "ops_events", None)
+    if counter is None or not events:
+        return
+    by_type: dict[str, int] = {}
+    for e in events:
+        t = e.__struct_config__.tag
+        by_type[t] = by_type.get(t, 0) + 1
+    try:
+        for t, n in by_type.items():
+            counter.labels(type=t).inc(n)
+    except Exception:  # metrics must never stop the component
+        pass
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Wait up to ``seconds``; True when stop was set."""
     if stop.is_set():
@@ -239,6 +255,7 @@ class InfoLogWatcher:
             self._files_dirty = False
         if events or cps:
             self.stats["events"] += len(events)
+            _count(ctx, events)
             await ctx.bus.emit(events, checkpoints=cps)
 
     _files_dirty = False
@@ -735,6 +752,7 @@ class SnapshotWatcher:
             try:
                 events = await asyncio.to_thread(self.scan, time.monotonic())
                 if events or self._first_start:
+                    _count(ctx, events)
                     await ctx.bus.emit(events, checkpoints={"snapshots": self._checkpoint()})
                 self._first_start = False
             except Exception as exc:

@@ -104,6 +104,11 @@ async def test_ops_events_in_order_with_key_changes(tmp_path, daemon_factory):
     assert len(running) >= 1 and all(e["job"] == cjob for e in running), running
     assert pos(("snap", "cp", "started")) < pos(("snap", "cp", "completed")) < pos(("sync", "completed")) < pos(
         ("snap", "cp", "deleted"))
+    from tests.conftest import http_request
+
+    metrics = (await http_request(d.port, "GET", "/metrics")).body.decode()
+    assert 'cdc_ops_events_total{type="compaction_status"}' in metrics, metrics[:2000]
+    assert 'cdc_ops_events_total{type="snapshot_event"}' in metrics
     sync = next(e for e in got if e["type"] == "sync_event")
     assert sync["details"] == {"peer": "eu-1"} and sync["timestamp"] > 0
 

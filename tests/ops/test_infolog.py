@@ -245,3 +245,11 @@ def test_real_lines_cut_anywhere_never_raise(real_log, data):
     n = parse_notice(line[:cut])
     if n is not None:
         CompactionTracker().feed(n, 0)
+
+
+def test_parse_log_bytes_equals_every_line(real_log):
+    from cdc.infolog import parse_log_bytes
+
+    data = real_log.encode()
+    assert parse_log_bytes(data) == parse_lines(real_log)
+    assert parse_log_bytes(b"") == [] and parse_log_bytes(b"\n\n\xff\xfe EVENT_LOG_v1 {") == []
