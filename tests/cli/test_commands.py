@@ -55,7 +55,8 @@ def test_tail_reconnects_and_resumes_without_loss(store, daemon_factory, admin_t
     d = daemon_factory()
     port = d.port
     tail = subprocess.Popen(
-        [sys.executable, "-m", "cdc", "tail", d.base, "--types", "key_change", "--count", "6"],
+        [sys.executable, "-m", "cdc", "tail", d.base, "--types", "key_change", "--prefix", "before:", "--prefix", "during:",
+         "--count", "6"],
         env=cdc_env({"CDC_TOKEN": admin_token}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
     )
     try:
