@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 
 from .events import CompactionStatus, SnapshotEvent
-from .infolog import CompactionTracker, parse_log_bytes
+from .infolog import CompactionJob, CompactionTracker, parse_log_bytes
 
 log = logging.getLogger("cdc.ops")
 
@@ -91,10 +91,23 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
         return False
 
 
+class _JobCheckpoint(msgspec.Struct, array_like=True):
+    """A compaction running at checkpoint time (so a restarted daemon keeps tracking it)."""
+
+    job: int
+    cf: str
+    inputs: dict[str, list[int]]
+    input_bytes: int | None
+    started_us: int | None
+    reason: str | None
+    output_level: int | None
+
+
 class _InfologCheckpoint(msgspec.Struct, array_like=True):
     ino: int
     offset: int
     session_id: str = ""  # the store's DB Session ID of the lines before offset
+    jobs: list[_JobCheckpoint] = []  # compactions started and not finished before offset
 
 
 _cp_enc = msgspec.msgpack.Encoder()
@@ -199,6 +212,12 @@ class InfoLogWatcher:
                 cp = _cp_dec.decode(raw)
                 self._open_resume(cp.ino, cp.offset)
                 self.tracker.session_id = cp.session_id or None
+                for j in cp.jobs:
+                    cj = CompactionJob(j.job, j.cf, 0)
+                    cj.inputs, cj.input_bytes, cj.started_us = j.inputs, j.input_bytes, j.started_us
+                    cj.reason, cj.output_level = j.reason, j.output_level
+                    self.tracker.compactions[j.job] = cj
+                    self.tracker._cover(cj.input_numbers)
             except (msgspec.DecodeError, OSError) as exc:
                 log.warning("infolog: ignoring unreadable checkpoint: %s", exc)
         files_raw = journal.get_checkpoint("infolog_files") if journal is not None else None
@@ -244,10 +263,16 @@ class InfoLogWatcher:
         events += await self._manifest(now_s)
         cps: dict[str, bytes] | None = None
         if events or (self._dirty_cp and now_s - self._last_cp_s >= self.idle_checkpoint_s):
-            cps = {"infolog": _cp_enc.encode(_InfologCheckpoint(self._ino, self._offset, self.tracker.session_id or ""))}
+            jobs = [
+                _JobCheckpoint(j.job, j.cf, j.inputs, j.input_bytes, j.started_us, j.reason, j.output_level)
+                for j in self.tracker.running()
+            ]
+            cps = {"infolog": _cp_enc.encode(_InfologCheckpoint(self._ino, self._offset, self.tracker.session_id or "", jobs))}
             self._dirty_cp = False
             self._last_cp_s = now_s
-        if self._files_dirty:
+        if self._files_dirty and not self._pending:
+            # only once every file change is accounted for (reported or explained by the LOG),
+            # and in the same transaction as the events that did so
             cps = cps or {}
             cps["infolog_files"] = _cp_enc.encode(
                 _FilesCheckpoint(self._mf_name or "", self._mf_reader.offset if self._mf_reader else 0, self._files or {})

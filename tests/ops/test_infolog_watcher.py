@@ -204,3 +204,28 @@ async def test_leveldb_compactions_from_manifest(tmp_path, ops_config):
     comps = h.events("compaction_status")
     assert comps and all(e["status"] == "completed" and e["details"]["source"] == "manifest" for e in comps)
     assert all(e["details"]["input_file_count"] >= 1 for e in comps)
+
+
+async def test_daemon_restart_during_compaction_keeps_tracking_it(tmp_path, ops_config):
+    db = str(tmp_path / "db")
+    cfg = ops_config(db)
+    with OpsWriter(db, rate=4 << 20) as w:
+        for _ in range(4):
+            w.cmd("fill", count=4000, value_size=1000)
+            w.cmd("flush")
+        async with run_components(cfg, str(tmp_path), [InfoLogWatcher]) as h:
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 4)
+            w.cmd("compact_bg")
+            await wait_for(lambda: any(e["status"] == "running" for e in h.events("compaction_status")))
+        first = h.events("compaction_status")
+        async with run_components(cfg, str(tmp_path), [InfoLogWatcher]) as h2:
+            await wait_for(lambda: any(e["status"] == "completed" for e in h2.events("compaction_status")), 30)
+            w.cmd("wait_bg")
+        second = [e for e in h2.events("compaction_status") if e["id"] > first[-1]["id"]]
+    statuses = [e["status"] for e in first + second]
+    assert statuses.count("started") == 1 and statuses.count("completed") == 1, statuses
+    assert [e["status"] for e in second][-1] == "completed"
+    assert any(e["status"] == "running" for e in second), statuses  # progress continues
+    done = second[-1]
+    assert done["details"]["input_file_count"] == 4 and done["details"]["input_bytes"] > 15_000_000
+    assert "source" not in done["details"]
