@@ -758,6 +758,7 @@ class SnapshotWatcher:
         self.root: str | None = getattr(config, "snapshots_dir", None)
         self.known: dict[str, _Snap] = {}
         self._first_start = True
+        self.scans = 0  # passes over the snapshots dir so far
 
     async def run(self, ctx: Any) -> None:
         if not self.root:
@@ -794,11 +795,14 @@ class SnapshotWatcher:
         """One pass over the snapshots dir; returns the events of the transitions seen."""
         root = self.root
         assert root is not None
+        self.scans += 1
         found: dict[str, tuple[str, str, bool, dict[str, Any]]] = {}  # name -> (kind, path, complete, info)
         try:
             entries = sorted(os.scandir(root), key=lambda e: e.name)
         except OSError:
-            entries = []
+            # the snapshots dir itself is missing / unreadable (unmounted?): no verdicts now,
+            # and certainly not "deleted" for everything known
+            return []
         if self._is_backup_root(root):
             self._scan_backups(root, "", found)
         for e in entries:
@@ -806,6 +810,8 @@ class SnapshotWatcher:
                 if not e.is_dir(follow_symlinks=False):
                     continue
             except OSError:
+                continue
+            if e.name.startswith(".") or e.name == "lost+found":
                 continue
             if self._is_backup_root(e.path):
                 self._scan_backups(e.path, e.name + "/", found)

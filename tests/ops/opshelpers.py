@@ -44,9 +44,10 @@ class Ctx:
 
 
 class Harness:
-    def __init__(self, ctx: Ctx, records: list[Record]) -> None:
+    def __init__(self, ctx: Ctx, records: list[Record], components: list[Any]) -> None:
         self.ctx = ctx
         self.records = records
+        self.components = components
 
     def events(self, *types: str) -> list[dict[str, Any]]:
         out = [json.loads(r.wire) for r in self.records]
@@ -70,7 +71,7 @@ async def run_components(config: Config, state_dir: str, classes: list[type]) ->
     bus_task = asyncio.create_task(bus.run())
     tasks = [asyncio.create_task(c.run(ctx)) for c in comps]
     try:
-        yield Harness(ctx, records)
+        yield Harness(ctx, records, comps)
     finally:
         ctx.stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)

@@ -115,6 +115,12 @@ async def test_abandoned_and_stale_and_restart(tmp_path, ops_config, closed_stor
         shutil.copytree(closed_store, snapdir / "keep", ignore=shutil.ignore_patterns("LOCK", "LOG*", "*.log"))
         await wait_for(lambda: ("keep", "completed") in snaps(h))
         first = snaps(h)
+    # the snapshots dir vanishing for a while (unmounted) reports nothing
+    os.rename(snapdir, tmp_path / "snaps-away")
+    async with run_components(cfg, str(tmp_path), [SnapshotWatcher]) as h1:
+        await wait_for(lambda: h1.components[0].scans >= 3)
+    os.rename(tmp_path / "snaps-away", snapdir)
+    assert snaps(h1) == []
     # while the daemon is down: "keep" removed, "new" created complete
     shutil.rmtree(snapdir / "keep")
     shutil.copytree(closed_store, snapdir / "new", ignore=shutil.ignore_patterns("LOCK", "LOG*", "*.log"))
