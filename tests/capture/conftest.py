@@ -82,7 +82,8 @@ class CaptureRig:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     health: HealthLog = field(default_factory=HealthLog)
 
-    async def start(self, wal_dir: str | None = None, **capture_kw: Any) -> WalCapture:
+    async def start(self, wal_dir: str | None = None, wait_startup: bool = True, **capture_kw: Any) -> WalCapture:
+        """Start capture; by default wait until its first look at the store is done (startup)."""
         cfg = Config(db=self.db, wal_dir=wal_dir, state_dir=self.state_dir, insecure_no_auth=True, rescan_interval_s=0.2)
         store = detect_store(self.db, wal_dir)
         journal = Journal(os.path.join(self.state_dir, "journal"), map_size=256 << 20, sync=False)
@@ -95,6 +96,8 @@ class CaptureRig:
             asyncio.create_task(bus.run(), name="bus"),
             asyncio.create_task(self.capture.run(self.ctx), name="capture"),
         ]
+        if wait_startup:
+            await wait_for(lambda: self.health.ok("startup", "capture"), what="capture startup")
         return self.capture
 
     async def stop(self) -> None:

@@ -39,6 +39,8 @@ async def test_tiny_write_buffer_many_rotations_never_silent(rig, writer_factory
     open them; whatever is lost must be reported: events + gap ranges cover every seq once."""
     w = writer_factory(options={"write_buffer_size": 64 << 10})
     await rig.start()
+    # first start captures from the WALs present when capture looks: wait until it has looked
+    await wait_for(lambda: rig.health.ok("startup", "capture"), what="startup")
     n = 20_000
     await w.acmd("put_many", count=n, batch=100, prefix="t", value_size=64)
 
@@ -48,7 +50,17 @@ async def test_tiny_write_buffer_many_rotations_never_silent(rig, writer_factory
             seqs.extend(range(g["from_seq"], g["to_seq"] + 1))
         return sorted(seqs)
 
-    await wait_for(lambda: len(covered()) >= n, timeout=30, what="all events or gaps")
+    try:
+        await wait_for(lambda: len(covered()) >= n, timeout=30, what="all events or gaps")
+    except AssertionError:
+        c = rig.capture
+        got = covered()
+        missing = sorted(set(range(1, n + 1)) - set(got))
+        raise AssertionError(
+            f"missing {len(missing)} seqs {missing[:3]}..{missing[-3:]}; last_seq {c.last_seq}; cur "
+            f"{c.cur and c.cur.number} pos {c.pos} state {c.reader and c.reader.state}; tails "
+            f"{[(t.number, t.gone, t.has_record, t.size()) for t in c.tails.values()]}; health {rig.health.state}"
+        ) from None
     assert covered() == list(range(1, n + 1))
     kc = _seqs(rig.key_changes())
     assert kc == sorted(kc)
