@@ -41,7 +41,7 @@ N_PUTS = 300_000
 BATCH = 100
 
 
-async def bench_keepup(runs: int = 3) -> dict[str, Any]:
+async def bench_keepup(runs: int = int(os.environ.get("CDC_BENCH_RUNS", "3"))) -> dict[str, Any]:
     """Writer time vs time until one batch=1 subscriber has all 300,000 events (best of runs)."""
     results = []
     for _ in range(runs):
@@ -79,8 +79,49 @@ async def bench_keepup(runs: int = 3) -> dict[str, Any]:
     }
 
 
-async def bench_latency() -> dict[str, Any]:
-    return await bd.bench_latency()
+async def bench_latency(subs: int = 20, count: int = 5000, rate: int = 1000) -> dict[str, Any]:
+    """Write -> subscriber latency; the writer process stamps each value with its write time."""
+    tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
+    db = os.path.join(tmp, "db")
+    with StoreWriter(db) as w:
+        w.put("seed", "1")
+        srv = bd.ServerProc("cdc", "0", db)
+        try:
+            lat: list[float] = []
+            cap: list[float] = []
+            total = [0]
+            done = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            clients = []
+            for _ in range(subs):
+                c = bd.LatencyClient("/ws/events?types=key_change&prefix=lat&values=1", lat, cap, total, done, count * subs)
+                await loop.create_connection(lambda c=c: c, "127.0.0.1", srv.port)
+                await asyncio.wait_for(c.open, 10)
+                clients.append(c)
+            # the writer paces itself (sleeping) and stamps each value just before its write
+            await asyncio.to_thread(w.cmd, "paced", count=count, rate=rate, prefix="lat")
+            await asyncio.wait_for(done.wait(), 120)
+            bd.close_clients(clients)
+        finally:
+            srv.close()
+            w.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+    lat.sort()
+    cap.sort()
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
+
+    return {
+        "writes": count,
+        "rate_per_s": rate,
+        "subscribers": subs,
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "max_ms": round(lat[-1], 2),
+        "capture_p50_ms": pct(cap, 0.5),
+        "capture_p99_ms": pct(cap, 0.99),
+    }
 
 
 def bench_stages(profile: bool = False) -> dict[str, Any]:
@@ -165,6 +206,8 @@ async def main(names: list[str], profile: bool) -> None:
             res = await bench_keepup()
         elif name == "latency":
             res = await bench_latency()
+        elif name == "latency1":
+            res = await bench_latency(subs=1)
         elif name == "stages":
             res = bench_stages(profile)
         else:
