@@ -253,3 +253,4 @@ def test_parse_log_bytes_equals_every_line(real_log):
     data = real_log.encode()
     assert parse_log_bytes(data) == parse_lines(real_log)
     assert parse_log_bytes(b"") == [] and parse_log_bytes(b"\n\n\xff\xfe EVENT_LOG_v1 {") == []
+
