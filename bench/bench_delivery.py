@@ -125,13 +125,7 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         heartbeat_ms=600_000,
         subscriber_queue=100_000,
     )
-    if os.environ.get("CDC_BENCH_NOSYNC"):
-        import functools
-
-        import cdc.app
-
-        cdc.app.Journal = functools.partial(Journal, sync=False)  # type: ignore[misc]
-    app = App(cfg, components=None if db else [])
+    app = App(cfg, components=None if db else [], journal_sync=not os.environ.get("CDC_BENCH_NOSYNC"))
     started = asyncio.Event()
     task = asyncio.create_task(app.run(started))
     await started.wait()
