@@ -568,6 +568,9 @@ class CompactionTracker:
                 fj = self.flushes[job] = FlushJob(job, self.job_cf.get(job, "default"), n.thread)
             fj.started = True
             details = {"job": job}
+            tm = d.get("time_micros")
+            if isinstance(tm, int):
+                details["started_at_ms"] = tm // 1000
             for src, dst in (
                 ("flush_reason", "reason"),
                 ("num_memtables", "memtables"),
@@ -589,6 +592,9 @@ class CompactionTracker:
             if fj.file_number is not None:
                 self.flush_outputs.discard(fj.file_number)
             extra: dict[str, Any] = {}
+            tm = d.get("time_micros")
+            if isinstance(tm, int):
+                extra["finished_at_ms"] = tm // 1000
             if "lsm_state" in d:
                 extra["lsm_state"] = d["lsm_state"]
             if "output_compression" in d:
