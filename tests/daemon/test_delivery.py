@@ -306,3 +306,12 @@ async def test_http_routes(daemon):
         assert name in text, name
     r = await http_request(daemon.port, "GET", "/ws/events")
     assert r.status == 426
+
+
+async def test_large_poll_response_arrives_whole(daemon):
+    base = daemon.ctx.journal.latest_id
+    await daemon.emit([kc(i, value="v" * 500) for i in range(10_000)])
+    r = await http_request(daemon.port, "GET", f"/events?since={base}&limit=10000&values=1&types=key_change&timeout=0&token={daemon.admin}")
+    body = r.json()
+    assert len(body["events"]) == 10_000 and body["events"][-1]["value"] == "v" * 500
+    assert int(r.headers["content-length"]) > 5_000_000
