@@ -205,6 +205,8 @@ class WalCapture:
         self.cf_names: dict[int, str] = {0: "default"}
         self.manifest_last_seq = -1
         self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
+        self.manifest_next_file = 0
+        self.store_resets = 0
         self.caught_up = False
         # counters (also exported as metrics)
         self.events_captured = 0
@@ -232,6 +234,7 @@ class WalCapture:
         self._resume: WalCheckpoint | None = None
         self._startup_target: tuple[int, int] | None = None  # (WAL number, size) at start
         self._gap_until = 0.0
+        self._reset_until = 0.0
         self._corrupt_key: tuple[int, int] | None = None
         self._corrupt_since = 0.0
         self._corrupt_until = 0.0
@@ -303,7 +306,7 @@ class WalCapture:
     def _timer_deadline(self, now: float) -> float:
         """Seconds until a timed health condition must be re-evaluated."""
         t = 3600.0
-        for until in (self._gap_until, self._corrupt_until):
+        for until in (self._gap_until, self._corrupt_until, self._reset_until):
             if until > now:
                 t = min(t, until - now + 0.01)
         if self._corrupt_key is not None:
@@ -386,6 +389,8 @@ class WalCapture:
             self._check_watch_dir()
             if self._manifest_changed():
                 self._manifest_dirty = True
+            if (self.cur is None or self.cur.gone) and self.floor > 0 and self._scan_ok:
+                await self._check_store_replaced()
         if self._dir_dirty:
             self._dir_dirty = False
             self._scan()
@@ -402,7 +407,39 @@ class WalCapture:
         self._timers(time.monotonic())
         self._export()
 
+    async def _check_store_replaced(self) -> None:
+        """File numbers below the WAL capture is at: the store was recreated (or restored).
+
+        A live store's next file number is always above its current WAL, so a MANIFEST whose
+        next file number is < ``floor`` belongs to a new store. Capture then starts over at the
+        new store's oldest WAL (its sequence numbers restart too), and says so: readiness
+        condition ``capture_reset`` for ``gap_hold_s``, and a warning in the log.
+        """
+        if self._manifest_changed():
+            await self._reload_manifest()
+        nxt = self.manifest_next_file
+        if not nxt or nxt >= self.floor:
+            return
+        reason = (
+            f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} "
+            f"that capture had reached, last seq {self.last_seq}); capture restarted at its oldest WAL"
+        )
+        log.warning("%s", reason)
+        self.store_resets += 1
+        self._close_all()
+        self.floor = 0
+        self.last_seq = -1
+        self.last_seq_wal = -1
+        self._resume = None
+        self._resume_missing = False
+        self._dir_dirty = True
+        self._set_cond("readiness", "capture_reset", False, reason)
+        self._reset_until = time.monotonic() + self.gap_hold_s
+
     def _timers(self, now: float) -> None:
+        if self._reset_until and now >= self._reset_until:
+            self._reset_until = 0.0
+            self._set_cond("readiness", "capture_reset", True, "")
         if self._gap_until and now >= self._gap_until:
             self._gap_until = 0.0
             self._set_cond("readiness", "capture_gap", True, "")
@@ -960,6 +997,7 @@ class WalCapture:
         if live:
             keep = max(keep, min(live))
         self.manifest_keep = keep
+        self.manifest_next_file = int(getattr(state, "next_file_number", 0) or 0)
         if self.last_seq >= 0 and self.manifest_last_seq > self.last_seq:
             self.lag_seq = self.manifest_last_seq - self.last_seq
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -192,3 +193,25 @@ async def test_recycled_wals(rig, writer_factory, tmp_path):
     assert len(inodes) <= 3  # files really were recycled
     assert _seqs(rig.key_changes()) == list(range(1, total + 1))
     assert rig.of_type("capture_gap") == [] and rig.capture.decode_errors == 0
+
+
+async def test_store_recreated_capture_starts_over_and_says_so(rig, writer_factory, tmp_path):
+    import shutil
+
+    db = str(tmp_path / "db")
+    w = writer_factory(db)
+    for i in range(6):  # push the file numbers up
+        await w.aput(f"old{i}", "x")
+        await w.aflush()
+    await rig.start()
+    await w.aput("old-live", "y")
+    await wait_for(lambda: len(rig.key_changes()) >= 1, what="old store events")
+    await asyncio.to_thread(w.close)
+    shutil.rmtree(db)
+    w2 = writer_factory(db)  # a new store at the same path: file and sequence numbers restart
+    s1 = await w2.aput("new1", "1")
+    s2 = await w2.aput("new2", "2")
+    await wait_for(lambda: [e["key"] for e in rig.key_changes()][-2:] == ["new1", "new2"], what="new store events")
+    assert [e["seq"] for e in rig.key_changes()][-2:] == [s1, s2] == [1, 2]
+    assert rig.health.ok("readiness", "capture_reset") is False
+    assert "recreated" in rig.health.state[("readiness", "capture_reset")][1]
