@@ -864,6 +864,7 @@ class WalCapture:
             if cur.gone or (nxt is not None and self._has_complete_record(nxt)):
                 return await self._try_seal_end(cur, reader)
             self._rewind(cur, reader.offset, reader.compression)
+            self._mark_caught_up()  # the live end of a recycled WAL
             return False
         err = reader.error
         assert err is not None
@@ -892,6 +893,7 @@ class WalCapture:
                     f"WAL {cur.number:06d} @{off}: bad record at the end of the file ({err.reason}); waiting for the writer",
                 )
                 self._corrupt_until = now + self.corrupt_hold_s
+                self._mark_caught_up()  # as far as it can get: readiness tells the rest
             self._rewind(cur, reader.offset, reader.compression)
             return False
         self._corrupt_key = None
