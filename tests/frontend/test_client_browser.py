@@ -104,7 +104,7 @@ def test_kill9_and_restart_resumes_without_loss_or_duplicates(daemon: Daemon, ha
 def test_heartbeat_detects_a_dead_connection(daemon_factory: Any, harness_factory: Any) -> None:
     daemon = daemon_factory("--heartbeat-ms", "300")
     h = harness_factory(daemon)
-    h.start_client(**FAST, polling=False)
+    h.start_client(**FAST, polling=False, stableMs=400)
     h.wait_status("connected")
     daemon.publish(_sync(0))
     h.wait_events(1)
@@ -119,6 +119,9 @@ def test_heartbeat_detects_a_dead_connection(daemon_factory: Any, harness_factor
     finally:
         daemon.resume()
     h.wait_status("connected", timeout_s=15)
+    assert h.page.evaluate("window.client._attempt") >= 1  # backed off while the server was frozen
+    # ...and the backoff resets once the new connection has been stable for stableMs
+    wait_for(lambda: h.page.evaluate("window.client._attempt") == 0, 5, what="backoff reset after a stable connection")
     daemon.publish(_sync(1))
     _assert_exactly(h.wait_events(2), [0, 1])
 
@@ -261,6 +264,13 @@ def test_set_token_refreshes_on_the_open_connection(daemon: Daemon, harness: Har
     assert harness.page.evaluate("window.client.stats.wsAttempts") == 1
 
 
+def _subscribers(daemon: Daemon) -> int:
+    for line in daemon.metrics().splitlines():
+        if line.startswith("cdc_subscribers "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no cdc_subscribers metric")
+
+
 def test_slow_consumer_4429_reconnects_and_loses_nothing(daemon_factory: Any, harness_factory: Any) -> None:
     from tests.writer import StoreWriter
 
@@ -268,23 +278,38 @@ def test_slow_consumer_4429_reconnects_and_loses_nothing(daemon_factory: Any, ha
     h = harness_factory(daemon)
     h.start_client(batch=False, values=True, types="key_change", pollAfterFailures=100, **FAST)
     h.wait_status("connected")
+    wait_for(lambda: _subscribers(daemon) == 1, 5, what="one subscriber")
+    # Freeze the page's main thread with a synchronous long-poll that only a `test.unfreeze`
+    # event ends: Chromium stops reading the socket, the server's buffer fills, its 1-event
+    # queue overflows and it closes the subscriber with 4429.
+    h.page.evaluate(
+        """(token) => setTimeout(() => {
+            const x = new XMLHttpRequest();
+            x.open("GET", "/events?types=test.unfreeze&timeout=30", false);
+            x.setRequestHeader("Authorization", "Bearer " + token);
+            x.send();
+        }, 0)""",
+        TOKEN,
+    )
     writer = StoreWriter(daemon.db).start()
     try:
-        # Freeze the page's main thread: Chromium stops reading the socket, the server's buffer
-        # fills and its 1-event queue overflows -> close 4429 -> the client resumes with since.
-        h.page.evaluate("setTimeout(() => { const t = performance.now(); while (performance.now() - t < 2000) {} }, 0)")
-        for round_ in range(2):
-            writer.put_many(count=2000, batch=1000, prefix=f"r{round_}:", start=0, value_size=4000)
-        events = h.wait_events(4000, timeout_s=60)
+        round_ = 0
+        deadline = time.monotonic() + 30
+        while _subscribers(daemon) > 0:  # write until the server sheds the frozen subscriber
+            assert time.monotonic() < deadline, "the server never closed the slow subscriber"
+            writer.put_many(count=1000, batch=1000, prefix=f"r{round_}:", start=0, value_size=4000)
+            round_ += 1
     finally:
+        daemon.publish({"type": "test.unfreeze"})
         writer.kill()
+    n = 1000 * round_
+    h.wait_events(n, timeout_s=60)
     time.sleep(0.2)
     events = h.rec("events")
-    assert len(events) == 4000
+    assert len(events) == n
     ids = [e["id"] for e in events]
     assert ids == sorted(set(ids))
-    assert [e["key"] for e in events] == [f"r{r}:{i:010d}" for r in range(2) for i in range(2000)]
-    closes = [e for e in h.rec("errors") if e.get("code") == 4429]
-    assert closes, "the server never closed with 4429: the resume path was not exercised"
+    assert [e["key"] for e in events] == [f"r{r}:{i:010d}" for r in range(round_) for i in range(1000)]
+    assert any(e.get("code") == 4429 for e in h.rec("errors")), h.rec("errors")
     assert h.page.evaluate("window.client.stats.wsAttempts") >= 2
     assert h.status() == "connected"
