@@ -13,7 +13,7 @@
  *   no duplicate); connectionStatus$ replays the current status to new subscribers.
  */
 import { Injectable, InjectionToken, NgZone, OnDestroy, inject } from '@angular/core';
-import { Observable, from, filter, map, distinctUntilChanged, share } from 'rxjs';
+import { Observable, defer, from, filter, map, distinctUntilChanged } from 'rxjs';
 import {
   CdcClient,
   type CdcClientOptions,
@@ -140,24 +140,24 @@ export class WebSocketService implements OnDestroy {
     return this.wrap(this.client.onCaptureGaps());
   }
 
-  /** Events per second over the last `windowMs` (Dashboard: live stats). */
+  /** Events per second over the last `windowMs` (Dashboard: live stats); one window per subscriber. */
   eventRate$(windowMs = 1000): Observable<number> {
-    return this.events$.pipe(
-      map(() => Date.now()),
-      map((now) => {
-        this.stamps.push(now);
-        while (this.stamps.length && (this.stamps[0] ?? now) < now - windowMs) this.stamps.shift();
-        return (this.stamps.length * 1000) / windowMs;
-      }),
-      share(),
-    );
+    return defer(() => {
+      const stamps: number[] = [];
+      return this.events$.pipe(
+        map(() => {
+          const now = Date.now();
+          stamps.push(now);
+          while (stamps.length > 0 && stamps[0] < now - windowMs) stamps.shift();
+          return (stamps.length * 1000) / windowMs;
+        }),
+      );
+    });
   }
 
   ngOnDestroy(): void {
     this.client.disconnect();
   }
-
-  private readonly stamps: number[] = [];
 
   private wrap<T>(stream: CdcStream<T>): Observable<T> {
     // CdcStream implements Symbol.observable, so RxJS `from` adopts it directly.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import RXJS_BUNDLE, TOKEN, Daemon, Harness, refused_port, wait_for
+from .conftest import RXJS_BUNDLE, TIMEOUT_FACTOR, TOKEN, Daemon, Harness, refused_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -113,7 +113,7 @@ def test_heartbeat_detects_a_dead_connection(daemon_factory: Any, harness_factor
         t0 = time.monotonic()
         h.wait_status("reconnecting", timeout_s=5)
         detected_s = time.monotonic() - t0
-        assert detected_s < 2 * 0.3 + 0.6, f"dead connection detected after {detected_s:.2f}s"
+        assert detected_s < (2 * 0.3 + 0.6) * TIMEOUT_FACTOR, f"dead connection detected after {detected_s:.2f}s"
         errors = h.rec("errors")
         assert any("heartbeat" in (e.get("reason") or "") for e in errors), errors
     finally:
