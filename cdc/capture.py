@@ -55,9 +55,23 @@ grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_dec
 +1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
 resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
 
+Store recreated or restored
+---------------------------
+If the MANIFEST's next file number drops below the WAL capture had reached (the directory now
+holds a different store), capture starts over at that store's oldest WAL with a fresh sequence
+baseline, logs a warning and keeps readiness condition ``capture_reset`` unhealthy for
+``gap_hold_s``.
+
+Limits
+------
+A WAL that the store creates *and* deletes before capture has opened it (tiny memtables at full
+write speed: WALs living ~1 ms) cannot be read; its records are reported as a sequence gap.
+Turning on WAL archiving (``WAL_ttl_seconds``) removes that window: capture reads ``archive/``.
+
 Health
 ------
-startup ``capture``: healthy once the initial catch-up reached the end of the WALs.
+startup ``capture``: healthy once the initial catch-up read past the WAL bytes present when
+capture first looked (or reached an unreadable tail it can only wait on; readiness says why).
 liveness: ``health.beat("capture")`` on every loop turn (at least every rescan interval).
 readiness: ``capture_store`` (WAL dir missing/unreadable), ``capture_gap``, ``capture_decode``,
 ``capture_lag`` (unread bytes > ``config.readiness_max_lag_bytes``).
@@ -214,10 +228,12 @@ class WalCapture:
         self.gaps = 0
         self.gap_seqs = 0
         self.decode_errors = 0
+        self.bytes_read = 0
         self.lag_bytes = 0
         self.lag_seq = 0
         # internals
         self._ctx: Any = None
+        self._metrics: Any = None
         self._leveldb = False
         self._wal_dir = ""
         self._db_dir = ""
@@ -247,6 +263,7 @@ class WalCapture:
     async def run(self, ctx: Any) -> None:
         """Capture until ``ctx.stop`` is set. Never raises on the store's content."""
         self._ctx = ctx
+        self._metrics = getattr(ctx, "metrics", None)
         self._leveldb = ctx.store.kind == "leveldb"
         self._wal_dir = ctx.store.wal_dir
         self._db_dir = ctx.store.db_dir
@@ -606,6 +623,9 @@ class WalCapture:
                 return
             if data:
                 self.pos += len(data)
+                self.bytes_read += len(data)
+                if self._metrics is not None:
+                    _metric_inc(self._metrics, "wal_bytes_read", len(data))
                 if len(data) >= self.thread_min_bytes:
                     dec = await asyncio.to_thread(self._decode, reader, data)
                 else:
