@@ -144,6 +144,8 @@ class CaptureRig:
         """Everything committed in the journal (across restarts), in id order."""
         import msgspec
 
+        if self.ctx is not None:
+            return [msgspec.json.decode(r.frame(1)) for r in self.ctx.journal.read(0, 10_000_000)]
         j = Journal(os.path.join(self.state_dir, "journal"), sync=False)
         try:
             return [msgspec.json.decode(r.frame(1)) for r in j.read(0, 10_000_000)]

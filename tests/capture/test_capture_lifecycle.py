@@ -215,3 +215,21 @@ async def test_store_recreated_capture_starts_over_and_says_so(rig, writer_facto
     assert [e["seq"] for e in rig.key_changes()][-2:] == [s1, s2] == [1, 2]
     assert rig.health.ok("readiness", "capture_reset") is False
     assert "recreated" in rig.health.state[("readiness", "capture_reset")][1]
+
+
+async def test_resume_from_checkpoint_in_archive(rig, writer_factory, tmp_path):
+    w = writer_factory(options={"wal_ttl_seconds": 3600})
+    await rig.start()
+    await w.aput_many(100, batch=10, prefix="a")
+    await wait_for(lambda: len(rig.key_changes()) >= 100, what="first events")
+    await rig.stop()
+    await w.aput_many(50, batch=10, prefix="b")  # same WAL, unread
+    await w.aflush()  # ... which now moves to archive/
+    await w.aput_many(50, batch=10, prefix="c")
+    assert os.listdir(tmp_path / "db" / "archive")
+    await rig.start()
+    await wait_for(lambda: len(rig.key_changes()) >= 100, what="resumed events")
+    assert _seqs(rig.key_changes()) == list(range(101, 201))
+    assert rig.of_type("capture_gap") == []
+    all_kc = [e for e in rig.journal_events() if e["type"] == "key_change"]
+    assert _seqs(all_kc) == list(range(1, 201))
