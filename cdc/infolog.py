@@ -345,6 +345,8 @@ class CompactionTracker:
         self._pending_status: dict[int, CompactedTo] = {}  # thread -> last "compacted to" line
         self._pending_error: dict[int, str] = {}  # thread -> last "Compaction error" status
         self._moved: dict[int, list[Moved]] = {}  # thread -> Moved lines before trivial_move
+        self._failed_jobs: OrderedDict[int, None] = OrderedDict()  # reported failed before their finish line
+        self._failed_flushes: OrderedDict[int, None] = OrderedDict()
         self.session = 0  # bumped by each reset (a new store session)
         self.session_id: str | None = None  # the store's DB Session ID of the lines being read
 
@@ -372,8 +374,10 @@ class CompactionTracker:
             self._pending_status[notice.thread] = notice
             return []
         if isinstance(notice, CompactionError):
-            self._pending_error[notice.thread] = notice.status
-            return []
+            failed = self._fail_running_on_thread(notice.thread, notice.status, now_ms)
+            if not failed:
+                self._pending_error[notice.thread] = notice.status
+            return failed
         if isinstance(notice, Moved):
             self._moved.setdefault(notice.thread, []).append(notice)
             self._cover([notice.file_number])
@@ -403,6 +407,8 @@ class CompactionTracker:
         self._pending_status.clear()
         self._pending_error.clear()
         self._moved.clear()
+        self._failed_jobs.clear()
+        self._failed_flushes.clear()
         self.session += 1
         return out
 
@@ -474,6 +480,7 @@ class CompactionTracker:
             fj = self.flushes.get(n.job)
             if fj is not None and fj.started:
                 del self.flushes[n.job]
+                self._failed_flushes[n.job] = None
                 return [self._flush_event(fj, "failed", now_ms, {"reason": n.status})]
         if n.kind == "compaction" and n.job is not None:
             cj = self.compactions.get(n.job)
@@ -482,6 +489,32 @@ class CompactionTracker:
                 return [self._compaction_event(cj, "failed", now_ms, {"reason": n.status})]
         if n.kind == "compaction":
             self._pending_error.setdefault(n.thread, n.status)
+        if n.kind == "background":
+            return self._fail_running_on_thread(n.thread, n.status, now_ms)
+        return []
+
+    def _fail_running_on_thread(self, thread: int, status: str, now_ms: int) -> list[TrackerEvent]:
+        """A compaction error on the thread running a compaction fails that job at once.
+
+        RocksDB may never write the job's buffered ``compacted to`` / compaction_finished pair
+        (seen for real with a full disk); if it does later, that pair is swallowed.
+        """
+        for job, cj in self.compactions.items():
+            if cj.started_us is not None and cj.thread == thread:
+                del self.compactions[job]
+                self._failed_jobs[job] = None
+                while len(self._failed_jobs) > 1024:
+                    self._failed_jobs.popitem(last=False)
+                return [self._compaction_event(cj, "failed", now_ms, {"reason": status})]
+        for job, fj in self.flushes.items():
+            if fj.started and fj.thread == thread:  # seen for real: a flush on a full disk
+                del self.flushes[job]
+                self._failed_flushes[job] = None
+                while len(self._failed_flushes) > 1024:
+                    self._failed_flushes.popitem(last=False)
+                if fj.file_number is not None:
+                    self.flush_outputs.discard(fj.file_number)
+                return [self._flush_event(fj, "failed", now_ms, {"reason": status})]
         return []
 
     def _on_event(self, n: EventLog, now_ms: int) -> list[TrackerEvent]:
@@ -586,6 +619,10 @@ class CompactionTracker:
             fj.details = details
             return [FlushStatus(timestamp=now_ms, status="started", cf=fj.cf, job=job, details=dict(details))]
         if ev == "flush_finished" and job is not None:
+            if job in self._failed_flushes:  # already reported failed from its error line
+                del self._failed_flushes[job]
+                self.flushes.pop(job, None)
+                return []
             fj = self.flushes.pop(job, None)
             if fj is None:
                 fj = FlushJob(job, self.job_cf.get(job, "default"), n.thread)
@@ -613,6 +650,9 @@ class CompactionTracker:
         cj = self.compactions.pop(job, None)
         ct = self._pending_status.pop(n.thread, None)
         err = self._pending_error.pop(n.thread, None)
+        if job in self._failed_jobs:  # already reported failed from its error line
+            del self._failed_jobs[job]
+            return []
         if cj is None:
             cj = CompactionJob(job, ct.cf if ct is not None else self.job_cf.get(job, "default"), n.thread)
         extra: dict[str, Any] = {}

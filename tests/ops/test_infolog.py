@@ -254,3 +254,60 @@ def test_parse_log_bytes_equals_every_line(real_log):
     assert parse_log_bytes(data) == parse_lines(real_log)
     assert parse_log_bytes(b"") == [] and parse_log_bytes(b"\n\n\xff\xfe EVENT_LOG_v1 {") == []
 
+
+
+# Real lines: a manual compaction on a 20 MB tmpfs that filled up (RocksDB 9.8.4 via rocksdict).
+# RocksDB wrote neither "compacted to" nor compaction_finished for the job.
+DISK_FULL = """\
+2026/11/25-18:29:29.565015 140460437796544 [db/compaction/compaction_job.cc:2098] [default] [JOB 6] Compacting 4@0 files to L6, score -1.00
+2026/11/25-18:29:29.565019 140460437796544 [db/compaction/compaction_job.cc:2102] [default]: Compaction start summary: Base version 6 Base level 0, inputs: [15(3507KB) 13(3507KB) 11(3507KB) 9(3507KB)]
+2026/11/25-18:29:29.565033 140460437796544 EVENT_LOG_v1 {"time_micros": 1795631369565025, "job": 6, "event": "compaction_started", "compaction_reason": "ManualCompaction", "files_L0": [15, 13, 11, 9], "score": -1, "input_data_size": 14366350, "oldest_snapshot_seqno": -1}
+2026/11/25-18:29:29.620071 140460437796544 [WARN] [db/db_impl/db_impl_compaction_flush.cc:4024] Compaction error: IO error: No space left on device: While appending to file: /tmp/h4/mnt/db/000016.sst: No space left on device
+2026/11/25-18:29:29.620081 140460437796544 [WARN] [db/error_handler.cc:393] Background IO error IO error: No space left on device: While appending to file: /tmp/h4/mnt/db/000016.sst: No space left on device, reason 1
+2026/11/25-18:29:29.620083 140460437796544 [db/error_handler.cc:279] ErrorHandler: Set regular background error
+2026/11/25-18:29:29.620157 140460467571584 (Original Log Time 2026/11/25-18:29:29.564945) [db/db_impl/db_impl_compaction_flush.cc:2128] [default] Manual compaction starting
+2026/11/25-18:29:29.622166 140460467571584 [WARN] [db/error_handler.cc:393] Background IO error IO error: No space left on device: While appending to file: /tmp/h4/mnt/db/000014.log: No space left on device, reason 2
+"""
+
+
+def test_real_disk_full_compaction_fails_at_its_error_line():
+    events, tracker = feed_all(DISK_FULL.splitlines())
+    assert [e.status for e in events] == ["started", "failed"]
+    failed = events[1]
+    assert failed.job == 6 and failed.details["input_files"] == {"L0": [15, 13, 11, 9]}
+    assert failed.details["reason"].startswith("IO error: No space left on device: While appending to file")
+    assert not tracker.running()
+    # should RocksDB write the buffered pair later, it does not give a second verdict
+    late = [
+        TB.replace("139709047109312", "140460437796544") + "[db/compaction/compaction_job.cc:929] [default] compacted to: "
+        "files[4 0 0 0 0 0 0] max score 0.00, MB/sec: 0.0 rd, 0.0 wr, level 6, files in(4, 0) out(0 +0 blob) "
+        "MB in(13.7, 0.0 +0.0 blob) out(0.0 +0.0 blob), read-write-amplify(1.0) write-amplify(0.0) IO error: No space left "
+        "on device, records in: 100, records dropped: 0 output_compression: NoCompression",
+        TB.replace("139709047109312", "140460437796544") + 'EVENT_LOG_v1 {"time_micros": 2, "job": 6, "event": '
+        '"compaction_finished", "output_level": 6}',
+    ]
+    more, _ = feed_all(late, tracker)
+    assert more == []
+
+
+# Real lines: a flush (WAL disabled) onto a 6 MB tmpfs that filled up. No flush_finished followed.
+FLUSH_DISK_FULL = """\
+2026/11/25-18:30:09.475444 140664830420672 [db/flush_job.cc:901] [default] [JOB 2] Flushing memtable with next log file: 4
+2026/11/25-18:30:09.475466 140664830420672 EVENT_LOG_v1 {"time_micros": 1795631409475460, "job": 2, "event": "flush_started", "num_memtables": 1, "num_entries": 8000, "num_deletes": 0, "total_data_size": 8152000, "memory_usage": 8332440, "num_range_deletes": 0, "flush_reason": "Manual Flush"}
+2026/11/25-18:30:09.475468 140664830420672 [db/flush_job.cc:947] [default] [JOB 2] Level-0 flush table #8: started
+2026/11/25-18:30:09.487035 140664830420672 [db/flush_job.cc:1094] [default] [JOB 2] Flush lasted 11595 microseconds, and 8875 cpu microseconds.
+2026/11/25-18:30:09.487067 140664830420672 [WARN] [db/error_handler.cc:393] Background IO error IO error: No space left on device: While appending to file: /tmp/h4/mnt2/db/000008.sst: No space left on device, reason 5
+2026/11/25-18:30:09.487069 140664830420672 [db/error_handler.cc:279] ErrorHandler: Set regular background error
+2026/11/25-18:30:09.487175 140664507414208 [ERROR] [file/sst_file_manager_impl.cc:290] Cannot clear hard error
+"""
+
+
+def test_real_disk_full_flush_fails_at_its_error_line():
+    events, tracker = feed_all(FLUSH_DISK_FULL.splitlines())
+    assert [(type(e).__name__, e.status) for e in events] == [("FlushStatus", "started"), ("FlushStatus", "failed")]
+    f = events[1]
+    assert f.job == 2 and f.details["file_number"] == 8 and f.details["entries"] == 8000
+    assert f.details["reason"].startswith("IO error: No space left on device")
+    assert not tracker.flushes and 8 not in tracker.flush_outputs
+    late = TB + 'EVENT_LOG_v1 {"time_micros": 2, "job": 2, "event": "flush_finished", "lsm_state": [0]}'
+    assert feed_all([late], tracker)[0] == []
