@@ -229,3 +229,35 @@ async def test_daemon_restart_during_compaction_keeps_tracking_it(tmp_path, ops_
     done = second[-1]
     assert done["details"]["input_file_count"] == 4 and done["details"]["input_bytes"] > 15_000_000
     assert "source" not in done["details"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 20 MB tmpfs (needs root with mount rights; skipped otherwise)."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+async def test_real_disk_full_compaction_reported_failed(tmp_path, ops_config, small_tmpfs):
+    db = os.path.join(small_tmpfs, "db")
+    with OpsWriter(db) as w:
+        async with run_components(ops_config(db), str(tmp_path), [InfoLogWatcher]) as h:
+            for _ in range(4):
+                w.cmd("fill", count=3500, value_size=1000)
+                w.cmd("flush")
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 4)
+            w.cmd("compact")  # needs ~14 MB more than the disk has
+            await wait_for(lambda: any(e["status"] == "failed" for e in h.events("compaction_status")))
+        w.kill()
+    comps = h.events("compaction_status")
+    assert [e["status"] for e in comps if e["status"] != "running"] == ["started", "failed"], comps
+    assert "No space left on device" in comps[-1]["details"]["reason"]
