@@ -125,6 +125,26 @@ class _Formatter:
         rec = DumpRecord
         general = self._general
         for wal, off, bseq, _count, ops in batches:
+            if len(ops) == 1:
+                # single-record batch (the most common WAL record)
+                op = ops[0]
+                seq, name, cf_id, key, value, end_key, ts = op
+                if seq >= 0 and end_key is None and ts is None and name != "put_entity":
+                    try:
+                        if values and value is not None:
+                            append(
+                                rec(
+                                    seq, name, names[cf_id], key.decode(), wal, off,
+                                    None, None, None, value.decode(),
+                                )
+                            )
+                        else:
+                            append(rec(seq, name, names[cf_id], key.decode(), wal, off))
+                        continue
+                    except UnicodeDecodeError:
+                        pass
+                general(wal, off, bseq, ops, out)
+                continue
             if not ops:
                 continue
             first = ops[0][0]

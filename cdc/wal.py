@@ -516,26 +516,29 @@ def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
     unpack = _unpack_fused
     decode = _decode_batch
     new = _new
-    while nbuf - i >= 20:
-        block_left = 32768 - (boff + i) % 32768
-        if block_left < 20:
+    while True:
+        # one block at a time: records never cross a block boundary
+        lim = i + 32768 - (boff + i) % 32768
+        if lim > nbuf:
+            lim = nbuf
+        if i + 20 > lim:
             break
-        masked, length, rtype, seq, count, tag = unpack(buf, i)
-        e = i + 7 + length
-        if rtype != 1 or 7 + length > block_left or e > nbuf:
-            break
-        c = crc(buf[i + 6 : e])
-        if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
-            break
-        if count == 1 and tag == 1:
-            # single default-CF Put with one-byte varint lengths
-            kl = buf[i + 20]
-            if kl < 0x80:
+        block_start_i = i
+        while i + 20 <= lim:
+            masked, length, rtype, seq, count, tag = unpack(buf, i)
+            e = i + 7 + length
+            if rtype != 1 or e > lim:
+                break
+            c = crc(buf[i + 6 : e])
+            if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
+                break
+            if count == 1 and tag == 1:
+                # single default-CF Put with one-byte varint lengths
+                kl = buf[i + 20]
                 ke = i + 21 + kl
-                if ke < e:
+                if kl < 0x80 and ke < e:
                     vl = buf[ke]
                     if vl < 0x80 and ke + 1 + vl == e:
-                        key = buf[i + 21 : ke]
                         append(
                             new(
                                 Batch,
@@ -544,17 +547,22 @@ def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
                                     base + i,
                                     seq,
                                     1,
-                                    [new(Op, (seq, "put", 0, key, buf[ke + 1 : e], None, None))],
+                                    [new(Op, (seq, "put", 0, buf[i + 21 : ke], buf[ke + 1 : e], None, None))],
                                 ),
                             )
                         )
                         i = e
                         continue
-        try:
-            append(decode(buf[i + 7 : e], log_number, base + i, leveldb))
-        except FormatError:
+            try:
+                append(decode(buf[i + 7 : e], log_number, base + i, leveldb))
+            except FormatError:
+                break
+            i = e
+        if i + 20 <= lim or i == block_start_i:
+            break  # stopped on something the general reader must handle
+        # the rest of the block is a trailer or a record of < 20 bytes: let the reader decide
+        if i < lim:
             break
-        i = e
     if i != start_i:
         log._pos = log.offset = base + i
         log._legacy_seen = True
