@@ -2,7 +2,9 @@
 //
 // The event interfaces mirror the msgspec Structs in cdc/events.py (the JSON Schema is served at
 // `/schema.json`); tests/frontend/test_dts.py fails when a type or field is missing here or has
-// an incompatible type. Fields the server omits when they hold their default are optional.
+// an incompatible type. The server omits `cf`, `details` and `reason` when they hold their
+// default; CdcClient fills them back in, so they are declared present. Other defaulted fields
+// (`*_encoding`, `end_key`, `value`, `job`) are optional.
 
 // --------------------------------------------------------------------------- events
 
@@ -27,8 +29,8 @@ export interface KeyChangeEvent extends BaseEvent {
   operation: KeyOperation | (string & {});
   key: string;
   key_encoding?: BytesEncoding | null;
-  /** Column family name; omitted for "default". */
-  cf?: string;
+  /** Column family name ("default" when the server omitted it). */
+  cf: string;
   /** The store's sequence number of this record. */
   seq: number;
   /** delete_range only: exclusive end of the range. */
@@ -74,17 +76,17 @@ export type CompactionState = "started" | "running" | "completed" | "failed";
 export interface CompactionEvent extends BaseEvent {
   type: "compaction_status";
   status: CompactionState | (string & {});
-  cf?: string;
+  cf: string;
   job?: number | null;
-  details?: JobDetails;
+  details: JobDetails;
 }
 
 export interface FlushEvent extends BaseEvent {
   type: "flush_status";
   status: "started" | "completed" | "failed" | (string & {});
-  cf?: string;
+  cf: string;
   job?: number | null;
-  details?: JobDetails;
+  details: JobDetails;
 }
 
 export type Probe = "liveness" | "readiness" | "startup";
@@ -93,20 +95,20 @@ export interface HealthEvent extends BaseEvent {
   type: "health_change";
   probe: Probe | (string & {});
   status: "healthy" | "unhealthy";
-  reason?: string;
+  reason: string;
 }
 
 export interface SyncEvent extends BaseEvent {
   type: "sync_event";
   status: "started" | "completed" | "conflict" | (string & {});
-  details?: Record<string, unknown>;
+  details: Record<string, unknown>;
 }
 
 export interface SnapshotEvent extends BaseEvent {
   type: "snapshot_event";
   status: "started" | "completed" | "failed" | "deleted" | (string & {});
   name: string;
-  details?: Record<string, unknown>;
+  details: Record<string, unknown>;
 }
 
 /** Sequence numbers the capture could not read (e.g. a WAL deleted while cdc was down). */
@@ -114,7 +116,7 @@ export interface CaptureGapEvent extends BaseEvent {
   type: "capture_gap";
   from_seq: number;
   to_seq: number;
-  reason?: string;
+  reason: string;
 }
 
 /** An event published with a namespaced custom type (`cdc publish --type myapp.reindex`). */

@@ -20,6 +20,8 @@
 //   attempt counter is reset once a connection stayed up for stableMs.
 // - A connection that delivers no frame for 2 heartbeat intervals (ping + server heartbeat) is
 //   declared dead and replaced.
+// - Fields the server omits when they hold their default (cf "default", details {}, reason "")
+//   are filled in, so every event has the fields CONTRACT.md section 4 lists.
 // - The token is sent only in the WebSocket URL query (`token=`, as the seed asks) or the
 //   Authorization header of polling requests; it is never logged or put into errors.
 
@@ -161,6 +163,33 @@ function derivePollUrl(wsUrl) {
   u.search = "";
   u.hash = "";
   return u.toString();
+}
+
+/**
+ * The server omits fields that hold their default (msgspec omit_defaults): put them back so
+ * that every event has the fields CONTRACT.md lists (`cf`, `details`, `reason`).
+ */
+function fillDefaults(ev) {
+  switch (ev.type) {
+    case "key_change":
+      if (ev.cf === undefined) ev.cf = "default";
+      break;
+    case "compaction_status":
+    case "flush_status":
+      if (ev.cf === undefined) ev.cf = "default";
+      if (ev.details === undefined) ev.details = {};
+      break;
+    case "sync_event":
+    case "snapshot_event":
+      if (ev.details === undefined) ev.details = {};
+      break;
+    case "health_change":
+    case "capture_gap":
+      if (ev.reason === undefined) ev.reason = "";
+      break;
+    default:
+  }
+  return ev;
 }
 
 function isDataEvent(ev) {
@@ -563,7 +592,7 @@ export class CdcClient {
     }
     this.lastId = ev.id;
     this.stats.delivered++;
-    this.events._next(ev);
+    this.events._next(fillDefaults(ev));
   }
 
   _onWsClose(code, reason) {

@@ -112,7 +112,7 @@ export class WebSocketService implements OnDestroy {
   onKeyChange(key: string, opts: { cf?: string; prefix?: boolean } = {}): Observable<KeyChangeEvent> {
     return this.onKeyChanges().pipe(
       filter((ev) => (opts.prefix ? ev.key.startsWith(key) : ev.key === key)),
-      filter((ev) => opts.cf === undefined || (ev.cf ?? 'default') === opts.cf),
+      filter((ev) => opts.cf === undefined || ev.cf === opts.cf),
     );
   }
 

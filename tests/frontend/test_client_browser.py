@@ -38,6 +38,7 @@ def test_events_arrive_in_order_once(daemon: Daemon, harness: Harness) -> None:
     events = harness.wait_events(25)
     _assert_exactly(events, list(range(25)))
     assert [e["id"] for e in events] == published
+    assert all(isinstance(e["details"], dict) for e in events)
     assert all(isinstance(e["timestamp"], int) for e in events)
     assert harness.page.evaluate("window.client.lastId") == published[-1]
     hello = [f for f in harness.rec("control") if f["type"] == "hello"]
@@ -233,6 +234,7 @@ def test_batch_frames_values_and_byte_exact_keys(daemon: Daemon, harness: Harnes
     assert len({e["id"] for e in events}) == len(events)
     assert [e["key"] for e in events[:400]] == ["k%010d" % i for i in range(400)]
     assert all(isinstance(e.get("value"), str) for e in events)
+    assert all(e["cf"] == "default" for e in events)  # omitted on the wire, filled in by the client
     binary = events[400]
     assert binary["key_encoding"] == "base64" and binary["value_encoding"] == "base64"
     import base64
