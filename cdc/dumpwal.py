@@ -45,7 +45,7 @@ from .manifest import ManifestState
 from .store import detect_store, list_wal_files, load_manifest
 from .wal import Batch, WalReader, decode_entity
 
-_READ_CHUNK = 4 << 20
+_READ_CHUNK = 1 << 18  # small pieces keep the live objects (and page faults) few
 _FLUSH_BYTES = 1 << 20
 _WAL_NAME = re.compile(r"^(\d+)\.log$")
 
