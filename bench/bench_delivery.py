@@ -126,6 +126,19 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         subscriber_queue=100_000,
     )
     app = App(cfg, components=None if db else [], journal_sync=not os.environ.get("CDC_BENCH_NOSYNC"))
+    gc_pauses: list[float] = []
+    if os.environ.get("CDC_BENCH_GCLOG"):  # diagnose latency tails: GC pauses in the daemon
+        import gc
+
+        t_gc = [0.0]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                t_gc[0] = time.perf_counter()
+            else:
+                gc_pauses.append((time.perf_counter() - t_gc[0]) * 1000)
+
+        gc.callbacks.append(on_gc)
     started = asyncio.Event()
     task = asyncio.create_task(app.run(started))
     await started.wait()
@@ -151,6 +164,9 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
             print("SENT", flush=True)
     app.stop.set()
     await task
+    if gc_pauses:
+        gc_pauses.sort()
+        print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
 
 
 def server_main(argv: list[str]) -> None:
