@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 import os
 import struct
@@ -171,6 +172,82 @@ class _Decoded(NamedTuple):
 
 _UNKNOWN_CF = "\x00unknown"
 
+_IN_CREATE = 0x100
+_IN_MOVED_TO = 0x80
+_IN_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
+
+
+class _WalGrabber:
+    """Opens each new ``NNNNNN.log`` the moment the store creates it (Linux inotify thread).
+
+    Why: a WAL can be created and deleted again within milliseconds (small memtables, fast
+    writers); the watchfiles hint reaches the event loop later than that. This thread blocks
+    in read(2) on an inotify fd (no GIL held), opens the new file at once and hands the open
+    fd to the event loop. Purely an accelerator: without inotify (other OS, limits) capture
+    works the same from watchfiles hints and rescans.
+    """
+
+    def __init__(self, wal_dir: str, on_open: Callable[[int, str, int], None]) -> None:
+        import ctypes
+        import ctypes.util
+        import threading
+
+        self.wal_dir = wal_dir
+        self.on_open = on_open
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        self._fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        wd = libc.inotify_add_watch(self._fd, wal_dir.encode(), _IN_CREATE | _IN_MOVED_TO)
+        if wd < 0:
+            os.close(self._fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {wal_dir} failed")
+        self._stop = False
+        self._r, self._w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="cdc-wal-grabber", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._r, select.POLLIN)
+        base = self.wal_dir
+        while not self._stop:
+            try:
+                poller.poll()
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            pos = 0
+            while pos + _IN_EVENT.size <= len(data):
+                _wd, _mask, _cookie, ln = _IN_EVENT.unpack_from(data, pos)
+                name = data[pos + _IN_EVENT.size : pos + _IN_EVENT.size + ln].split(b"\0", 1)[0]
+                pos += _IN_EVENT.size + ln
+                if name.endswith(b".log") and name[:-4].isdigit():
+                    path = os.path.join(base, name.decode())
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        continue
+                    self.on_open(int(name[:-4]), path, fd)
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            os.write(self._w, b"x")
+        except OSError:
+            pass
+        self._thread.join(2)
+        for fd in (self._fd, self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
 
 class WalCapture:
     """Tail the store's WALs into ``key_change`` events (component; see module docstring).
@@ -184,6 +261,8 @@ class WalCapture:
         corrupt_retry_s: how long a bad record at the live tail is retried before skipping.
         corrupt_hold_s: how long readiness stays unhealthy after skipping corrupt data.
         max_open: most WAL fds held ahead of the current one.
+        watch: use watchfiles notifications (else rescans only).
+        grab: open new WALs from an inotify thread the moment they are created (Linux).
     """
 
     def __init__(
@@ -198,6 +277,7 @@ class WalCapture:
         corrupt_hold_s: float = 60.0,
         max_open: int = 256,
         watch: bool = True,
+        grab: bool = True,
     ) -> None:
         self.chunk_bytes = chunk_bytes
         self.thread_min_bytes = thread_min_bytes
@@ -208,6 +288,7 @@ class WalCapture:
         self.corrupt_hold_s = corrupt_hold_s
         self.max_open = max_open
         self.watch = watch
+        self.grab = grab
         # state (valid while running)
         self.tails: dict[int, _Tail] = {}
         self.cur: _Tail | None = None
@@ -256,6 +337,9 @@ class WalCapture:
         self._corrupt_until = 0.0
         self._dir_ino: int | None = None
         self._watch_restart: asyncio.Event | None = None
+        self._grabber: _WalGrabber | None = None
+        self._grabbed: collections.deque[tuple[int, str, int]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
 
     # ------------------------------------------------------------------ component
@@ -280,6 +364,12 @@ class WalCapture:
         await self._reload_manifest(force=True)
         stopper = asyncio.create_task(self._wake_on_stop(), name="capture:stop")
         watcher = asyncio.create_task(self._watch_loop(), name="capture:watch") if self.watch else None
+        if not self.watch:
+            try:
+                self._dir_ino = os.stat(self._wal_dir).st_ino
+            except OSError:
+                self._dir_ino = None
+            self._arm_grabber()
         try:
             while not ctx.stop.is_set():
                 self._beat()
@@ -297,6 +387,7 @@ class WalCapture:
                         await t
                     except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                         pass
+            self._disarm_grabber()
             self._close_all()
 
     async def _wake_on_stop(self) -> None:
@@ -349,6 +440,7 @@ class WalCapture:
             restart = self._watch_restart = asyncio.Event()
             if ctx.stop.is_set():
                 return
+            self._arm_grabber()
             try:
                 async for changes in watchfiles.awatch(
                     *paths,
@@ -368,6 +460,55 @@ class WalCapture:
                 log.debug("watcher stopped: %s", exc)
             if not ctx.stop.is_set() and not restart.is_set():
                 await self._sleep_stop(0.05)
+
+    def _arm_grabber(self) -> None:
+        self._take_grabbed()
+        self._disarm_grabber()
+        if not self.grab or not os.path.isdir(self._wal_dir):
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._grabber = _WalGrabber(self._wal_dir, self._on_grab)
+        except (OSError, AttributeError) as exc:  # no inotify: hints + rescans still work
+            log.debug("no inotify WAL grabber: %s", exc)
+            self._grabber = None
+
+    def _disarm_grabber(self) -> None:
+        g, self._grabber = self._grabber, None
+        if g is not None:
+            g.close()
+        while self._grabbed:
+            try:
+                os.close(self._grabbed.popleft()[2])
+            except (OSError, IndexError):
+                pass
+
+    def _on_grab(self, number: int, path: str, fd: int) -> None:
+        """(grabber thread) a new WAL was opened: hand the fd to the loop."""
+        self._grabbed.append((number, path, fd))
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # loop closed
+                pass
+
+    def _take_grabbed(self) -> None:
+        """(loop) adopt the fds the grabber opened; close the ones not needed."""
+        while self._grabbed:
+            number, path, fd = self._grabbed.popleft()
+            if number >= self.floor and number not in self.tails and len(self.tails) < self.max_open:
+                ino = os.fstat(fd).st_ino
+                for old in self.tails.values():
+                    if old.ino == ino and old.number != number:
+                        old.gone = True  # recycled
+                self.tails[number] = _Tail(number, path, fd, ino)
+                self._dir_dirty = True
+            else:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     async def _sleep_stop(self, delay_s: float) -> None:
         try:
@@ -399,6 +540,8 @@ class WalCapture:
     # ------------------------------------------------------------------ one step
 
     async def _step(self) -> None:
+        if self._grabbed:
+            self._take_grabbed()
         now = time.monotonic()
         if now >= self._next_rescan:
             self._dir_dirty = True
@@ -470,13 +613,20 @@ class WalCapture:
             ino: int | None = os.stat(self._wal_dir).st_ino
         except OSError:
             ino = None
-        if ino != self._dir_ino and self._watch_restart is not None:
-            self._watch_restart.set()
+        if ino == self._dir_ino:
+            return
+        if self._watch_restart is not None:
+            self._watch_restart.set()  # the watch loop re-arms watcher and grabber
+        elif not self.watch:
+            self._dir_ino = ino
+            self._arm_grabber()
 
     # ------------------------------------------------------------------ directory scan
 
     def _scan(self) -> None:
         """List the WAL dir: open new WALs (>= floor), notice deleted/archived/recycled ones."""
+        if self._grabbed:
+            self._take_grabbed()
         try:
             entries = list_wal_files(self._wal_dir)
             if not os.path.isdir(self._wal_dir):
@@ -849,6 +999,8 @@ class WalCapture:
         return False
 
     def _next_tail(self, number: int) -> _Tail | None:
+        if self._grabbed:
+            self._take_grabbed()
         higher = [n for n in self.tails if n > number]
         return self.tails[min(higher)] if higher else None
 
