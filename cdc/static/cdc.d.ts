@@ -350,8 +350,8 @@ export declare class CdcClient {
   disconnect(): void;
   /** Refresh the token: sent as {"op":"auth"} on the open connection, used by later reconnects. */
   setToken(token: string): void;
-  /** Change the filter at runtime; omitted keys are kept. */
-  subscribe(filter: Filter): void;
+  /** Change the filter (and whether values are sent) at runtime; omitted keys are kept. */
+  subscribe(filter: Filter & { values?: boolean }): void;
 
   on<K extends EventType>(type: K): CdcStream<EventByType[K]>;
   on(...types: string[]): CdcStream<ServerEvent>;

@@ -323,18 +323,19 @@ export class CdcClient {
   }
 
   /**
-   * Change the filter at runtime ({types, cf, prefix}; omitted keys are kept). Sent to the
+   * Change the filter at runtime ({types, cf, prefix, values}; omitted keys are kept). Sent to the
    * server on the open WebSocket (it answers `subscribed`) and used by every later reconnect/poll.
    */
   subscribe(filter = {}) {
     for (const k of ["types", "cf", "prefix"]) {
       if (filter[k] !== undefined) this._filter[k] = toList(filter[k], k !== "prefix");
     }
+    if (filter.values !== undefined) this.values = !!filter.values;
     if (this._ws && this._wsHello) {
       // An empty list means "everything" (null on the wire; [] would match nothing).
       const f = this._filter;
       const wire = (l) => (l.length ? l : null);
-      this._send({ op: "subscribe", types: wire(f.types), cf: wire(f.cf), prefix: wire(f.prefix) });
+      this._send({ op: "subscribe", types: wire(f.types), cf: wire(f.cf), prefix: wire(f.prefix), values: this.values });
     }
     if (this._pollAbort) this._pollAbort.abort(); // restart the current long-poll with the new filter
   }

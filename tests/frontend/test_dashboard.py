@@ -92,6 +92,7 @@ def test_dashboard_shows_live_data(store_daemon: Any, context: Any, artifacts: P
         "() => { window.__sub = 0; window.cdc.client.control.subscribe((f) => { if (f.type === 'subscribed') window.__sub++; }); }"
     )
     page.fill("#f-prefix", "user:2")
+    page.check("#f-values")
     page.click("#f-apply")
     wait_for(lambda: page.evaluate("window.__sub") == 1, 5, what="subscribed frame")
     wait_for(lambda: page.locator("#others .item", has_text="prefix=user:2").count() == 1, 5, what="filter notice")
@@ -99,10 +100,11 @@ def test_dashboard_shows_live_data(store_daemon: Any, context: Any, artifacts: P
     assert _rows(page) == 0
     writer.put("order:999", "x", cf="orders")
     writer.put("user:1999", "not under the prefix")
-    writer.put("user:2001", "y")
+    writer.put("user:2001", "value-of-2001")
     wait_for(lambda: _rows(page) >= 1, 10, what="filtered row")
     texts = page.locator("#keys tr").all_inner_texts()
     assert len(texts) == 1 and "user:2001" in texts[0], texts  # in id order: earlier writes would show first
+    assert "value-of-2001" in texts[0], texts  # values asked for at runtime (subscribe op)
 
 
 def test_dashboard_login_field_and_bad_token(daemon: Daemon, context: Any) -> None:
