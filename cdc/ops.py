@@ -6,7 +6,8 @@ persist their position only through ``ctx.bus.emit(events, checkpoints=...)``.
 
 ``InfoLogWatcher`` (checkpoint ``"infolog"``, plus ``"infolog_files"``):
 
-- Tails ``<db>/LOG`` (polling every ``poll_s``; LOG lines arrive in bursts anyway). Only
+- Tails ``<db>/LOG`` (or ``<db_log_dir>/<flattened db path>_LOG`` when the store's OPTIONS set
+  ``db_log_dir``, see :func:`find_info_log`) (polling every ``poll_s``; LOG lines arrive in bursts anyway). Only
   complete lines are parsed; a partial last line waits. The checkpoint is (inode, offset of the
   end of the last complete line consumed), committed with the events that line range produced.
 - Rotation: when ``LOG`` gets a new inode, the old file (renamed ``LOG.old.<micros>``) is read
@@ -53,7 +54,35 @@ log = logging.getLogger("cdc.ops")
 __all__ = ["InfoLogWatcher", "SnapshotWatcher", "COMPONENTS"]
 
 _MANIFEST_RE = re.compile(r"^MANIFEST-(\d+)$")
-_OLD_LOG_RE = re.compile(r"^LOG\.old\.(\d+)$")
+_OPTIONS_RE = re.compile(r"^OPTIONS-(\d+)$")
+
+
+def find_info_log(db_dir: str) -> tuple[str, str]:
+    """(directory, file name) of the store's info LOG.
+
+    ``<db>/LOG`` unless the newest ``OPTIONS-N`` sets ``db_log_dir``: then RocksDB writes
+    ``<db_log_dir>/<flattened absolute DB path>_LOG`` (path without its leading ``/``, every
+    character other than letters, digits, ``.``, ``-``, ``_`` replaced by ``_``).
+    """
+    try:
+        opts = [(int(m.group(1)), n) for n in os.listdir(db_dir) if (m := _OPTIONS_RE.match(n))]
+    except OSError:
+        opts = []
+    log_dir = ""
+    if opts:
+        try:
+            with open(os.path.join(db_dir, max(opts)[1]), encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    key, eq, value = line.strip().partition("=")
+                    if eq and key.strip() == "db_log_dir":
+                        log_dir = value.strip()
+                        break
+        except OSError:
+            pass
+    if not log_dir:
+        return db_dir, "LOG"
+    flat = "".join(c if (c.isascii() and c.isalnum()) or c in ".-_" else "_" for c in os.path.abspath(db_dir).lstrip("/"))
+    return log_dir, flat + "_LOG"
 _SST_RE = re.compile(r"^(\d+)\.(?:sst|ldb)$")
 _MAX_READ = 4 << 20
 _MAX_EVENTS_PER_STEP = 5000  # a long LOG at first start is emitted in slices (bus backpressure)
@@ -154,7 +183,7 @@ class InfoLogWatcher:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.db_dir: str = config.db
-        self.log_path = os.path.join(self.db_dir, "LOG")
+        self._locate_log()
         grace = getattr(config, "ops_manifest_grace_s", None)
         if isinstance(grace, (int, float)):
             self.manifest_grace_s = float(grace)
@@ -192,6 +221,7 @@ class InfoLogWatcher:
         self._leveldb = getattr(store, "kind", "rocksdb") == "leveldb"
         if self._leveldb:  # LevelDB logs no EVENT_LOG_v1: the MANIFEST is the only source
             self.manifest_grace_s = min(self.manifest_grace_s, 0.5)
+        self._locate_log()
         self._restore(ctx)
         try:
             while not ctx.stop.is_set():
@@ -203,6 +233,11 @@ class InfoLogWatcher:
                     break
         finally:
             self._close_fd()
+
+    def _locate_log(self) -> None:
+        self.log_dir, self.log_name = find_info_log(self.db_dir)
+        self.log_path = os.path.join(self.log_dir, self.log_name)
+        self._old_re = re.compile("^" + re.escape(self.log_name) + r"\.old\.(\d+)$")
 
     def _restore(self, ctx: Any) -> None:
         journal = getattr(ctx, "journal", None)
@@ -233,9 +268,7 @@ class InfoLogWatcher:
         """Open the file with inode ``ino`` (LOG or a LOG.old.*) at ``offset``."""
         cands = [self.log_path]
         with contextlib.suppress(OSError):
-            cands += sorted(
-                os.path.join(self.db_dir, n) for n in os.listdir(self.db_dir) if n.startswith("LOG.old.")
-            )
+            cands += sorted(os.path.join(self.log_dir, n) for n in os.listdir(self.log_dir) if self._old_re.match(n))
         for path in cands:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -345,14 +378,14 @@ class InfoLogWatcher:
         """``LOG.old.<micros>`` files rolled after the file with inode ``ino``, oldest first."""
         olds: list[tuple[int, str, int]] = []
         try:
-            names = os.listdir(self.db_dir)
+            names = os.listdir(self.log_dir)
         except OSError:
             return []
         for n in names:
-            m = _OLD_LOG_RE.match(n)
+            m = self._old_re.match(n)
             if m is None:
                 continue
-            path = os.path.join(self.db_dir, n)
+            path = os.path.join(self.log_dir, n)
             try:
                 fino = os.stat(path).st_ino
             except OSError:

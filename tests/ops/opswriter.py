@@ -108,6 +108,8 @@ def open_db(path: str, options: dict[str, Any]) -> Any:
         o.set_ratelimiter(int(options["rate"]), 100_000, 10)
     if options.get("max_log_file_size"):
         o.set_max_log_file_size(int(options["max_log_file_size"]))
+    if options.get("db_log_dir"):
+        o.set_db_log_dir(options["db_log_dir"])
     if options.get("keep_log_file_num"):
         o.set_keep_log_file_num(int(options["keep_log_file_num"]))
     if options.get("write_buffer_size"):

@@ -261,3 +261,21 @@ async def test_real_disk_full_compaction_reported_failed(tmp_path, ops_config, s
     comps = h.events("compaction_status")
     assert [e["status"] for e in comps if e["status"] != "running"] == ["started", "failed"], comps
     assert "No space left on device" in comps[-1]["details"]["reason"]
+
+
+async def test_info_log_in_db_log_dir(tmp_path, ops_config):
+    """With db_log_dir the LOG is <dir>/<flattened db path>_LOG (found through OPTIONS)."""
+    db, logs = str(tmp_path / "my db.v1"), tmp_path / "logs"
+    logs.mkdir()
+    with OpsWriter(db, db_log_dir=str(logs), max_log_file_size=40_000) as w:
+        assert not os.path.exists(os.path.join(db, "LOG"))
+        async with run_components(ops_config(db), str(tmp_path), [InfoLogWatcher]) as h:
+            w.cmd("fill", count=20, value_size=100)
+            w.cmd("flush")  # the watcher follows the LOG from here (a first start reads only LOG)
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 1)
+            for _ in range(6):
+                w.cmd("fill", count=20, value_size=100)
+                w.cmd("flush")
+            await wait_for(lambda: len([e for e in h.events("flush_status") if e["status"] == "completed"]) == 7)
+            assert h.components[0].log_path.endswith("_my_db.v1_LOG")
+    assert [n for n in os.listdir(logs) if ".old." in n]  # it rolled, and nothing was lost
