@@ -6,7 +6,7 @@ the store's files only: it never takes the store's LOCK and never writes into it
 How it follows the store
 ------------------------
 * ``watchfiles.awatch`` on the WAL dir (and ``archive/``, and the DB dir for CURRENT/MANIFEST)
-  only *wakes* the loop. Every wake-up reads from the saved file offset; a periodic rescan
+  only *wakes* the loop (plus an inotify thread that opens new WALs at once, see Limits). Every wake-up reads from the saved file offset; a periodic rescan
   (``config.rescan_interval_s``) catches lost notifications; after new data arrived the loop
   polls the live WAL every ``hot_poll_s`` for a short while (low latency under load).
 * WALs are read strictly in number order, one at a time ("current"). Every WAL with a number
@@ -64,9 +64,12 @@ baseline, logs a warning and keeps readiness condition ``capture_reset`` unhealt
 
 Limits
 ------
-A WAL that the store creates *and* deletes before capture has opened it (tiny memtables at full
-write speed: WALs living ~1 ms) cannot be read; its records are reported as a sequence gap.
-Turning on WAL archiving (``WAL_ttl_seconds``) removes that window: capture reads ``archive/``.
+On Linux an inotify thread (``_WalGrabber``) opens every new WAL the moment it is created, so a
+WAL that lives only a few milliseconds is still read in full. The thread needs the GIL to open
+the file; when the event loop holds it for longer than a WAL lives (tiny memtables at ~1 M
+puts/s: WALs living ~1-3 ms) a WAL can still be deleted unseen; its records are then reported as
+a sequence gap. Turning on WAL archiving (``WAL_ttl_seconds``) closes that window: capture reads
+``archive/``.
 
 Health
 ------
