@@ -37,6 +37,28 @@ def decode_bytes(text: str, encoding: str | None) -> bytes:
 
 # --------------------------------------------------------------------------- event types
 
+
+# Fields the contract requires on every event of a type (``cf``, ``details``, ``reason``) get
+# a factory default rather than a plain one: ``omit_defaults`` leaves out fields equal to a plain
+# default, but cannot introspect these factories, so the fields are always encoded.
+
+
+def _default_cf() -> str:
+    return "default"
+
+
+def _empty_details() -> dict[str, Any]:
+    return {}
+
+
+def _empty_reason() -> str:
+    return ""
+
+
+_CF = msgspec.field(default_factory=_default_cf)
+_DETAILS = msgspec.field(default_factory=_empty_details)
+_REASON = msgspec.field(default_factory=_empty_reason)
+
 _STRUCT_OPTS: dict[str, Any] = dict(tag_field="type", omit_defaults=True, kw_only=True)
 
 
@@ -47,7 +69,7 @@ class KeyChange(msgspec.Struct, tag="key_change", **_STRUCT_OPTS):
     timestamp: int
     operation: str  # put | delete | single_delete | merge | delete_range | put_entity
     key: str
-    cf: str = "default"
+    cf: str = _CF
     seq: int
     key_encoding: str | None = None
     end_key: str | None = None
@@ -61,18 +83,18 @@ class CompactionStatus(msgspec.Struct, tag="compaction_status", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
     status: str  # started | running | completed | failed
-    cf: str = "default"
+    cf: str = _CF
     job: int | None = None
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = _DETAILS
 
 
 class FlushStatus(msgspec.Struct, tag="flush_status", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
     status: str  # started | completed | failed
-    cf: str = "default"
+    cf: str = _CF
     job: int | None = None
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = _DETAILS
 
 
 class HealthChange(msgspec.Struct, tag="health_change", **_STRUCT_OPTS):
@@ -80,14 +102,14 @@ class HealthChange(msgspec.Struct, tag="health_change", **_STRUCT_OPTS):
     timestamp: int
     probe: str  # liveness | readiness | startup
     status: str  # healthy | unhealthy
-    reason: str = ""
+    reason: str = _REASON
 
 
 class SyncEvent(msgspec.Struct, tag="sync_event", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
     status: str  # started | completed | conflict
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = _DETAILS
 
 
 class SnapshotEvent(msgspec.Struct, tag="snapshot_event", **_STRUCT_OPTS):
@@ -95,7 +117,7 @@ class SnapshotEvent(msgspec.Struct, tag="snapshot_event", **_STRUCT_OPTS):
     timestamp: int
     status: str  # started | completed | failed | deleted
     name: str
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = _DETAILS
 
 
 class CaptureGap(msgspec.Struct, tag="capture_gap", **_STRUCT_OPTS):
@@ -105,7 +127,7 @@ class CaptureGap(msgspec.Struct, tag="capture_gap", **_STRUCT_OPTS):
     timestamp: int
     from_seq: int
     to_seq: int
-    reason: str = ""
+    reason: str = _REASON
 
 
 Event = Union[

@@ -35,7 +35,7 @@ def test_ids_strictly_increase_across_restarts_and_pruning(tmp_path):
 def test_record_layout_wire_value_and_formats(tmp_path):
     j = Journal(str(tmp_path / "j"))
     (r,) = j.append([KeyChange(timestamp=5, operation="put", key="a\u00e9", seq=7, value="v", value_encoding=None)])
-    assert json.loads(r.wire) == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a\u00e9", "seq": 7}
+    assert json.loads(r.wire) == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a\u00e9", "cf": "default", "seq": 7}
     assert json.loads(r.frame(FORMAT_JSON_VALUES))["value"] == "v"
     assert msgspec.msgpack.decode(r.frame(FORMAT_MSGPACK_VALUES))["value"] == "v"
     assert r.key == "a\u00e9".encode() and r.cf == "default" and r.type == "key_change"
