@@ -160,3 +160,22 @@ async def test_store_dir_renamed_away_and_back_readiness(daemon_factory, tmp_pat
         assert kinds[-2:] == [("health_change", "readiness", "unhealthy"), ("health_change", "readiness", "healthy")]
         assert [e["seq"] for e in _kc(evs)] == [1, seq]
         w.kill()
+
+
+async def test_leveldb_store_over_websocket_with_binary_keys(daemon_factory, tmp_path):
+    import base64
+
+    db = str(tmp_path / "ldb")
+    with StoreWriter(db, kind="leveldb") as w:
+        await w.aput("a", "1")
+        d = await daemon_factory(components=None, db=db)
+        assert d.ctx.store.kind == "leveldb"
+        async with d.connect("since=0&types=key_change&values=1") as ws:
+            await recv_json(ws)
+            await w.aput(b"\xff\xfe", b"\xff\x01")
+            await w.adelete("a")
+            evs = await recv_events(ws, 3)
+        assert [(e["operation"], e["seq"]) for e in evs] == [("put", 1), ("put", 2), ("delete", 3)]
+        assert evs[1]["key_encoding"] == "base64" and base64.b64decode(evs[1]["key"]) == b"\xff\xfe"
+        assert evs[1]["value_encoding"] == "base64" and base64.b64decode(evs[1]["value"]) == b"\xff\x01"
+        w.kill()
