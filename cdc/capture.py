@@ -355,7 +355,10 @@ class WalCapture:
         self._wal_dir = ctx.store.wal_dir
         self._db_dir = ctx.store.db_dir
         self._set_cond("startup", "capture", False, "initial WAL catch-up running")
-        cp = decode_checkpoint(ctx.journal.get_checkpoint(CHECKPOINT_NAME))
+        raw = ctx.journal.get_checkpoint(CHECKPOINT_NAME)
+        cp = decode_checkpoint(raw)
+        if raw and cp is None:
+            log.warning("capture checkpoint of %d bytes is not understood (newer cdc?): starting over", len(raw))
         if cp is not None:
             self.floor = cp.log_number
             self.last_seq = cp.last_seq
@@ -775,6 +778,7 @@ class WalCapture:
                 self._set_cond("readiness", "capture_store", False, f"reading WAL {cur.number:06d} failed: {_short(exc)}")
                 return
             if data:
+                self._beat()  # a long catch-up is progress too
                 self.pos += len(data)
                 self.bytes_read += len(data)
                 if self._metrics is not None:
