@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -142,7 +142,7 @@ class SessionStart(NamedTuple):
     session_id: str
 
 
-Notice = Union[EventLog, JobLine, CompactedTo, CompactionError, BackgroundError, Moved, SessionStart]
+Notice = EventLog | JobLine | CompactedTo | CompactionError | BackgroundError | Moved | SessionStart
 
 _EVENT_RE = re.compile(r"EVENT_LOG_v1 (\{.*)$", re.S)
 _JOB_RE = re.compile(r"^\[(?P<cf>[^\]]*)\] \[JOB (?P<job>\d+)\] (?P<text>.*)$", re.S)
@@ -323,7 +323,7 @@ class FlushJob:
         self.details: dict[str, Any] = {}
 
 
-TrackerEvent = Union[CompactionStatus, FlushStatus]
+TrackerEvent = CompactionStatus | FlushStatus
 
 
 class CompactionTracker:

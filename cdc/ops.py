@@ -116,7 +116,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
         return True
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return False
 
 
@@ -197,7 +197,6 @@ class InfoLogWatcher:
         self._leveldb = False
         # progress
         self._last_progress: dict[tuple[int, int], tuple[float, int]] = {}
-        self._job_session: dict[int, int] = {}
         # manifest fallback
         self._files: dict[int, tuple[int, int, int]] | None = None  # number -> (level, cf_id, size)
         self._mf_name: str | None = None

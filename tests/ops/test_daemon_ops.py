@@ -58,7 +58,7 @@ async def test_ops_events_in_order_with_key_changes(tmp_path, daemon_factory):
             w.cmd("put", key="after-flush", value="v")
             await until(lambda g: ("key", "after-flush") in summary(g))
             # a compaction of a few seconds between two keys, with progress
-            for i in range(3):
+            for _ in range(3):
                 w.cmd("fill", count=3000, value_size=1000)
                 w.cmd("flush")
             await until(lambda g: len([s for s in summary(g) if s[:2] == ("flush_status", "completed")]) == 4, timeout=30)

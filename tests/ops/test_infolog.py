@@ -64,7 +64,7 @@ def test_real_log_flushes_and_compactions(real_log):
     flushes = [e for e in events if isinstance(e, FlushStatus)]
     comps = [e for e in events if isinstance(e, CompactionStatus)]
     assert [e.status for e in flushes] == ["started", "completed"] * 6
-    for s, c in zip(flushes[::2], flushes[1::2]):
+    for s, c in zip(flushes[::2], flushes[1::2], strict=True):
         assert s.job == c.job and c.cf == "default"
         assert c.details["reason"] == "Manual Flush" and c.details["file_bytes"] > 100_000
         assert c.details["entries"] == 500 and "duration_us" in c.details
