@@ -613,14 +613,17 @@ class WalReader:
 
     @property
     def offset(self) -> int:
+        """Resume point: after the last returned batch, or the bad record when corrupt."""
         return self._error_offset if self._error is not None else self._log.offset
 
     @property
     def state(self) -> str:
+        """``"ok" | "need_more" | "end" | "corrupt"`` (see :class:`LogReader`)."""
         return "corrupt" if self._error is not None else self._log.state
 
     @property
     def error(self) -> FormatError | None:
+        """The format problem when ``state == "corrupt"``, else None."""
         return self._error if self._error is not None else self._log.error
 
     def feed(self, data: bytes) -> None:
