@@ -266,8 +266,14 @@ def dump_file(
     return reader.close()
 
 
-def _wal_files_for(path: str) -> tuple[list[tuple[int, str]], dict[int, str], bool]:
-    """(files, cf names, leveldb) for a file or directory PATH; raises StoreError."""
+def _wal_files_for(
+    path: str, warnings: list[str]
+) -> tuple[list[tuple[int, str]], dict[int, str], bool]:
+    """(files, cf names, leveldb) for a file or directory PATH; raises StoreError.
+
+    A MANIFEST that cannot be decoded does not stop the dump: a line is added to ``warnings``
+    and column families are shown as ``cf<id>``.
+    """
     if os.path.isdir(path):
         try:
             info = detect_store(path)
@@ -277,7 +283,12 @@ def _wal_files_for(path: str) -> tuple[list[tuple[int, str]], dict[int, str], bo
                 raise
             return files, {}, False
         leveldb = info.kind == "leveldb"
-        return list_wal_files(info.wal_dir), _manifest_names(info.db_dir), leveldb
+        try:
+            names = _manifest_names(info.db_dir)
+        except FormatError as exc:
+            warnings.append(f"MANIFEST: {exc}; column families shown as cf<id>")
+            names = {}
+        return list_wal_files(info.wal_dir), names, leveldb
     name = os.path.basename(path)
     m = _WAL_NAME.match(name)
     number = int(m.group(1)) if m else -1
@@ -331,17 +342,18 @@ def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
         if not os.path.exists(path):
             print(f"cdc: {path}: no such file or directory", file=err)
             return 2
+        warnings: list[str] = []
         try:
-            files, names, leveldb = _wal_files_for(path)
-        except FormatError as exc:
-            print(f"cdc: {path}: MANIFEST: {exc}", file=err)
-            return 1
+            files, names, leveldb = _wal_files_for(path, warnings)
         except StoreError as exc:
             print(f"cdc: {exc}", file=err)
             return 2
         if not files:
             print(f"cdc: {path}: no WAL files", file=err)
             return 0
+        for line in warnings:
+            print(f"cdc: {path}: {line}", file=err)
+            code = 1
         fmt = _Formatter(names, values)
         for number, file_path in files:
             try:

@@ -151,3 +151,17 @@ def test_zero_tail_is_clean(tmp_path):
     err = io.StringIO()
     assert run(os.fspath(f), out=out, err=err) == 0 and err.getvalue() == ""
     assert lines(out.getvalue())[0]["op"] == "delete"
+
+
+def test_corrupt_manifest_still_dumps_records(small_db, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(small_db, db)
+    name = (db / "CURRENT").read_text().strip()
+    data = bytearray((db / name).read_bytes())
+    data[10] ^= 0xFF
+    (db / name).write_bytes(bytes(data))
+    p = cli(os.fspath(db))
+    assert p.returncode == 1
+    assert [r["cf"] for r in lines(p.stdout)] == ["default", "cf1", "default", "default"]
+    err = p.stderr.decode().splitlines()
+    assert len(err) == 1 and "MANIFEST" in err[0] and "checksum mismatch" in err[0]
