@@ -47,7 +47,7 @@ async def test_slow_compaction_started_running_completed(tmp_path, ops_config):
             assert started["details"]["input_bytes"] > 15_000_000
             assert done["details"]["output_bytes"] > 15_000_000
             assert done["details"]["records_in"] == 16000
-            assert done.get("cf", "default") == "default" and done["job"] == started["job"]
+            assert done["cf"] == "default" and done["job"] == started["job"]
             # at most 4 progress events per second
             ts = [e["timestamp"] for e in running]
             span = max(1, ts[-1] - ts[0])
@@ -146,7 +146,7 @@ async def test_compaction_missed_while_down_is_reported_from_manifest(tmp_path, 
             comps = h2.events("compaction_status")
     assert len(comps) == 1, comps
     d = comps[0]["details"]
-    assert comps[0]["status"] == "completed" and comps[0].get("cf", "default") == "default" and d["source"] == "manifest"
+    assert comps[0]["status"] == "completed" and comps[0]["cf"] == "default" and d["source"] == "manifest"
     assert d["input_file_count"] == 4 and len(d["input_files"]["L0"]) == 4
     assert d["output_level"] == 6 and d["output_file_count"] >= 1 and d["output_bytes"] > 100_000
 
