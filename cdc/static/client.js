@@ -257,6 +257,8 @@ export class CdcClient {
     this._deadTimer = null;
     this._stableTimer = null;
     this._refreshTimer = null;
+    this._opening = null;
+    this._authRetried = false;
     this._lastRecv = 0;
     this._pollAbort = null;
     this._pollLoopToken = null;
@@ -463,9 +465,15 @@ export class CdcClient {
   }
 
   async _openWebSocket() {
-    if (!this._active) return;
     const gen = this._generation;
-    const token = await this._currentToken();
+    if (!this._active || this._opening === gen) return;
+    this._opening = gen; // one attempt at a time per connect(), even while getToken() is pending
+    let token;
+    try {
+      token = await this._currentToken();
+    } finally {
+      if (this._opening === gen) this._opening = null;
+    }
     if (gen !== this._generation || !this._active || this._ws) return;
     const q = this._query({ batch: this.batch ? 1 : undefined });
     if (token) q.set("token", token);
@@ -474,7 +482,7 @@ export class CdcClient {
     try {
       ws = new this._WebSocket(this._withQuery(this.url, q));
     } catch (err) {
-      this._wsFailed(false, null);
+      this._wsFailed(true, null); // e.g. a URL the browser refuses: counts toward polling
       return;
     }
     this._ws = ws;
@@ -518,6 +526,7 @@ export class CdcClient {
     if (this._connectTimer) clearTimeout(this._connectTimer);
     this._connectTimer = null;
     this._failuresBeforeHello = 0;
+    this._authRetried = false;
     if (this.lastId === null && typeof frame.latest_id === "number") {
       this.lastId = frame.latest_id; // live from here; a reconnect resumes without a gap
     } else if (this.lastId !== null && typeof frame.latest_id === "number" && frame.latest_id < this.lastId) {
@@ -600,6 +609,14 @@ export class CdcClient {
     const hadHello = this._wsHello;
     this._closeWs();
     if (!this._active) return;
+    if (code === 4401 && hadHello && this._getToken && !this._authRetried) {
+      // The token expired on a working connection: one new attempt with getToken()'s token.
+      // If that one is refused too, it ends as "unauthorized" (no retry loop).
+      this._authRetried = true;
+      this.errors._next({ type: "error", code, reason: reason || "unauthorized" });
+      this._wsFailed(false, code);
+      return;
+    }
     if (code === 4401 || code === 4403) {
       this._unauthorized({ type: "error", code, reason: reason || (code === 4401 ? "unauthorized" : "forbidden") });
       return;

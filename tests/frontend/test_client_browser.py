@@ -315,3 +315,31 @@ def test_slow_consumer_4429_reconnects_and_loses_nothing(daemon_factory: Any, ha
     assert any(e.get("code") == 4429 for e in h.rec("errors")), h.rec("errors")
     assert h.page.evaluate("window.client.stats.wsAttempts") >= 2
     assert h.status() == "connected"
+
+
+def test_get_token_refreshes_before_expiry(daemon: Daemon, harness: Harness) -> None:
+    from cdc.auth import mint_token
+
+    from .conftest import SECRET
+
+    short = mint_token(SECRET, subject="short", ttl=2)
+    long_ = mint_token(SECRET, subject="long", ttl=600)
+    harness.start_client(token=None, **FAST)
+    harness.page.evaluate(
+        """([short, long]) => {
+            let calls = 0;
+            window.client._getToken = async () => (calls++ === 0 ? short : long);
+            window.client.connect();
+        }""",
+        [short, long_],
+    )
+    harness.wait_status("connected")
+    hello = next(f for f in harness.rec("control") if f["type"] == "hello")
+    assert "exp" in hello
+    # before the short token's exp the client fetched a new one and sent {"op":"auth"}
+    wait_for(lambda: any(f["type"] == "authenticated" for f in harness.rec("control")), 5, what="token refreshed")
+    time.sleep(max(0.0, hello["exp"] - time.time()) + 0.5)  # past the first token's expiry
+    assert harness.status() == "connected"
+    assert harness.page.evaluate("window.client.stats.wsAttempts") == 1
+    daemon.publish(_sync(7))
+    _assert_exactly(harness.wait_events(1), [7])
