@@ -927,8 +927,27 @@ class WalCapture:
             n_kc = len(dec.events) - len(dec.gaps)
             self.events_captured += n_kc
             self.batches_captured += dec.batches
-            await self._ctx.bus.emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
+            await self._emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
             self._export_counters(n_kc)
+
+    async def _emit(self, events: list[Any], checkpoints: dict[str, bytes]) -> None:
+        """bus.emit; while it waits on backpressure (journal slow or full) keep beating: capture
+        is not stuck, the journal is (readiness reports that)."""
+        bus = self._ctx.bus
+        if getattr(bus, "pending", 0) < getattr(bus, "max_pending", 1 << 62):
+            await bus.emit(events, checkpoints=checkpoints)
+            return
+        task = asyncio.ensure_future(bus.emit(events, checkpoints=checkpoints))
+        try:
+            while True:
+                done, _ = await asyncio.wait([task], timeout=1.0)
+                if done:
+                    task.result()
+                    return
+                self._beat()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
 
     def _checkpoint(self, cur: _Tail, reader: WalReader) -> bytes:
         return encode_checkpoint(WalCheckpoint(cur.number, reader.offset, self.last_seq, reader.compression))
@@ -956,7 +975,7 @@ class WalCapture:
             cp = self._checkpoint(self.cur, self.reader) if self.cur and self.reader else encode_checkpoint(
                 WalCheckpoint(self.floor, 0, ms, 0)
             )
-            await self._ctx.bus.emit(
+            await self._emit(
                 [CaptureGap(timestamp=self._now_ms(), from_seq=a, to_seq=b, reason=reason)],
                 checkpoints={CHECKPOINT_NAME: cp},
             )
@@ -1001,7 +1020,7 @@ class WalCapture:
             nxt = self._next_tail(cur.number)
         if nxt is not None:
             reader = self._open_current(nxt, 0, 0)
-            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
+            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
             return True
         return False
 
@@ -1117,7 +1136,7 @@ class WalCapture:
         self.floor = cur.number + 1
         if nxt is not None:
             reader = self._open_current(nxt, 0, 0)
-            await self._ctx.bus.emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
+            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
             return True
         self._dir_dirty = True
         return False
