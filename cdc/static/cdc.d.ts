@@ -300,7 +300,10 @@ export interface CdcClientOptions extends Filter {
   pollTimeoutS?: number;
   /** false: never fall back to long-polling. */
   polling?: boolean;
-  /** Called before each connection attempt / poll, and before the token's `exp`, for a fresh token. */
+  /**
+   * Called before each connection attempt / poll, and shortly before the token's `exp`, for a
+   * fresh token. With it, a 4401 on a working connection gets one new attempt (not a loop).
+   */
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
   /** Injection points (tests, non-browser runtimes). */
   WebSocket?: typeof WebSocket;

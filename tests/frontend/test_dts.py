@@ -157,3 +157,19 @@ def test_schema_json_is_valid_and_discriminated() -> None:
     # What /schema.json serves must be the same schema this file checks against.
     assert SCHEMA["discriminator"]["propertyName"] == "type"
     assert json.loads(msgspec.json.encode(SCHEMA))
+
+
+def test_daemon_serves_the_schema_and_the_static_files(daemon) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    def get(path: str) -> tuple[str, bytes]:
+        with urllib.request.urlopen(daemon.base + path, timeout=5) as r:
+            return r.headers.get("Content-Type", ""), r.read()
+
+    ctype, body = get("/schema.json")
+    assert ctype.startswith("application/json") and json.loads(body) == json.loads(msgspec.json.encode(SCHEMA))
+    ctype, body = get("/client.js")
+    assert "javascript" in ctype and body == (STATIC / "client.js").read_bytes()
+    assert get("/cdc.d.ts")[1] == DTS.encode()
+    ctype, body = get("/")
+    assert ctype.startswith("text/html") and b'from "/client.js"' in body
