@@ -292,7 +292,10 @@ class InfoLogWatcher:
     async def _step(self, ctx: Any) -> None:
         now_s = time.monotonic()
         events: list[Any] = await asyncio.to_thread(self._tail_and_progress, now_s)
-        events += await self._manifest(now_s)
+        try:
+            events += await self._manifest(now_s)
+        except Exception as exc:  # the LOG's events (already consumed) must still be emitted
+            log.warning("infolog: MANIFEST fallback: %s: %s", type(exc).__name__, exc)
         cps: dict[str, bytes] | None = None
         if events or (self._dirty_cp and now_s - self._last_cp_s >= self.idle_checkpoint_s):
             jobs = [
