@@ -322,7 +322,12 @@ class InfoLogWatcher:
 
     def _tail_and_progress(self, now_s: float) -> list[Any]:
         """Runs in a worker thread (one at a time): LOG lines -> events, then progress."""
-        return self._tail() + self._progress(now_s)
+        out = self._tail()
+        try:
+            out += self._progress(now_s)
+        except Exception as exc:  # progress is best effort; the LOG's events must go out
+            log.warning("infolog: progress: %s: %s", type(exc).__name__, exc)
+        return out
 
     # ------------------------------------------------------------------ LOG tail
     def _tail(self) -> list[Any]:
