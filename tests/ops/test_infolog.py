@@ -311,3 +311,46 @@ def test_real_disk_full_flush_fails_at_its_error_line():
     assert not tracker.flushes and 8 not in tracker.flush_outputs
     late = TB + 'EVENT_LOG_v1 {"time_micros": 2, "job": 2, "event": "flush_finished", "lsm_state": [0]}'
     assert feed_all([late], tracker)[0] == []
+
+
+def test_paused_compaction_fails_with_its_status_line():
+    """Paused / shutdown compactions log no 'Compaction error' line: the status comes from
+    the buffered 'compacted to' line."""
+    lines = [
+        T + 'EVENT_LOG_v1 {"time_micros": 1, "job": 12, "event": "compaction_started", "files_L0": [3], "input_data_size": 9}',
+        TB + "[db/compaction/compaction_job.cc:929] [default] compacted to: files[1 0] max score 0.00, MB/sec: 0.0 rd, "
+        "0.0 wr, level 1, files in(1, 0) out(0 +0 blob) MB in(0.0, 0.0 +0.0 blob) out(0.0 +0.0 blob), "
+        "read-write-amplify(1.0) write-amplify(0.0) Incomplete: Manual compaction paused, records in: 0, records dropped: 0 "
+        "output_compression: NoCompression",
+        TB + 'EVENT_LOG_v1 {"time_micros": 5000, "job": 12, "event": "compaction_finished", "output_level": 1}',
+    ]
+    events, _ = feed_all(lines)
+    assert [e.status for e in events] == ["started", "failed"]
+    assert events[1].details["reason"] == "Incomplete: Manual compaction paused"
+    assert events[1].details["finished_at_ms"] == 5
+
+
+def test_progress_event_caps_and_reports_elapsed():
+    events, tracker = feed_all([
+        T + 'EVENT_LOG_v1 {"time_micros": 1000000, "job": 4, "event": "compaction_started", "files_L0": [3], "input_data_size": 1000}'
+    ])
+    (cj,) = tracker.running()
+    ev = tracker.progress_event(cj, 250, [9], now_ms=3000)
+    assert ev.status == "running" and ev.details["progress"] == 25.0 and ev.details["elapsed_ms"] == 2000
+    assert tracker.progress_event(cj, 5000, [9], now_ms=3000).details["progress"] == 99.9
+
+
+def test_bounded_state():
+    tracker = CompactionTracker(max_covered=10)
+    for job in range(5000):
+        tracker.feed(JobLine(1, "default", job, "Flush lasted 1 microseconds"), 0)
+    assert len(tracker.job_cf) <= 4096
+    tracker._cover(list(range(100)))
+    assert list(tracker.covered) == list(range(90, 100))
+    # a generic background error on a thread running nothing changes nothing
+    assert tracker.feed(BackgroundError(77, "background", None, "IO error: x"), 0) == []
+
+
+def test_salvage_skips_broken_lists():
+    n = parse_notice(T + 'EVENT_LOG_v1 {"time_micros": 1, "job": 3, "event": "compaction_started", "files_L0": [-], "x": "a"b"}')
+    assert isinstance(n, EventLog) and not n.complete and "files_L0" not in n.data and n.data["job"] == 3
