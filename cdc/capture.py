@@ -119,6 +119,7 @@ _KEY_OPS: dict[str, str] = {
     "timed_put": "put",
     "blob_index": "put",
 }
+_BEGIN_PREPARE = frozenset({"begin_prepare", "begin_persisted_prepare", "begin_unprepare"})
 _NO_VALUE_OPS = frozenset({"delete", "single_delete", "delete_range", "blob_index"})
 
 _b64 = base64.b64encode
@@ -341,6 +342,7 @@ class WalCapture:
         self._dir_ino: int | None = None
         self._watch_restart: asyncio.Event | None = None
         self._grabber: _WalGrabber | None = None
+        self._prepared: dict[bytes | None, list[Any]] = {}  # xid -> prepared ops (2PC)
         self._grabbed: collections.deque[tuple[int, str, int]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
@@ -842,7 +844,10 @@ class WalCapture:
                     )
                 )
             dup = last_seq >= 0 and bseq <= last_seq and b.log_number == last_wal
-            for op in b.ops:
+            ops = b.ops
+            if ops and (ops[0][0] < 0 or ops[-1][0] < 0):
+                ops = self._txn_ops(b)  # markers: 2PC sections, log_data, noop
+            for op in ops:
                 s = op[0]
                 if s < 0:
                     continue
@@ -904,6 +909,42 @@ class WalCapture:
                 )
             last_wal = b.log_number
         return _Decoded(events, len(batches), unknown, gaps, last_seq)
+
+    def _txn_ops(self, b: Batch) -> list[Any]:
+        """Resolve WriteCommitted 2PC (TransactionDB) sections in one batch.
+
+        Prepared data (BeginPrepare..EndPrepare(xid)) consumes no sequence numbers when written;
+        RocksDB inserts it when Commit(xid) arrives, right after the commit batch's own data
+        records (reference §2). So prepared ops are held by xid and emitted at the commit with
+        those sequence numbers; a rollback drops them. A commit whose prepare capture never saw
+        (it lies before capture's starting point) leaves a sequence jump: reported as a gap.
+        """
+        out: list[Any] = []
+        nxt = b.seq
+        prepared = self._prepared
+        collecting: list[Any] | None = None
+        for op in b.ops:
+            s, name = op[0], op[1]
+            if s >= 0:
+                out.append(op)
+                nxt = s + 1
+            elif name in _BEGIN_PREPARE:
+                collecting = []
+            elif name == "end_prepare":
+                if collecting is not None:
+                    prepared[op[3]] = collecting
+                    while len(prepared) > 10_000:  # commits we will never see: bound the memory
+                        prepared.pop(next(iter(prepared)))
+                collecting = None
+            elif name == "commit" or name == "commit_with_ts":
+                for p in prepared.pop(op[3], ()):
+                    out.append(p._replace(seq=nxt))
+                    nxt += 1
+            elif name == "rollback":
+                prepared.pop(op[3], None)
+            elif collecting is not None and name in _KEY_OPS:
+                collecting.append(op)
+        return out
 
     async def _deliver(self, dec: _Decoded, cur: _Tail, reader: WalReader) -> None:
         """Commit a decoded chunk: events + checkpoint in one emit; health/metrics on gaps."""
