@@ -28,6 +28,10 @@ Events and positions
   ``timestamp`` the capture time (ms), the value is kept (the journal strips it for subscribers
   that did not ask for values). Column family ids map to names through the MANIFEST, reloaded
   when CURRENT/MANIFEST change or an unknown id appears.
+* TransactionDB (WriteCommitted 2PC): prepared writes are held by xid and emitted at their
+  Commit with the sequence numbers RocksDB gives them there; rolled-back ones never appear.
+  Prepared sections are kept in memory only: a transaction prepared before a daemon restart and
+  committed after it shows up as a sequence gap (reported, see below).
 * Position = checkpoint ``"wal"``: (WAL number, offset after the last consumed record, last
   sequence number, compression type), committed in the same journal transaction as the events
   (``bus.emit(events, checkpoints=...)``): after ``kill -9`` capture resumes exactly there, with
