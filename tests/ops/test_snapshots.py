@@ -138,3 +138,18 @@ async def test_no_snapshots_dir_is_a_noop(tmp_path, ops_config, closed_store):
     async with run_components(ops_config(closed_store), str(tmp_path), [SnapshotWatcher]) as h:
         pass
     assert h.events() == []
+
+
+@pytest.mark.skipif(LDB is None, reason="Debian rocksdb-tools (ldb) not installed")
+async def test_snapshots_dir_is_the_backup_dir(tmp_path, ops_config, closed_store):
+    bk = tmp_path / "bk"
+    copy = str(tmp_path / "copy")
+    shutil.copytree(closed_store, copy)
+    ldb(f"--db={copy}", "--ignore_unknown_options", "backup", f"--backup_dir={bk}")
+    async with run_components(ops_config(closed_store, snapshots_dir=str(bk)), str(tmp_path), [SnapshotWatcher]) as h:
+        await wait_for(lambda: ("backup-1", "completed") in snaps(h))  # found at the first start
+        ldb(f"--db={copy}", "--ignore_unknown_options", "backup", f"--backup_dir={bk}")
+        await wait_for(lambda: ("backup-2", "completed") in snaps(h))
+    assert snaps(h) == [("backup-1", "completed"), ("backup-2", "started"), ("backup-2", "completed")]
+    first = h.events("snapshot_event")[0]
+    assert first["details"]["discovered"] is True and first["details"]["backup_id"] == 1
