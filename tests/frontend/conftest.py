@@ -201,7 +201,7 @@ def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
 # --------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # not session: a live sync_playwright loop breaks later asyncio tests
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
