@@ -504,8 +504,16 @@ class Hub:
             sub.last_id = pos
         sub.state = LIVE
 
+    def wake_pollers(self) -> None:
+        """Wake every :meth:`wait_published` waiter now (shutdown)."""
+        ev = self._published
+        if ev is not None:
+            self._published = None
+            ev.set()
+
     async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every subscriber and wait (bounded by the caller) for the closes to finish."""
+        self.wake_pollers()
         for sub in self.subscribers():
             sub.close(code, reason)
         if self._tasks:

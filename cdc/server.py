@@ -375,6 +375,7 @@ class Server:
     def stop_accepting(self) -> None:
         """Stop accepting new connections (existing ones stay until :meth:`close`)."""
         self._closing = True
+        self.hub.wake_pollers()  # long-polls answer now instead of at their timeout
         if self.ws is not None:
             self.ws.close(close_connections=False)
 

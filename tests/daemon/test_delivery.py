@@ -315,3 +315,14 @@ async def test_large_poll_response_arrives_whole(daemon):
     body = r.json()
     assert len(body["events"]) == 10_000 and body["events"][-1]["value"] == "v" * 500
     assert int(r.headers["content-length"]) > 5_000_000
+
+
+async def test_shutdown_answers_long_polls_at_once(daemon_factory):
+    d = await daemon_factory()
+    poll = asyncio.create_task(http_request(d.port, "GET", f"/events?timeout=30&token={d.reader}"))
+    await wait_for(lambda: d.ctx.hub._published is not None, 5, "poll waiting")
+    t0 = asyncio.get_running_loop().time()
+    await d.stop()
+    r = await poll
+    assert r.status == 200 and r.json()["events"] == []
+    assert asyncio.get_running_loop().time() - t0 < 5
