@@ -77,12 +77,13 @@ async def test_expiring_token_closes_4401_unless_refreshed(daemon):
         t0 = time.monotonic()
         assert await closed_with(ws) == 4401
         assert time.monotonic() - t0 < 3
-    async with daemon.connect(tok=token(ttl=1)) as ws:
+    first = token(ttl=2)  # exp = int(now) + 2: between 1 and 2 s from now
+    async with daemon.connect(tok=first) as ws:
         await recv_json(ws)
         await ws.send(json.dumps({"op": "auth", "token": token(ttl=60)}))
         ok = await recv_json(ws)
         assert ok["type"] == "authenticated" and ok["exp"] > time.time() + 30
-        await asyncio.sleep(1.6)  # past the first token's exp: still connected
+        await asyncio.sleep(2.1)  # past the first token's exp: still connected
         await ws.send(json.dumps({"op": "ping"}))
         assert (await recv_json(ws))["type"] == "pong"
         await ws.send(json.dumps({"op": "auth", "token": "bad"}))
