@@ -94,6 +94,8 @@ def _ws_logger() -> logging.Logger:
     lg = logging.getLogger("cdc.websockets")
     if not any(isinstance(f, _RedactFilter) for f in lg.filters):
         lg.addFilter(_RedactFilter())
+    if lg.level == logging.NOTSET and logging.getLogger("cdc").getEffectiveLevel() > logging.DEBUG:
+        lg.setLevel(logging.WARNING)  # one INFO line per connection open/close is noise at scale
     return lg
 
 

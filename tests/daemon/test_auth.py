@@ -114,6 +114,7 @@ async def test_publish_auth(daemon):
 
 async def test_tokens_never_logged(daemon, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="cdc.websockets")
     secret_tok = token(types=["nope.never"])
     async with daemon.connect("types=sync_event", tok=secret_tok) as ws:
         await closed_with(ws)
