@@ -176,19 +176,28 @@ def _utf8(text: str) -> bytes:
 _ix_pack = _IX.pack
 
 
+_tc_cache: dict[tuple[str, str | None], tuple[bytes, int, int]] = {}
+
+
+def _type_cf(etype: str, cf: str | None) -> tuple[bytes, int, int]:
+    """(type bytes + cf bytes, len(type), cf length field) for the ix header, cached."""
+    tc = _tc_cache.get((etype, cf))
+    if tc is None:
+        t = _utf8(etype)
+        c = b"" if cf is None else _utf8(cf)
+        tc = (t + c, len(t), _NO_CF if cf is None else len(c))
+        if len(_tc_cache) < 4096:
+            _tc_cache[(etype, cf)] = tc
+    return tc
+
+
 def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: bytes | None, value: bytes) -> bytes:
-    t = _utf8(etype)
-    if cf is None:
-        c = b""
-        cl = _NO_CF
-    else:
-        c = _utf8(cf)
-        cl = len(c)
+    tc, tl, cl = _type_cf(etype, cf)
     if end_key is None:
         if key is None:
-            return _ix_pack(ts, len(t), cl, -1, -1) + t + c + value
-        return _ix_pack(ts, len(t), cl, len(key), -1) + t + c + key + value
-    return b"".join((_ix_pack(ts, len(t), cl, -1 if key is None else len(key), len(end_key)), t, c, key or b"", end_key, value))
+            return _ix_pack(ts, tl, cl, -1, -1) + tc + value
+        return b"".join((_ix_pack(ts, tl, cl, len(key), -1), tc, key, value))
+    return b"".join((_ix_pack(ts, tl, cl, -1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value))
 
 
 def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
