@@ -1,0 +1,65 @@
+"""Fault: the capture task gets stuck (issue 4). Liveness must notice, say so, and recover.
+
+Real daemon, real store, real WebSocket/HTTP clients. The one injected fault: the capture's
+decode step (which runs in a worker thread) blocks on a lock, as a read from a hung disk
+would; the event loop itself stays healthy, so only the watchdog can tell.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from cdc.capture import WalCapture
+from tests.conftest import http_request, recv_json, wait_for
+from tests.writer import StoreWriter
+
+pytestmark = pytest.mark.integration
+
+
+async def test_stuck_capture_makes_liveness_unhealthy_then_recovers(daemon_factory, tmp_path):
+    db = str(tmp_path / "store")
+    with StoreWriter(db) as w:
+        w.put("before", "1")
+        cap = WalCapture()
+        d = await daemon_factory(components=[cap], db=db)
+        d.ctx.health.beat_timeout_s = 1.0  # the watchdog's bound, shortened for the test
+        await wait_for(lambda: d.ctx.health.healthy("startup"), what="startup")
+
+        gate = threading.Event()
+        real_decode = cap._decode
+
+        def stuck_decode(*args: Any, **kw: Any) -> Any:
+            gate.wait(30)  # a hung read: the thread blocks, the capture task awaits it
+            return real_decode(*args, **kw)
+
+        cap._decode = stuck_decode  # type: ignore[method-assign]
+        cap.thread_min_bytes = 0  # decode in the worker thread even for small reads
+        try:
+            async with d.connect("types=health_change,key_change") as ws:
+                assert (await recv_json(ws))["type"] == "hello"
+                w.put("during", "2")  # capture picks it up and blocks in decode
+
+                async def live_status() -> int:
+                    return (await http_request(d.port, "GET", "/health/live")).status
+
+                ev = await recv_json(ws, timeout=15)
+                while ev.get("type") != "health_change":
+                    ev = await recv_json(ws, timeout=15)
+                assert ev["probe"] == "liveness" and ev["status"] == "unhealthy"
+                assert "capture" in ev["reason"]
+                r = await http_request(d.port, "GET", "/health/live")
+                assert r.status == 503 and "capture" in r.json()["reason"]
+
+                gate.set()  # the read returns: capture resumes and beats again
+                seen: list[dict[str, Any]] = []
+                while not (
+                    any(e.get("type") == "key_change" and e["key"] == "during" for e in seen)
+                    and any(e.get("type") == "health_change" and e["status"] == "healthy" for e in seen)
+                ):
+                    seen.append(await recv_json(ws, timeout=15))
+                assert await live_status() == 200
+        finally:
+            gate.set()
