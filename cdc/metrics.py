@@ -9,6 +9,9 @@ nothing per event. Components update the prometheus objects below directly:
 - ``capture_gaps`` (Counter): sequence gaps detected
 - ``wal_bytes_read`` (Counter): WAL bytes read by capture
 - ``ops_events`` (Counter, label ``type``): compaction/flush/snapshot notices emitted
+- from the server (bound by ``Server`` itself): ``cdc_ws_connections_total{result}`` (accepted /
+  unauthorized / forbidden / origin / limit / bad_request / shutting_down) and
+  ``cdc_http_polls_waiting``
 - ``inc(name, n)`` / ``set(name, value)``: any other counter / gauge ``cdc_<name>``, created on
   first use (``events_captured`` from capture becomes ``cdc_wal_events_captured_total``)
 """
@@ -51,9 +54,9 @@ class Metrics:
         self._sources: dict[str, Any] = {}
         r.register(_Pull(self._collect))
 
-    def bind(self, *, hub: Any = None, bus: Any = None, journal: Any = None, health: Any = None) -> None:
-        """Attach the objects whose counters are read at scrape time."""
-        for name, obj in (("hub", hub), ("bus", bus), ("journal", journal), ("health", health)):
+    def bind(self, *, hub: Any = None, bus: Any = None, journal: Any = None, health: Any = None, server: Any = None) -> None:
+        """Attach the objects whose counters are read at scrape time (the server binds itself)."""
+        for name, obj in (("hub", hub), ("bus", bus), ("journal", journal), ("health", health), ("server", server)):
             if obj is not None:
                 self._sources[name] = obj
 
@@ -83,6 +86,13 @@ class Metrics:
             yield GaugeMetricFamily("cdc_journal_oldest_id", "id of the oldest retained event", value=journal.oldest_id)
             yield GaugeMetricFamily("cdc_journal_map_bytes", "LMDB map size", value=journal.map_size)
             yield GaugeMetricFamily("cdc_journal_full", "1 while the journal refuses writes", value=1 if journal.full else 0)
+        server = self._sources.get("server")
+        if server is not None:
+            c = CounterMetricFamily("cdc_ws_connections", "WebSocket /ws/events attempts by result", labels=["result"])
+            for result, n in sorted(server.ws_results.items()):
+                c.add_metric([result], n)
+            yield c
+            yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
         if health is not None:
             g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])
             for probe in ("liveness", "readiness", "startup"):

@@ -18,6 +18,16 @@ Invariants:
   websockets as a GET, and the method and body are kept on the connection object.
 - Control frames (hello, heartbeat, pong, error, subscribed, authenticated, reset) carry no
   ``id``; every event frame does.
+- Access log (logger ``cdc.access``, INFO): one ``ws open`` line per accepted WebSocket and one
+  ``ws closed`` / ``ws rejected`` line per end, with the peer address, the token's subject,
+  the close code and reason and the duration -- never a token, a query string or a header.
+  websockets' own per-connection lines stay at DEBUG and carry ``peer=`` instead of the
+  connection object's repr.
+- ``cdc_ws_connections_total{result}`` counts every ``/ws/events`` attempt: ``accepted``,
+  ``unauthorized`` (4401), ``forbidden`` (4403 scope), ``origin`` (403), ``limit`` (503 too many
+  subscribers), ``bad_request`` (4400 / 405 / not a WebSocket upgrade), ``shutting_down``.
+- Shutdown: :meth:`Server.stop_accepting` wakes every waiting long-poll, which answers at once
+  with ``{"events": [], "cursor": N}``; ``cdc_http_polls_waiting`` shows how many are parked.
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Server", "parse_subscription", "SubscriptionRequest"]
 
 log = logging.getLogger("cdc.server")
+access_log = logging.getLogger("cdc.access")
+
+WS_RESULTS = ("accepted", "unauthorized", "forbidden", "origin", "limit", "bad_request", "shutting_down")
+"""Label values of ``cdc_ws_connections_total{result}`` (all exported from the start, at 0)."""
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _STATIC = {
@@ -69,14 +83,47 @@ _msgpack_decode = msgspec.msgpack.decode
 _TOKEN_RE = re.compile(r"(token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
+_QUERY_RE = re.compile(r"(/[^\s?]*)\?[^\s]*")
+
+
 def _redact(text: str) -> str:
     return _TOKEN_RE.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
 
 
+def _redact_ws(text: str) -> str:
+    """websockets' lines: tokens redacted and query strings dropped (``/ws/events?[query]``)."""
+    return _QUERY_RE.sub(r"\1?[query]", _redact(text))
+
+
+def _peer(conn: Any) -> str:
+    """``host:port`` of a connection's peer ("?" when unknown); never raises."""
+    try:
+        addr = conn.remote_address
+    except Exception:  # pragma: no cover - transport gone
+        return "?"
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return "?" if addr is None else str(addr)
+
+
+def _clean(text: str, limit: int = 120) -> str:
+    """A log-safe one-line rendering of a peer- or token-controlled string (no credentials)."""
+    text = _redact(text[:limit])
+    return "".join(c if c.isprintable() and not c.isspace() or c == " " else "?" for c in text)
+
+
 class _RedactFilter(logging.Filter):
-    """Removes tokens from websockets' log records (messages, args and tracebacks)."""
+    """Removes tokens from websockets' log records (messages, args and tracebacks).
+
+    websockets attaches the connection object as the ``websocket`` extra; it is replaced by
+    ``peer=host:port`` so that log lines say who it was instead of an object address.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        conn = record.__dict__.pop("websocket", None)
+        if conn is not None:
+            record.peer = _peer(conn)
         try:
             msg = record.getMessage()
         except Exception:  # pragma: no cover
@@ -85,7 +132,7 @@ class _RedactFilter(logging.Filter):
             msg += "\n" + logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
             record.exc_text = None
-        record.msg = _redact(msg)
+        record.msg = _redact_ws(msg)
         record.args = None
         return True
 
@@ -346,6 +393,16 @@ class Server:
         self._schema: bytes | None = None
         self._static: dict[str, bytes] = {}
         self._closing = False
+        self.ws_results: dict[str, int] = dict.fromkeys(WS_RESULTS, 0)
+        """``/ws/events`` attempts by result (``cdc_ws_connections_total{result}``)."""
+        self.polls_waiting = 0
+        """Long-polls parked waiting for an event (``cdc_http_polls_waiting``)."""
+        bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
+        if bind is not None:
+            try:
+                bind(server=self)
+            except TypeError:  # pragma: no cover - an older Metrics without the server source
+                pass
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -470,17 +527,24 @@ class Server:
             return _error(conn.cdc_error, {400: "bad content-length", 411: "chunked bodies are not supported",
                                            413: f"body larger than {self.max_message_bytes} bytes"}[conn.cdc_error])
         if not self._origin_ok(request):
+            if path == "/ws/events":
+                self._rejected(conn, "origin", 403, "origin not allowed")
             return _error(403, "origin not allowed")
         cors = self._cors(request)
         if method == "OPTIONS":
             return _response(204, b"", "text/plain", cors)
         if path == "/ws/events":
             if method != "GET":
+                self._rejected(conn, "bad_request", 405, "use GET")
                 return _error(405, "use GET", cors)
             if self._closing:
+                self._rejected(conn, "shutting_down", 503, "server shutting down")
                 return _error(503, "server shutting down")
             if self.hub.count >= self.max_subscribers:
+                self._rejected(conn, "limit", 503, "too many subscribers")
                 return _error(503, f"too many subscribers (limit {self.max_subscribers})")
+            if "websocket" not in request.headers.get("Upgrade", "").lower():
+                self._rejected(conn, "bad_request", 426, "not a WebSocket upgrade")
             return None  # websockets performs the upgrade (or answers 426 to a plain GET)
         if path == "/publish":
             if method != "POST":
@@ -599,7 +663,11 @@ class Server:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
                 break
-            await hub.wait_published(remaining)
+            self.polls_waiting += 1
+            try:
+                await hub.wait_published(remaining)  # stop_accepting() wakes it
+            finally:
+                self.polls_waiting -= 1
             if self._closing:
                 break
         return _response(200, b'{"events":[],"cursor":%d}' % since, "application/json", cors)
@@ -609,21 +677,25 @@ class Server:
     async def _handler(self, conn: ServerConnection) -> None:
         request = conn.request
         assert request is not None
+        started = time.monotonic()
         path, _, query = request.path.partition("?")
         params = parse_qsl(query, keep_blank_values=True)
         try:
             grant = self.auth.verify(self._token(request, params))
         except AuthError as exc:
+            self._rejected(conn, "unauthorized" if exc.code == 4401 else "forbidden", exc.code, str(exc))
             await conn.close(exc.code, str(exc))
             return
         try:
             req = parse_subscription(params)
         except ValueError as exc:
+            self._rejected(conn, "bad_request", 4400, str(exc), grant.subject)
             await conn.close(4400, str(exc)[:120])
             return
         try:
             types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
         except AuthError as exc:
+            self._rejected(conn, "forbidden" if exc.code == 4403 else "unauthorized", exc.code, str(exc), grant.subject)
             await conn.close(exc.code, str(exc))
             return
         hub = self.hub
@@ -641,11 +713,20 @@ class Server:
         if grant.exp is not None:
             hello["exp"] = int(grant.exp)
         if self._closing:
+            self._rejected(conn, "shutting_down", 1001, "server shutting down", grant.subject)
             await conn.close(1001, "server shutting down")
             return
+        self.ws_results["accepted"] += 1
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "ws open peer=%s sub=%s values=%d format=%s since=%s",
+                _peer(conn), _clean(grant.subject) or "-", req.values, "msgpack" if req.msgpack else "json",
+                "now" if req.since is None else req.since,
+            )
         try:
             await conn.send(control_frame(hello, req.msgpack), text=not req.msgpack)
         except ConnectionClosed:
+            self._closed_line(conn, sub, started)
             return
         self._schedule_expiry(sub, grant)
         since = req.since if req.since is not None else latest
@@ -675,6 +756,34 @@ class Server:
                 sub.pending = None
             if sub.drainer is not None:
                 sub.drainer.cancel()
+            if access_log.isEnabledFor(logging.INFO):
+                self._closed_line(conn, sub, started)
+
+    def _rejected(self, conn: Any, result: str, code: int, reason: str, subject: str = "") -> None:
+        """Count a refused ``/ws/events`` attempt and write its access line (no token, no query)."""
+        self.ws_results[result] = self.ws_results.get(result, 0) + 1
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "ws rejected peer=%s sub=%s result=%s code=%d reason=%s",
+                _peer(conn), _clean(subject) or "-", result, code, _clean(reason),
+            )
+
+    @staticmethod
+    def _closed_line(conn: ServerConnection, sub: Subscriber, started: float) -> None:
+        """The ``ws closed`` access line: peer, subject, close code/reason (ours or the peer's)."""
+        code: int | None = getattr(sub, "close_code", None)
+        try:
+            if code is None:
+                code = conn.close_code
+            reason = conn.close_reason or ""
+        except Exception:  # pragma: no cover - no close frame state
+            reason = ""
+        grant = sub.grant
+        access_log.info(
+            "ws closed peer=%s sub=%s code=%s reason=%s duration=%.1fs",
+            _peer(conn), _clean(grant.subject if grant is not None else "") or "-",
+            code if code is not None else "-", _clean(reason) or "-", time.monotonic() - started,
+        )
 
     def _schedule_expiry(self, sub: Subscriber, grant: Grant) -> None:
         if sub.exp_handle is not None:
