@@ -33,6 +33,7 @@ from .health import Health
 from .hub import Hub
 from .journal import Journal
 from .metrics import Metrics
+from .preflight import StartupError
 
 __all__ = ["AppContext", "run_app", "serve", "App"]
 
@@ -110,7 +111,10 @@ class App:
         self._components = components
         # fsync per journal commit (durable across power loss). Without it a commit is still
         # kill -9 safe (the OS has the pages) and p99 latency drops; see BENCHMARKS.md.
-        self.journal_sync = bool(getattr(config, "journal_fsync", True)) if journal_sync is None else journal_sync
+        if journal_sync is None:
+            mode = getattr(config, "journal_fsync", "commit")
+            journal_sync = mode not in ("off", False)
+        self.journal_sync = bool(journal_sync)
         self.ctx: AppContext | None = None
         self.stop = asyncio.Event()
         self._notifier: Any = None
@@ -159,7 +163,8 @@ class App:
             try:
                 await server.start()
             except OSError as exc:
-                raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+                # the environment (port in use, address not available), not the configuration: exit 3
+                raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
             ctx.port = server.port
             health.set("startup", "server", True)
             log.info("listening on http://%s:%d (journal %s, latest id %d)", server.host, server.port, journal.path, journal.latest_id)

@@ -96,6 +96,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from .errors import CdcError, FormatError
 from .events import CaptureGap, KeyChange
 from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
@@ -110,7 +112,10 @@ CHECKPOINT_NAME = "wal"
 
 # version, wal number, offset, last seq (-1 = none yet), compression
 _CKPT = struct.Struct("<BQQqB")
-_CKPT_VERSION = 1
+_CKPT_V1 = 1
+_CKPT_VERSION = 2  # v2 = v1 + u16 count + count x (u32 cf id, u16 timestamp size)
+_CKPT_TS = struct.Struct("<IH")
+_U16 = struct.Struct("<H")
 
 #: operation names emitted as key_change, by WAL op name
 _KEY_OPS: dict[str, str] = {
@@ -127,29 +132,50 @@ _BEGIN_PREPARE = frozenset({"begin_prepare", "begin_persisted_prepare", "begin_u
 _NO_VALUE_OPS = frozenset({"delete", "single_delete", "delete_range", "blob_index"})
 
 _b64 = base64.b64encode
+_json_encode = msgspec.json.Encoder().encode
 _FRAG_HEADER = struct.Struct("<HB")  # length, type (after the 4-byte CRC)
 
 
 class WalCheckpoint(NamedTuple):
-    """Capture position persisted with the events (see module docstring)."""
+    """Capture position persisted with the events (see module docstring).
+
+    ``ts_sizes`` are the user-defined timestamp sizes (cf id, size) announced earlier in the
+    WAL: a reader resuming mid-file needs them to split keys correctly.
+    """
 
     log_number: int
     offset: int
     last_seq: int
     compression: int
+    ts_sizes: tuple[tuple[int, int], ...] = ()
 
 
 def encode_checkpoint(cp: WalCheckpoint) -> bytes:
-    """Checkpoint -> bytes (fixed 26-byte layout, version 1)."""
-    return _CKPT.pack(_CKPT_VERSION, cp.log_number, cp.offset, cp.last_seq, cp.compression)
+    """Checkpoint -> bytes (version 2: the 26-byte v1 layout + the timestamp sizes)."""
+    head = _CKPT.pack(_CKPT_VERSION, cp.log_number, cp.offset, cp.last_seq, cp.compression)
+    ts = sorted(cp.ts_sizes)
+    return b"".join([head, _U16.pack(len(ts)), *(_CKPT_TS.pack(c, n) for c, n in ts)])
 
 
 def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
-    """Bytes -> checkpoint, or None when absent or not understood (capture then starts over)."""
-    if not data or len(data) != _CKPT.size or data[0] != _CKPT_VERSION:
+    """Bytes -> checkpoint (v1 or v2), or None when absent or not understood (capture then starts over)."""
+    if not data or len(data) < _CKPT.size:
         return None
-    _, number, offset, last_seq, compression = _CKPT.unpack(data)
-    return WalCheckpoint(number, offset, last_seq, compression)
+    version = data[0]
+    if version == _CKPT_V1:
+        if len(data) != _CKPT.size:
+            return None
+        _, number, offset, last_seq, compression = _CKPT.unpack(data)
+        return WalCheckpoint(number, offset, last_seq, compression)
+    if version != _CKPT_VERSION or len(data) < _CKPT.size + _U16.size:
+        return None
+    _, number, offset, last_seq, compression = _CKPT.unpack_from(data)
+    (n,) = _U16.unpack_from(data, _CKPT.size)
+    p = _CKPT.size + _U16.size
+    if len(data) != p + n * _CKPT_TS.size:
+        return None
+    ts = tuple(_CKPT_TS.unpack_from(data, p + i * _CKPT_TS.size) for i in range(n))
+    return WalCheckpoint(number, offset, last_seq, compression, ts)
 
 
 class _Tail:
@@ -350,6 +376,7 @@ class WalCapture:
         self._grabbed: collections.deque[tuple[int, str, int]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        self._cf_json_cache: tuple[dict[int, str], dict[int, tuple[str, bytes]]] | None = None
 
     # ------------------------------------------------------------------ component
 
@@ -715,16 +742,18 @@ class WalCapture:
         tail = self.tails[number]
         resume = self._resume
         offset, compression = 0, 0
+        ts_sizes: dict[int, int] | None = None
         if resume is not None:
             if number == resume.log_number:
                 offset, compression = resume.offset, resume.compression
+                ts_sizes = dict(resume.ts_sizes)
                 if offset > tail.size():
                     log.warning(
                         "WAL %06d is shorter than the checkpoint offset %d: it was replaced; reading it from 0",
                         number,
                         offset,
                     )
-                    offset, compression = 0, 0
+                    offset, compression, ts_sizes = 0, 0, None
             else:
                 self._resume_missing = True
                 log.warning(
@@ -734,14 +763,18 @@ class WalCapture:
                     resume.last_seq,
                 )
             self._resume = None
-        self._open_current(tail, offset, compression)
+        self._open_current(tail, offset, compression, ts_sizes)
 
-    def _open_current(self, tail: _Tail, offset: int, compression: int) -> WalReader:
+    def _open_current(
+        self, tail: _Tail, offset: int, compression: int, ts_sizes: dict[int, int] | None = None
+    ) -> WalReader:
         for n in [n for n in self.tails if n < tail.number]:
             self._close_tail(self.tails.pop(n))
         self.cur = tail
         self.floor = tail.number
-        self.reader = reader = WalReader(tail.number, offset=offset, leveldb=self._leveldb, compression=compression)
+        self.reader = reader = WalReader(
+            tail.number, offset=offset, leveldb=self._leveldb, compression=compression, ts_sizes=ts_sizes
+        )
         self.pos = offset
         self._corrupt_key = None
         return reader
@@ -834,6 +867,9 @@ class WalCapture:
         last_wal = self.last_seq_wal
         KC = KeyChange
         key_ops = _KEY_OPS
+        cf_json = self._cf_json()
+        enc = _json_encode
+        put_head = b'{"type":"key_change","timestamp":%d,"operation":"put","key":' % ts
         for b in batches:
             bseq = b.seq
             nxt = last_seq + 1
@@ -860,10 +896,21 @@ class WalCapture:
                 last_seq = s
                 opname = op[1]
                 if opname == "put":
-                    cf = names.get(op[2])
-                    if cf is not None:
+                    cfj = cf_json.get(op[2])
+                    if cfj is not None:
+                        k = op[3]
                         try:
-                            append(KC(timestamp=ts, operation="put", key=op[3].decode(), cf=cf, seq=s, value=op[4].decode()))
+                            # pre-encoded for the journal: byte-identical to encoding the KeyChange
+                            append(
+                                (
+                                    b'%b%b,"cf":%b,"seq":%d}' % (put_head, enc(k.decode()), cfj[1], s),
+                                    b',"value":' + enc(op[4].decode()),
+                                    "key_change",
+                                    cfj[0],
+                                    k,
+                                    None,
+                                )
+                            )
                             continue
                         except UnicodeDecodeError:
                             pass
@@ -913,6 +960,14 @@ class WalCapture:
                 )
             last_wal = b.log_number
         return _Decoded(events, len(batches), unknown, gaps, last_seq)
+
+    def _cf_json(self) -> dict[int, tuple[str, bytes]]:
+        """cf id -> (name, JSON-encoded name), rebuilt when ``cf_names`` changes."""
+        names = self.cf_names
+        cached = self._cf_json_cache
+        if cached is None or cached[0] is not names:
+            cached = self._cf_json_cache = (names, {i: (n, _json_encode(n)) for i, n in names.items()})
+        return cached[1]
 
     def _txn_ops(self, b: Batch) -> list[Any]:
         """Resolve WriteCommitted 2PC (TransactionDB) sections in one batch.
@@ -995,7 +1050,9 @@ class WalCapture:
             raise
 
     def _checkpoint(self, cur: _Tail, reader: WalReader) -> bytes:
-        return encode_checkpoint(WalCheckpoint(cur.number, reader.offset, self.last_seq, reader.compression))
+        return encode_checkpoint(
+            WalCheckpoint(cur.number, reader.offset, self.last_seq, reader.compression, tuple(reader.ts_sizes.items()))
+        )
 
     def _gap(self, a: int, b: int, reason: str) -> None:
         self.gaps += 1
@@ -1187,7 +1244,9 @@ class WalCapture:
         return False
 
     def _rewind(self, cur: _Tail, offset: int, compression: int) -> None:
-        self.reader = WalReader(cur.number, offset=offset, leveldb=self._leveldb, compression=compression)
+        old = self.reader
+        ts_sizes = old.ts_sizes if old is not None else None  # sizes announced earlier in this WAL stay in force
+        self.reader = WalReader(cur.number, offset=offset, leveldb=self._leveldb, compression=compression, ts_sizes=ts_sizes)
         self.pos = offset
 
     def _decode_error(self, err: FormatError, reason: str) -> None:

@@ -58,6 +58,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retention_bytes: int = 512 << 20  # bytes of event data
     retention_age_s: float = 7 * 24 * 3600.0
     commit_interval_ms: float = 5.0  # max time an event waits for its journal commit
+    # "commit": each journal commit fsyncs its data pages before its events are delivered
+    # (LMDB sync on, metasync off): a power loss can undo at most the last commit, whose events
+    # capture then journals again from the previous checkpoint (same WAL records, same ids);
+    # the journal stays consistent. "off": no fsync (the OS writes back when it likes): kill -9
+    # is still exactly-once, but a power loss can undo the last seconds of commits and, on a
+    # file system that reorders writes, damage the journal (delete it to start over).
+    journal_fsync: str = "commit"
     # --- delivery limits
     max_subscribers: int = 10_000
     max_message_bytes: int = 64 * 1024  # inbound WebSocket frames / POST bodies
@@ -67,6 +74,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # --- capture
     rescan_interval_s: float = 1.0  # periodic rescan in case watch events are lost
     readiness_max_lag_bytes: int = 64 << 20
+    ops_manifest_grace_s: float = 11.0  # info LOG quiet this long -> MANIFEST fallback for flush/compaction
     # --- process
     shutdown_timeout_s: float = 10.0
     log_format: str = "text"  # text | json
@@ -112,6 +120,12 @@ OPTIONS: dict[str, Option] = {
         Option("retention_bytes", "int", "keep at most this many bytes of event data", 1 << 10, 1 << 44),
         Option("retention_age_s", "float", "keep events at most this many seconds", 1, 10 * 365 * 86400),
         Option("commit_interval_ms", "float", "max time an event waits for its journal commit", 0, 10_000),
+        Option(
+            "journal_fsync",
+            "choice",
+            "fsync journal commits: commit (durable across power loss) | off (kill -9 safe only)",
+            choices=("commit", "off"),
+        ),
         Option("max_subscribers", "int", "max concurrent subscribers", 1, 10_000_000),
         Option("max_message_bytes", "int", "max inbound WebSocket frame / POST body", 256, 64 << 20),
         Option("subscriber_queue", "int", "events buffered per subscriber before close 4429", 1, 10_000_000),
@@ -119,6 +133,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_poll_timeout_s", "float", "longest GET /events long-poll", 0, 3600),
         Option("rescan_interval_s", "float", "periodic rescan of the store's files", 0.01, 3600),
         Option("readiness_max_lag_bytes", "int", "capture lag above which readiness fails", 0, 1 << 50),
+        Option("ops_manifest_grace_s", "float", "info LOG silence before flush/compaction come from the MANIFEST", 0.1, 3600),
         Option("shutdown_timeout_s", "float", "bound on graceful shutdown", 0.1, 3600),
         Option("log_format", "choice", "log line format", choices=("text", "json")),
         Option(

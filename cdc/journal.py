@@ -23,6 +23,7 @@ Layout (LMDB named databases, keys are 8-byte big-endian ids):
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import struct
@@ -37,7 +38,7 @@ import msgspec
 from .errors import JournalError, JournalFull
 from .events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
 
-__all__ = ["Journal", "Record", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
+__all__ = ["Journal", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
 
 _ID = struct.Struct(">Q")
 _U64 = struct.Struct("<Q")
@@ -114,6 +115,14 @@ class Record:
         return f"Record({self.id}, {self.type!r}, {self.wire[:80]!r})"
 
 
+PreEncoded = tuple
+"""A pre-encoded event, accepted by :meth:`Journal.append` next to Structs and dicts: a plain
+``tuple`` ``(core, value, type, cf, key, end_key)`` where ``core`` is the event's JSON object
+without ``id`` and without ``value``/``value_encoding`` (starting ``{"type":...``), ``value`` the
+value fragment (``,"value":...`` or ``b""``), ``type``/``cf`` the filter strings and
+``key``/``end_key`` the raw key bytes (or None). Invariant: identical to what encoding the
+equivalent Struct gives (capture builds these for its hot path; tests compare both)."""
+
 _TAG_OF: dict[type, str] = {}
 
 
@@ -159,6 +168,9 @@ def _encode_event(ev: Event | dict[str, Any], now_ms: int) -> tuple[bytes, bytes
         return full, b"", etype, ev.cf, key, end_key
     cf = getattr(ev, "cf", None)
     return _json_encoder.encode(ev), b"", etype, cf, None, None
+
+
+encode_event = _encode_event
 
 
 _utf8_cache: dict[str, bytes] = {}
@@ -239,8 +251,13 @@ class Journal:
         retention_age_s: float = 7 * 24 * 3600.0,
         sync: bool = True,
     ) -> None:
+        self._lock_fd = -1
         try:
             os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal at {path}: {exc.strerror or exc}") from exc
+        self._lock_fd = _lock_dir(path)
+        try:
             self.env = lmdb.open(
                 path,
                 map_size=map_size,
@@ -251,6 +268,7 @@ class Journal:
                 max_readers=512,
             )
         except (OSError, lmdb.Error) as exc:
+            self._unlock()
             raise JournalError(f"cannot open journal at {path}: {exc}") from exc
         self.path = path
         self.retention_count = retention_count
@@ -317,11 +335,15 @@ class Journal:
         """
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        encoded = []
+        encoded: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]] = []
         skipped: list[int] = []
+        enc_append = encoded.append
         for i, ev in enumerate(events):
+            if type(ev) is tuple:  # pre-encoded by capture (see PreEncoded)
+                enc_append(ev)
+                continue
             try:
-                encoded.append(_encode_event(ev, now_ms))
+                enc_append(_encode_event(ev, now_ms))
             except (ValueError, TypeError, msgspec.EncodeError):
                 self.rejected += 1
                 skipped.append(i)
@@ -496,8 +518,41 @@ class Journal:
             since = batch[-1].id
 
     def close(self) -> None:
-        """Close the environment (idempotent)."""
+        """Close the environment and release the directory lock (idempotent)."""
         try:
             self.env.close()
         except lmdb.Error:  # pragma: no cover
             pass
+        self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)  # releases the flock
+            except OSError:  # pragma: no cover
+                pass
+
+
+LOCK_FILE = "journal.lock"
+
+
+def _lock_dir(path: str) -> int:
+    """Exclusive ``flock`` on ``<path>/journal.lock`` (one Journal per directory, any process).
+
+    The lock is tied to the open file description: it conflicts with a second Journal in the
+    same process too, and a ``kill -9`` releases it. Raises JournalError when it is held.
+    """
+    lock_path = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot open journal lock {lock_path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise JournalError(f"journal {path} is in use by another cdc (lock {lock_path} is held)") from None
+        raise JournalError(f"cannot lock journal {path}: {exc.strerror or exc}") from None
+    return fd

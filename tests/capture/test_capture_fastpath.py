@@ -1,0 +1,77 @@
+"""Capture's pre-encoded hot path, the checkpoint format and the journal's directory lock."""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdc.capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
+from cdc.errors import JournalError
+from cdc.events import KeyChange
+from cdc.journal import FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal, encode_event
+from cdc.wal import Batch, Op
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_text, value=_text, cf=st.sampled_from(["default", 'we"ird\\cf', "\u00e9t\u00e9"]), seq=st.integers(0, 1 << 56))
+def test_fast_put_is_byte_identical_to_the_struct(key, value, cf, seq):
+    cap = WalCapture()
+    cap.cf_names = {0: "default", 3: cf}
+    cap._now_ms = lambda: 1_700_000_000_123
+    b = Batch(7, 0, seq, 1, [Op(seq, "put", 3, key.encode(), value.encode(), None)])
+    (fast,) = cap._build([b]).events
+    assert type(fast) is tuple
+    slow = encode_event(KeyChange(timestamp=1_700_000_000_123, operation="put", key=key, cf=cf, seq=seq, value=value), 0)
+    assert fast == slow
+
+
+def test_fast_and_slow_paths_journal_the_same(tmp_path):
+    cap = WalCapture()
+    cap._now_ms = lambda: 5
+    ops = [
+        Op(1, "put", 0, b"a", b"v1", None),
+        Op(2, "put", 0, b"\xff", b"v2", None),  # binary key: slow path
+        Op(3, "delete", 0, b"a", None, None),
+        Op(4, "put", 9, b"b", b"v4", None),  # unknown cf: slow path
+        Op(5, "put", 0, b"c", b"\xfe", None),  # binary value: slow path
+    ]
+    dec = cap._build([Batch(1, 0, 1, 5, ops)])
+    assert [type(e) is tuple for e in dec.events] == [True, False, False, False, False]
+    assert dec.unknown_cfs == [(3, 9)]
+    dec.events[3].cf = "cf9"
+    j = Journal(str(tmp_path / "j"), sync=False)
+    try:
+        recs = j.append(dec.events)
+        got = [msgspec.json.decode(r.frame(FORMAT_JSON_VALUES)) for r in recs]
+        assert got[0] == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a", "cf": "default", "seq": 1, "value": "v1"}
+        assert got[1]["key_encoding"] == "base64" and got[2]["operation"] == "delete" and got[3]["cf"] == "cf9"
+        assert msgspec.msgpack.decode(recs[0].frame(FORMAT_MSGPACK_VALUES))["value"] == "v1"
+        assert recs[0].key == b"a" and recs[0].cf == "default" and recs[0].type == "key_change"
+        back = j.read(0)
+        assert [r.wire for r in back] == [r.wire for r in recs] and [r.value for r in back] == [r.value for r in recs]
+    finally:
+        j.close()
+
+
+def test_checkpoint_v2_keeps_ts_sizes_and_v1_still_reads():
+    cp = WalCheckpoint(12, 4096, 77, 7, ((2, 8), (5, 4)))
+    assert decode_checkpoint(encode_checkpoint(cp)) == cp
+    v1 = struct.pack("<BQQqB", 1, 12, 4096, 77, 0)
+    assert decode_checkpoint(v1) == WalCheckpoint(12, 4096, 77, 0, ())
+    assert decode_checkpoint(encode_checkpoint(cp)[:-1]) is None
+    assert decode_checkpoint(b"\x09" + v1[1:]) is None
+
+
+def test_journal_locks_its_directory(tmp_path):
+    p = str(tmp_path / "j")
+    j = Journal(p, sync=False)
+    with pytest.raises(JournalError, match="in use"):
+        Journal(p, sync=False)
+    j.close()
+    Journal(p, sync=False).close()  # released on close
