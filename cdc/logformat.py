@@ -285,7 +285,10 @@ class LogReader:
                     state = "need_more"
                     break
                 if _U32.unpack_from(buf, i + 7)[0] != self._log32:
-                    # A record from an older life of a recycled file.
+                    # A record from an older life of a recycled file. Checked before the length
+                    # and the CRC, in RocksDB's order (log_reader.cc ReadPhysicalRecord:
+                    # kOldRecord precedes kBadRecordLen / kBadRecordChecksum), so a foreign log
+                    # number ends the live data whatever its CRC.
                     self.state = "end"
                     break
             if hsize + length > block_left:

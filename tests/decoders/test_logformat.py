@@ -268,3 +268,34 @@ def test_any_partition_yields_same_records(payloads, cuts):
         prev = c
     assert [x.payload for x in got] == payloads
     assert r.state == "ok" and r.offset == len(data)
+
+
+def test_recyclable_log_number_checked_before_length_and_crc():
+    """RocksDB's order (db/log_reader.cc ReadPhysicalRecord): for a recyclable header the log
+    number is compared right after the 11 header bytes are available, *before* the length and
+    the CRC are checked; a foreign log number is kOldRecord, which ReadRecord treats as the end
+    of the log. So bytes with a recyclable type and a foreign log number end the data even when
+    their CRC or length is garbage; only a record of *this* log number is CRC-checked."""
+    new = write_log([b"n1", b"n2"], log_number=20)
+    foreign = bytearray(physical(5, b"old payload", 12))
+    foreign[0:4] = b"\xde\xad\xbe\xef"  # bad CRC
+    recs, r = read_all(new + bytes(foreign), log_number=20)
+    assert [x.payload for x in recs] == [b"n1", b"n2"]
+    assert r.state == "end" and r.error is None and r.offset == len(new) and r.close() is None
+    huge = bytearray(foreign)
+    huge[4:6] = b"\xff\xff"  # and a length past the block end
+    recs, r = read_all(new + bytes(huge), log_number=20)
+    assert [x.payload for x in recs] == [b"n1", b"n2"] and r.state == "end"
+    # the same bytes with this file's log number are checked: a CRC mismatch after this life's
+    # records is a recycled file's tail (RocksDB: kBadRecordChecksum with recycled_ -> end)...
+    own = bytearray(physical(5, b"old payload", 20))
+    own[0:4] = b"\xde\xad\xbe\xef"
+    recs, r = read_all(new + bytes(own), log_number=20)
+    assert [x.payload for x in recs] == [b"n1", b"n2"] and r.state == "end"
+    # ...and as the very first record it is corruption (point-in-time recovery reports it)
+    recs, r = read_all(bytes(own), log_number=20)
+    assert recs == [] and r.state == "corrupt" and r.error.offset == 0
+    assert r.error.reason == "checksum mismatch" if hasattr(r.error, "reason") else "checksum" in str(r.error)
+    # a foreign log number on the very first record: nothing of this life yet -> end
+    recs, r = read_all(bytes(foreign), log_number=20)
+    assert recs == [] and r.state == "end"
