@@ -45,6 +45,9 @@ _U64 = struct.Struct("<Q")
 # commit time ms, len(type), len(cf) (0xFFFF: none), len(key) (-1: none), len(end_key) (-1: none)
 _IX = struct.Struct("<qHHii")
 _NO_CF = 0xFFFF
+_IX_HEAD = struct.Struct("<qHH")  # the first three fields of _IX
+_KL = struct.Struct("<ii")  # the last two
+_NO_KEYS = _KL.pack(-1, -1)
 
 FORMAT_JSON = 0
 FORMAT_JSON_VALUES = 1
@@ -62,36 +65,25 @@ PRUNE_BATCH = 50_000
 """Most events pruned by one append transaction (bounds the time of a write txn)."""
 
 
-class Record:
+class Record(msgspec.Struct, gc=False):
     """One journaled event, ready to send.
 
     ``wire`` is the JSON object with ``id`` and without the value; ``value`` is the JSON
     fragment of the value (``,"value":"..."[,"value_encoding":"base64"]``) or ``b""``.
-    Encodings per wire format are computed at most once (lazily) and cached.
+    Encodings per wire format are computed at most once (lazily) and cached in ``_cache``.
+    A msgspec Struct (C-level construction, no GC tracking: it holds only str/bytes/int/None
+    and the cache list of bytes, so it can never be part of a reference cycle).
     """
 
-    __slots__ = ("id", "type", "cf", "key", "end_key", "ts", "wire", "value", "_cache")
-
-    def __init__(
-        self,
-        id: int,
-        type: str,
-        cf: str | None,
-        key: bytes | None,
-        end_key: bytes | None,
-        ts: int,
-        wire: bytes,
-        value: bytes,
-    ) -> None:
-        self.id = id
-        self.type = type
-        self.cf = cf
-        self.key = key
-        self.end_key = end_key
-        self.ts = ts
-        self.wire = wire
-        self.value = value
-        self._cache: list[bytes | None] | None = None
+    id: int
+    type: str
+    cf: str | None
+    key: bytes | None
+    end_key: bytes | None
+    ts: int
+    wire: bytes
+    value: bytes
+    _cache: list[bytes | None] | None = None
 
     def frame(self, fmt: int) -> bytes:
         """Encoded event for one of the ``FORMAT_*`` wire formats (cached)."""
@@ -359,16 +351,32 @@ class Journal:
                     ev_put = ev_cur.put
                     ix_put = ix_cur.put
                     id_pack = _ID.pack
-                    pack_ix = _pack_ix
+                    kl_pack = _KL.pack
                     rec_append = records.append
+                    R = Record
+                    last_t: str | None = None
+                    last_cf: str | None = None
+                    head = tc = b""
                     for core, value, etype, cf, key, end_key in encoded:
                         wire = b'{"id":%d,%b' % (next_id, core[1:])
-                        ix = pack_ix(now_ms, etype, cf, key, end_key, value)
+                        if etype is not last_t or cf is not last_cf:  # same objects in a run: no lookup
+                            tc, tl, cl = _type_cf(etype, cf)
+                            head = _IX_HEAD.pack(now_ms, tl, cl)
+                            last_t, last_cf = etype, cf
+                        if end_key is None:
+                            if key is None:
+                                ix = b"%b%b%b%b" % (head, _NO_KEYS, tc, value)
+                            else:
+                                ix = b"%b%b%b%b%b" % (head, kl_pack(len(key), -1), tc, key, value)
+                        else:
+                            ix = b"".join(
+                                (head, kl_pack(-1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value)
+                            )
                         k = id_pack(next_id)
                         ev_put(k, wire, append=True)
                         ix_put(k, ix, append=True)
                         added += len(wire) + len(ix)
-                        rec_append(Record(next_id, etype, cf, key, end_key, now_ms, wire, value))
+                        rec_append(R(next_id, etype, cf, key, end_key, now_ms, wire, value))
                         next_id += 1
                     put = txn.put
                     if checkpoints:
