@@ -220,7 +220,16 @@ def config_cmd(ctx: click.Context, **params: Any) -> None:
 @click.argument("path", type=click.Path())
 @click.option("--values", is_flag=True, envvar="CDC_VALUES", help="Include values. [env: CDC_VALUES]")
 def dump_wal(path: str, values: bool) -> None:
-    """Decode WAL files (one file, or every WAL of a DB directory) as NDJSON."""
+    """Decode WAL files (one file, or every WAL of a DB directory) as NDJSON.
+
+    Exit 0 when everything decoded, 1 when a file is corrupt or truncated (the records
+    before the bad spot are printed, then one line on stderr), 2 for a bad PATH.
+
+    A store being written is normal: for a DB directory, an incomplete record at the end
+    of its newest WAL is a write in progress. It is left out with one "note:" line on
+    stderr and the exit code stays 0. A truncated older WAL, or a truncated single file
+    given as PATH, still exits 1.
+    """
     from .dumpwal import run
 
     sys.exit(run(path, values=values))

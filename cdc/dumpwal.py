@@ -26,6 +26,12 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
 Exit codes: 0 all good; 1 a file was corrupt or truncated (the records before the bad spot are
 printed, then one line on stderr, e.g. ``cdc: 000012.log @0x8000: checksum mismatch``); 2 the
 path is missing or not a WAL file / store.
+
+A live store: when PATH is a DB directory, its newest WAL is the one the store is writing, and
+an incomplete record at its very end is a write in progress, not damage. It is left out, one
+note goes to stderr (``cdc: note: 000012.log @0x1f40: incomplete last record (being written);
+not printed``) and the exit code stays 0. A truncated *older* WAL of a directory, or a
+truncated single file given as PATH, still exits 1 (``truncated record``).
 """
 
 from __future__ import annotations
@@ -241,6 +247,14 @@ def dump_file(
 ) -> FormatError | None:
     """Decode one WAL file to ``out``; return the first format problem (after printing the
     records before it), or None."""
+    return _dump_file(number, path, out, fmt, leveldb)[0]
+
+
+def _dump_file(
+    number: int, path: str, out: BinaryIO, fmt: _Formatter, leveldb: bool
+) -> tuple[FormatError | None, bool]:
+    """:func:`dump_file`, plus whether the problem is only an incomplete record at the end
+    of the file (what a write in progress looks like), as opposed to damage."""
     reader = WalReader(number, leveldb=leveldb)
     pending: list[bytes] = []
     size = 0
@@ -263,7 +277,8 @@ def dump_file(
                 break
     if pending:
         out.write(b"".join(pending))
-    return reader.close()
+    incomplete_tail = reader.state == "need_more"
+    return reader.close(), incomplete_tail
 
 
 def _wal_files_for(
@@ -355,21 +370,29 @@ def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
             print(f"cdc: {path}: {line}", file=err)
             code = 1
         fmt = _Formatter(names, values)
-        for number, file_path in files:
+        live_dir = os.path.isdir(path)
+        last = len(files) - 1
+        for i, (number, file_path) in enumerate(files):
             try:
-                problem = dump_file(number, file_path, out, fmt, leveldb=leveldb)
+                problem, incomplete_tail = _dump_file(number, file_path, out, fmt, leveldb)
             except FileNotFoundError:
                 # Deleted or archived while we were listing: try archive/, else say so.
                 alt = os.path.join(os.path.dirname(file_path), "archive", os.path.basename(file_path))
                 if os.path.isfile(alt):
-                    problem = dump_file(number, alt, out, fmt, leveldb=leveldb)
+                    problem, incomplete_tail = _dump_file(number, alt, out, fmt, leveldb)
                 else:
                     print(f"cdc: {file_path}: vanished while reading", file=err)
                     code = 1
                     continue
             if problem is not None:
                 where = f" @{problem.offset:#x}" if problem.offset >= 0 else ""
-                print(f"cdc: {os.path.basename(file_path)}{where}: {problem.reason}", file=err)
+                name = os.path.basename(file_path)
+                if incomplete_tail and live_dir and i == last:
+                    # The store's newest WAL: the last record is being written right now.
+                    out.flush()
+                    print(f"cdc: note: {name}{where}: incomplete last record (being written); not printed", file=err)
+                    continue
+                print(f"cdc: {name}{where}: {problem.reason}", file=err)
                 code = 1
         out.flush()
     except BrokenPipeError:
