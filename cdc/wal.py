@@ -21,7 +21,8 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from .errors import CorruptRecord, FormatError, UnsupportedRecord
 from crc32c import crc32c
@@ -493,7 +494,7 @@ _FUSED_HEADER = struct.Struct("<IHBQIB")  # log header + WriteBatch header + fir
 _unpack_fused = _FUSED_HEADER.unpack_from
 
 
-def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
+def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes, int, int, bool], Any] | None = None) -> list[Any]:
     """Decode the leading run of unfragmented legacy FULL records of ``log``'s buffer.
 
     The hot path of :class:`WalReader`: framing and WriteBatch decoding in one loop, with a
@@ -514,7 +515,9 @@ def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
     append = out.append
     crc = crc32c
     unpack = _unpack_fused
-    decode = _decode_batch
+    custom = decode is not None
+    if decode is None:
+        decode = _decode_batch
     new = _new
     while True:
         # one block at a time: records never cross a block boundary
@@ -532,7 +535,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool) -> list[Batch]:
             c = crc(buf[i + 6 : e])
             if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
                 break
-            if count == 1 and tag == 1:
+            if count == 1 and tag == 1 and not custom:
                 # single default-CF Put with one-byte varint lengths
                 kl = buf[i + 20]
                 ke = i + 21 + kl
@@ -610,6 +613,17 @@ class WalReader:
         self._compression_seen = compression != NO_COMPRESSION
         self._records_seen = offset != 0
         self._dctx = None
+        self.batch_decoder: Callable[[bytes, int, int, bool], Any] | None = None
+        """Tools (``cdc dump-wal``): replaces the WriteBatch decoder for records that are neither
+        compressed nor carry timestamps; called as ``(payload, log_number, offset, leveldb)``.
+        It may return any non-tuple object (e.g. pre-rendered output), which ``read()`` then
+        returns in that record's place, and must raise :class:`FormatError` exactly where
+        :func:`decode_write_batch` would (the simplest way: fall back to it)."""
+        self.run_scanner: Callable[[LogReader], list[Any]] | None = None
+        """Tools: called on the LogReader (no fragment pending, not recycled, no compression or
+        timestamps) before the built-in scan; it may consume a leading run of unfragmented legacy
+        FULL records (advancing ``_pos``/``offset``, verifying every CRC) and return one item per
+        run or record, in file order."""
 
     @property
     def offset(self) -> int:
@@ -638,13 +652,17 @@ class WalReader:
             return []
         out: list[Batch] = []
         leveldb = self.leveldb
-        decode = _decode_batch
+        decode = self.batch_decoder or _decode_batch
+        custom = self.batch_decoder
+        scan = self.run_scanner
         log = self._log
         while True:
             fast = None if (self.compression or self.ts_sizes) else decode
             if fast is not None and not log._recycled:
                 if not log._frags:
-                    out += _scan_simple_records(log, leveldb)
+                    if scan is not None:
+                        out += scan(log)
+                    out += _scan_simple_records(log, leveldb, custom)
                 # then one record the general way (a fragment, a trailer, metadata, an error)
                 items = log.read_raw(fast, 1)
             else:
@@ -662,9 +680,9 @@ class WalReader:
         append = out.append
         log_number = self.log_number
         leveldb = self.leveldb
-        decode = _decode_batch
+        decode = self.batch_decoder or _decode_batch
         for item in items:
-            if type(item) is Batch:
+            if type(item) is not tuple:  # a Batch (or a batch_decoder's result)
                 append(item)
                 continue
             rec_offset, rtype, payload = item

@@ -1,0 +1,182 @@
+"""The keys-only fast path of ``cdc dump-wal`` prints exactly what the general formatter prints.
+
+Every case is dumped twice in-process -- fast path on, and off (CDC_DUMPWAL_NO_FASTPATH) -- and
+stdout, stderr and the exit code must be identical. Uniform runs (the fast path) are mixed with
+everything that must leave it: other ops and CFs, varying lengths, keys JSON escapes or that are
+not ASCII, bad CRCs inside a run, truncation inside a run, fragments, 2-byte value lengths.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdc.dumpwal import run
+
+from .conftest import batch, physical, run_writer, varstr, write_log
+
+
+def dump_both(path: str, monkeypatch) -> tuple[bytes, str, int]:
+    results = []
+    for off in ("", "1"):
+        if off:
+            monkeypatch.setenv("CDC_DUMPWAL_NO_FASTPATH", off)
+        else:
+            monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
+        out, err = io.BytesIO(), io.StringIO()
+        code = run(path, values=False, out=out, err=err)
+        results.append((out.getvalue(), err.getvalue(), code))
+    monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
+    fast, slow = results
+    assert fast[2] == slow[2] and fast[1] == slow[1]
+    assert fast[0].splitlines() == slow[0].splitlines()
+    assert fast[0] == slow[0]
+    return fast
+
+
+def puts(keys: list[bytes], vlen: int) -> bytes:
+    return b"".join(b"\x01" + varstr(k) + varstr(b"v" * vlen) for k in keys)
+
+
+def single(seq: int, key: bytes, vlen: int) -> bytes:
+    return batch(seq, 1, puts([key], vlen))
+
+
+def test_real_uniform_and_mixed_wal(tmp_path, monkeypatch):
+    db = os.fspath(tmp_path / "db")
+    run_writer(
+        db,
+        """
+        db, h = open_db(DB_PATH, cfs=["other"])
+        for i in range(3000):                       # uniform single puts
+            db[b"key%06d" % i] = b"x" * 100
+        for start in range(0, 5000, 500):           # uniform batches
+            wb = WriteBatch(raw_mode=True)
+            for i in range(start, start + 500):
+                wb.put(b"bk%07d" % i, b"y" * 300)   # 2-byte value length
+            db.write(wb)
+        wb = WriteBatch(raw_mode=True)              # a mixed batch
+        for i in range(50):
+            wb.put(b"m%d" % i, b"z" * (i % 7))
+        wb.delete(b"m3")
+        db.write(wb)
+        for i in range(500):                         # varying lengths, odd keys, other cf, deletes
+            db[b"k" * (i % 20 + 1)] = b"v" * (i % 150)
+            if i % 50 == 0:
+                h["other"][b"o%d" % i] = b"1"
+                del db[b"k"]
+                db[b'quote"back\\\\slash'] = b"q"
+                db[b"ctl\\x01\\x1f"] = b"c"
+                db["ünïcode".encode()] = b"u"
+                db[b"\\xff\\xfe"] = b"bin"
+        for i in range(3000):                       # uniform again
+            db[b"tail%06d" % i] = b"t" * 20
+        """,
+    )
+    out, err, code = dump_both(db, monkeypatch)
+    assert code == 0 and err == ""
+    assert out.count(b"\n") > 3000 + 5000 + 51 + 500 + 3000
+
+
+def _uniform_file(tmp_path, n_single: int = 400, vlen: int = 100) -> tuple[str, list[bytes], bytes]:
+    recs = [single(100 + i, b"key%06d" % i, vlen) for i in range(n_single)]
+    recs.append(batch(100 + n_single, 300, puts([b"bb%05d" % i for i in range(300)], 40)))
+    data = write_log(recs)
+    path = os.fspath(tmp_path / "000007.log")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, recs, data
+
+
+def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
+    import cdc.dumpwal as dumpwal
+
+    rendered: list[int] = []
+    lines = dumpwal._KeysOnly._lines
+
+    def spy(self, seqs, keys, offsets):
+        rendered.append(len(keys))
+        return lines(self, seqs, keys, offsets)
+
+    monkeypatch.setattr(dumpwal._KeysOnly, "_lines", spy)
+    path, recs, data = _uniform_file(tmp_path)
+    out, err, code = dump_both(path, monkeypatch)
+    assert code == 0 and out.count(b"\n") == 700
+    assert rendered == [250, 149, 300]  # the fast path took both kinds of runs (one record was fragmented)
+    rng = random.Random(7)
+    positions = [rng.randrange(len(data)) for _ in range(40)] + [0, 7, 20, 135 * 100 + 3, len(data) - 1]
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with open(path, "wb") as f:
+            f.write(bytes(bad))
+        dump_both(path, monkeypatch)
+    for cut in [1, 50, 135 * 10 + 60, 32768 - 3, 32768 + 10, len(data) - 5] + [rng.randrange(len(data)) for _ in range(20)]:
+        with open(path, "wb") as f:
+            f.write(data[:cut])
+        dump_both(path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b'a"b', b"a\\b", b"a\x00b", b"tab\there", b"\x7fdel", "é".encode(), b"\xff", b"pct%s%d%%", b""],
+)
+def test_keys_that_need_escaping_or_base64(tmp_path, monkeypatch, key):
+    recs = [single(1 + i, (key + b"%03d" % i) if i % 2 else key.ljust(len(key) + 3, b"k"), 10) for i in range(100)]
+    recs += [single(200 + i, key, 10) for i in range(50)]
+    recs.append(batch(300, 20, puts([key] * 20, 5)))
+    path = os.fspath(tmp_path / "000003.log")
+    with open(path, "wb") as f:
+        f.write(write_log(recs))
+    out, err, code = dump_both(path, monkeypatch)
+    assert code == 0 and out.count(b"\n") == 170
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    klen=st.integers(0, 140),
+    vlen=st.sampled_from([0, 1, 100, 127, 128, 129, 300, 16383, 16384]),
+    n=st.integers(1, 60),
+    seqs=st.sampled_from(["consecutive", "gaps"]),
+    odd=st.integers(-1, 59),
+    nbatch=st.integers(0, 40),
+)
+def test_generated_runs(tmp_path_factory, klen, vlen, n, seqs, odd, nbatch):
+    from _pytest.monkeypatch import MonkeyPatch
+
+    mp = MonkeyPatch()
+    try:
+        recs = []
+        seq = 10
+        for i in range(n):
+            key = (b"k%d-" % i).ljust(klen, b"x")[: max(klen, 1)] if klen else b""
+            if i == odd:
+                recs.append(batch(seq, 1, b"\x00" + varstr(key)))  # a delete in the run
+            else:
+                recs.append(single(seq, key, vlen))
+            seq += 1 if seqs == "consecutive" else 3
+        if nbatch:
+            recs.append(batch(seq, nbatch, puts([b"%05d" % i for i in range(nbatch)], vlen)))
+        path = os.fspath(tmp_path_factory.mktemp("gen") / "000005.log")
+        with open(path, "wb") as f:
+            f.write(write_log(recs))
+        out, err, code = dump_both(path, mp)
+        assert code == 0 and out.count(b"\n") == n + nbatch
+    finally:
+        mp.undo()
+
+
+def test_fragmented_uniform_batch_and_physical_helpers(tmp_path, monkeypatch):
+    big = batch(5, 1000, puts([b"key%010d" % i for i in range(1000)], 100))  # spans 4 blocks
+    data = write_log([big, big[:0] or batch(1005, 1, puts([b"x"], 1))])
+    assert physical(1, b"") and len(data) > 3 * 32768
+    path = os.fspath(tmp_path / "000009.log")
+    with open(path, "wb") as f:
+        f.write(data)
+    out, err, code = dump_both(path, monkeypatch)
+    assert code == 0 and out.count(b"\n") == 1001
