@@ -75,3 +75,35 @@ def test_journal_locks_its_directory(tmp_path):
         Journal(p, sync=False)
     j.close()
     Journal(p, sync=False).close()  # released on close
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["put", "put", "put", "delete", "merge"]),
+            st.sampled_from([0, 3, 9]),
+            st.one_of(_text.map(str.encode), st.binary(max_size=4)),
+            st.one_of(_text.map(str.encode), st.binary(max_size=4)),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_batch_comprehension_equals_per_op_path(ops):
+    """Mixed batches: every pre-encoded event equals encoding its op's KeyChange (order, seq, cf)."""
+    cap = WalCapture()
+    cap.cf_names = {0: "default", 3: "three"}
+    cap._now_ms = lambda: 42
+    batch = Batch(1, 0, 100, len(ops), [Op(100 + i, name, cf, k, v, None) for i, (name, cf, k, v) in enumerate(ops)])
+    dec = cap._build([batch])
+    assert dec.last_seq == 100 + len(ops) - 1 and len(dec.events) == len(ops)
+    for i, cf_id in dec.unknown_cfs:
+        dec.events[i].cf = f"cf{cf_id}"
+    for i, ((name, cf, k, v), ev) in enumerate(zip(ops, dec.events, strict=True)):
+        got = ev if type(ev) is tuple else encode_event(ev, 0)
+        if type(ev) is not tuple:
+            continue  # the slow path is the reference itself
+        assert name == "put" and cf in (0, 3)
+        want = encode_event(KeyChange(timestamp=42, operation="put", key=k.decode(), cf=cap.cf_names[cf], seq=100 + i, value=v.decode()), 0)
+        assert got == want
