@@ -257,8 +257,13 @@ class _Formatter:
 # characters JSON escapes, a CRC or length problem -- goes through the general decoder and
 # formatter, so the output stays byte-identical to theirs (differential tests).
 
-_JSON_UNSAFE = re.compile(rb'[\x00-\x1f"\\\x80-\xff]')
+_JSON_UNSAFE = bytes(c for c in range(256) if c < 0x20 or c in (0x22, 0x5C) or c >= 0x80)
 """Bytes a key may not contain to be printed verbatim between quotes (msgspec's output)."""
+
+
+def _json_safe(keys: bytes) -> bool:
+    """True when ``keys`` holds only printable ASCII other than ``"`` and ``\\``."""
+    return len(keys.translate(None, _JSON_UNSAFE)) == len(keys)
 _MIN_RUN = 8
 _SEP = b"\x00"
 
@@ -314,6 +319,8 @@ class _KeysOnly:
     def __init__(self, cf_default: str, wal: int) -> None:
         cf = msgspec.json.encode(cf_default).replace(b"%", b"%%")
         self.line = b'{"seq":%d,"op":"put","cf":' + cf + b',"key":"%s","wal":' + b"%d" % wal + b',"offset":%d}\n'
+        # the same with the offset filled in by a first %-format (%% survives it as %)
+        self.line_at = self.line.replace(b"%", b"%%").replace(b'"offset":%%d}', b'"offset":%d}')
         self._templates: dict[int, bytes] = {}
         self._batch_rx: dict[tuple[int, int], re.Pattern[bytes]] = {}
         self._rec_rx: dict[tuple[int, int, int], tuple[re.Pattern[bytes], re.Pattern[bytes]]] = {}
@@ -355,9 +362,12 @@ class _KeysOnly:
                         self._batch_rx[(k, v)] = rx
                     keys = rx.findall(payload, 12)
                     # count non-overlapping matches of `stride` bytes in count*stride bytes tile them
-                    if len(keys) == count and not _JSON_UNSAFE.search(b"".join(keys)):
+                    if len(keys) == count and _json_safe(b"".join(keys)):
                         seq0 = int.from_bytes(payload[:8], "little")
-                        return self._lines(range(seq0, seq0 + count), keys, [offset] * count)
+                        args: list[Any] = [None] * (2 * count)
+                        args[0::2] = range(seq0, seq0 + count)
+                        args[1::2] = keys
+                        return (self.line_at % offset * count) % tuple(args)
         return _decode_batch(payload, log_number, offset, leveldb)
 
     # -- consecutive unfragmented single-Put records of one length (one write per call)
@@ -400,7 +410,7 @@ class _KeysOnly:
                 break
             items = pats[0].findall(buf, i, end)
             crcs, bodies, seqb, keys = map(list, zip(*items))
-            if not _crcs_ok(crcs, bodies) or _JSON_UNSAFE.search(b"".join(keys)):
+            if not _crcs_ok(crcs, bodies) or not _json_safe(b"".join(keys)):
                 break  # the general path finds and reports the exact record
             seqs = struct.unpack(f"<{count}Q", b"".join(seqb))
             out.append(self._lines(seqs, keys, range(base + i, base + end, stride)))

@@ -98,12 +98,20 @@ def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
 
     rendered: list[int] = []
     lines = dumpwal._KeysOnly._lines
+    batch_fast = dumpwal._KeysOnly.batch
 
     def spy(self, seqs, keys, offsets):
         rendered.append(len(keys))
         return lines(self, seqs, keys, offsets)
 
+    def spy_batch(self, *args):
+        got = batch_fast(self, *args)
+        if type(got) is bytes:
+            rendered.append(got.count(b"\n"))
+        return got
+
     monkeypatch.setattr(dumpwal._KeysOnly, "_lines", spy)
+    monkeypatch.setattr(dumpwal._KeysOnly, "batch", spy_batch)
     path, recs, data = _uniform_file(tmp_path)
     out, err, code = dump_both(path, monkeypatch)
     assert code == 0 and out.count(b"\n") == 700
