@@ -8,6 +8,13 @@ Invariants:
 - JWTs must be HS256, carry ``exp``, and are verified with the secret from the secret file.
   Scope claims: ``types``, ``cf``, ``prefix`` (lists: what the holder may receive), ``values``
   (bool), ``admin`` (bool).
+- Clock skew: ``iat`` and ``nbf`` may lie up to :data:`CLOCK_SKEW_S` (60 s) in our future (a
+  backend whose clock runs fast still mints usable tokens); ``exp`` gets no leeway at all
+  (:data:`EXP_LEEWAY_S` = 0): a token is never honoured past its expiry by our clock.
+- Every claim is validated before use: a malformed claim (wrong type, non-finite number, a
+  string that is not encodable as UTF-8, more than :data:`MAX_SCOPE_ITEMS` scope entries or an
+  entry longer than :data:`MAX_SCOPE_ITEM_LEN`) is a clean ``AuthError`` 4401 that names the
+  claim, never another exception.
 - Scope policy (documented in docs/design.md): a request that *names* something outside the
   token's scope (a type, cf or prefix it may not receive, or ``values=1`` without ``values``)
   is refused with 4403; a request that names nothing is *narrowed* to the token's scope.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -59,15 +67,76 @@ class Grant:
 FULL_GRANT = Grant("insecure-no-auth", values=True, admin=True)
 
 
+CLOCK_SKEW_S = 60.0
+"""Leeway for ``iat``/``nbf`` in the future (the minting backend's clock may run fast)."""
+EXP_LEEWAY_S = 0.0
+"""Leeway for ``exp``: none, an expired token is refused by our clock."""
+MAX_SCOPE_ITEMS = 256
+"""At most this many entries in each of ``types``, ``cf``, ``prefix``."""
+MAX_SCOPE_ITEM_LEN = 1024
+"""At most this many characters in one scope entry (and in ``sub``)."""
+MAX_EXP = 253402300799.0
+"""Year 9999: a later ``exp`` is stored as this (timers and the browser stay in range)."""
+
+
+def _bad(name: str, what: str) -> AuthError:
+    return AuthError(f"invalid token: claim '{name}' {what}", 4401)
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str_list(claims: dict[str, Any], name: str) -> frozenset[str] | None:
+    """A scope claim: absent/null -> None, a string -> one item, else a bounded list of strings."""
     v = claims.get(name)
     if v is None:
         return None
     if isinstance(v, str):
         v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise AuthError(f"invalid token: claim {name!r} must be a list of strings", 4401)
+    if not isinstance(v, list):
+        raise _bad(name, "must be a list of strings")
+    if len(v) > MAX_SCOPE_ITEMS:
+        raise _bad(name, f"has more than {MAX_SCOPE_ITEMS} entries")
+    for x in v:
+        if not isinstance(x, str):
+            raise _bad(name, "must be a list of strings")
+        if len(x) > MAX_SCOPE_ITEM_LEN:
+            raise _bad(name, f"has an entry longer than {MAX_SCOPE_ITEM_LEN} characters")
+        if not _encodable(x):
+            raise _bad(name, "has an entry that is not valid Unicode text")
     return frozenset(v)
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    """A NumericDate claim: absent -> None, else a finite int/float (bool is not a number)."""
+    if name not in claims:
+        return None
+    v = claims[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(name, "must be a number (seconds since the epoch)")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf if v > 0 else -math.inf
+    if not math.isfinite(f):
+        if name == "exp" and f > 0:
+            return MAX_EXP
+        raise _bad(name, "must be a finite number")
+    return f
+
+
+def _flag(claims: dict[str, Any], name: str) -> bool:
+    v = claims.get(name, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _bad(name, "must be a boolean")
+    return v
 
 
 class Authenticator:
@@ -147,31 +216,54 @@ class Authenticator:
                 token,
                 self._secret,
                 algorithms=["HS256"],
-                options={"require": ["exp"], "verify_exp": now is None},
-                leeway=0,
+                # signature, algorithm and exp presence by PyJWT; time claims below (own leeways)
+                options={"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired", 4401) from None
         except jwt.MissingRequiredClaimError:
             raise AuthError("invalid token: exp claim required", 4401) from None
         except jwt.InvalidTokenError:
             raise AuthError("invalid token", 4401) from None
-        exp = claims.get("exp")
-        if not isinstance(exp, (int, float)):
+        except Exception:  # anything PyJWT did not anticipate in a hostile token
+            raise AuthError("invalid token", 4401) from None
+        if not isinstance(claims, dict):
+            raise AuthError("invalid token", 4401)
+        try:
+            return self._grant(claims, time.time() if now is None else now)
+        except AuthError:
+            raise
+        except Exception:  # defence in depth: a claim must never escape as another error
+            raise AuthError("invalid token: malformed claims", 4401) from None
+
+    @staticmethod
+    def _grant(claims: dict[str, Any], now: float) -> Grant:
+        """Validate the claims of a signature-checked JWT at time ``now``; build its grant."""
+        exp = _number(claims, "exp")
+        if exp is None:
             raise AuthError("invalid token: exp claim required", 4401)
-        if now is not None and exp <= now:
+        if exp <= now - EXP_LEEWAY_S:
             raise AuthError("token expired", 4401)
+        nbf = _number(claims, "nbf")
+        if nbf is not None and nbf > now + CLOCK_SKEW_S:
+            raise AuthError("token not yet valid (nbf)", 4401)
+        iat = _number(claims, "iat")
+        if iat is not None and iat > now + CLOCK_SKEW_S:
+            raise AuthError("token not yet valid (iat is in the future)", 4401)
+        sub = claims.get("sub", "")
+        if sub is None:
+            sub = ""
+        if not isinstance(sub, str):
+            raise _bad("sub", "must be a string")
+        if len(sub) > MAX_SCOPE_ITEM_LEN or not _encodable(sub):
+            raise _bad("sub", f"must be valid text of at most {MAX_SCOPE_ITEM_LEN} characters")
         prefixes = _str_list(claims, "prefix")
-        values = claims.get("values", False)
-        admin = claims.get("admin", False)
         return Grant(
-            str(claims.get("sub", "")),
+            sub,
             types=_str_list(claims, "types"),
             cfs=_str_list(claims, "cf"),
-            prefixes=tuple(p.encode() for p in prefixes) if prefixes is not None else None,
-            values=values is True,
-            admin=admin is True,
-            exp=float(exp),
+            prefixes=tuple(p.encode("utf-8") for p in prefixes) if prefixes is not None else None,
+            values=_flag(claims, "values"),
+            admin=_flag(claims, "admin"),
+            exp=min(exp, MAX_EXP),
         )
 
 
