@@ -455,7 +455,7 @@ class WalCapture:
 
     async def _wait(self) -> None:
         now = time.monotonic()
-        if self._hot_until > now and self.hot_poll_s > 0:
+        if self._hot_until > now and self.hot_poll_s > 0 and not self._write_wakes:
             timeout = self.hot_poll_s
         else:
             timeout = max(0.0, self._next_rescan - now)
@@ -529,6 +529,11 @@ class WalCapture:
         except (OSError, AttributeError) as exc:  # no inotify: hints + rescans still work
             log.debug("no inotify WAL grabber: %s", exc)
             self._grabber = None
+
+    @property
+    def _write_wakes(self) -> bool:
+        """True while the inotify thread wakes the loop on WAL writes (hot polling is moot then)."""
+        return self._grabber is not None and self.wake_on_write
 
     def _disarm_grabber(self) -> None:
         g, self._grabber = self._grabber, None
