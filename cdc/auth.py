@@ -32,6 +32,7 @@ from typing import Any
 import jwt
 
 from .errors import AuthError, ConfigError
+from .logs import register_secret
 
 __all__ = ["Grant", "Authenticator", "mint_token", "narrow", "FULL_GRANT"]
 
@@ -171,6 +172,7 @@ class Authenticator:
                 tok = line.split("#", 1)[0].strip()
                 if tok:
                     self._digests.append(hashlib.sha256(tok.encode()).digest())
+                    register_secret(tok)  # never in a log line, whoever logs it
             if not self._digests:
                 raise ConfigError(f"tokens file {tokens_file} has no tokens")
         if jwt_secret_file:
@@ -182,6 +184,7 @@ class Authenticator:
             if not secret:
                 raise ConfigError(f"jwt secret file {jwt_secret_file} is empty")
             self._secret = secret
+            register_secret(secret)
 
     @property
     def configured(self) -> bool:

@@ -3,8 +3,13 @@
 Invariants:
 - every record becomes exactly one line (newlines in messages and tracebacks are escaped);
 - anything that looks like a credential (``token=...``, ``Bearer ...``, ``"token": "..."``,
-  JWT-shaped strings, ``secret=...``/``password=...``) is replaced by ``[REDACTED]`` before it
-  is written, whatever logger produced it (the filter sits on the handler);
+  JWT-shaped strings, ``secret=...``/``password=...``, credential header lines, and the exact
+  text of every configured token/key registered with :func:`register_secret`) is replaced by
+  ``[REDACTED]`` before it is written, whatever logger produced it (the filter sits on the
+  handler); prose such as ``invalid token: claim 'prefix'`` is left alone;
+- websockets' frame dumps (``< TEXT '...' [N bytes]``, ``> BINARY 81 a2 ...``, ``CLOSE``...)
+  never show a payload: only direction, opcode, close code and byte count (an ``auth`` frame
+  carries a token, and websockets prints a frame's head *and tail*);
 - under journald (``$JOURNAL_STREAM`` names our stderr) text lines carry a ``<N>`` syslog
   priority prefix and no timestamp, since journald records both itself.
 """
@@ -21,28 +26,89 @@ from typing import IO, Any
 
 import msgspec
 
-__all__ = ["RedactingFilter", "JsonFormatter", "TextFormatter", "redact", "setup_logging"]
+__all__ = ["RedactingFilter", "JsonFormatter", "TextFormatter", "redact", "register_secret", "setup_logging", "summarize_frame"]
 
 REDACTED = "[REDACTED]"
+
+_KEY = r"[\w-]*(?:token|secret|password|passwd|api[_-]?key)"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # JWTs, whole or truncated (header.payload.signature, base64url; a header starts eyJ = '{"')
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"), REDACTED),
     # Authorization headers
     (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+"), r"\1\2" + REDACTED),
-    # token=..., access_token=..., secret: ..., password=... (query strings, key=value, JSON)
+    # credential-carrying header lines as websockets logs them ("< Cookie: ...")
     (
-        re.compile(
-            r"(?i)(\b[\w-]*(?:token|secret|password|passwd|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)"
-            r"(?!\[REDACTED\])([^\s\"'&,;}\]]+)"
-        ),
+        re.compile(r"(?im)^([<>] (?:authorization|proxy-authorization|cookie|set-cookie|x-[\w-]*(?:token|key|secret|auth)[\w-]*):[ \t]*)(?!.*\[REDACTED\])\S.*$"),
+        r"\1" + REDACTED,
+    ),
+    # token=..., access_token=..., secret=..., password=... (query strings, key=value)
+    (
+        re.compile(rf"(?i)(\b{_KEY}\s*=\s*[\"']?)(?!\[REDACTED\])([^\s\"'&,;}}\]]+)"),
+        r"\1" + REDACTED,
+    ),
+    # "token": "...", 'secret': '...' (a quoted key with a quoted value: JSON, dict reprs)
+    (
+        re.compile(rf"(?i)(\\?[\"']{_KEY}\\?[\"']\s*:\s*\\?[\"'])(?!\[REDACTED\])([^\"'\\]+)"),
         r"\1" + REDACTED,
     ),
 )
+_PATTERNS += (
+    # secret: ..., password: ... (unquoted colon form; not for "token", see below)
+    (
+        re.compile(r"(?i)(\b[\w-]*(?:secret|password|passwd|api[_-]?key)\s*:\s*)(?!\[REDACTED\])([^\s\"'&,;}\]]+)"),
+        r"\1" + REDACTED,
+    ),
+)
+# Not redacted on purpose: prose such as "invalid token: claim 'prefix' ..." (the word "token"
+# followed by a colon and an unquoted word is a message, not a credential).
+
+# websockets' frame dumps: "< TEXT '{...}' [34 bytes]", "> BINARY 81 a2 ... [9 bytes]",
+# "< CLOSE 4401 (private use) reason [35 bytes]". The payload (which may hold an ``auth`` frame's
+# token, whole or as head/tail pieces) is replaced by its size; a close frame keeps its code.
+_FRAME_RE = re.compile(
+    r"^([<>]) (TEXT|BINARY|CONT|PING|PONG|CLOSE)\b(?: (\d{4})\b)?.*?(\[[^\[\]]*\bbytes?\b[^\[\]]*\])?\s*$",
+    re.S,
+)
+
+_MIN_SECRET_LEN = 8
+_secrets: set[str] = set()
+_secrets_re: re.Pattern[str] | None = None
+
+
+def register_secret(value: str | bytes) -> None:
+    """Redact every later occurrence of ``value`` (a configured token or key) in log lines.
+
+    Values shorter than 8 characters are ignored (they would redact ordinary words).
+    """
+    global _secrets_re
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    value = value.strip()
+    if len(value) < _MIN_SECRET_LEN or value in _secrets:
+        return
+    _secrets.add(value)
+    _secrets_re = re.compile("|".join(re.escape(v) for v in sorted(_secrets, key=len, reverse=True)))
+
+
+def summarize_frame(text: str) -> str:
+    """A websockets frame log line reduced to direction, opcode, close code and size."""
+    m = _FRAME_RE.match(text)
+    if m is None:
+        return text
+    direction, opcode, code, size = m.groups()
+    out = f"{direction} {opcode}"
+    if opcode == "CLOSE" and code:
+        out += f" {code}"
+    return f"{out} {size}" if size else out
 
 
 def redact(text: str) -> str:
     """Replace everything that looks like a credential in ``text``."""
+    if text[:2] in ("< ", "> "):
+        text = summarize_frame(text)
+    if _secrets_re is not None:
+        text = _secrets_re.sub(REDACTED, text)
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
