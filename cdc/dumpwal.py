@@ -330,9 +330,11 @@ class _KeysOnly:
         n = len(keys)
         tpl = self._templates.get(n)
         if tpl is None:
-            if len(self._templates) > 256:
-                self._templates.clear()
-            tpl = self._templates[n] = self.line * n
+            tpl = self.line * n
+            if n <= 4096:  # long runs are rare sizes: not worth keeping
+                if len(self._templates) > 256:
+                    self._templates.clear()
+                self._templates[n] = tpl
         args: list[Any] = [None] * (3 * n)
         args[0::3] = seqs
         args[1::3] = keys
@@ -373,52 +375,114 @@ class _KeysOnly:
     # -- consecutive unfragmented single-Put records of one length (one write per call)
 
     def records(self, log: LogReader) -> list[Any]:
-        """``WalReader.run_scanner``: the uniform run at the reader's position, rendered."""
+        """``WalReader.run_scanner``: the uniform runs at the reader's position, rendered.
+
+        A run continues across blocks: a block's trailer (skipped only when bytes beyond it are
+        there, as LogReader does) and a single-Put record split into FIRST + LAST fragments at
+        the block boundary are taken too. It stops before anything else, which the general path
+        then handles (and reports) exactly as without this scanner.
+        """
         buf = log._buf
         base = log._base
-        i = log._pos - base
-        out: list[Any] = []
+        nbuf = len(buf)
+        i = done = log._pos - base
+        seqs: list[int] = []
+        keys: list[bytes] = []
+        offsets: list[int] = []
         while True:
-            lim = i + 32768 - (base + i) % 32768
-            if lim > len(buf):
-                lim = len(buf)
-            # header(crc 4, length 2, type 1) seq 8, count 4, tag 1, klen 1, key k, vlen 1, value v
-            if i + 22 > lim:
+            blk_end = i + 32768 - (base + i) % 32768
+            lim = blk_end if blk_end < nbuf else nbuf
+            end = self._run(buf, base, i, lim, seqs, keys, offsets)
+            if end < 0:
+                if not seqs:
+                    return []
+            else:
+                i = done = end
+            if i == blk_end:
+                continue
+            if blk_end - i < 7:  # trailer
+                if nbuf > blk_end:
+                    i = blk_end
+                    continue
                 break
-            length = buf[i + 4] | (buf[i + 5] << 8)
-            if buf[i + 6] != 1 or buf[i + 15 : i + 20] != b"\x01\x00\x00\x00\x01":
+            end = self._straddler(buf, base, i, blk_end, nbuf, seqs, keys, offsets)
+            if end < 0:
                 break
-            k = buf[i + 20]
-            if k >= 0x80 or i + 21 + k >= lim:
-                break
-            v = length - 15 - k
-            if v < 0 or v >= 0x80 or buf[i + 21 + k] != v:
-                break
-            stride = 7 + length
-            pats = self._rec_rx.get((length, k, v))
-            if pats is None:
-                pats = self._rec_rx[(length, k, v)] = (
-                    re.compile(_record_pattern(length, k, v, True), re.S),
-                    re.compile(b"(?:" + _record_pattern(length, k, v, False) + b")+", re.S),
-                )
-            m = pats[1].match(buf, i, lim)
-            if m is None:
-                break
-            end = m.end()
-            count = (end - i) // stride
-            if count < _MIN_RUN:
-                break
-            items = pats[0].findall(buf, i, end)
-            crcs, bodies, seqb, keys = map(list, zip(*items))
-            if not _crcs_ok(crcs, bodies) or not _json_safe(b"".join(keys)):
-                break  # the general path finds and reports the exact record
-            seqs = struct.unpack(f"<{count}Q", b"".join(seqb))
-            out.append(self._lines(seqs, keys, range(base + i, base + end, stride)))
-            i = end
-            log._pos = log.offset = base + i
-            log._legacy_seen = True
-        return out
+            i = done = end
+        if not seqs:
+            return []
+        log._pos = log.offset = base + done
+        log._legacy_seen = True
+        return [self._lines(seqs, keys, offsets)]
 
+    def _run(self, buf: bytes, base: int, i: int, lim: int, seqs: list[int], keys: list[bytes], offsets: list[int]) -> int:
+        """Append the uniform single-Put records at ``buf[i:lim]``; their end, or -1 for none."""
+        # header(crc 4, length 2, type 1) seq 8, count 4, tag 1, klen 1, key k, vlen 1, value v
+        if i + 22 > lim:
+            return -1
+        length = buf[i + 4] | (buf[i + 5] << 8)
+        if buf[i + 6] != 1 or buf[i + 15 : i + 20] != b"\x01\x00\x00\x00\x01":
+            return -1
+        k = buf[i + 20]
+        if k >= 0x80 or i + 21 + k >= lim:
+            return -1
+        v = length - 15 - k
+        if v < 0 or v >= 0x80 or buf[i + 21 + k] != v:
+            return -1
+        stride = 7 + length
+        pats = self._rec_rx.get((length, k, v))
+        if pats is None:
+            if len(self._rec_rx) > 64:
+                self._rec_rx.clear()
+            pats = self._rec_rx[(length, k, v)] = (
+                re.compile(_record_pattern(length, k, v, True), re.S),
+                re.compile(b"(?:" + _record_pattern(length, k, v, False) + b")+", re.S),
+            )
+        m = pats[1].match(buf, i, lim)
+        if m is None:
+            return -1
+        end = m.end()
+        count = (end - i) // stride
+        if count < _MIN_RUN and not seqs:
+            return -1
+        crcs, bodies, seqb, run_keys = map(list, zip(*pats[0].findall(buf, i, end)))
+        if not _crcs_ok(crcs, bodies) or not _json_safe(b"".join(run_keys)):
+            return -1  # the general path finds and reports the exact record
+        seqs += struct.unpack(f"<{count}Q", b"".join(seqb))
+        keys += run_keys
+        offsets += range(base + i, base + end, stride)
+        return end
+
+    @staticmethod
+    def _straddler(buf: bytes, base: int, i: int, blk_end: int, nbuf: int, seqs: list[int], keys: list[bytes], offsets: list[int]) -> int:
+        """A single-Put record as a FIRST fragment filling the block from ``i`` and a LAST
+        fragment opening the next one: append it and return its end, else -1."""
+        if i + 7 > nbuf or buf[i + 6] != 2 or i + 7 + (buf[i + 4] | (buf[i + 5] << 8)) != blk_end:
+            return -1
+        j = blk_end
+        if j + 7 > nbuf or buf[j + 6] != 4:
+            return -1
+        e = j + 7 + (buf[j + 4] | (buf[j + 5] << 8))
+        if e > nbuf or e - j > 32768:
+            return -1
+        for a, b in ((i, blk_end), (j, e)):
+            c = crc32c(buf[a + 6 : b])
+            if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != int.from_bytes(buf[a : a + 4], "little"):
+                return -1
+        p = buf[i + 7 : blk_end] + buf[j + 7 : e]
+        n = len(p)
+        if n < 16 or p[8:13] != b"\x01\x00\x00\x00\x01":
+            return -1
+        k = p[13]
+        if k >= 0x80 or 15 + k > n or p[14 + k] >= 0x80 or n != 15 + k + p[14 + k]:
+            return -1
+        key = p[14 : 14 + k]
+        if not _json_safe(key):
+            return -1
+        seqs.append(int.from_bytes(p[:8], "little"))
+        keys.append(key)
+        offsets.append(base + i)
+        return e
 
 def _manifest_names(db_dir: str) -> dict[int, str]:
     """cf id -> name from the MANIFEST in ``db_dir`` (live and dropped); {} without one."""
