@@ -19,6 +19,12 @@ server's own probes), ``capture_gap`` — they answer 400.
 
 ``timestamp`` (integer ms since the epoch) is optional; the server fills it when absent.
 Every rejection raises ``ValueError`` with a one-line message naming the field (-> HTTP 400).
+
+Size limits (whatever ``max_message_bytes`` allows for the whole body): ``cf`` and ``name`` at
+most :data:`MAX_NAME_BYTES` (1 KiB, UTF-8) — they are filter/label strings and the journal's
+index stores a cf's length in 16 bits; a custom type at most :data:`MAX_TYPE_LEN` characters;
+an object key anywhere at most :data:`MAX_KEY_LEN` characters; any other string anywhere at
+most :data:`MAX_STRING_BYTES` (64 KiB); nesting at most :data:`MAX_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -52,10 +58,28 @@ SERVER_ONLY = frozenset({"key_change", "health_change", "capture_gap"})
 
 MAX_TYPE_LEN = 128
 MAX_DEPTH = 32
+MAX_NAME_BYTES = 1024
+"""``cf`` and ``name``: label strings (UTF-8 bytes)."""
+MAX_KEY_LEN = 256
+"""Object keys anywhere in the body (characters)."""
+MAX_STRING_BYTES = 64 * 1024
+"""Any other string anywhere in the body (UTF-8 bytes)."""
+_NAME_FIELDS = ("cf", "name")
+
+
+def _utf8_len(s: str, what: str) -> int:
+    try:
+        return len(s.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode text") from None
 
 
 def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth of a JSON value (bounded walk; stops counting past ``limit``)."""
+    """Nesting depth of a JSON value (bounded walk; stops counting past ``limit``).
+
+    Also enforces the string limits on the way (keys: :data:`MAX_KEY_LEN` characters, strings:
+    :data:`MAX_STRING_BYTES`), raising ``ValueError``.
+    """
     stack = [(obj, 1)]
     deepest = 0
     while stack:
@@ -64,10 +88,23 @@ def _depth(obj: Any, limit: int) -> int:
         if deepest > limit:
             return deepest
         if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values())
+            for k, v in o.items():
+                if isinstance(k, str) and len(k) > MAX_KEY_LEN:
+                    raise ValueError(f"field name '{k[:40]}...' is longer than {MAX_KEY_LEN} characters")
+                stack.append((v, d + 1))
         elif isinstance(o, list):
             stack.extend((v, d + 1) for v in o)
+        elif isinstance(o, str) and len(o) > MAX_STRING_BYTES // 4 and _utf8_len(o, "a string") > MAX_STRING_BYTES:
+            raise ValueError(f"a string in the body is longer than {MAX_STRING_BYTES} bytes")
     return deepest
+
+
+def _check_names(body: dict[str, Any]) -> None:
+    """``cf`` / ``name`` (when strings) are at most :data:`MAX_NAME_BYTES` of valid UTF-8."""
+    for f in _NAME_FIELDS:
+        v = body.get(f)
+        if isinstance(v, str) and _utf8_len(v, f"field '{f}'") > MAX_NAME_BYTES:
+            raise ValueError(f"field '{f}' is longer than {MAX_NAME_BYTES} bytes")
 
 
 def validate_published(body: Any, *, now_ms: int | None = None) -> Event | dict[str, Any]:
@@ -97,6 +134,7 @@ def validate_published(body: Any, *, now_ms: int | None = None) -> Event | dict[
         ts = body["timestamp"]
         if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
             raise ValueError("field 'timestamp' must be a non-negative integer (ms since the epoch)")
+    _check_names(body)
     if _depth(body, MAX_DEPTH) > MAX_DEPTH:
         raise ValueError(f"body nests deeper than {MAX_DEPTH} levels")
     if now_ms is None:
