@@ -263,6 +263,7 @@ class Journal:
             self._unlock()
             raise JournalError(f"cannot open journal at {path}: {exc}") from exc
         self.path = path
+        self.sync = sync
         self.retention_count = retention_count
         self.retention_bytes = retention_bytes
         self.retention_age_s = retention_age_s
