@@ -42,7 +42,7 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 import msgspec
@@ -243,7 +243,7 @@ class _Formatter:
                 run.append(item)
         if run:
             parts.append(self.encode(run))
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 # ---------------------------------------------------------------------------- keys-only fast path
@@ -288,8 +288,8 @@ def _lane_masks(n: int, cache: dict[int, tuple[int, int, int, int]] = {}) -> tup
     return m  # type: ignore[return-value]
 
 
-def _crcs_ok(stored: list[bytes], bodies: list[bytes]) -> bool:
-    """True when every masked CRC in ``stored`` (4 bytes each) matches its body's CRC32C.
+def _crcs_ok(stored: bytes | bytearray, bodies: Sequence[bytes]) -> bool:
+    """True when every masked CRC in ``stored`` (64-bit lanes) matches its body's CRC32C.
 
     Done on one big integer with a 64-bit lane per record: mask(c) = rot15(c) + delta, per lane,
     without a Python-level loop over the records.
@@ -298,19 +298,29 @@ def _crcs_ok(stored: list[bytes], bodies: list[bytes]) -> bool:
     x = int.from_bytes(struct.pack(f"<{n}Q", *map(crc32c, bodies)), "little")
     m_lo, m_hi, delta, m32 = _lane_masks(n)
     masked = ((((x >> 15) & m_lo) | ((x << 17) & m_hi)) + delta) & m32
-    return masked == int.from_bytes(b"\0\0\0\0".join(stored) + b"\0\0\0\0", "little")
+    return masked == int.from_bytes(stored, "little")
 
 
 def _record_pattern(length: int, k: int, v: int, groups: bool) -> bytes:
     """A legacy FULL record holding a one-Put default-CF WriteBatch with these lengths.
 
-    With ``groups``: (masked crc, type+payload = the CRC's input, seq, key)."""
+    With ``groups``: (type+payload = the CRC's input, key)."""
     g = b"(" if groups else b"(?:"
     return (
-        g + b".{4})" + re.escape(struct.pack("<H", length))
-        + g + b"\x01" + g + b".{8})\x01\x00\x00\x00\x01" + re.escape(bytes([k]))
+        b".{4}" + re.escape(struct.pack("<H", length))
+        + g + b"\x01.{8}\x01\x00\x00\x00\x01" + re.escape(bytes([k]))
         + g + b".{%d})" % k + re.escape(bytes([v])) + b".{%d})" % v
     )
+
+
+def _columns(region: bytes, stride: int, first: int, width: int) -> bytearray:
+    """The ``width``-byte field at ``first`` of each ``stride``-byte record of ``region``, each
+    zero-extended to 8 bytes (64-bit little-endian lanes), built with C-level slicing."""
+    n = len(region) // stride
+    lanes = bytearray(8 * n)
+    for c in range(width):
+        lanes[c::8] = region[first + c :: stride]
+    return lanes
 
 
 class _KeysOnly:
@@ -445,10 +455,11 @@ class _KeysOnly:
         count = (end - i) // stride
         if count < _MIN_RUN and not seqs:
             return -1
-        crcs, bodies, seqb, run_keys = map(list, zip(*pats[0].findall(buf, i, end)))
-        if not _crcs_ok(crcs, bodies) or not _json_safe(b"".join(run_keys)):
+        bodies, run_keys = zip(*pats[0].findall(buf, i, end))
+        region = buf[i:end]
+        if not _crcs_ok(_columns(region, stride, 0, 4), bodies) or not _json_safe(b"".join(run_keys)):
             return -1  # the general path finds and reports the exact record
-        seqs += struct.unpack(f"<{count}Q", b"".join(seqb))
+        seqs += struct.unpack(f"<{count}Q", _columns(region, stride, 7, 8))
         keys += run_keys
         offsets += range(base + i, base + end, stride)
         return end
@@ -533,7 +544,7 @@ def _dump_file(
                 pending.append(data)
                 size += len(data)
                 if size >= _FLUSH_BYTES:
-                    out.write(b"".join(pending))
+                    out.write(b"".join(pending) if len(pending) > 1 else data)
                     pending.clear()
                     size = 0
             if reader.state in ("corrupt", "end"):
