@@ -313,7 +313,7 @@ def _record_pattern(length: int, k: int, v: int, groups: bool) -> bytes:
     )
 
 
-def _columns(region: bytes, stride: int, first: int, width: int) -> bytearray:
+def _lanes(region: bytes, stride: int, first: int, width: int) -> bytearray:
     """The ``width``-byte field at ``first`` of each ``stride``-byte record of ``region``, each
     zero-extended to 8 bytes (64-bit little-endian lanes), built with C-level slicing."""
     n = len(region) // stride
@@ -457,9 +457,9 @@ class _KeysOnly:
             return -1
         bodies, run_keys = zip(*pats[0].findall(buf, i, end))
         region = buf[i:end]
-        if not _crcs_ok(_columns(region, stride, 0, 4), bodies) or not _json_safe(b"".join(run_keys)):
+        if not _crcs_ok(_lanes(region, stride, 0, 4), bodies) or not _json_safe(b"".join(run_keys)):
             return -1  # the general path finds and reports the exact record
-        seqs += struct.unpack(f"<{count}Q", _columns(region, stride, 7, 8))
+        seqs += struct.unpack(f"<{count}Q", _lanes(region, stride, 7, 8))
         keys += run_keys
         offsets += range(base + i, base + end, stride)
         return end
