@@ -448,15 +448,24 @@ class _KeysOnly:
                 re.compile(_record_pattern(length, k, v, True), re.S),
                 re.compile(b"(?:" + _record_pattern(length, k, v, False) + b")+", re.S),
             )
-        m = pats[1].match(buf, i, lim)
-        if m is None:
-            return -1
-        end = m.end()
-        count = (end - i) // stride
+        # Fast check first: every record that fits in the rest of the block has the run's
+        # constant bytes (length, type, count, tag, key and value lengths) -- byte columns
+        # compared at C speed. Otherwise the regex finds where the run ends.
+        count = (lim - i) // stride
+        end = i + count * stride
+        region = buf[i:end]
+        for col, val in ((4, length & 0xFF), (5, length >> 8), (6, 1), (15, 1), (16, 0), (17, 0), (18, 0), (19, 1), (20, k), (21 + k, v)):
+            if region[col::stride] != bytes((val,)) * count:
+                m = pats[1].match(buf, i, lim)
+                if m is None:
+                    return -1
+                end = m.end()
+                count = (end - i) // stride
+                region = buf[i:end]
+                break
         if count < _MIN_RUN and not seqs:
             return -1
         bodies, run_keys = zip(*pats[0].findall(buf, i, end))
-        region = buf[i:end]
         if not _crcs_ok(_lanes(region, stride, 0, 4), bodies) or not _json_safe(b"".join(run_keys)):
             return -1  # the general path finds and reports the exact record
         seqs += struct.unpack(f"<{count}Q", _lanes(region, stride, 7, 8))
