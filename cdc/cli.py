@@ -20,6 +20,7 @@ Every option can also come from a ``CDC_<OPTION>`` environment variable (``CDC_P
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -188,6 +189,10 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
     lock_fd = acquire_state_lock(config.state_dir)  # held until the process exits
 
     setup_logging(config.log_format, config.log_level)
+    from .preflight import raise_nofile_limit
+
+    before, soft, hard = raise_nofile_limit()  # connections must not starve capture of fds
+    logging.getLogger("cdc.startup").debug("open-file limit (RLIMIT_NOFILE): soft %d (was %d), hard %d", soft, before, hard)
     try:
         from .app import serve
     except ImportError as exc:  # pragma: no cover - only while the daemon is being written

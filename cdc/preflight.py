@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import socket
 import stat
 
@@ -28,6 +29,7 @@ __all__ = [
     "check_config",
     "check_port",
     "check_store_dir",
+    "raise_nofile_limit",
     "read_secret_file",
 ]
 
@@ -219,3 +221,34 @@ def acquire_state_lock(state_dir: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+_NR_OPEN_FALLBACK = 1 << 20
+
+
+def raise_nofile_limit() -> tuple[int, int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft before, soft now, hard).
+
+    Every subscriber, half-open connection and tailed file costs a descriptor; the usual soft
+    default (1024) lets a few hundred idle connections blind the capture (EMFILE). An unlimited
+    hard limit is capped at ``/proc/sys/fs/nr_open`` (the kernel's ceiling). Never raises: when
+    the limit cannot be changed the current one is kept and returned.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover - no such resource on this platform
+        return -1, -1, -1
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read().strip())
+        except (OSError, ValueError):
+            target = _NR_OPEN_FALLBACK
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft, hard
+        return soft, target, hard
+    return soft, soft, hard

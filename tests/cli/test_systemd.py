@@ -56,5 +56,6 @@ def test_unit_has_the_operational_settings() -> None:
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "EnvironmentFile=-/etc/cdc/cdc.env",
+        "LimitNOFILE=65536",  # many subscribers / half-open connections must not starve capture of fds
     ]:
         assert line in text, line
