@@ -326,12 +326,17 @@ def mint_token(
     Args:
         secret: the key (text as in the secret file; surrounding whitespace ignored).
         ttl: seconds until ``exp``.
-        types / cf / prefix: scope lists (None: unrestricted; empty lists are kept as empty).
+        types / cf / prefix: scope lists (None: unrestricted; empty lists are kept as empty);
+            at most :data:`MAX_SCOPE_ITEMS` entries of :data:`MAX_SCOPE_ITEM_LEN` characters,
+            as the verifier accepts (``ConfigError`` otherwise).
     """
     key = secret.encode() if isinstance(secret, str) else secret
     key = key.strip()
     if not key:
         raise ConfigError("jwt secret is empty")
+    for name, items in (("types", types), ("cf", cf), ("prefix", prefix)):
+        if items is not None and (len(items) > MAX_SCOPE_ITEMS or any(len(x) > MAX_SCOPE_ITEM_LEN for x in items)):
+            raise ConfigError(f"--{name}: at most {MAX_SCOPE_ITEMS} entries of at most {MAX_SCOPE_ITEM_LEN} characters")
     iat = int(now if now is not None else time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": iat, "exp": iat + max(1, int(round(ttl)))}
     if types is not None:

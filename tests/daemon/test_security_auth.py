@@ -149,3 +149,15 @@ def test_reason_names_the_claim() -> None:
     # a full-size scope is still fine
     g = a.verify(raw_jwt({"exp": FAR, "prefix": [f"p{i}" for i in range(MAX_SCOPE_ITEMS)], "values": True}))
     assert g.prefixes is not None and len(g.prefixes) == MAX_SCOPE_ITEMS and g.values is True
+
+
+def test_mint_token_refuses_what_the_verifier_would_refuse() -> None:
+    from cdc.auth import mint_token
+    from cdc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--prefix"):
+        mint_token(SECRET, prefix=[f"p{i}" for i in range(MAX_SCOPE_ITEMS + 1)])
+    with pytest.raises(ConfigError, match="--types"):
+        mint_token(SECRET, types=["a." + "x" * 2000])
+    tok = mint_token(SECRET, prefix=[f"p{i}" for i in range(MAX_SCOPE_ITEMS)])
+    assert _auth(SECRET).verify(tok).prefixes is not None
