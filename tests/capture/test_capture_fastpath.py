@@ -107,3 +107,28 @@ def test_batch_comprehension_equals_per_op_path(ops):
         assert name == "put" and cf in (0, 3)
         want = encode_event(KeyChange(timestamp=42, operation="put", key=k.decode(), cf=cap.cf_names[cf], seq=100 + i, value=v.decode()), 0)
         assert got == want
+
+
+def test_resume_and_rewind_keep_ts_sizes(tmp_path):
+    """A checkpoint taken mid-WAL carries the UDT sizes into the resumed reader (and rewinds keep them)."""
+    import os
+
+    from cdc.capture import _Tail
+
+    wal = tmp_path / "000007.log"
+    wal.write_bytes(b"\0" * 200)
+    fd = os.open(str(wal), os.O_RDONLY)
+    cap = WalCapture()
+    try:
+        cap.tails[7] = _Tail(7, str(wal), fd, os.fstat(fd).st_ino)
+        cap._resume = WalCheckpoint(7, 100, 55, 0, ((2, 8),))
+        cap.floor = 7
+        cap._pick_current()
+        assert cap.reader is not None and cap.reader.ts_sizes == {2: 8} and cap.reader.offset == 100
+        cap.last_seq = 55
+        cp = decode_checkpoint(cap._checkpoint(cap.cur, cap.reader))
+        assert cp == WalCheckpoint(7, 100, 55, 0, ((2, 8),))
+        cap._rewind(cap.cur, 100, 0)
+        assert cap.reader.ts_sizes == {2: 8}
+    finally:
+        cap._close_all()
