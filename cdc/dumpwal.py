@@ -329,6 +329,9 @@ class _KeysOnly:
     def __init__(self, cf_default: str, wal: int) -> None:
         cf = msgspec.json.encode(cf_default).replace(b"%", b"%%")
         self.line = b'{"seq":%d,"op":"put","cf":' + cf + b',"key":"%s","wal":' + b"%d" % wal + b',"offset":%d}\n'
+        self.head = b'{"seq":'
+        self.mid = b',"op":"put","cf":' + msgspec.json.encode(cf_default) + b',"key":"'
+        self._fixed: dict[tuple[int, int], bytes] = {}
         # the same with the offset filled in by a first %-format (%% survives it as %)
         self.line_at = self.line.replace(b"%", b"%%").replace(b'"offset":%%d}', b'"offset":%d}')
         self._templates: dict[int, bytes] = {}
@@ -396,15 +399,13 @@ class _KeysOnly:
         base = log._base
         nbuf = len(buf)
         i = done = log._pos - base
-        seqs: list[int] = []
-        keys: list[bytes] = []
-        offsets: list[int] = []
+        parts: list[bytes] = []
         while True:
             blk_end = i + 32768 - (base + i) % 32768
             lim = blk_end if blk_end < nbuf else nbuf
-            end = self._run(buf, base, i, lim, seqs, keys, offsets)
+            end = self._run(buf, base, i, lim, parts)
             if end < 0:
-                if not seqs:
+                if not parts:
                     return []
             else:
                 i = done = end
@@ -415,18 +416,19 @@ class _KeysOnly:
                     i = blk_end
                     continue
                 break
-            end = self._straddler(buf, base, i, blk_end, nbuf, seqs, keys, offsets)
+            end = self._straddler(buf, base, i, blk_end, nbuf, parts)
             if end < 0:
                 break
             i = done = end
-        if not seqs:
+        if not parts:
             return []
         log._pos = log.offset = base + done
         log._legacy_seen = True
-        return [self._lines(seqs, keys, offsets)]
+        return [b"".join(parts)]
 
-    def _run(self, buf: bytes, base: int, i: int, lim: int, seqs: list[int], keys: list[bytes], offsets: list[int]) -> int:
-        """Append the uniform single-Put records at ``buf[i:lim]``; their end, or -1 for none."""
+    def _run(self, buf: bytes, base: int, i: int, lim: int, parts: list[bytes]) -> int:
+        """Render the uniform single-Put records at ``buf[i:lim]`` into ``parts``; their end,
+        or -1 for none."""
         # header(crc 4, length 2, type 1) seq 8, count 4, tag 1, klen 1, key k, vlen 1, value v
         if i + 22 > lim:
             return -1
@@ -445,7 +447,7 @@ class _KeysOnly:
             if len(self._rec_rx) > 64:
                 self._rec_rx.clear()
             pats = self._rec_rx[(length, k, v)] = (
-                re.compile(_record_pattern(length, k, v, True), re.S),
+                re.compile(b".{6}(.{%d})" % (stride - 6), re.S),  # the CRC's input of each record
                 re.compile(b"(?:" + _record_pattern(length, k, v, False) + b")+", re.S),
             )
         # Fast check first: every record that fits in the rest of the block has the run's
@@ -463,18 +465,40 @@ class _KeysOnly:
                 count = (end - i) // stride
                 region = buf[i:end]
                 break
-        if count < _MIN_RUN and not seqs:
+        if count < _MIN_RUN and not parts:
             return -1
-        bodies, run_keys = zip(*pats[0].findall(buf, i, end))
-        if not _crcs_ok(_lanes(region, stride, 0, 4), bodies) or not _json_safe(b"".join(run_keys)):
+        keys = bytearray(k * count)  # the keys back to back, from byte columns
+        for c in range(k):
+            keys[c::k] = region[21 + c :: stride]
+        if not _crcs_ok(_lanes(region, stride, 0, 4), pats[0].findall(buf, i, end)) or not _json_safe(keys):
             return -1  # the general path finds and reports the exact record
-        seqs += struct.unpack(f"<{count}Q", _lanes(region, stride, 7, 8))
-        keys += run_keys
-        offsets += range(base + i, base + end, stride)
+        seqs = struct.unpack(f"<{count}Q", _lanes(region, stride, 7, 8))
+        offsets = range(base + i, base + end, stride)
+        ds = len(str(min(seqs)))
+        do = len(str(offsets[0]))
+        if ds == len(str(max(seqs))) and do == len(str(offsets[-1])):
+            # fixed-width lines: seq and offset by one %-format, keys written in as columns
+            tpl = self._fixed.get((k, count))
+            if tpl is None:
+                if len(self._fixed) > 256:
+                    self._fixed.clear()
+                tpl = self._fixed[(k, count)] = self.line.replace(b'"key":"%s"', b'"key":"' + b"~" * k + b'"', 1) * count
+            args: list[Any] = [None] * (2 * count)
+            args[0::2] = seqs
+            args[1::2] = offsets
+            out = bytearray(tpl % tuple(args))
+            width = len(out) // count
+            at = len(self.head) + ds + len(self.mid)
+            for c in range(k):
+                out[at + c :: width] = keys[c::k]
+            parts.append(bytes(out))
+        else:
+            kb = bytes(keys)
+            split = [kb[j : j + k] for j in range(0, k * count, k)] if k else [b""] * count
+            parts.append(self._lines(seqs, split, offsets))
         return end
 
-    @staticmethod
-    def _straddler(buf: bytes, base: int, i: int, blk_end: int, nbuf: int, seqs: list[int], keys: list[bytes], offsets: list[int]) -> int:
+    def _straddler(self, buf: bytes, base: int, i: int, blk_end: int, nbuf: int, parts: list[bytes]) -> int:
         """A single-Put record as a FIRST fragment filling the block from ``i`` and a LAST
         fragment opening the next one: append it and return its end, else -1."""
         if i + 7 > nbuf or buf[i + 6] != 2 or i + 7 + (buf[i + 4] | (buf[i + 5] << 8)) != blk_end:
@@ -499,9 +523,7 @@ class _KeysOnly:
         key = p[14 : 14 + k]
         if not _json_safe(key):
             return -1
-        seqs.append(int.from_bytes(p[:8], "little"))
-        keys.append(key)
-        offsets.append(base + i)
+        parts.append(self.line % (int.from_bytes(p[:8], "little"), key, base + i))
         return e
 
 def _manifest_names(db_dir: str) -> dict[int, str]:

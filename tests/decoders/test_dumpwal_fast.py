@@ -97,12 +97,13 @@ def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
     import cdc.dumpwal as dumpwal
 
     rendered: list[int] = []
-    lines = dumpwal._KeysOnly._lines
+    scan = dumpwal._KeysOnly.records
     batch_fast = dumpwal._KeysOnly.batch
 
-    def spy(self, seqs, keys, offsets):
-        rendered.append(len(keys))
-        return lines(self, seqs, keys, offsets)
+    def spy(self, log):
+        got = scan(self, log)
+        rendered.extend(x.count(b"\n") for x in got)
+        return got
 
     def spy_batch(self, *args):
         got = batch_fast(self, *args)
@@ -110,7 +111,7 @@ def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
             rendered.append(got.count(b"\n"))
         return got
 
-    monkeypatch.setattr(dumpwal._KeysOnly, "_lines", spy)
+    monkeypatch.setattr(dumpwal._KeysOnly, "records", spy)
     monkeypatch.setattr(dumpwal._KeysOnly, "batch", spy_batch)
     path, recs, data = _uniform_file(tmp_path)
     out, err, code = dump_both(path, monkeypatch)
