@@ -40,32 +40,10 @@ from cdc.app import App  # noqa: E402
 from cdc.auth import mint_token  # noqa: E402
 from cdc.config import Config  # noqa: E402
 
-TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
+from tests.waiting import TIMEOUT_FACTOR, wait_for, wait_for_sync  # noqa: E402,F401  (re-exported)
+
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 OPAQUE_TOKEN = "opaque-token-for-tests-42"
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.01) -> Any:
-    """Poll ``cond`` (sync) every ``interval`` s until truthy (returns it) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-def wait_for_sync(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def make_store(path: str) -> str:

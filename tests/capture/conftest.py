@@ -26,19 +26,7 @@ from cdc.journal import Journal, Record  # noqa: E402
 from cdc.store import detect_store  # noqa: E402
 from tests.writer import StoreWriter  # noqa: E402
 
-TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` every 10 ms until it is truthy (returns its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from tests.waiting import TIMEOUT_FACTOR, wait_for  # noqa: E402,F401  (re-exported)
 
 
 class HealthLog:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for_sync
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -105,16 +107,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(cond, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``cond`` until it returns a truthy value (returned) or raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+def wait_for(cond, timeout: float = 15.0, what: str = "condition"):
+    return wait_for_sync(cond, timeout, what)
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -42,22 +42,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
+from tests.waiting import TIMEOUT_FACTOR  # noqa: E402,F401  (re-exported)
+from tests.waiting import wait_for_sync as wait_for  # noqa: E402,F401  (re-exported)
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "frontend-test-token-0123456789abcdef"
 SECRET = "frontend-test-secret-0123456789abcdef0123456789"
-
-
-def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns a truthy value (returned) or fail after the bound."""
-    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s * TIMEOUT_FACTOR:.1f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def free_port() -> int:

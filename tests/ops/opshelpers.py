@@ -15,19 +15,12 @@ from cdc.bus import EventBus  # noqa: E402
 from cdc.config import Config  # noqa: E402
 from cdc.journal import Journal, Record  # noqa: E402
 
-TIMEOUT_FACTOR = float(os.environ.get("CDC_TEST_TIMEOUT_FACTOR", "1"))
+from tests.waiting import wait_for as _wait_for  # noqa: E402
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 20.0, step: float = 0.02) -> Any:
-    """Poll ``cond`` until truthy (returns its value) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
+# The ops tests wait on slower things (compactions, LOG flushes): a longer default bound.
+async def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    return await _wait_for(cond, timeout, what, 0.02)
 
 
 class Ctx:
