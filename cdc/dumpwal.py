@@ -335,6 +335,8 @@ class _KeysOnly:
         # the same with the offset filled in by a first %-format (%% survives it as %)
         self.line_at = self.line.replace(b"%", b"%%").replace(b'"offset":%%d}', b'"offset":%d}')
         self._templates: dict[int, bytes] = {}
+        self.rendered = 0
+        """How many times pre-rendered lines were returned (the caller then expects bytes items)."""
         self._batch_rx: dict[tuple[int, int], re.Pattern[bytes]] = {}
         self._rec_rx: dict[tuple[int, int, int], tuple[re.Pattern[bytes], re.Pattern[bytes]]] = {}
 
@@ -382,6 +384,7 @@ class _KeysOnly:
                         args: list[Any] = [None] * (2 * count)
                         args[0::2] = range(seq0, seq0 + count)
                         args[1::2] = keys
+                        self.rendered += 1
                         return (self.line_at % offset * count) % tuple(args)
         return _decode_batch(payload, log_number, offset, leveldb)
 
@@ -424,6 +427,7 @@ class _KeysOnly:
             return []
         log._pos = log.offset = base + done
         log._legacy_seen = True
+        self.rendered += 1
         return [b"".join(parts)]
 
     def _run(self, buf: bytes, base: int, i: int, lim: int, parts: list[bytes]) -> int:
@@ -555,12 +559,12 @@ def _dump_file(
     """:func:`dump_file`, plus whether the problem is only an incomplete record at the end
     of the file (what a write in progress looks like), as opposed to damage."""
     reader = WalReader(number, leveldb=leveldb)
-    encode = fmt.encode
+    keys_only: _KeysOnly | None = None
     if not fmt.values and not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH"):
         keys_only = _KeysOnly(fmt.names[0], number)
         reader.batch_decoder = keys_only.batch
         reader.run_scanner = keys_only.records
-        encode = fmt.encode_mixed
+    rendered = 0
     pending: list[bytes] = []
     size = 0
     with open(path, "rb") as f:
@@ -571,7 +575,11 @@ def _dump_file(
             reader.feed(chunk)
             batches = reader.read()
             if batches:
-                data = encode(batches)
+                if keys_only is not None and keys_only.rendered != rendered:
+                    rendered = keys_only.rendered
+                    data = fmt.encode_mixed(batches)
+                else:
+                    data = fmt.encode(batches)
                 pending.append(data)
                 size += len(data)
                 if size >= _FLUSH_BYTES:

@@ -515,7 +515,6 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
     append = out.append
     crc = crc32c
     unpack = _unpack_fused
-    custom = decode is not None
     if decode is None:
         decode = _decode_batch
     new = _new
@@ -535,13 +534,20 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
             c = crc(buf[i + 6 : e])
             if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
                 break
-            if count == 1 and tag == 1 and not custom:
-                # single default-CF Put with one-byte varint lengths
+            if count == 1 and tag == 1:
+                # single default-CF Put with a one-byte key length, 1- or 2-byte value length
                 kl = buf[i + 20]
                 ke = i + 21 + kl
                 if kl < 0x80 and ke < e:
                     vl = buf[ke]
-                    if vl < 0x80 and ke + 1 + vl == e:
+                    vs = ke + 1
+                    if vl >= 0x80:
+                        if vs < e and buf[vs] < 0x80:
+                            vl = (vl & 0x7F) | (buf[vs] << 7)
+                            vs += 1
+                        else:
+                            vl = -1  # a longer varint: the general decoder
+                    if vl >= 0 and vs + vl == e:
                         append(
                             new(
                                 Batch,
@@ -550,7 +556,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
                                     base + i,
                                     seq,
                                     1,
-                                    [new(Op, (seq, "put", 0, buf[i + 21 : ke], buf[ke + 1 : e], None, None))],
+                                    [new(Op, (seq, "put", 0, buf[i + 21 : ke], buf[vs:e], None, None))],
                                 ),
                             )
                         )

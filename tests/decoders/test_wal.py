@@ -294,6 +294,10 @@ def _stream(n: int = 40) -> bytes:
             recs.append(batch(100 + i * 10, 3, body))
         elif i % 11 == 5:
             recs.append(batch(100 + i * 10, 1, b"\x01" + varstr(b"big") + varstr(b"x" * 40000)))
+        elif i % 5 == 2:  # 2-byte value length (the single-Put shortcut)
+            recs.append(batch(100 + i * 10, 1, b"\x01" + varstr(b"mid%d" % i) + varstr(b"m" * (128 + i * 9))))
+        elif i % 13 == 6:  # 3-byte value length inside one block (the general decoder)
+            recs.append(batch(100 + i * 10, 1, b"\x01" + varstr(b"v3") + varstr(b"z" * 20000)))
         else:
             recs.append(batch(100 + i * 10, 1, b"\x01" + varstr(b"key%d" % i) + varstr(b"val%d" % i)))
     return write_log(recs)
