@@ -77,6 +77,9 @@ class EventBus:
         self.committed_events = 0
         self.last_commit_s = 0.0
         self.last_error: str = ""
+        self.failed_batches = 0  # commits that raised something other than JournalError
+        self.dropped_events = 0  # events lost because they could not be committed at all
+        self.on_error: Callable[[str], None] | None = None  # told about failed_batches (health)
 
     # ------------------------------------------------------------------ producers
 
@@ -179,6 +182,32 @@ class EventBus:
                 except Exception:  # pragma: no cover - lmdb errors while full
                     log.debug("prune failed", exc_info=True)
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the writer
+                # Not a journal state problem (those are JournalError): commit the batch one event
+                # at a time so that only the event(s) that fail are lost (counted, logged).
+                self.failed_batches += 1
+                self.last_error = f"{type(exc).__name__} in a journal commit"
+                if self.failed_batches == 1:
+                    log.exception("journal commit failed; retrying the batch event by event")
+                else:
+                    log.error("journal commit failed (%s); retrying the batch event by event", type(exc).__name__)
+                if self.on_error is not None:
+                    self.on_error(self.last_error)
+                try:
+                    records, skipped, done = await asyncio.to_thread(self._salvage, items)
+                except Exception:  # noqa: BLE001 - pragma: no cover - defensive
+                    log.exception("salvage failed")
+                    records, skipped, done = [], set(), 0
+                if done < len(items):
+                    # a JournalError stopped the salvage: the rest is retried later (in order)
+                    self._queue.extendleft(reversed(items[done:]))
+                    items = items[:done]
+                    events = [ev for item in items for ev in item[0]]
+                    if not items:
+                        await self._sleep_or_close(retry_s)
+                        continue
+            else:
+                skipped = None
             retry_s = 0.05
             self._batch_limit = self.max_batch
             self.last_commit_s = time.perf_counter() - t0
@@ -192,7 +221,7 @@ class EventBus:
                 if self.on_journal_state is not None:
                     self.on_journal_state(True, "")
             if any(item[3] is not None for item in items):
-                self._resolve(items, records, set(self.journal.last_skipped))
+                self._resolve(items, records, set(self.journal.last_skipped) if skipped is None else skipped)
             self._committed.set()
             if self._pending_events < self.max_pending:
                 self._space.set()
@@ -201,6 +230,54 @@ class EventBus:
                     self.on_commit(records)
                 except Exception:  # pragma: no cover - a hub bug must not stop commits
                     log.exception("fan-out failed")
+
+    def _salvage(self, items: list[_Item]) -> tuple[list[Record], set[int], int]:
+        """Commit ``items`` one event per transaction (worker thread), skipping events that fail.
+
+        Returns (records, indices of skipped events in the concatenated batch, number of items
+        fully handled). An item's checkpoints are committed with its last event (or alone), so a
+        crash in between replays events rather than losing them. A JournalError (journal full)
+        on an item's first event stops here and that item and the rest are retried later; on a
+        later event of an item the rest of that item is dropped and counted (never duplicated).
+        """
+        records: list[Record] = []
+        skipped: set[int] = set()
+        idx = 0
+        for n, (events, cps, _seq, _fut) in enumerate(items):
+            start_idx, start_len = idx, len(records)
+            try:
+                last = len(events) - 1
+                for j, ev in enumerate(events):
+                    cp = cps if j == last else None
+                    try:
+                        recs = self.journal.append([ev], cp)
+                    except JournalError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        self.dropped_events += 1
+                        log.error("dropped one event that cannot be committed (%s)", type(exc).__name__)
+                        skipped.add(idx)
+                        if cp:
+                            self.journal.append([], cp)
+                    else:
+                        if recs:
+                            records.extend(recs)
+                        else:
+                            skipped.add(idx)
+                    idx += 1
+                if not events and cps:
+                    self.journal.append([], cps)
+            except JournalError:
+                if not events or j == 0:
+                    del records[start_len:]
+                    skipped = {i for i in skipped if i < start_idx}
+                    return records, skipped, n
+                # part of this item is committed: count the rest as dropped rather than duplicate
+                for k in range(j, len(events)):
+                    skipped.add(start_idx + k)
+                    self.dropped_events += 1
+                idx = start_idx + len(events)
+        return records, skipped, len(items)
 
     @staticmethod
     def _resolve(items: list[_Item], records: list[Record], skipped: set[int]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import re
 import struct
@@ -42,9 +43,15 @@ __all__ = ["Journal", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FO
 
 _ID = struct.Struct(">Q")
 _U64 = struct.Struct("<Q")
-# commit time ms, len(type), len(cf) (0xFFFF: none), len(key) (-1: none), len(end_key) (-1: none)
+# commit time ms, len(type), len(cf) (0xFFFF: none, 0xFFFE: long cf), len(key) (-1: none), len(end_key) (-1: none)
 _IX = struct.Struct("<qHHii")
 _NO_CF = 0xFFFF
+_LONG_CF = 0xFFFE
+"""cf length field of a cf of >= 0xFFFE bytes: its real length follows the type bytes as a u32
+(so every cf length is unambiguous and 0xFFFF always means "no cf")."""
+_U32 = struct.Struct("<I")
+MAX_TYPE_BYTES = 0xFFFF
+"""Longest storable event type (UTF-8 bytes); a longer type is rejected (skipped and counted)."""
 _IX_HEAD = struct.Struct("<qHH")  # the first three fields of _IX
 _KL = struct.Struct("<ii")  # the last two
 _NO_KEYS = _KL.pack(-1, -1)
@@ -60,6 +67,8 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 _custom_type = re.compile(CUSTOM_TYPE_PATTERN)
 _VALUE_KEY = b',"value":'
 _VALUE_ENC_KEY = b',"value_encoding":'
+
+_log = logging.getLogger("cdc.journal")
 
 PRUNE_BATCH = 50_000
 """Most events pruned by one append transaction (bounds the time of a write txn)."""
@@ -188,8 +197,15 @@ def _type_cf(etype: str, cf: str | None) -> tuple[bytes, int, int]:
     tc = _tc_cache.get((etype, cf))
     if tc is None:
         t = _utf8(etype)
+        if len(t) > MAX_TYPE_BYTES:
+            raise ValueError(f"event type longer than {MAX_TYPE_BYTES} bytes")
         c = b"" if cf is None else _utf8(cf)
-        tc = (t + c, len(t), _NO_CF if cf is None else len(c))
+        if cf is None:
+            tc = (t, len(t), _NO_CF)
+        elif len(c) >= _LONG_CF:
+            tc = (t + _U32.pack(len(c)) + c, len(t), _LONG_CF)
+        else:
+            tc = (t + c, len(t), len(c))
         if len(_tc_cache) < 4096:
             _tc_cache[(etype, cf)] = tc
     return tc
@@ -204,6 +220,15 @@ def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: by
     return b"".join((_ix_pack(ts, tl, cl, -1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value))
 
 
+def _check_encoded(item: tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]) -> None:
+    """Raise if an encoded event cannot be laid out as ``ev`` + ``ix`` values."""
+    core, value, etype, cf, key, end_key = item
+    if not (isinstance(core, bytes) and isinstance(value, bytes) and core[:1] == b"{"):
+        raise TypeError("bad pre-encoded event")
+    b'{"id":%d,%b' % (0, core[1:])
+    _pack_ix(0, etype, cf, key, end_key, value)
+
+
 def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
     ts, tl, cl, kl, el = _IX.unpack_from(ix)
     p = _IX.size
@@ -211,6 +236,9 @@ def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
     p += tl
     cf: str | None = None
     if cl != _NO_CF:
+        if cl == _LONG_CF:
+            cl = _U32.unpack_from(ix, p)[0]
+            p += 4
         cf = ix[p : p + cl].decode()
         p += cl
     key: bytes | None = None
@@ -319,8 +347,11 @@ class Journal:
     ) -> list[Record]:
         """Commit events and checkpoints in one transaction; return the committed records.
 
-        Events that cannot be encoded (a dict with an invalid type) are skipped and counted
-        in ``rejected``; validate before emitting to get a clear error.
+        Never raises because of an event's content: events that cannot be encoded or stored
+        (a dict with an invalid type, a type over 64 KiB, a field msgspec cannot encode, a key
+        over 2 GiB, ...) are skipped, counted in ``rejected``, listed in ``last_skipped`` and
+        logged once per event type (the type only, never the content); the other events of the
+        call are committed. Validate before emitting to get a clear error.
 
         Raises:
             JournalFull: the map or the disk is full (nothing was written).
@@ -337,10 +368,55 @@ class Journal:
                 continue
             try:
                 enc_append(_encode_event(ev, now_ms))
-            except (ValueError, TypeError, msgspec.EncodeError):
-                self.rejected += 1
+            except Exception as exc:  # noqa: BLE001 - content must never break a commit
+                self._reject(ev, exc)
                 skipped.append(i)
+        try:
+            records = self._commit(encoded, checkpoints, now_ms)
+        except (JournalError, lmdb.Error):
+            self.last_skipped = skipped
+            raise
+        except Exception:  # noqa: BLE001 - an event the ix/wire layout cannot hold: find and skip it
+            keep: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]] = []
+            skip_set = set(skipped)
+            positions = [i for i in range(len(events)) if i not in skip_set]
+            for pos, item in zip(positions, encoded, strict=True):
+                try:
+                    _check_encoded(item)
+                except Exception as exc:  # noqa: BLE001
+                    self._reject(events[pos], exc)
+                    skipped.append(pos)
+                else:
+                    keep.append(item)
+            skipped.sort()
+            records = self._commit(keep, checkpoints, now_ms)
         self.last_skipped = skipped
+        return records
+
+    _rejected_types: set[str] = set()
+
+    def _reject(self, ev: Any, exc: BaseException) -> None:
+        """Count a skipped event; log once per event type (type and error class, not content)."""
+        self.rejected += 1
+        if isinstance(ev, tuple) and len(ev) > 2:
+            etype = ev[2]
+        elif isinstance(ev, dict):
+            etype = ev.get("type")
+        else:
+            etype = getattr(type(ev), "__struct_config__", None)
+            etype = getattr(etype, "tag", type(ev).__name__)
+        name = etype[:64] if isinstance(etype, str) else type(etype).__name__
+        if name not in self._rejected_types and len(self._rejected_types) < 1024:
+            self._rejected_types = self._rejected_types | {name}
+            _log.error("journal: skipped an event of type %r that cannot be stored (%s); further ones are only counted", name, type(exc).__name__)
+
+    def _commit(
+        self,
+        encoded: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]],
+        checkpoints: dict[str, bytes] | None,
+        now_ms: int,
+    ) -> list[Record]:
+        """One write transaction (see :meth:`append`); any exception leaves nothing written."""
         with self._write_lock:
             next_id = self._next_id
             records: list[Record] = []
