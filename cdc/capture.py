@@ -102,7 +102,7 @@ import msgspec
 from .errors import CdcError, FormatError
 from .events import CaptureGap, KeyChange
 from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
-from .store import list_wal_files, load_manifest
+from .store import list_wal_files, load_manifest, open_readonly, read_store_file
 from .wal import Batch, WalReader
 
 __all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoint", "CHECKPOINT_NAME"]
@@ -274,7 +274,7 @@ class _WalGrabber:
                 if name.endswith(b".log") and name[:-4].isdigit():
                     path = os.path.join(base, name.decode())
                     try:
-                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                        fd = open_readonly(path)
                     except OSError:
                         continue
                     self.on_open(int(name[:-4]), path, fd)
@@ -759,7 +759,7 @@ class WalCapture:
     def _open_wal(self, number: int, path: str, inodes: dict[int, _Tail] | None = None) -> bool:
         """Open a WAL and keep its fd (so a later delete/archive cannot take its data away)."""
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = open_readonly(path)
         except OSError:
             return False
         ino = os.fstat(fd).st_ino
@@ -1306,8 +1306,7 @@ class WalCapture:
     def _read_manifest_sig(self) -> tuple[int, ...] | None:
         try:
             st = os.stat(os.path.join(self._db_dir, "CURRENT"))
-            with open(os.path.join(self._db_dir, "CURRENT"), "rb") as f:
-                name = f.read(256).strip().decode("utf-8", "replace")
+            name = read_store_file(os.path.join(self._db_dir, "CURRENT"), 256).strip().decode("utf-8", "replace")
             mt = os.stat(os.path.join(self._db_dir, name))
         except OSError:
             return None

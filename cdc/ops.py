@@ -48,6 +48,7 @@ import msgspec
 
 from .events import CompactionStatus, SnapshotEvent
 from .infolog import CompactionJob, CompactionTracker, parse_log_bytes
+from .store import open_readonly, read_store_file
 
 log = logging.getLogger("cdc.ops")
 
@@ -71,12 +72,12 @@ def find_info_log(db_dir: str) -> tuple[str, str]:
     log_dir = ""
     if opts:
         try:
-            with open(os.path.join(db_dir, max(opts)[1]), encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    key, eq, value = line.strip().partition("=")
-                    if eq and key.strip() == "db_log_dir":
-                        log_dir = value.strip()
-                        break
+            text = read_store_file(os.path.join(db_dir, max(opts)[1])).decode("utf-8", "replace")
+            for line in text.splitlines():
+                key, eq, value = line.strip().partition("=")
+                if eq and key.strip() == "db_log_dir":
+                    log_dir = value.strip()
+                    break
         except OSError:
             pass
     if not log_dir:
@@ -270,7 +271,7 @@ class InfoLogWatcher:
             cands += sorted(os.path.join(self.log_dir, n) for n in os.listdir(self.log_dir) if self._old_re.match(n))
         for path in cands:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_readonly(path)
             except OSError:
                 continue
             st = os.fstat(fd)
@@ -340,7 +341,7 @@ class InfoLogWatcher:
             if st is None:
                 return out
             try:
-                self._fd = os.open(self.log_path, os.O_RDONLY)
+                self._fd = open_readonly(self.log_path)
             except OSError:
                 return out
             fst = os.fstat(self._fd)
@@ -360,14 +361,14 @@ class InfoLogWatcher:
             self.stats["rotations"] += 1
             for path in self._newer_old_logs(self._ino, old_mtime_ns, st.st_ino):
                 try:
-                    self._fd = os.open(path, os.O_RDONLY)
+                    self._fd = open_readonly(path)
                 except OSError:
                     continue
                 self._ino, self._offset, self._buf = os.fstat(self._fd).st_ino, 0, b""
                 out += self._read_fd(final=True)
                 self._close_fd()
             try:
-                self._fd = os.open(self.log_path, os.O_RDONLY)
+                self._fd = open_readonly(self.log_path)
             except OSError:
                 return out
             self._ino, self._offset, self._buf = os.fstat(self._fd).st_ino, 0, b""
@@ -508,8 +509,7 @@ class InfoLogWatcher:
         from .manifest import ManifestState, decode_version_edit
 
         try:
-            with open(os.path.join(self.db_dir, "CURRENT"), "rb") as f:
-                current = f.read(256)
+            current = read_store_file(os.path.join(self.db_dir, "CURRENT"), 256)
         except OSError:
             return None
         if not current.endswith(b"\n"):
@@ -520,7 +520,7 @@ class InfoLogWatcher:
             return None
         path = os.path.join(self.db_dir, name)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_readonly(path)
         except OSError:
             return None
         try:
@@ -709,16 +709,14 @@ def _checkpoint_state(path: str) -> tuple[bool, dict[str, Any]]:
     from .manifest import decode_manifest
 
     try:
-        with open(os.path.join(path, "CURRENT"), "rb") as f:
-            current = f.read(256)
+        current = read_store_file(os.path.join(path, "CURRENT"), 256)
     except OSError:
         return False, {"missing": "CURRENT"}
     if not current.endswith(b"\n"):
         return False, {"missing": "CURRENT (partial)"}
     name = current.strip().decode("ascii", "replace")
     try:
-        with open(os.path.join(path, name), "rb") as f:
-            data = f.read()
+        data = read_store_file(os.path.join(path, name))
     except OSError:
         return False, {"missing": name}
     try:
@@ -907,8 +905,7 @@ class SnapshotWatcher:
                 found[name] = ("backup", path + (".tmp" if building else ""), False, {"building": True, "backup_id": bid})
                 continue
             try:
-                with open(os.path.join(broot, "meta", str(bid)), "rb") as f:
-                    parsed = _parse_backup_meta(f.read())
+                parsed = _parse_backup_meta(read_store_file(os.path.join(broot, "meta", str(bid))))
             except OSError:
                 parsed = None
             if parsed is None:

@@ -12,8 +12,10 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from typing import NamedTuple
 
 from .errors import FormatError, StoreError
@@ -38,11 +40,37 @@ class StoreInfo(NamedTuple):
     wal_dir: str
 
 
+def open_readonly(path: str) -> int:
+    """Open one of the store's files for reading without ever blocking or following into a device.
+
+    A FIFO, socket or device that happens to carry a store file name (``000123.log``, ``LOG``,
+    ``CURRENT``) would block ``open``/``read`` forever and stall capture; it is refused with
+    ``OSError(EINVAL)`` instead, like any other unreadable file. Regular files behave as usual
+    (``O_NONBLOCK`` has no effect on them).
+
+    Returns:
+        A file descriptor the caller owns (close it).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_store_file(path: str, limit: int = -1) -> bytes:
+    """Read a regular store file (or its first ``limit`` bytes) through :func:`open_readonly`."""
+    with os.fdopen(open_readonly(path), "rb") as f:
+        return f.read(limit)
+
+
 def _read_current(db_dir: str) -> str:
     path = os.path.join(db_dir, "CURRENT")
     try:
-        with open(path, "rb") as f:
-            text = f.read()
+        text = read_store_file(path)
     except FileNotFoundError:
         raise StoreError(
             f"{db_dir}: not a RocksDB or LevelDB directory (no CURRENT file)"
@@ -61,8 +89,7 @@ def _looks_like_leveldb(db_dir: str, names: list[str]) -> bool:
         return False
     try:
         manifest = _read_current(db_dir)
-        with open(os.path.join(db_dir, manifest), "rb") as f:
-            data = f.read(1 << 20)
+        data = read_store_file(os.path.join(db_dir, manifest), 1 << 20)
     except (StoreError, OSError):
         return not any(n.endswith(".sst") for n in names)
     from .logformat import LogReader
@@ -157,8 +184,7 @@ def load_manifest(db_dir: str, *, leveldb: bool | None = None) -> ManifestState:
         name = _read_current(db_dir)
         path = os.path.join(db_dir, name)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_store_file(path)
         except FileNotFoundError as exc:
             # CURRENT was switched between our two reads: read it again.
             last_exc = exc
