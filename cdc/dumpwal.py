@@ -347,7 +347,7 @@ class _KeysOnly:
         if tpl is None:
             tpl = self.line * n
             if n <= 4096:  # long runs are rare sizes: not worth keeping
-                if len(self._templates) > 256:
+                if len(self._templates) > 32:
                     self._templates.clear()
                 self._templates[n] = tpl
         args: list[Any] = [None] * (3 * n)
@@ -484,7 +484,7 @@ class _KeysOnly:
             # fixed-width lines: seq and offset by one %-format, keys written in as columns
             tpl = self._fixed.get((k, count))
             if tpl is None:
-                if len(self._fixed) > 256:
+                if len(self._fixed) > 32:
                     self._fixed.clear()
                 tpl = self._fixed[(k, count)] = self.line.replace(b'"key":"%s"', b'"key":"' + b"~" * k + b'"', 1) * count
             args: list[Any] = [None] * (2 * count)
