@@ -57,7 +57,6 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retention_count: int = 10_000_000  # events
     retention_bytes: int = 512 << 20  # bytes of event data
     retention_age_s: float = 7 * 24 * 3600.0
-    commit_interval_ms: float = 5.0  # max time an event waits for its journal commit
     # "commit": each journal commit fsyncs its data pages before its events are delivered
     # (LMDB sync on, metasync off): a power loss can undo at most the last commit, whose events
     # capture then journals again from the previous checkpoint (same WAL records, same ids);
@@ -119,7 +118,6 @@ OPTIONS: dict[str, Option] = {
         Option("retention_count", "int", "keep at most this many events", 1, 1 << 62),
         Option("retention_bytes", "int", "keep at most this many bytes of event data", 1 << 10, 1 << 44),
         Option("retention_age_s", "float", "keep events at most this many seconds", 1, 10 * 365 * 86400),
-        Option("commit_interval_ms", "float", "max time an event waits for its journal commit", 0, 10_000),
         Option(
             "journal_fsync",
             "choice",
