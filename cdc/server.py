@@ -90,9 +90,13 @@ def _redact(text: str) -> str:
     return _TOKEN_RE.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
 
 
+_SECRET_HEADER_RE = re.compile(r"^([<>] (?:Cookie|Set-Cookie|Authorization|Proxy-Authorization|Sec-WebSocket-Protocol):).*$", re.IGNORECASE)
+
+
 def _redact_ws(text: str) -> str:
-    """websockets' lines: tokens redacted and query strings dropped (``/ws/events?[query]``)."""
-    return _QUERY_RE.sub(r"\1?[query]", _redact(text))
+    """websockets' lines: tokens redacted, credential headers blanked, query strings dropped
+    (``/ws/events?[query]``)."""
+    return _QUERY_RE.sub(r"\1?[query]", _SECRET_HEADER_RE.sub(r"\1 [redacted]", _redact(text)))
 
 
 def _peer(conn: Any) -> str:

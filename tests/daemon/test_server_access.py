@@ -66,7 +66,7 @@ async def test_access_log_lines_have_peer_subject_code_and_no_secrets(daemon, ca
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="cdc.websockets")
     tok = token(types=["sync_event", "key_change"])
-    async with daemon.connect("types=sync_event&prefix=secret-prefix", tok=tok) as ws:
+    async with daemon.connect("types=sync_event&prefix=secret-prefix", tok=tok, additional_headers={"Cookie": "sid=cookie-secret-123"}) as ws:
         assert (await recv_json(ws))["type"] == "hello"
     await wait_for(lambda: any("ws closed" in r.getMessage() for r in caplog.records), 5, "close line")
     async with daemon.connect(tok="garbage-token-xyz") as ws:
@@ -86,7 +86,7 @@ async def test_access_log_lines_have_peer_subject_code_and_no_secrets(daemon, ca
     assert re.search(r"peer=127\.0\.0\.1:\d+ sub=tester code=1000 ", closed[0]), closed
     assert re.search(r"peer=127\.0\.0\.1:\d+ sub=- result=unauthorized code=4401 ", rejected[0]), rejected
     # never a token, a query string or a connection object's repr
-    for secret in (tok, tok.split(".")[1], "garbage-token-xyz", "token=", "secret-prefix", "types=", "object at 0x"):
+    for secret in (tok, tok.split(".")[1], "garbage-token-xyz", "token=", "secret-prefix", "types=", "object at 0x", "cookie-secret-123"):
         assert secret not in text, (secret, text)
     # websockets' own lines (DEBUG here) carry the peer instead of the object
     ws_lines = [line for line, r in zip(lines, records) if r.name == "cdc.websockets"]
