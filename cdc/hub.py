@@ -38,7 +38,7 @@ from .journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK, FORMAT_MSG
 if TYPE_CHECKING:  # pragma: no cover
     from websockets.asyncio.server import ServerConnection
 
-__all__ = ["Filter", "Subscriber", "Hub", "prefix_successor"]
+__all__ = ["Filter", "Subscriber", "Hub", "prefix_successor", "check_filter_lists", "MAX_FILTER_ENTRIES", "MAX_FILTER_ENTRY_BYTES"]
 
 log = logging.getLogger("cdc.hub")
 
@@ -54,6 +54,31 @@ _msgpack = msgspec.msgpack.Encoder()
 _json_decoder = msgspec.json.Decoder()
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+
+
+MAX_FILTER_ENTRIES = 256
+"""Most entries in each filter list (``types`` / ``cf`` / ``prefix``) of one subscription."""
+MAX_FILTER_ENTRY_BYTES = 1024
+"""Longest filter entry (UTF-8 bytes for types/cf, raw bytes for a prefix)."""
+
+
+def check_filter_lists(types: Iterable[str] | None, cfs: Iterable[str] | None, prefixes: Iterable[bytes] | None) -> None:
+    """Refuse filter lists that would make fan-out expensive (the caps above).
+
+    Raises:
+        ValueError: one line naming the list and the limit (never echoing the entries).
+    """
+    for name, items in (("types", types), ("cf", cfs), ("prefix", prefixes)):
+        if items is None:
+            continue
+        n = 0
+        for x in items:
+            n += 1
+            if n > MAX_FILTER_ENTRIES:
+                raise ValueError(f"{name}: at most {MAX_FILTER_ENTRIES} entries")
+            size = len(x) if isinstance(x, bytes) else len(x.encode("utf-8", "surrogateescape"))
+            if size > MAX_FILTER_ENTRY_BYTES:
+                raise ValueError(f"{name}: entries of at most {MAX_FILTER_ENTRY_BYTES} bytes")
 
 
 def prefix_successor(prefix: bytes) -> bytes | None:
@@ -166,8 +191,16 @@ def _wire_id(wire: bytes) -> int:
 
 
 def control_frame(body: dict[str, Any], msgpack: bool) -> bytes:
-    """Encode a control frame (hello, heartbeat, pong, error, subscribed, reset...)."""
-    return _msgpack.encode(body) if msgpack else _json.encode(body)
+    """Encode a control frame (hello, heartbeat, pong, error, subscribed, reset...).
+
+    Never raises: a body that cannot be encoded (an int msgpack cannot hold, ...) becomes an
+    ``error`` frame of the same type family, so a peer's input never closes a connection with 1011.
+    """
+    try:
+        return _msgpack.encode(body) if msgpack else _json.encode(body)
+    except (msgspec.EncodeError, OverflowError, TypeError, ValueError):
+        err = {"type": "error", "error": f"{str(body.get('type'))[:40]} frame could not be encoded"}
+        return _msgpack.encode(err) if msgpack else _json.encode(err)
 
 
 class Subscriber:
