@@ -265,6 +265,7 @@ def _json_safe(keys: bytes) -> bool:
     """True when ``keys`` holds only printable ASCII other than ``"`` and ``\\``."""
     return len(keys.translate(None, _JSON_UNSAFE)) == len(keys)
 _MIN_RUN = 8
+_FUSED = struct.Struct("<IHBQIB")  # log header + WriteBatch header + first tag
 _SEP = b"\x00"
 
 
@@ -407,11 +408,13 @@ class _KeysOnly:
             blk_end = i + 32768 - (base + i) % 32768
             lim = blk_end if blk_end < nbuf else nbuf
             end = self._run(buf, base, i, lim, parts)
-            if end < 0:
-                if not parts:
-                    return []
-            else:
+            if end >= 0:
                 i = done = end
+            end = self._singles(buf, base, i, lim, parts)
+            if end >= 0:
+                i = done = end
+            if not parts:
+                return []
             if i == blk_end:
                 continue
             if blk_end - i < 7:  # trailer
@@ -501,6 +504,54 @@ class _KeysOnly:
             split = [kb[j : j + k] for j in range(0, k * count, k)] if k else [b""] * count
             parts.append(self._lines(seqs, split, offsets))
         return end
+
+    def _singles(self, buf: bytes, base: int, i: int, lim: int, parts: list[bytes]) -> int:
+        """Render consecutive one-Put records of any (short) lengths at ``buf[i:lim]`` with a
+        plain loop (no Op/Batch/Struct per record); their end, or -1 for none."""
+        unpack = _FUSED.unpack_from
+        crc = crc32c
+        unsafe = _JSON_UNSAFE
+        args: list[Any] = []
+        ext = args.extend
+        while i + 22 <= lim:
+            masked, length, rtype, seq, count, tag = unpack(buf, i)
+            e = i + 7 + length
+            if rtype != 1 or count != 1 or tag != 1 or e > lim:
+                break
+            kl = buf[i + 20]
+            ke = i + 21 + kl
+            if kl >= 0x80 or ke >= e:
+                break
+            vl = buf[ke]
+            vs = ke + 1
+            if vl >= 0x80:
+                if vs < e and buf[vs] < 0x80:
+                    vl = (vl & 0x7F) | (buf[vs] << 7)
+                    vs += 1
+                else:
+                    break
+            if vs + vl != e:
+                break
+            c = crc(buf[i + 6 : e])
+            if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
+                break
+            key = buf[i + 21 : ke]
+            if len(key.translate(None, unsafe)) != kl:
+                break
+            ext((seq, key, base + i))
+            i = e
+        if not args:
+            return -1
+        n = len(args) // 3
+        tpl = self._templates.get(n)
+        if tpl is None:
+            tpl = self.line * n
+            if n <= 4096:
+                if len(self._templates) > 32:
+                    self._templates.clear()
+                self._templates[n] = tpl
+        parts.append(tpl % tuple(args))
+        return i
 
     def _straddler(self, buf: bytes, base: int, i: int, blk_end: int, nbuf: int, parts: list[bytes]) -> int:
         """A single-Put record as a FIRST fragment filling the block from ``i`` and a LAST

@@ -189,3 +189,26 @@ def test_fragmented_uniform_batch_and_physical_helpers(tmp_path, monkeypatch):
         f.write(data)
     out, err, code = dump_both(path, monkeypatch)
     assert code == 0 and out.count(b"\n") == 1001
+
+
+def test_varying_single_puts_with_flips_and_cuts(tmp_path, monkeypatch):
+    """One-Put records of varying lengths (the plain keys-only loop), across blocks."""
+    rng = random.Random(3)
+    recs = [single(50 + i, b"key%d" % rng.randrange(10**rng.randrange(1, 9)), rng.randrange(0, 300)) for i in range(600)]
+    recs.insert(100, batch(2000, 2, puts([b"a", b"bb"], 3)))  # something else in between
+    data = write_log(recs)
+    path = os.fspath(tmp_path / "000011.log")
+    with open(path, "wb") as f:
+        f.write(data)
+    out, err, code = dump_both(path, monkeypatch)
+    assert code == 0 and out.count(b"\n") == 602
+    for pos in [rng.randrange(len(data)) for _ in range(40)]:
+        bad = bytearray(data)
+        bad[pos] ^= 0x04
+        with open(path, "wb") as f:
+            f.write(bytes(bad))
+        dump_both(path, monkeypatch)
+    for cut in [rng.randrange(len(data)) for _ in range(20)] + [32768, 32768 + 3]:
+        with open(path, "wb") as f:
+            f.write(data[:cut])
+        dump_both(path, monkeypatch)
