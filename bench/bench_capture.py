@@ -217,5 +217,7 @@ async def main(names: list[str], profile: bool) -> None:
 
 
 if __name__ == "__main__":
+    if "-h" in sys.argv or "--help" in sys.argv:
+        sys.exit("usage: bench_capture.py [stages | keepup | latency | latency1]... [--profile]")
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     asyncio.run(main(args or ["stages", "keepup", "latency"], "--profile" in sys.argv))

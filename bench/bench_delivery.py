@@ -563,4 +563,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
         server_main(sys.argv[2:])
     else:
+        unknown = [a for a in sys.argv[1:] if a not in BENCHES]
+        if unknown:
+            sys.exit(f"usage: bench_delivery.py [{' | '.join(BENCHES)}]...  (unknown: {' '.join(unknown)})")
         asyncio.run(main(sys.argv[1:] or list(BENCHES)))
