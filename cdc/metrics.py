@@ -11,7 +11,10 @@ nothing per event. Components update the prometheus objects below directly:
 - ``ops_events`` (Counter, label ``type``): compaction/flush/snapshot notices emitted
 - from the server (bound by ``Server`` itself): ``cdc_ws_connections_total{result}`` (accepted /
   unauthorized / forbidden / origin / limit / bad_request / shutting_down) and
-  ``cdc_http_polls_waiting``
+  ``cdc_http_polls_waiting``, ``cdc_http_connections_refused_total{reason}`` and
+  ``cdc_http_connections_unfinished``
+- from the bus / journal: ``cdc_journal_commit_failures_total``, ``cdc_events_dropped_total``,
+  ``cdc_journal_rejected_events_total``
 - ``inc(name, n)`` / ``set(name, value)``: any other counter / gauge ``cdc_<name>``, created on
   first use (``events_captured`` from capture becomes ``cdc_wal_events_captured_total``)
 """
@@ -79,6 +82,11 @@ class Metrics:
         if bus is not None:
             yield GaugeMetricFamily("cdc_bus_pending_events", "events emitted and not yet committed", value=bus.pending)
             yield CounterMetricFamily("cdc_journal_commits", "journal write transactions", value=bus.commits)
+            yield CounterMetricFamily(
+                "cdc_journal_commit_failures", "commits that failed for another reason than a full journal (retried event by event)",
+                value=getattr(bus, "failed_batches", 0),
+            )
+            yield CounterMetricFamily("cdc_events_dropped", "events that could not be committed at all", value=getattr(bus, "dropped_events", 0))
         if journal is not None:
             yield GaugeMetricFamily("cdc_journal_bytes", "stored bytes of retained events", value=journal.size_bytes)
             yield GaugeMetricFamily("cdc_journal_events", "retained events", value=journal.count)
@@ -86,6 +94,7 @@ class Metrics:
             yield GaugeMetricFamily("cdc_journal_oldest_id", "id of the oldest retained event", value=journal.oldest_id)
             yield GaugeMetricFamily("cdc_journal_map_bytes", "LMDB map size", value=journal.map_size)
             yield GaugeMetricFamily("cdc_journal_full", "1 while the journal refuses writes", value=1 if journal.full else 0)
+            yield CounterMetricFamily("cdc_journal_rejected_events", "events skipped because they cannot be stored", value=journal.rejected)
         server = self._sources.get("server")
         if server is not None:
             c = CounterMetricFamily("cdc_ws_connections", "WebSocket /ws/events attempts by result", labels=["result"])
@@ -93,6 +102,18 @@ class Metrics:
                 c.add_metric([result], n)
             yield c
             yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
+            gate = getattr(server, "gate", None)
+            if gate is not None:
+                c = CounterMetricFamily(
+                    "cdc_http_connections_refused",
+                    "connections closed before their request completed, by reason "
+                    "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
+                    labels=["reason"],
+                )
+                for reason, n in sorted(gate.refused.items()):
+                    c.add_metric([reason], n)
+                yield c
+                yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
         if health is not None:
             g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])
             for probe in ("liveness", "readiness", "startup"):

@@ -9,7 +9,21 @@ Invariants:
   no error message includes a token.
 - Origin: when ``allow_origin`` is set, a request whose ``Origin`` is neither listed nor the
   server's own origin (same ``Host``) gets HTTP 403 before the upgrade. Requests without an
-  ``Origin`` (non-browser clients) are not restricted by it; they still need a token.
+  ``Origin`` (non-browser clients) are not restricted by it; they still need a token. With
+  ``--insecure-no-auth`` and no ``allow_origin``, a browser ``Origin`` other than the daemon's
+  own host is refused (403), so a random web page cannot read events or publish.
+- Unfinished requests: a connection must complete its request (head and body) within
+  ``HEADER_TIMEOUT_S`` (10 s; the long-poll wait starts after that); at most
+  ``MAX_UNFINISHED`` such connections in total and ``MAX_UNFINISHED_PER_IP`` per client address
+  exist at once, excess ones are closed at once (``cdc_http_connections_refused_total{reason}``).
+  Running out of file descriptors on accept is logged once a minute, not per attempt.
+- HTTP bodies: ``Content-Length`` must be ASCII digits (else 400); POST without one or chunked
+  -> 411; bytes after the request are never handed to websockets (the answer closes the
+  connection). ``/publish`` needs ``Content-Type: application/json`` (415) and takes the token
+  only from the ``Authorization`` header. HEAD answers carry headers only.
+- Client messages never close a connection with 1011: anything that fails (deep nesting, an
+  unencodable ``ref``) gets an ``error`` frame; ``ref`` is echoed only as an int64 or a string of
+  <= 256 characters; ``since`` > 2**63-1 -> 4400 / 400; filter lists <= 256 entries of <= 1 KiB.
 - Auth happens after the upgrade for WebSockets (browsers cannot read HTTP statuses), with
   close codes 4401 / 4403; bad query parameters close with 4400. HTTP endpoints answer
   401 / 403 / 400.
@@ -47,12 +61,13 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from . import __version__
 from .auth import Authenticator, Grant, narrow
 from .errors import AuthError
 from .events import EVENT_TYPES, Event
-from .hub import LIVE, Filter, Hub, Subscriber, build_frames, control_frame, fmt_index
+from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, control_frame, fmt_index
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import AppContext
@@ -76,6 +91,9 @@ _HEALTH = {"/health/live": "liveness", "/health/ready": "readiness", "/health/st
 MAX_POLL_LIMIT = 10_000
 DEFAULT_POLL_LIMIT = 1000
 DEFAULT_POLL_TIMEOUT_S = 25.0
+MAX_ID = (1 << 63) - 1
+"""Largest ``since`` accepted (ids are int64 on the wire; msgpack cannot carry more)."""
+MAX_REF_CHARS = 256
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.decode
@@ -213,8 +231,8 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
                 since = int(v)
             except ValueError:
                 raise ValueError("since must be a non-negative integer") from None
-            if since < 0:
-                raise ValueError("since must be a non-negative integer")
+            if since < 0 or since > MAX_ID:
+                raise ValueError(f"since must be an integer from 0 to {MAX_ID}")
             req.since = since
         elif name == "timeout":
             try:
@@ -232,6 +250,7 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             if n <= 0:
                 raise ValueError("limit must be a positive integer")
             req.limit = min(n, MAX_POLL_LIMIT)
+    check_filter_lists(req.types, req.cfs, req.prefixes)
     if req.types is not None:
         for t in req.types:
             if t not in EVENT_TYPES and "." not in t:
@@ -250,10 +269,68 @@ def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError(f"{name} must be a list of strings")
+    check_filter_lists(v if name == "types" else None, v if name == "cf" else None, [x.encode("utf-8", "surrogateescape") for x in v] if name == "prefix" else None)
     return True, v
 
 
+def _ref_ok(ref: Any) -> bool:
+    """A client ``ref`` is echoed only when every format can carry it: an int64 or a short string."""
+    if isinstance(ref, bool):
+        return True
+    if type(ref) is int:
+        return -MAX_ID - 1 <= ref <= MAX_ID
+    return isinstance(ref, str) and len(ref) <= MAX_REF_CHARS
+
+
 # ---------------------------------------------------------------------------- HTTP plumbing
+
+_CONNECTING = State.CONNECTING
+
+HEADER_TIMEOUT_S = 10.0
+"""A connection must deliver its whole request (head and body) within this time (separate from
+the long-poll wait, which starts once the request is complete)."""
+MAX_UNFINISHED = 1024
+"""Most connections, in total, that have not completed their request yet."""
+MAX_UNFINISHED_PER_IP = 64
+"""Most such connections from one client address."""
+
+
+class _Gate:
+    """Counts connections whose request is not complete yet, per client IP and in total.
+
+    Invariants: ``admit`` is called once per accepted socket and ``release`` exactly once for
+    each admitted one (request complete, header timeout or connection lost); a refused socket
+    is closed at once (``refused`` counts it by reason). Tests may lower the limits.
+    """
+
+    def __init__(self, timeout_s: float = HEADER_TIMEOUT_S, max_total: int = MAX_UNFINISHED, max_per_ip: int = MAX_UNFINISHED_PER_IP) -> None:
+        self.timeout_s = timeout_s
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+        self.refused: dict[str, int] = {"unfinished_total": 0, "unfinished_per_ip": 0, "header_timeout": 0, "accept_error": 0}
+
+    def admit(self, ip: str) -> bool:
+        if self.total >= self.max_total:
+            self.refused["unfinished_total"] += 1
+            return False
+        n = self.per_ip.get(ip, 0)
+        if n >= self.max_per_ip:
+            self.refused["unfinished_per_ip"] += 1
+            return False
+        self.per_ip[ip] = n + 1
+        self.total += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        n = self.per_ip.get(ip, 0) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)
+
 
 
 class _Connection(ServerConnection):
@@ -270,25 +347,80 @@ class _Connection(ServerConnection):
     cdc_error = 0
     cdc_limit = 64 * 1024
     cdc_sub: Subscriber | None = None
+    cdc_gate: _Gate | None = None
+    cdc_extra = False  # bytes after the request were dropped (the answer closes the connection)
     _pre: bytearray | None = None
     _pre_done = False
+    _gate_ip: str | None = None
+    _gate_timer: asyncio.TimerHandle | None = None
 
     _skip_left = 0
     _skip_head = b""
 
+    # -- unfinished-request gate: caps + header timeout (see _Gate)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        gate = self.cdc_gate
+        if gate is None:
+            return
+        try:
+            ip = str(transport.get_extra_info("peername")[0])
+        except Exception:  # noqa: BLE001 - pragma: no cover - no peer address
+            ip = "?"
+        if not gate.admit(ip):
+            transport.abort()
+            return
+        self._gate_ip = ip
+        self._gate_timer = self.loop.call_later(gate.timeout_s, self._gate_expired)
+
+    def _gate_release(self) -> None:
+        ip = self._gate_ip
+        if ip is not None:
+            self._gate_ip = None
+            assert self.cdc_gate is not None
+            self.cdc_gate.release(ip)
+            if self._gate_timer is not None:
+                self._gate_timer.cancel()
+                self._gate_timer = None
+
+    def _gate_expired(self) -> None:
+        self._gate_timer = None
+        if self._gate_ip is not None:
+            assert self.cdc_gate is not None
+            self.cdc_gate.refused["header_timeout"] += 1
+            self._gate_release()
+            self.transport.abort()
+
+    def process_event(self, event: Any) -> None:
+        if self._gate_ip is not None and isinstance(event, Request):
+            self._gate_release()  # the request is complete: no longer counted as unfinished
+        super().process_event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate_release()
+        super().connection_lost(exc)
+
+    # -- request buffering
+
     def data_received(self, data: bytes) -> None:
         if self._pre_done:
+            if self.request is not None and self.protocol.state is _CONNECTING:
+                # Bytes after a complete request, before our answer: never hand them to
+                # websockets' parser (it would take them for frames); the answer closes.
+                self.cdc_extra = True
+                return
             super().data_received(data)
             return
         if self._skip_left:
             take = min(self._skip_left, len(data))
             self._skip_left -= take
             if not self._skip_left:
-                self._pass(self._skip_head + data[take:])
+                self._pass(self._skip_head + (b"" if take == len(data) else self._drop_rest(data[take:])))
             return
         if self._pre is None:
-            if data[:4] == b"GET ":
-                self._pre_done = True
+            if data[:4] == b"GET " and data[-4:] == b"\r\n\r\n" and data.find(b"\r\n\r\n") == len(data) - 4:
+                self._pre_done = True  # the whole head of a GET in one chunk (the common case)
                 super().data_received(data)
                 return
             self._pre = bytearray()
@@ -307,20 +439,28 @@ class _Connection(ServerConnection):
             return
         method = parts[0].decode("ascii", "replace").upper()
         length = 0
+        seen_length: bytes | None = None
         kept = [b"GET " + parts[1] + b" " + parts[2]]
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             lname = name.strip().lower()
             if lname == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    self.cdc_error = 400
+                v = value.strip()
+                # ASCII digits only (no sign, no "_", no spaces); repeated values must agree
+                if not v or not v.isdigit() or len(v) > 18 or (seen_length is not None and v != seen_length):
+                    self.cdc_error = self.cdc_error or 400
+                else:
+                    seen_length = v
+                    length = int(v)
                 continue
             if lname == b"transfer-encoding":
                 self.cdc_error = 411
                 continue
             kept.append(line)
+        if method == "POST" and seen_length is None and not self.cdc_error:
+            self.cdc_error = 411  # POST needs a Content-Length
+        if self.cdc_error:
+            length = 0  # the body (if any) is not read: answer and close
         body_start = head_end + 4
         if length > self.cdc_limit:
             # Read and drop the body (up to 64 MiB) so that the client sees the 413.
@@ -334,14 +474,20 @@ class _Connection(ServerConnection):
                 self._skip_head = b"\r\n".join(kept) + b"\r\n\r\n"
                 self._pre = bytearray()
                 return
-            self._pass(b"\r\n".join(kept) + b"\r\n\r\n" + bytes(buf[body_start + length :]))
+            self._pass(b"\r\n".join(kept) + b"\r\n\r\n" + self._drop_rest(bytes(buf[body_start + length :])))
             return
         if len(buf) - body_start < length:
             return  # wait for the rest of the body
         self.cdc_method = method
         self.cdc_body = bytes(buf[body_start : body_start + length])
-        rest = bytes(buf[body_start + length :])
+        rest = self._drop_rest(bytes(buf[body_start + length :]))
         self._pass(b"\r\n".join(kept) + b"\r\n\r\n" + rest)
+
+    def _drop_rest(self, rest: bytes) -> bytes:
+        """Bytes after the request are never parsed (no pipelining): drop them, close after answering."""
+        if rest or self.cdc_error:
+            self.cdc_extra = self.cdc_extra or bool(rest)
+        return b""
 
     def _pass(self, data: bytes) -> None:
         self._pre = None
@@ -401,6 +547,10 @@ class Server:
         """``/ws/events`` attempts by result (``cdc_ws_connections_total{result}``)."""
         self.polls_waiting = 0
         """Long-polls parked waiting for an event (``cdc_http_polls_waiting``)."""
+        self.gate = _Gate()
+        """Unfinished requests: caps and header timeout; ``gate.refused`` feeds
+        ``cdc_http_connections_refused_total{reason}``."""
+        self._accept_error_logged = 0.0
         bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
         if bind is not None:
             try:
@@ -414,8 +564,13 @@ class Server:
         """Bind the listening socket (raises OSError when the port is taken)."""
         limit = self.max_message_bytes
 
+        gate = self.gate
+
         class Conn(_Connection):
             cdc_limit = limit
+            cdc_gate = gate
+
+        self._install_accept_error_handler()
 
         self.ws = await serve(
             self._handler,
@@ -434,6 +589,32 @@ class Server:
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
+
+    def _install_accept_error_handler(self) -> None:
+        """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs
+        off 1 s before accepting again): log one line a minute instead and count them."""
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            msg = str(context.get("message", ""))
+            if "accept" in msg and "out of system resource" in msg:
+                self.gate.refused["accept_error"] += 1
+                now = time.monotonic()
+                if now - self._accept_error_logged >= 60.0:
+                    self._accept_error_logged = now
+                    exc = context.get("exception")
+                    log.error(
+                        "cannot accept connections: %s (too many open files?); retrying every second, logged once a minute",
+                        getattr(exc, "strerror", None) or type(exc).__name__,
+                    )
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     def stop_accepting(self) -> None:
         """Stop accepting new connections (existing ones stay until :meth:`close`)."""
@@ -466,8 +647,14 @@ class Server:
 
     def _origin_ok(self, request: Request) -> bool:
         origin = request.headers.get("Origin")
-        if not self.allow_origin or origin is None:
+        if origin is None:
             return True
+        if not self.allow_origin:
+            if not self.auth.insecure:
+                return True  # a token is needed anyway (browsers cannot attach one cross-site by themselves)
+            # --insecure-no-auth without --allow-origin: only the daemon's own pages
+            host = request.headers.get("Host")
+            return bool(host) and urlsplit(origin.rstrip("/")).netloc == host
         origin = origin.rstrip("/")
         if origin in self.allow_origin or "*" in self.allow_origin:
             return True
@@ -521,6 +708,13 @@ class Server:
     # ------------------------------------------------------------------ routing
 
     async def _process_request(self, conn: _Connection, request: Request) -> Response | None:
+        """Route the request; a HEAD answer keeps its headers (Content-Length too) but no body."""
+        resp = await self._route(conn, request)
+        if resp is not None and conn.cdc_method == "HEAD" and resp.body:
+            resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
+        return resp
+
+    async def _route(self, conn: _Connection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
         try:
             params = parse_qsl(query, keep_blank_values=True)
@@ -528,7 +722,8 @@ class Server:
             return _error(400, "bad query string")
         method = conn.cdc_method
         if conn.cdc_error:
-            return _error(conn.cdc_error, {400: "bad content-length", 411: "chunked bodies are not supported",
+            return _error(conn.cdc_error, {400: "bad content-length (ASCII digits only)",
+                                           411: "a Content-Length is required (chunked bodies are not supported)",
                                            413: f"body larger than {self.max_message_bytes} bytes"}[conn.cdc_error])
         if not self._origin_ok(request):
             if path == "/ws/events":
@@ -582,12 +777,18 @@ class Server:
     # ------------------------------------------------------------------ POST /publish
 
     async def _publish(self, conn: _Connection, request: Request, params: list[tuple[str, str]], cors: list[tuple[str, str]]) -> Response:
+        # Only the Authorization header carries the token here (a token in a URL ends up in
+        # histories and proxy logs); application/json is required so that a cross-origin page
+        # cannot POST without a CORS preflight (text/plain needs none).
         try:
-            grant = self.auth.verify(self._token(request, params))
+            grant = self.auth.verify(self._token(request, []))
         except AuthError as exc:
             return _error(401, str(exc), cors + [("WWW-Authenticate", "Bearer")])
         if not grant.admin:
             return _error(403, "admin token required", cors)
+        ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, "Content-Type must be application/json", cors)
         try:
             body = _json_decode(conn.cdc_body)
         except msgspec.DecodeError:
@@ -800,7 +1001,21 @@ class Server:
         sub.exp_handle = loop.call_later(delay, sub.close, 4401, "token expired")
 
     def _on_message(self, sub: Subscriber, message: str | bytes) -> None:
-        """Handle one client message; anything malformed gets an ``error`` frame."""
+        """Handle one client message; anything malformed gets an ``error`` frame.
+
+        Never raises: whatever goes wrong with one message (too deeply nested JSON, an int no
+        format can carry, a bug) is answered with an ``error`` frame and the connection stays up.
+        """
+        try:
+            self._handle_message(sub, message)
+        except Exception as exc:  # noqa: BLE001 - a peer's message must not close with 1011
+            log.debug("client message failed: %s", type(exc).__name__)
+            try:
+                sub.send_control({"type": "error", "error": "message could not be handled"})
+            except Exception:  # noqa: BLE001 - pragma: no cover - connection gone
+                pass
+
+    def _handle_message(self, sub: Subscriber, message: str | bytes) -> None:
         try:
             if isinstance(message, bytes):
                 try:
@@ -812,11 +1027,17 @@ class Server:
         except (msgspec.DecodeError, UnicodeDecodeError):
             sub.send_control({"type": "error", "error": "message is not valid JSON"})
             return
+        except RecursionError:
+            sub.send_control({"type": "error", "error": "message is nested too deeply"})
+            return
         if not isinstance(m, dict) or not isinstance(m.get("op"), str):
             sub.send_control({"type": "error", "error": 'message must be an object with an "op" string'})
             return
         op = m["op"]
         ref = m.get("ref")
+        if ref is not None and not _ref_ok(ref):  # checked first: the op is not applied
+            sub.send_control({"type": "error", "error": f"ref must be an int64 or a string of at most {MAX_REF_CHARS} characters", "op": op[:40]})
+            return
         try:
             if op == "ping":
                 out: dict[str, Any] = {"type": "pong", "latest_id": self.hub.latest_id}
@@ -832,7 +1053,7 @@ class Server:
             out = {"type": "error", "error": str(exc), "op": op[:40]}
         except AuthError as exc:
             out = {"type": "error", "error": str(exc), "op": op[:40], "code": exc.code}
-        if ref is not None and isinstance(ref, (str, int)):
+        if ref is not None:
             out["ref"] = ref
         sub.send_control(out)
 

@@ -102,7 +102,7 @@ async def test_publish_auth(daemon):
     assert r.status == 401
     r = await publish(daemon.port, daemon.admin, {"type": "sync_event", "status": "bogus"})
     assert r.status == 400 and r.json()["error"]
-    r = await http_request(daemon.port, "POST", "/publish", b"{not json", {"Authorization": f"Bearer {daemon.admin}"})
+    r = await http_request(daemon.port, "POST", "/publish", b"{not json", {"Authorization": f"Bearer {daemon.admin}", "Content-Type": "application/json"})
     assert r.status == 400
     r = await http_request(daemon.port, "POST", "/publish", b"x" * 100_000, {"Authorization": f"Bearer {daemon.admin}"})
     assert r.status == 413
