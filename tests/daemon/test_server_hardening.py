@@ -297,3 +297,57 @@ async def test_insecure_no_auth_refuses_foreign_origins(daemon_factory: Any) -> 
     d2 = await daemon_factory()
     r = await http_request(d2.port, "GET", "/events?since=0&timeout=0", headers={"Origin": "http://evil.example", "Authorization": f"Bearer {token()}"})
     assert r.status == 200
+
+
+async def test_accept_errors_are_logged_once_and_counted(daemon_factory: Any, caplog: Any) -> None:
+    """asyncio reports EMFILE on accept through the loop's exception handler, once per retry."""
+    d = await daemon_factory()
+    caplog.set_level(logging.DEBUG)
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        loop.call_exception_handler(
+            {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")}
+        )
+    lines = [r for r in caplog.records if "accept" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None, [r.getMessage() for r in lines]
+    assert d.ctx.server.gate.refused["accept_error"] == 5
+    m = (await http_request(d.port, "GET", "/metrics")).body.decode()
+    assert 'cdc_http_connections_refused_total{reason="accept_error"} 5.0' in m
+
+
+async def test_real_daemon_survives_hundreds_of_half_open_sockets(daemon_proc_factory: Any) -> None:
+    """The reviewer's slowloris against a daemon process: excess sockets closed, others unharmed."""
+    p = daemon_proc_factory()
+    socks: list[socket.socket] = []
+    try:
+        for i in range(300):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", p.port))
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"POST /publish HTTP/1.1\r\n")
+            socks.append(s)
+
+        def closed_count() -> int:
+            n = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    if s.recv(100) == b"":
+                        n += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    n += 1
+            return n
+
+        await wait_for(lambda: closed_count() == 300 - 64, timeout=10)  # all but the per-IP cap
+        r = await http_request(p.port, "GET", "/health/live")
+        assert r.status == 200
+        async with websockets.connect(f"ws://127.0.0.1:{p.port}/ws/events?token={p.admin}") as ws:
+            assert (await recv_json(ws))["type"] == "hello"
+        m = (await http_request(p.port, "GET", "/metrics")).body.decode()
+        assert 'cdc_http_connections_refused_total{reason="unfinished_per_ip"} 236.0' in m
+        assert "Traceback" not in p.log()
+    finally:
+        for s in socks:
+            s.close()
