@@ -15,7 +15,9 @@ Invariants:
 - Unfinished requests: a connection must complete its request (head and body) within
   ``HEADER_TIMEOUT_S`` (10 s; the long-poll wait starts after that); at most
   ``MAX_UNFINISHED`` such connections in total and ``MAX_UNFINISHED_PER_IP`` per client address
-  exist at once, excess ones are closed at once (``cdc_http_connections_refused_total{reason}``).
+  exist at once: at a cap the oldest unfinished one is closed at once to make room
+  (``cdc_http_connections_refused_total{reason}``), so a client that sends its request
+  promptly always gets in.
   Running out of file descriptors on accept is logged once a minute, not per attempt.
 - HTTP bodies: ``Content-Length`` must be ASCII digits (else 400); POST without one or chunked
   -> 411; bytes after the request are never handed to websockets (the answer closes the
@@ -296,40 +298,47 @@ MAX_UNFINISHED_PER_IP = 64
 
 
 class _Gate:
-    """Counts connections whose request is not complete yet, per client IP and in total.
+    """Tracks connections whose request is not complete yet, per client IP and in total.
 
     Invariants: ``admit`` is called once per accepted socket and ``release`` exactly once for
-    each admitted one (request complete, header timeout or connection lost); a refused socket
-    is closed at once (``refused`` counts it by reason). Tests may lower the limits.
+    each admitted one (request complete, header timeout, eviction or connection lost). At a cap,
+    the OLDEST unfinished connection (of that IP, or overall) is closed at once to make room
+    (``refused`` counts it by reason): a client that completes its request in time always gets
+    in, even from an address that also holds half-open sockets. Tests may lower the limits.
     """
 
     def __init__(self, timeout_s: float = HEADER_TIMEOUT_S, max_total: int = MAX_UNFINISHED, max_per_ip: int = MAX_UNFINISHED_PER_IP) -> None:
         self.timeout_s = timeout_s
         self.max_total = max_total
         self.max_per_ip = max_per_ip
-        self.total = 0
-        self.per_ip: dict[str, int] = {}
+        self.conns: dict[_Connection, str] = {}  # insertion order = age
+        self.per_ip: dict[str, dict[_Connection, None]] = {}
         self.refused: dict[str, int] = {"unfinished_total": 0, "unfinished_per_ip": 0, "header_timeout": 0, "accept_error": 0}
 
-    def admit(self, ip: str) -> bool:
-        if self.total >= self.max_total:
-            self.refused["unfinished_total"] += 1
-            return False
-        n = self.per_ip.get(ip, 0)
-        if n >= self.max_per_ip:
-            self.refused["unfinished_per_ip"] += 1
-            return False
-        self.per_ip[ip] = n + 1
-        self.total += 1
-        return True
+    @property
+    def total(self) -> int:
+        return len(self.conns)
 
-    def release(self, ip: str) -> None:
-        self.total -= 1
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
+    def admit(self, conn: _Connection, ip: str) -> None:
+        mine = self.per_ip.get(ip)
+        while mine and len(mine) >= max(1, self.max_per_ip):
+            self.refused["unfinished_per_ip"] += 1
+            next(iter(mine))._gate_evict()
+        while self.conns and len(self.conns) >= max(1, self.max_total):
+            self.refused["unfinished_total"] += 1
+            next(iter(self.conns))._gate_evict()
+        self.conns[conn] = ip
+        self.per_ip.setdefault(ip, {})[conn] = None
+
+    def release(self, conn: _Connection) -> None:
+        ip = self.conns.pop(conn, None)
+        if ip is None:
+            return
+        mine = self.per_ip.get(ip)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.per_ip[ip]
 
 
 
@@ -368,21 +377,23 @@ class _Connection(ServerConnection):
             ip = str(transport.get_extra_info("peername")[0])
         except Exception:  # noqa: BLE001 - pragma: no cover - no peer address
             ip = "?"
-        if not gate.admit(ip):
-            transport.abort()
-            return
+        gate.admit(self, ip)
         self._gate_ip = ip
         self._gate_timer = self.loop.call_later(gate.timeout_s, self._gate_expired)
 
     def _gate_release(self) -> None:
-        ip = self._gate_ip
-        if ip is not None:
+        if self._gate_ip is not None:
             self._gate_ip = None
             assert self.cdc_gate is not None
-            self.cdc_gate.release(ip)
+            self.cdc_gate.release(self)
             if self._gate_timer is not None:
                 self._gate_timer.cancel()
                 self._gate_timer = None
+
+    def _gate_evict(self) -> None:
+        """Closed to make room for a newer connection (see _Gate)."""
+        self._gate_release()
+        self.transport.abort()
 
     def _gate_expired(self) -> None:
         self._gate_timer = None
