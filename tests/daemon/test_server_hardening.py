@@ -362,3 +362,20 @@ async def test_real_daemon_survives_hundreds_of_half_open_sockets(daemon_proc_fa
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",  # pipelined
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nJUNK",
+        b"POST /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nJUNK",
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\nContent-Length: 3\r\n\r\n" + b"x" * 24,
+    ],
+)
+async def test_bytes_after_a_request_get_one_answer(daemon_factory: Any, caplog: Any, data: bytes) -> None:
+    d = await daemon_factory()
+    caplog.set_level(logging.ERROR)
+    status, _h, _body, closed = await _raw_exchange(d.port, data)
+    assert status in (200, 400, 405) and closed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
