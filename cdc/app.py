@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .auth import Authenticator
@@ -103,6 +104,25 @@ def _detect_store(config: Config) -> Any:
         raise ConfigError(str(exc)) from None
 
 
+def _journal_commit_alarm(health: Health, hold_s: float) -> Callable[[str], None]:
+    """Readiness condition ``journal_commit``: a journal commit failed for a reason other than a
+    full map (events may have been dropped: see ``cdc_events_dropped_total``). It clears by
+    itself ``hold_s`` seconds after the last failure, like a capture gap."""
+    timer: list[asyncio.TimerHandle] = []
+
+    def clear() -> None:
+        timer.clear()
+        health.set("readiness", "journal_commit", True, "")
+
+    def alarm(reason: str) -> None:
+        health.set("readiness", "journal_commit", False, f"{reason}; events may have been dropped")
+        if timer:
+            timer.pop().cancel()
+        timer.append(asyncio.get_running_loop().call_later(hold_s, clear))
+
+    return alarm
+
+
 class App:
     """The running daemon (``async with App(config) as app`` in tests, or :func:`run_app`)."""
 
@@ -148,6 +168,7 @@ class App:
             bus = EventBus(journal, on_commit=hub.publish, on_journal_state=journal_state)
             health = Health(None, beat_timeout_s=max(30.0, 10 * cfg.rescan_interval_s))
             health_ref.append(health)
+            bus.on_error = _journal_commit_alarm(health, hold_s=300.0)
             metrics.bind(hub=hub, bus=bus, journal=journal, health=health)
             ctx = AppContext(cfg, store, bus, journal, health, metrics, self.stop, hub, auth)
             self.ctx = ctx
