@@ -215,6 +215,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_serving(proc: subprocess.Popen[bytes], port: int, log: Callable[[], str], timeout: float = 20.0) -> None:
+    """Wait until a daemon subprocess answers ``/health/startup`` with 200; fail at once if it exits."""
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}: {log()[-2000:]}")
+        try:
+            return http_request_sync(port, "GET", "/health/startup", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for_sync(up, timeout, "daemon start-up")
+
+
 class DaemonProcess:
     """``python -m cdc.app CONFIG.json`` in a subprocess on a fixed free port."""
 
@@ -235,16 +249,7 @@ class DaemonProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "cdc.app", self.cfg_path], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            try:
-                return http_request_sync(self.port, "GET", "/health/startup", timeout=2).status == 200
-            except OSError:
-                return False
-
-        wait_for_sync(up, 20, "daemon start-up")
+        wait_serving(self.proc, self.port, self.log)
         return self
 
     def log(self) -> str:

@@ -22,7 +22,7 @@ import pytest
 import websockets
 
 from cdc.preflight import raise_nofile_limit
-from tests.conftest import free_port, http_request_sync, wait_for_sync
+from tests.conftest import free_port, http_request_sync, wait_serving
 
 REPO = Path(__file__).resolve().parents[2]
 LOW = 256
@@ -59,16 +59,8 @@ def low_limit_daemon(tmp_path: Path, rocks_db: Path) -> Any:
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO), preexec_fn=_low_soft_limit,
         )
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            return http_request_sync(port, "GET", "/health/startup", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for_sync(up, 20, "daemon start-up")
+        wait_serving(proc, port, log_path.read_text)
         yield port, proc, log_path
     finally:
         if proc.poll() is None:

@@ -28,7 +28,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from cdc.auth import mint_token
-from tests.conftest import free_port, http_request_sync, wait_for_sync
+from tests.conftest import free_port, http_request_sync, wait_serving
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "log-test-secret-5f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -62,16 +62,8 @@ def debug_daemon(tmp_path: Path, rocks_db: Path) -> Any:
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
         )
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            return http_request_sync(port, "GET", "/health/startup", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for_sync(up, 20, "daemon start-up")
+        wait_serving(proc, port, log_path.read_text)
         yield port, proc, log_path
     finally:
         if proc.poll() is None:
