@@ -119,6 +119,10 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         port=port,
         insecure_no_auth=True,
         max_subscribers=20_000,
+        # thousands of bench clients connect at once from one address: lift the per-IP cap on
+        # connections still sending their request (production default: 64)
+        max_pending_connections=20_000,
+        max_pending_per_ip=20_000,
         journal_map_size=8 << 30,
         retention_bytes=0,
         retention_count=0,

@@ -66,6 +66,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     journal_fsync: str = "commit"
     # --- delivery limits
     max_subscribers: int = 10_000
+    max_pending_connections: int = 1024  # connections still sending their request (all clients)
+    max_pending_per_ip: int = 64  # the same, per client address (raise it behind a proxy)
     max_message_bytes: int = 64 * 1024  # inbound WebSocket frames / POST bodies
     subscriber_queue: int = 10_000  # events buffered per subscriber before close 4429
     heartbeat_ms: int = 15_000
@@ -125,6 +127,8 @@ OPTIONS: dict[str, Option] = {
             choices=("commit", "off"),
         ),
         Option("max_subscribers", "int", "max concurrent subscribers", 1, 10_000_000),
+        Option("max_pending_connections", "int", "max connections still sending their request; the oldest is closed at the cap", 1, 10_000_000),
+        Option("max_pending_per_ip", "int", "the same per client address (raise it behind a reverse proxy or for connection storms)", 1, 10_000_000),
         Option("max_message_bytes", "int", "max inbound WebSocket frame / POST body", 256, 64 << 20),
         Option("subscriber_queue", "int", "events buffered per subscriber before close 4429", 1, 10_000_000),
         Option("heartbeat_ms", "int", "heartbeat frame interval", 100, 3_600_000),

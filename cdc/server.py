@@ -558,7 +558,7 @@ class Server:
         """``/ws/events`` attempts by result (``cdc_ws_connections_total{result}``)."""
         self.polls_waiting = 0
         """Long-polls parked waiting for an event (``cdc_http_polls_waiting``)."""
-        self.gate = _Gate()
+        self.gate = _Gate(max_total=cfg.max_pending_connections, max_per_ip=cfg.max_pending_per_ip)
         """Unfinished requests: caps and header timeout; ``gate.refused`` feeds
         ``cdc_http_connections_refused_total{reason}``."""
         self._accept_error_logged = 0.0
