@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +95,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 import json  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
-import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 
@@ -199,3 +200,28 @@ def admin_token(secret_file: Path) -> str:
 
 def ndjson(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def debug_serve(tmp_path: Path, db: Path, *args: str, preexec_fn: Any = None) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """``cdc serve --log-level debug --log-format json`` in a subprocess on a free port, with a clean
+    environment and its log in ``tmp_path/daemon.log``; yields (port, process, log path) once it
+    serves and kills it afterwards. ``args`` adds options (auth sources, ...)."""
+    from tests.conftest import wait_serving
+
+    port = free_port()
+    log_path = tmp_path / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "JOURNAL_STREAM")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc", "serve", "--db", str(db), "--state-dir", str(tmp_path / "state"),
+             "--port", str(port), *args, "--log-level", "debug", "--log-format", "json"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO), preexec_fn=preexec_fn,
+        )
+    try:
+        wait_serving(proc, port, log_path.read_text)
+        yield port, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,10 @@ import pytest
 import websockets
 
 from cdc.preflight import raise_nofile_limit
-from tests.conftest import free_port, http_request_sync, wait_serving
+from tests.conftest import http_request_sync
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import debug_serve
+
 LOW = 256
 IDLE = 400
 
@@ -49,23 +47,8 @@ def low_limit_daemon(tmp_path: Path, rocks_db: Path) -> Any:
         pytest.skip(f"hard RLIMIT_NOFILE {hard} is too low for this test")
     tokens = tmp_path / "tokens"
     tokens.write_text("limits-test-token-0123456789\n")
-    port = free_port()
-    log_path = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "JOURNAL_STREAM")}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc", "serve", "--db", str(rocks_db), "--state-dir", str(tmp_path / "state"),
-             "--port", str(port), "--tokens-file", str(tokens), "--log-level", "debug", "--log-format", "json"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO), preexec_fn=_low_soft_limit,
-        )
-
-    try:
-        wait_serving(proc, port, log_path.read_text)
-        yield port, proc, log_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with debug_serve(tmp_path, rocks_db, "--tokens-file", str(tokens), preexec_fn=_low_soft_limit) as running:
+        yield running
 
 
 async def test_serve_raises_soft_nofile_and_survives_idle_connections(low_limit_daemon: Any) -> None:

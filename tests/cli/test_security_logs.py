@@ -14,10 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +25,10 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from cdc.auth import mint_token
-from tests.conftest import free_port, http_request_sync, wait_serving
+from tests.conftest import http_request_sync
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import debug_serve
+
 SECRET = "log-test-secret-5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 OPAQUE = "opaque-log-token-7c9d2e4f8a1b"
 
@@ -51,24 +49,8 @@ def debug_daemon(tmp_path: Path, rocks_db: Path) -> Any:
     secret.write_text(SECRET + "\n")
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# tokens\n{OPAQUE}\n")
-    port = free_port()
-    log_path = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "JOURNAL_STREAM")}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cdc", "serve", "--db", str(rocks_db), "--state-dir", str(tmp_path / "state"),
-             "--port", str(port), "--tokens-file", str(tokens), "--jwt-secret-file", str(secret),
-             "--log-level", "debug", "--log-format", "json"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
-        )
-
-    try:
-        wait_serving(proc, port, log_path.read_text)
-        yield port, proc, log_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with debug_serve(tmp_path, rocks_db, "--tokens-file", str(tokens), "--jwt-secret-file", str(secret)) as running:
+        yield running
 
 
 async def _close_reason(ws: Any) -> tuple[int, str]:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
