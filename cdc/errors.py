@@ -6,7 +6,8 @@ CdcError
 │   └─ UnsupportedRecord  a valid record cdc cannot decode (says what to turn off)
 ├─ StoreError             a directory that is not a readable RocksDB/LevelDB store
 ├─ JournalError           LMDB journal: map full, disk full, schema mismatch
-│   └─ JournalFull
+│   ├─ JournalFull
+│   └─ JournalCorrupt     the LMDB file cannot be trusted (truncated, garbage pages)
 ├─ ConfigError            a user-fixable configuration problem (CLI: one line, exit 2)
 └─ AuthError              a token that is missing, invalid, expired or not allowed
 """
@@ -67,6 +68,22 @@ class JournalError(CdcError):
 
 class JournalFull(JournalError):
     """The LMDB map or the disk is full."""
+
+
+class JournalCorrupt(JournalError):
+    """The journal's LMDB file is damaged (truncated, garbage pages, a missing header record).
+
+    Attributes:
+        path: the journal directory.
+        reason: short lowercase description of what was found.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f'journal {path} is damaged ({reason}): move it away or restore it; see README "Recovering the journal"'
+        )
 
 
 class ConfigError(CdcError):

@@ -17,6 +17,14 @@ Invariants:
   between the final "caught up" check and the switch, so no event can fall in between. Events
   read from the journal before the hub published them are skipped by ``last_id`` when they
   arrive live.
+- Journal identity: a ``since`` sent with an ``epoch`` other than the journal's (the journal was
+  replaced, emptied or restored) gets a ``reset`` (``epoch_changed``), then live, never another
+  journal's events under old ids. Damage met while replaying (``JournalCorrupt``) closes that
+  subscriber with 1011 and a short reason and calls ``on_journal_damage`` (readiness, metric,
+  one log line), never a traceback per reconnect.
+- Closing: a subscriber the server closes (4429, 4401, ...) keeps counting in :attr:`Hub.closing`
+  until its TCP connection is gone; the closing handshake is bounded by :data:`CLOSE_BOUND_S`, then
+  the transport is aborted (a peer that never reads cannot hold the socket).
 - Filters: ``types`` (event type), ``cf`` (column family; events without a cf pass), ``prefix``
   (raw key bytes; a delete_range matches when its range overlaps the prefix; events without a
   key pass). Absent = everything.
@@ -33,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .errors import JournalCorrupt
 from .journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK, FORMAT_MSGPACK_VALUES, Journal, Record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +57,9 @@ CLOSED = 2
 
 REPLAY_CHUNK = 10_000
 """Events read from the journal per replay step."""
+
+CLOSE_BOUND_S = 2.0
+"""Longest wait for a server-initiated closing handshake before the transport is aborted."""
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -328,7 +340,36 @@ class Subscriber:
             self.exp_handle.cancel()
             self.exp_handle = None
         self.hub.closed_by_code[code] = self.hub.closed_by_code.get(code, 0) + 1
-        self.hub.spawn(self.conn.close(code, reason))
+        self.hub.spawn(self._close_bounded(code, reason))
+
+    async def _close_bounded(self, code: int, reason: str) -> None:
+        """Close with ``code``; abort the transport if the handshake takes over CLOSE_BOUND_S (a
+        peer that never reads blocks the close frame behind a full send buffer). Counted in
+        ``hub.closing`` until the connection is gone."""
+        hub = self.hub
+        conn = self.conn
+        hub.closing += 1
+        try:
+            try:
+                async with asyncio.timeout(CLOSE_BOUND_S):
+                    await conn.close(code, reason)
+            except TimeoutError:
+                pass
+            except Exception:  # noqa: BLE001 - a broken transport: aborted below
+                pass
+            waiter = conn.connection_lost_waiter
+            if not waiter.done():
+                try:
+                    conn.transport.abort()
+                except Exception:  # noqa: BLE001 - pragma: no cover - already gone
+                    pass
+                try:
+                    async with asyncio.timeout(CLOSE_BOUND_S):
+                        await asyncio.shield(waiter)
+                except TimeoutError:  # pragma: no cover - abort always ends the connection
+                    pass
+        finally:
+            hub.closing -= 1
 
 
 class _Group:
@@ -355,6 +396,10 @@ class Hub:
         self.published = 0
         self.published_by_type: dict[str, int] = {}
         self.closed_by_code: dict[int, int] = {}
+        self.closing = 0
+        """Subscribers closed by the server whose connection is not gone yet (count toward the cap)."""
+        self.on_journal_damage: Any = None
+        """Called with a reason when replay meets a damaged journal (the server sets readiness)."""
 
     # --------------------------------------------------------------- registry
 
@@ -484,29 +529,47 @@ class Hub:
             return False
         return since < self.journal.oldest_id - 1 or since > self.latest_id
 
-    async def start(self, sub: Subscriber, since: int | None) -> None:
+    async def start(self, sub: Subscriber, since: int | None, *, epoch: str | None = None) -> None:
         """Register ``sub`` and bring it LIVE, replaying the journal from ``since`` first.
 
-        Sends a ``reset`` control frame when the cursor expired (then live from now).
+        Sends a ``reset`` control frame when the cursor expired or belongs to another journal
+        (``epoch`` given and not this journal's), then live from now. A damaged journal closes
+        the subscriber with 1011 (see the module docstring).
         """
         self.add(sub)
         if since is None:
             sub.last_id = self.latest_id
             sub.state = LIVE
             return
-        if self.cursor_expired(since):
+        other_epoch = bool(since) and epoch is not None and epoch != getattr(self.journal, "epoch", epoch)
+        if other_epoch or self.cursor_expired(since):
             sub.last_id = self.latest_id
             sub.state = LIVE
+            reason = "epoch_changed" if other_epoch else "cursor_ahead" if since > self.latest_id else "cursor_expired"
             sub.send_control(
                 {
                     "type": "reset",
-                    "reason": "cursor_ahead" if since > self.latest_id else "cursor_expired",
+                    "reason": reason,
                     "since": since,
                     "oldest_id": self.journal.oldest_id,
                     "latest_id": self.latest_id,
+                    "epoch": getattr(self.journal, "epoch", None),
                 }
             )
             return
+        try:
+            await self._replay(sub, since)
+        except JournalCorrupt as exc:
+            self.journal_damaged(exc.reason)
+            sub.close(1011, "journal damaged: see /health/ready")
+
+    def journal_damaged(self, reason: str) -> None:
+        """Report journal damage found while reading (once per reason: see ``on_journal_damage``)."""
+        cb = self.on_journal_damage
+        if cb is not None:
+            cb(reason)
+
+    async def _replay(self, sub: Subscriber, since: int) -> None:
         pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
         fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON
         journal = self.journal

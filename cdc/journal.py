@@ -17,7 +17,16 @@ Invariants:
 Layout (LMDB named databases, keys are 8-byte big-endian ids):
 - ``ev``:   id -> wire JSON (``{"id":N,"type":...}``) without ``value``/``value_encoding``
 - ``ix``:   id -> ``_IX`` header (commit ms, lengths) + type + cf + key + end_key + value fragment
-- ``meta``: ``next_id`` (u64), ``bytes`` (u64: stored bytes of ev+ix), ``cp:<name>`` -> checkpoint
+- ``meta``: ``next_id`` (u64), ``bytes`` (u64: stored bytes of ev+ix), ``cp:<name>`` -> checkpoint,
+  ``epoch`` (the journal's identity: 16 hex characters, random, written when the journal is created)
+
+Integrity (README "Recovering the journal"): before LMDB maps ``data.mdb``, :func:`check_journal_file`
+reads its two meta pages and refuses a file shorter than the last page they record (mapping it would
+SIGBUS) or without valid meta pages; after opening, every page of the tree is walked read-only
+(:func:`verify_env`). Damage found later (``MDB_CORRUPTED`` while reading or writing) raises
+:class:`~cdc.errors.JournalCorrupt` and sets :attr:`Journal.damaged`. ``<state dir>/journal.identity``
+remembers the epoch and last id outside the journal, so a journal that was deleted or emptied is
+noticed (:attr:`Journal.replaced`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import struct
 import threading
 import time
@@ -36,10 +46,10 @@ from typing import Any
 import lmdb
 import msgspec
 
-from .errors import JournalError, JournalFull
+from .errors import JournalCorrupt, JournalError, JournalFull
 from .events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
 
-__all__ = ["Journal", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
+__all__ = ["Journal", "check_journal_file", "verify_env", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
 
 _ID = struct.Struct(">Q")
 _U64 = struct.Struct("<Q")
@@ -278,6 +288,11 @@ class Journal:
             raise JournalError(f"cannot open journal at {path}: {exc.strerror or exc}") from exc
         self._lock_fd = _lock_dir(path)
         try:
+            check_journal_file(path)  # before LMDB maps the file: a truncated one would SIGBUS
+        except JournalError:
+            self._unlock()
+            raise
+        try:
             self.env = lmdb.open(
                 path,
                 map_size=map_size,
@@ -292,23 +307,45 @@ class Journal:
             raise JournalError(f"cannot open journal at {path}: {exc}") from exc
         self.path = path
         self.sync = sync
+        self.damaged = ""  # set (reason) once damage was found while reading or writing
+        self.replaced: dict[str, Any] | None = None  # set when this new journal replaced another one
         self.retention_count = retention_count
         self.retention_bytes = retention_bytes
         self.retention_age_s = retention_age_s
-        self._ev = self.env.open_db(b"ev")
-        self._ix = self.env.open_db(b"ix")
-        self._meta = self.env.open_db(b"meta")
-        self._write_lock = threading.Lock()
-        self._last_age_check = 0.0
-        self.full = False  # set while the last append failed with JournalFull
-        with self.env.begin() as txn:
-            raw = txn.get(b"next_id", db=self._meta)
-            self._next_id = _U64.unpack(raw)[0] if raw else 1
-            raw = txn.get(b"bytes", db=self._meta)
-            self._bytes = _U64.unpack(raw)[0] if raw else 0
-            self._count = txn.stat(self._ev)["entries"]
-            cur = txn.cursor(db=self._ev)
-            self._oldest = _ID.unpack(cur.key())[0] if cur.first() else self._next_id
+        try:
+            self._ev = self.env.open_db(b"ev")
+            self._ix = self.env.open_db(b"ix")
+            self._meta = self.env.open_db(b"meta")
+            verify_env(self.env, path, self._ev, self._ix, self._meta)
+            self._write_lock = threading.Lock()
+            self._last_age_check = 0.0
+            self.full = False  # set while the last append failed with JournalFull
+            with self.env.begin() as txn:
+                raw = txn.get(b"next_id", db=self._meta)
+                self._next_id = _U64.unpack(raw)[0] if raw else 1
+                raw = txn.get(b"bytes", db=self._meta)
+                self._bytes = _U64.unpack(raw)[0] if raw else 0
+                self._count = txn.stat(self._ev)["entries"]
+                cur = txn.cursor(db=self._ev)
+                self._oldest = _ID.unpack(cur.key())[0] if cur.first() else self._next_id
+                raw = txn.get(b"epoch", db=self._meta)
+                epoch = bytes(raw).decode("ascii", "replace") if raw else ""
+            if not epoch:
+                created = self._next_id == 1 and self._count == 0
+                epoch = secrets.token_hex(8)
+                with self.env.begin(write=True) as txn:
+                    txn.put(b"epoch", epoch.encode(), db=self._meta)
+                if created:
+                    self._note_replacement(epoch)
+            self.epoch = epoch
+            """The journal's identity (sent in ``hello``): a cursor is only valid with its epoch."""
+            self._write_identity()
+        except JournalCorrupt:
+            self.close()
+            raise
+        except lmdb.Error as exc:
+            self.close()
+            raise JournalCorrupt(path, f"{type(exc).__name__}: {exc}") from None
 
     # ------------------------------------------------------------------ properties
 
@@ -335,6 +372,47 @@ class Journal:
     @property
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def identity_path(self) -> str:
+        """``<state dir>/journal.identity``: the epoch and last id, kept outside the journal."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), os.path.basename(os.path.normpath(self.path)) + ".identity")
+
+    def _note_replacement(self, epoch: str) -> None:
+        """A brand-new journal: if the identity file names another one, say so loudly."""
+        try:
+            with open(self.identity_path, "rb") as f:
+                old = msgspec.json.decode(f.read())
+        except (OSError, msgspec.DecodeError):
+            return
+        if not isinstance(old, dict) or not old.get("epoch") or old.get("epoch") == epoch:
+            return
+        last = old.get("latest_id") if isinstance(old.get("latest_id"), int) else None
+        self.replaced = {"previous_epoch": str(old["epoch"])[:64], "previous_latest_id": last, "epoch": epoch}
+        _log.warning(
+            "journal %s is NEW but this state dir had another journal (epoch %s, ids up to %s): event ids restart at 1; "
+            "clients resuming with an old cursor get a reset (epoch_changed)",
+            self.path, self.replaced["previous_epoch"], "?" if last is None else last,
+        )
+
+    def _write_identity(self) -> None:
+        data = _json_encoder.encode({"epoch": self.epoch, "latest_id": self.latest_id})
+        tmp = self.identity_path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data + b"\n")
+            os.replace(tmp, self.identity_path)
+        except OSError as exc:  # not fatal: only the replaced-journal warning depends on it
+            _log.debug("cannot write %s: %s", self.identity_path, exc)
+
+    def _corrupt(self, exc: BaseException) -> JournalCorrupt:
+        """Record damage found while reading or writing; the exception to raise."""
+        reason = f"{type(exc).__name__}: {exc}"[:200] if not isinstance(exc, lmdb.CorruptedError) else "MDB_CORRUPTED: a page is not what the tree says"
+        if not self.damaged:
+            self.damaged = reason
+        return JournalCorrupt(self.path, reason)
 
     # ------------------------------------------------------------------ writing
 
@@ -471,6 +549,8 @@ class Journal:
                 raise JournalFull(
                     f"journal map full ({self.map_size} bytes at {self.path}): raise journal_map_size or lower retention_bytes"
                 ) from exc
+            except _DAMAGE as exc:
+                raise self._corrupt(exc) from None
             except lmdb.Error as exc:
                 if getattr(exc, "errno", None) == errno.ENOSPC or "No space" in str(exc):
                     self.full = True
@@ -558,7 +638,17 @@ class Journal:
             return bytes(raw) if raw is not None else None
 
     def read(self, since_id: int, limit: int = 1000) -> list[Record]:
-        """Up to ``limit`` retained records with ``id > since_id``, oldest first."""
+        """Up to ``limit`` retained records with ``id > since_id``, oldest first.
+
+        Raises:
+            JournalCorrupt: a damaged page or record was met (also sets :attr:`damaged`).
+        """
+        try:
+            return self._read(since_id, limit)
+        except (*_DAMAGE, ValueError, struct.error, IndexError) as exc:
+            raise self._corrupt(exc) from None
+
+    def _read(self, since_id: int, limit: int) -> list[Record]:
         out: list[Record] = []
         with self.env.begin(buffers=False) as txn:
             ev_cur = txn.cursor(db=self._ev)
@@ -577,7 +667,16 @@ class Journal:
         """Fast path: wire JSON (no values) of up to ``limit`` events with ``id > since_id``.
 
         Returns (frames, id of the last frame or ``since_id`` when none).
+
+        Raises:
+            JournalCorrupt: a damaged page or record was met (also sets :attr:`damaged`).
         """
+        try:
+            return self._read_wire(since_id, limit)
+        except (*_DAMAGE, ValueError, IndexError) as exc:
+            raise self._corrupt(exc) from None
+
+    def _read_wire(self, since_id: int, limit: int) -> tuple[list[bytes], int]:
         with self.env.begin(buffers=False) as txn:
             cur = txn.cursor(db=self._ev)
             if not cur.set_range(_ID.pack(since_id + 1)):
@@ -604,8 +703,11 @@ class Journal:
 
     def close(self) -> None:
         """Close the environment and release the directory lock (idempotent)."""
+        if getattr(self, "epoch", None) and self._lock_fd >= 0:
+            self._write_identity()
         try:
-            self.env.close()
+            if hasattr(self, "env"):
+                self.env.close()
         except lmdb.Error:  # pragma: no cover
             pass
         self._unlock()
@@ -641,3 +743,110 @@ def _lock_dir(path: str) -> int:
             raise JournalError(f"journal {path} is in use by another cdc (lock {lock_path} is held)") from None
         raise JournalError(f"cannot lock journal {path}: {exc.strerror or exc}") from None
     return fd
+
+
+# ---------------------------------------------------------------------- integrity
+
+_DAMAGE: tuple[type[BaseException], ...] = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError)
+"""LMDB errors that mean the file's pages are not what its tree says."""
+
+_META_MAGIC = 0xBEEFC0DE
+_META_VERSION = 1  # MDB_DATA_VERSION of LMDB 0.9
+# MDB_meta inside a meta page, after the 16-byte page header: magic u32 @16, version u32 @20,
+# mm_dbs[FREE_DBI].md_pad (= page size) u32 @40, mm_last_pg u64 @136, mm_txnid u64 @144.
+_META_MAGIC_OFF = 16
+_META_PSIZE_OFF = 40
+_META_LAST_OFF = 136
+_META_END = 152
+_P_META = 0x08
+
+
+def _meta(page: bytes) -> tuple[int, int, int] | None:
+    """(page size, last page, txnid) of an LMDB meta page, None when it is not one."""
+    if len(page) < _META_END:
+        return None
+    flags = struct.unpack_from("<H", page, 10)[0]
+    magic, version = struct.unpack_from("<II", page, _META_MAGIC_OFF)
+    if not flags & _P_META or magic != _META_MAGIC or version != _META_VERSION:
+        return None
+    psize = struct.unpack_from("<I", page, _META_PSIZE_OFF)[0]
+    last, txnid = struct.unpack_from("<QQ", page, _META_LAST_OFF)
+    return psize, last, txnid
+
+
+def check_journal_file(path: str) -> None:
+    """Refuse a ``data.mdb`` that LMDB must not map: shorter than the last page its meta pages
+    record (a truncated file SIGBUSes the process on first touch) or without two valid meta
+    pages. A missing or empty file is a new journal (not an error). Reads 2 pages, no mmap.
+
+    Raises:
+        JournalCorrupt: the file cannot be trusted (one-line message with the way out).
+        JournalError: the file cannot be read at all.
+    """
+    data = os.path.join(path, "data.mdb")
+    try:
+        with open(data, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return
+            head = f.read(_META_END)
+            m0 = _meta(head)
+            if m0 is None:
+                raise JournalCorrupt(path, f"data.mdb has no valid LMDB meta page ({size} bytes)")
+            psize = m0[0]
+            if psize < 512 or psize > 1 << 16 or psize & (psize - 1):
+                raise JournalCorrupt(path, f"data.mdb meta page records an impossible page size {psize}")
+            f.seek(psize)
+            m1 = _meta(f.read(_META_END))
+    except FileNotFoundError:
+        return
+    except JournalCorrupt:
+        raise
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {data}: {exc.strerror or exc}") from None
+    if m1 is None:
+        raise JournalCorrupt(path, "data.mdb's second LMDB meta page is not valid")
+    live = m0 if m0[2] >= m1[2] else m1
+    need = (live[1] + 1) * psize
+    if size < need:
+        raise JournalCorrupt(path, f"data.mdb is truncated: {size} bytes, its last page ends at {need}")
+
+
+def verify_env(env: lmdb.Environment, path: str, ev: Any, ix: Any, meta: Any) -> None:
+    """Walk every branch and leaf page of the journal's trees read-only (keys only) and check
+    the journal's own records: ``ev`` and ``ix`` hold the same ids, all below ``next_id``.
+    About 0.1 s per million events.
+
+    Raises:
+        JournalCorrupt: a page or record is not what it should be.
+    """
+    try:
+        with env.begin() as txn:
+            counts = []
+            for db in (ev, ix):
+                cur = txn.cursor(db=db)
+                n = 0
+                for k in cur.iternext(keys=True, values=False):
+                    if len(k) != 8:
+                        raise JournalCorrupt(path, "an event key is not 8 bytes")
+                    n += 1
+                counts.append(n)
+                if n != txn.stat(db)["entries"]:
+                    raise JournalCorrupt(path, "a tree holds fewer entries than its header says")
+            for _k in txn.cursor(db=meta).iternext(keys=True, values=False):
+                pass
+            if counts[0] != counts[1]:
+                raise JournalCorrupt(path, f"{counts[0]} events but {counts[1]} index records")
+            raw = txn.get(b"next_id", db=meta)
+            if counts[0]:
+                if raw is None or len(raw) != 8:
+                    raise JournalCorrupt(path, "the next_id record is missing")
+                cur = txn.cursor(db=ev)
+                cur.last()
+                if _ID.unpack(cur.key())[0] >= _U64.unpack(raw)[0]:
+                    raise JournalCorrupt(path, "an event id is not below next_id")
+    except JournalCorrupt:
+        raise
+    except _DAMAGE as exc:
+        reason = "MDB_CORRUPTED: a page is not what the tree says" if isinstance(exc, lmdb.CorruptedError) else f"{type(exc).__name__}: {exc}"
+        raise JournalCorrupt(path, reason) from None

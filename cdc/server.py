@@ -12,6 +12,11 @@ Invariants:
   ``Origin`` (non-browser clients) are not restricted by it; they still need a token. With
   ``--insecure-no-auth`` and no ``allow_origin``, a browser ``Origin`` other than the daemon's
   own host is refused (403), so a random web page cannot read events or publish.
+- Host (DNS rebinding): with ``--insecure-no-auth`` a request's ``Host`` must name an address the
+  daemon serves (an IP literal, ``localhost``, the ``--host`` name) with its port, or an
+  ``--allow-host`` entry; anything else gets 403 before routing (a rebound name cannot read or publish).
+- Malformed heads: a repeated ``Origin``/``Host``/``Authorization``/... header, or a ``/publish``
+  body nested too deeply, is a 400 with one line, never a 500 with a traceback.
 - Unfinished requests: a connection must complete its request (head and body) within
   ``HEADER_TIMEOUT_S`` (10 s; the long-poll wait starts after that); at most
   ``MAX_UNFINISHED`` such connections in total and ``MAX_UNFINISHED_PER_IP`` per client address
@@ -51,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import ipaddress
 import os
 import re
 import time
@@ -60,14 +66,14 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from . import __version__
 from .auth import Authenticator, Grant, narrow
-from .errors import AuthError
+from .errors import AuthError, JournalCorrupt
 from .events import EVENT_TYPES, Event
 from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, control_frame, fmt_index
 
@@ -176,7 +182,7 @@ def _ws_logger() -> logging.Logger:
 class SubscriptionRequest:
     """Parsed query parameters of ``/ws/events`` and ``/events``."""
 
-    __slots__ = ("types", "cfs", "prefixes", "values", "batch", "msgpack", "since", "timeout_s", "limit")
+    __slots__ = ("types", "cfs", "prefixes", "values", "batch", "msgpack", "since", "timeout_s", "limit", "epoch")
 
     def __init__(self) -> None:
         self.types: list[str] | None = None
@@ -188,6 +194,7 @@ class SubscriptionRequest:
         self.since: int | None = None
         self.timeout_s: float | None = None
         self.limit = DEFAULT_POLL_LIMIT
+        self.epoch: str | None = None
 
 
 def _csv(v: str) -> list[str]:
@@ -236,6 +243,10 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             if since < 0 or since > MAX_ID:
                 raise ValueError(f"since must be an integer from 0 to {MAX_ID}")
             req.since = since
+        elif name == "epoch":
+            if len(v) > 64:
+                raise ValueError("epoch: at most 64 characters")
+            req.epoch = v or None
         elif name == "timeout":
             try:
                 t = float(v)
@@ -544,6 +555,7 @@ class Server:
         self.auth = auth
         cfg = ctx.config
         self.allow_origin = frozenset(o.rstrip("/") for o in cfg.allow_origin)
+        self.allow_host = frozenset(h.lower().rstrip(".") for h in getattr(cfg, "allow_host", ()))
         self.max_subscribers = cfg.max_subscribers
         self.heartbeat_ms = cfg.heartbeat_ms
         self.max_poll_timeout_s = min(cfg.max_poll_timeout_s, 30.0)
@@ -562,6 +574,8 @@ class Server:
         """Unfinished requests: caps and header timeout; ``gate.refused`` feeds
         ``cdc_http_connections_refused_total{reason}``."""
         self._accept_error_logged = 0.0
+        self._damage_logged: set[str] = set()
+        hub.on_journal_damage = self._journal_damaged
         bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
         if bind is not None:
             try:
@@ -656,6 +670,64 @@ class Server:
 
     # ------------------------------------------------------------------ helpers
 
+    def _host_ok(self, host: str | None) -> bool:
+        """With auth off: is ``Host`` one of the daemon's own address:port forms (or allowed)?
+
+        A rebinding attack needs a *name* that resolves to us: IP literals are ours by
+        definition (they reached this socket), ``localhost`` and the ``--host`` name are ours;
+        any other name must be listed with ``--allow-host`` (``name`` or ``name:port``).
+        Requests without a ``Host`` (not a browser) pass.
+        """
+        if host is None:
+            return True
+        h = host.strip().lower()
+        if h in self.allow_host:
+            return True
+        name, port = h, ""
+        if h.startswith("["):
+            end = h.find("]")
+            if end < 0:
+                return False
+            name, rest = h[1:end], h[end + 1 :]
+            if rest and not rest.startswith(":"):
+                return False
+            port = rest[1:]
+        elif h.count(":") == 1:
+            name, port = h.split(":")
+        elif ":" in h:
+            return False
+        name = name.rstrip(".")
+        if name in self.allow_host:
+            return True
+        if port and port != str(self.port):
+            return False
+        if not port and self.port != 80:
+            return False
+        if name in ("localhost", str(self.host).lower(), str(self.ctx.config.host).lower()):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def _journal_damaged(self, reason: str) -> None:
+        """Replay met a damaged journal: readiness ``journal_corrupt``, a metric, one log line."""
+        health = self.ctx.health
+        health.set("readiness", "journal_corrupt", False, f"journal damaged ({reason}); see README \"Recovering the journal\"")
+        metrics = getattr(self.ctx, "metrics", None)
+        if metrics is not None:
+            try:
+                metrics.inc("cdc_journal_damage_reads")
+            except Exception:  # noqa: BLE001 - pragma: no cover - metrics are best effort
+                pass
+        if reason not in self._damage_logged and len(self._damage_logged) < 16:
+            self._damage_logged.add(reason)
+            log.error(
+                'journal %s is damaged (%s): replays fail with close 1011 until it is moved away or restored; see README "Recovering the journal"',
+                self.hub.journal.path, reason,
+            )
+
     def _origin_ok(self, request: Request) -> bool:
         origin = request.headers.get("Origin")
         if origin is None:
@@ -720,7 +792,13 @@ class Server:
 
     async def _process_request(self, conn: _Connection, request: Request) -> Response | None:
         """Route the request; a HEAD answer keeps its headers (Content-Length too) but no body."""
-        resp = await self._route(conn, request)
+        try:
+            resp = await self._route(conn, request)
+        except MultipleValuesError as exc:
+            name = str(exc.args[0])[:40] if exc.args else "a header"
+            resp = _error(400, f"repeated {name} header")
+        except RecursionError:
+            resp = _error(400, "request nested too deeply")
         if resp is not None and conn.cdc_method == "HEAD" and resp.body:
             resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
         return resp
@@ -736,6 +814,10 @@ class Server:
             return _error(conn.cdc_error, {400: "bad content-length (ASCII digits only)",
                                            411: "a Content-Length is required (chunked bodies are not supported)",
                                            413: f"body larger than {self.max_message_bytes} bytes"}[conn.cdc_error])
+        if self.auth.insecure and not self._host_ok(request.headers.get("Host")):
+            if path == "/ws/events":
+                self._rejected(conn, "origin", 403, "host not allowed")
+            return _error(403, "Host not served by this daemon (DNS rebinding?): see --allow-host")
         if not self._origin_ok(request):
             if path == "/ws/events":
                 self._rejected(conn, "origin", 403, "origin not allowed")
@@ -750,7 +832,7 @@ class Server:
             if self._closing:
                 self._rejected(conn, "shutting_down", 503, "server shutting down")
                 return _error(503, "server shutting down")
-            if self.hub.count >= self.max_subscribers:
+            if self.hub.count + self.hub.closing >= self.max_subscribers:
                 self._rejected(conn, "limit", 503, "too many subscribers")
                 return _error(503, f"too many subscribers (limit {self.max_subscribers})")
             if "websocket" not in request.headers.get("Upgrade", "").lower():
@@ -804,8 +886,12 @@ class Server:
             body = _json_decode(conn.cdc_body)
         except msgspec.DecodeError:
             return _error(400, "body is not valid JSON", cors)
+        except RecursionError:
+            return _error(400, "body is nested too deeply", cors)
         try:
             event = _validate_published(body)
+        except RecursionError:
+            return _error(400, "body is nested too deeply", cors)
         except ValueError as exc:
             return _error(400, str(exc).splitlines()[0] if str(exc) else "invalid event", cors)
         bus = self.ctx.bus
@@ -847,14 +933,20 @@ class Server:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
+        epoch = journal.epoch
+        tail = b',"epoch":' + _json.encode(epoch) + b"}"
+
         def reset(pos: int, reason: str) -> Response:
             body = {
                 "events": [],
                 "cursor": hub.latest_id,
-                "reset": {"reason": reason, "since": pos, "oldest_id": journal.oldest_id, "latest_id": hub.latest_id},
+                "reset": {"reason": reason, "since": pos, "oldest_id": journal.oldest_id, "latest_id": hub.latest_id, "epoch": epoch},
+                "epoch": epoch,
             }
             return _json_response(200, body, cors)
 
+        if since and req.since is not None and req.epoch is not None and req.epoch != epoch:
+            return reset(since, "epoch_changed")
         if since > hub.latest_id:
             return reset(since, "cursor_ahead")
         if hub.cursor_expired(since):
@@ -864,7 +956,11 @@ class Server:
         while True:
             latest = hub.latest_id
             if since < latest:
-                recs = await asyncio.to_thread(journal.read, since, req.limit)
+                try:
+                    recs = await asyncio.to_thread(journal.read, since, req.limit)
+                except JournalCorrupt as exc:
+                    hub.journal_damaged(exc.reason)
+                    return _error(503, "journal damaged: see /health/ready", cors)
                 if not recs or recs[0].id != since + 1:
                     return reset(since, "cursor_expired")
                 recs = [r for r in recs if r.id <= latest]
@@ -873,7 +969,7 @@ class Server:
                 if matched:
                     frames = build_frames(matched, fmt, False)
                     hub.delivered += len(frames)
-                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d}' % since
+                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d' % since + tail
                     return _response(200, body, "application/json", cors)
                 continue
             remaining = deadline - loop.time()
@@ -886,7 +982,7 @@ class Server:
                 self.polls_waiting -= 1
             if self._closing:
                 break
-        return _response(200, b'{"events":[],"cursor":%d}' % since, "application/json", cors)
+        return _response(200, b'{"events":[],"cursor":%d' % since + tail, "application/json", cors)
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -923,6 +1019,7 @@ class Server:
             "latest_id": latest,
             "oldest_id": hub.journal.oldest_id,
             "heartbeat_ms": self.heartbeat_ms,
+            "epoch": hub.journal.epoch,
             "filter": sub.filter.to_json(),
             "values": req.values,
         }
@@ -946,6 +1043,7 @@ class Server:
             return
         self._schedule_expiry(sub, grant)
         since = req.since if req.since is not None else latest
+        epoch = req.epoch
         # Idle subscribers are the common case: drop what the handshake left behind (request and
         # response headers, parsed parameters) so that each idle connection stays small.
         request.headers.clear()  # websockets' parser generator keeps the Request object itself
@@ -955,7 +1053,7 @@ class Server:
         on_message = self._on_message
         recv = conn.recv
         try:
-            await hub.start(sub, since)
+            await hub.start(sub, since, epoch=epoch)
             if sub.state != LIVE:
                 return
             while True:

@@ -218,7 +218,7 @@ async def test_long_poll_waits_for_matching_event(daemon):
     body = r.json()
     assert [e["key"] for e in body["events"]] == ["mine"] and body["cursor"] == base + 2
     r = await http_request(daemon.port, "GET", f"/events?since={base + 2}&timeout=0.2&token={daemon.reader}")
-    assert r.json() == {"events": [], "cursor": base + 2}
+    assert r.json() == {"events": [], "cursor": base + 2, "epoch": daemon.ctx.journal.epoch}
     r = await http_request(daemon.port, "GET", f"/events?since=999999&timeout=0&token={daemon.reader}")
     assert r.json()["reset"]["reason"] == "cursor_ahead"
 
