@@ -165,7 +165,7 @@ class App:
             def journal_state(ok: bool, reason: str) -> None:
                 health_ref[0].set("readiness", "journal", ok, reason)
 
-            bus = EventBus(journal, on_commit=hub.publish, on_journal_state=journal_state)
+            bus = EventBus(journal, on_commit=hub.publish, on_journal_state=journal_state, max_pending_bytes=cfg.max_pending_bytes)
             health = Health(None, beat_timeout_s=max(30.0, 10 * cfg.rescan_interval_s))
             health_ref.append(health)
             bus.on_error = _journal_commit_alarm(health, hold_s=300.0)

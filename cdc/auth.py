@@ -34,7 +34,34 @@ import jwt
 from .errors import AuthError, ConfigError
 from .logs import register_secret
 
-__all__ = ["Grant", "Authenticator", "mint_token", "narrow", "FULL_GRANT"]
+__all__ = ["Grant", "Authenticator", "mint_token", "narrow", "parse_tokens", "FULL_GRANT"]
+
+
+def parse_tokens(text: str) -> list[str]:
+    """The tokens of a tokens file: THE one parser (the daemon, ``cdc config`` and
+    ``cdc tail --token-file`` all use it).
+
+    Rule: one token per line, surrounding whitespace ignored, blank lines skipped. ``#`` starts
+    a comment at the start of a line or after whitespace (``tok-1   # ci runner``); anywhere
+    else it is part of the token (``abc#123`` is one token). Tokens never contain whitespace.
+
+    Raises:
+        ValueError: a line holds two words before any comment (message gives the token's number
+            and line, never its text).
+    """
+    out: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        for i, w in enumerate(words):
+            if w.startswith("#"):
+                words = words[:i]
+                break
+        if not words:
+            continue
+        if len(words) > 1:
+            raise ValueError(f"token #{len(out) + 1} contains whitespace (line {n}; one token per line, # after a space starts a comment)")
+        out.append(words[0])
+    return out
 
 
 class Grant:
@@ -144,7 +171,7 @@ class Authenticator:
     """Verifies tokens against a tokens file and/or a JWT secret file.
 
     Args:
-        tokens_file: path of the opaque tokens file (one per line, ``#`` comments).
+        tokens_file: path of the opaque tokens file (see :func:`parse_tokens`).
         jwt_secret_file: path of the HS256 secret (surrounding whitespace ignored).
         insecure_no_auth: accept anything (and nothing) as a full admin grant.
 
@@ -168,11 +195,13 @@ class Authenticator:
                     lines = f.read().splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"cannot read tokens file {tokens_file}: {exc.__class__.__name__}") from None
-            for line in lines:
-                tok = line.split("#", 1)[0].strip()
-                if tok:
-                    self._digests.append(hashlib.sha256(tok.encode()).digest())
-                    register_secret(tok)  # never in a log line, whoever logs it
+            try:
+                tokens = parse_tokens("\n".join(lines))
+            except ValueError as exc:
+                raise ConfigError(f"--tokens-file: {tokens_file}: {exc}") from None
+            for tok in tokens:
+                self._digests.append(hashlib.sha256(tok.encode()).digest())
+                register_secret(tok)  # never in a log line, whoever logs it
             if not self._digests:
                 raise ConfigError(f"tokens file {tokens_file} has no tokens")
         if jwt_secret_file:

@@ -3,7 +3,9 @@
 Invariants:
 - Lossless and ordered: events are committed in emit order; nothing emitted is dropped.
   While the journal is full the writer keeps the batch and retries (readiness reports it),
-  and producers wait once ``max_pending`` events are queued (backpressure).
+  and producers wait once ``max_pending`` events or ``max_pending_bytes`` bytes (the events'
+  key/value/field sizes, see :func:`event_size`) are queued (backpressure: capture waits, loses
+  nothing). One item is always accepted into an empty queue, however large.
 - One writer: a single task runs the commits through ``asyncio.to_thread`` (LMDB write
   transactions never span an await); with a journal that does not fsync, commits of at most
   ``inline_max`` events run on the loop thread (cheaper than the thread hop). Batching is natural: whatever was emitted while the
@@ -23,15 +25,50 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from .errors import JournalError
 from .events import Event
 from .journal import Journal, Record
 
-__all__ = ["EventBus"]
+__all__ = ["EventBus", "event_size"]
 
 log = logging.getLogger("cdc.bus")
 
-_Item = tuple[Sequence[Any], "dict[str, bytes] | None", int, "asyncio.Future[list[int]] | None"]
+_Item = tuple[Sequence[Any], "dict[str, bytes] | None", int, "asyncio.Future[list[int]] | None", int]
+
+_EVENT_OVERHEAD = 128
+"""Bytes counted per event besides its variable fields (ids, timestamps, JSON punctuation)."""
+
+
+def event_size(ev: Any) -> int:
+    """Bytes an event holds while queued: its encoded parts for a pre-encoded tuple, else its
+    key, end key, value, cf and details (the variable-size fields) plus a fixed overhead."""
+    if type(ev) is tuple:
+        try:
+            return len(ev[0]) + len(ev[1]) + (len(ev[4]) if ev[4] else 0) + (len(ev[5]) if ev[5] else 0) + _EVENT_OVERHEAD
+        except (IndexError, TypeError):
+            return _EVENT_OVERHEAD
+    if isinstance(ev, dict):
+        try:
+            return len(_json_encode(ev)) + _EVENT_OVERHEAD
+        except Exception:  # noqa: BLE001 - the journal rejects it later; count it small
+            return _EVENT_OVERHEAD
+    n = _EVENT_OVERHEAD
+    for name in ("key", "end_key", "value", "cf", "origin"):
+        v = getattr(ev, name, None)
+        if isinstance(v, str | bytes):
+            n += len(v)
+    details = getattr(ev, "details", None)
+    if details:
+        try:
+            n += len(_json_encode(details))
+        except Exception:  # noqa: BLE001
+            pass
+    return n
+
+
+_json_encode = msgspec.json.Encoder().encode
 
 
 class EventBus:
@@ -41,6 +78,7 @@ class EventBus:
         journal: the open journal.
         on_commit: called with each list of committed records (in order).
         max_pending: events queued before ``emit`` waits.
+        max_pending_bytes: bytes of events (see :func:`event_size`) queued before ``emit`` waits.
         max_batch: most events per write transaction.
         on_journal_state: called with (ok, reason) when the journal becomes full / writable.
     """
@@ -51,6 +89,7 @@ class EventBus:
         *,
         on_commit: Callable[[list[Record]], None] | None = None,
         max_pending: int = 100_000,
+        max_pending_bytes: int = 256 << 20,
         max_batch: int = 20_000,
         on_journal_state: Callable[[bool, str], None] | None = None,
     ) -> None:
@@ -58,10 +97,13 @@ class EventBus:
         self.on_commit = on_commit
         self.on_journal_state = on_journal_state
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.max_batch = max_batch
         self.inline_max = 256  # journal without fsync: commits this small run on the loop thread
         self._queue: collections.deque[_Item] = collections.deque()
         self._pending_events = 0
+        self._pending_bytes = 0
+        self.emit_waits = 0  # times a producer waited for room (events or bytes)
         self._emitted_seq = 0  # items emitted so far
         self._committed_seq = 0  # items committed so far
         self._wake = asyncio.Event()
@@ -88,7 +130,8 @@ class EventBus:
 
         Returns once queued, not committed (see :meth:`flush`).
         """
-        while self._pending_events >= self.max_pending and not self._closing:
+        while self._full() and not self._closing:
+            self.emit_waits += 1
             self._space.clear()
             await self._space.wait()
         self.emit_nowait(events, checkpoints)
@@ -96,7 +139,8 @@ class EventBus:
     async def emit_and_wait(self, events: Sequence[Event | dict[str, Any]]) -> list[int]:
         """Emit and wait for the commit; returns the ids given to the events (skipped ones omitted)."""
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        while self._pending_events >= self.max_pending and not self._closing:
+        while self._full() and not self._closing:
+            self.emit_waits += 1
             self._space.clear()
             await self._space.wait()
         self.emit_nowait(events, None, _future=fut)
@@ -115,8 +159,10 @@ class EventBus:
                 _future.set_result([])
             return
         self._emitted_seq += 1
-        self._queue.append((events, checkpoints, self._emitted_seq, _future))
+        size = sum(map(event_size, events))
+        self._queue.append((events, checkpoints, self._emitted_seq, _future, size))
         self._pending_events += len(events)
+        self._pending_bytes += size
         self._wake.set()
 
     async def flush(self) -> None:
@@ -131,10 +177,22 @@ class EventBus:
         """Events queued but not committed yet."""
         return self._pending_events
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the events queued but not committed yet (see :func:`event_size`)."""
+        return self._pending_bytes
+
+    def _full(self) -> bool:
+        """No room for another emit: too many events, or too many bytes (an empty queue has room)."""
+        return self._pending_events >= self.max_pending or (self._pending_bytes >= self.max_pending_bytes and bool(self._queue))
+
     # ------------------------------------------------------------------ writer
 
     async def run(self) -> None:
         """The writer loop; returns after :meth:`close` once the queue is drained."""
+        replaced = getattr(self.journal, "replaced", None)
+        if replaced:  # a new journal where another one was: announce it (README "Recovering the journal")
+            self.emit_nowait([{"type": "cdc.journal_replaced", "timestamp": int(time.time() * 1000), **replaced}])
         retry_s = 0.05
         while True:
             if not self._queue:
@@ -214,6 +272,7 @@ class EventBus:
             self.commits += 1
             self.committed_events += len(records)
             self._pending_events -= len(events)
+            self._pending_bytes -= sum(item[4] for item in items)
             self._committed_seq = items[-1][2]
             if not self._journal_ok:
                 self._journal_ok = True
@@ -223,7 +282,7 @@ class EventBus:
             if any(item[3] is not None for item in items):
                 self._resolve(items, records, set(self.journal.last_skipped) if skipped is None else skipped)
             self._committed.set()
-            if self._pending_events < self.max_pending:
+            if not self._full():
                 self._space.set()
             if records and self.on_commit is not None:
                 try:
@@ -243,7 +302,7 @@ class EventBus:
         records: list[Record] = []
         skipped: set[int] = set()
         idx = 0
-        for n, (events, cps, _seq, _fut) in enumerate(items):
+        for n, (events, cps, _seq, _fut, _size) in enumerate(items):
             start_idx, start_len = idx, len(records)
             try:
                 last = len(events) - 1
@@ -284,7 +343,7 @@ class EventBus:
         """Give each waiting emitter the ids of its own events."""
         idx = 0  # index into the concatenated events
         ri = 0  # index into records
-        for events, _cp, _seq, fut in items:
+        for events, _cp, _seq, fut, _size in items:
             ids: list[int] = []
             for _ in range(len(events)):
                 if idx not in skipped:

@@ -257,8 +257,13 @@ def _read_token(token: str | None, token_file: str | None) -> str | None:
     if token_file:
         from .preflight import read_secret_file
 
+        from .auth import parse_tokens
+
         text = read_secret_file(token_file, "--token-file")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        try:
+            lines = parse_tokens(text)
+        except ValueError as exc:
+            raise ConfigError(f"--token-file: {token_file}: {exc}") from None
         if not lines:
             raise ConfigError(f"--token-file: {token_file}: contains no token")
         return lines[0]

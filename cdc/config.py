@@ -48,6 +48,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8765
     allow_origin: tuple[str, ...] = ()
+    allow_host: tuple[str, ...] = ()  # extra Host names accepted with --insecure-no-auth (DNS rebinding guard)
     # --- auth
     tokens_file: str | None = None
     jwt_secret_file: str | None = None
@@ -64,6 +65,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # is still exactly-once, but a power loss can undo the last seconds of commits and, on a
     # file system that reorders writes, damage the journal (delete it to start over).
     journal_fsync: str = "commit"
+    max_pending_bytes: int = 256 << 20  # bytes of events held while the journal cannot commit before capture waits
     # --- delivery limits
     max_subscribers: int = 10_000
     max_pending_connections: int = 1024  # connections still sending their request (all clients)
@@ -113,7 +115,8 @@ OPTIONS: dict[str, Option] = {
         Option("host", "str", "address to listen on"),
         Option("port", "int", "TCP port to listen on (0: any free port)", 0, 65535),
         Option("allow_origin", "list", "allowed browser Origin (repeatable; unset: any)"),
-        Option("tokens_file", "path", "file of opaque tokens, one per line (# comments)", secret_path=True),
+        Option("allow_host", "list", "with --insecure-no-auth: a Host name (or name:port) to accept besides IP literals, localhost and --host (repeatable)"),
+        Option("tokens_file", "path", "file of opaque tokens, one per line (lines starting with # are comments)", secret_path=True),
         Option("jwt_secret_file", "path", "file holding the HS256 JWT secret", secret_path=True),
         Option("insecure_no_auth", "bool", "serve without authentication (logged loudly)"),
         Option("journal_map_size", "int", "LMDB map size in bytes", 1 << 20, 1 << 44),
@@ -126,6 +129,7 @@ OPTIONS: dict[str, Option] = {
             "fsync journal commits: commit (durable across power loss) | off (kill -9 safe only)",
             choices=("commit", "off"),
         ),
+        Option("max_pending_bytes", "int", "bytes of events held uncommitted (journal full) before capture waits", 1 << 20, 1 << 40),
         Option("max_subscribers", "int", "max concurrent subscribers", 1, 10_000_000),
         Option("max_pending_connections", "int", "max connections still sending their request; the oldest is closed at the cap", 1, 10_000_000),
         Option("max_pending_per_ip", "int", "the same per client address (raise it behind a reverse proxy or for connection storms)", 1, 10_000_000),

@@ -53,12 +53,26 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1" + REDACTED,
     ),
 )
+_COLON_RE = re.compile(r"(?i)(\b[\w-]*(?:secret|password|passwd|api[_-]?key)\s*:\s*)(?!\[REDACTED\])([^\s\"'&,;}\]]+)")
+_OPTION_LABEL_RE = re.compile(r"--[\w-]+:\s*$")
+
+
+def _colon_form(m: re.Match[str]) -> str:
+    """``secret: hunter2`` -> ``secret: [REDACTED]``, but a *path* that ends in such a word is
+    left alone: ``--secret-file: jwt-secret: no such file`` and ``/etc/cdc/jwt-secret: permission
+    denied`` name files (the key follows a path character, or is the value of an option label)."""
+    start = m.start()
+    text = m.string
+    if start and text[start - 1] in "/\\.~":
+        return m.group(0)
+    if _OPTION_LABEL_RE.search(text, max(0, start - 80), start):
+        return m.group(0)
+    return m.group(1) + REDACTED
+
+
 _PATTERNS += (
-    # secret: ..., password: ... (unquoted colon form; not for "token", see below)
-    (
-        re.compile(r"(?i)(\b[\w-]*(?:secret|password|passwd|api[_-]?key)\s*:\s*)(?!\[REDACTED\])([^\s\"'&,;}\]]+)"),
-        r"\1" + REDACTED,
-    ),
+    # secret: ..., password: ... (unquoted colon form; not for "token", see below; not for paths)
+    (_COLON_RE, _colon_form),  # type: ignore[arg-type]
 )
 # Not redacted on purpose: prose such as "invalid token: claim 'prefix' ..." (the word "token"
 # followed by a colon and an unquoted word is a message, not a credential).

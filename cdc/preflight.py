@@ -27,6 +27,7 @@ __all__ = [
     "StartupError",
     "acquire_state_lock",
     "check_config",
+    "check_journal",
     "check_port",
     "check_store_dir",
     "raise_nofile_limit",
@@ -106,13 +107,15 @@ def read_secret_file(path: str, option: str) -> str:
 
 
 def _check_tokens_file(path: str) -> None:
+    from .auth import parse_tokens  # the one parser, shared with the authenticator
+
     text = read_secret_file(path, "--tokens-file")
-    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    try:
+        tokens = parse_tokens(text)
+    except ValueError as exc:
+        raise ConfigError(f"--tokens-file: {path}: {exc}") from None
     if not tokens:
-        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line, # for comments)")
-    for i, tok in enumerate(tokens, 1):
-        if any(c.isspace() for c in tok):
-            raise ConfigError(f"--tokens-file: {path}: token #{i} contains whitespace")
+        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line; lines starting with # are comments)")
 
 
 def _check_secret_file(path: str) -> None:
@@ -138,6 +141,60 @@ def _check_state_dir(path: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise ConfigError(f"--state-dir: {path}: not writable ({exc.strerror or exc})") from None
+
+
+def check_journal(path: str) -> None:
+    """Refuse a journal that cannot be trusted before the daemon maps it (StartupError, exit 3).
+
+    A ``data.mdb`` shorter than the last page its meta pages record would kill the process with
+    SIGBUS when mapped; garbage pages would fail every replay later. Both are found here: the meta
+    pages are read with plain reads, then (when no other cdc holds the journal) every tree is
+    walked read-only. A missing journal is fine (it is created).
+    """
+    from .errors import JournalError
+    from .journal import LOCK_FILE, check_journal_file, verify_env
+
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return
+    try:
+        check_journal_file(path)
+    except JournalError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # the daemon's own open reports it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # another cdc has it open: the state lock refuses this start anyway
+        import lmdb
+
+        try:
+            env = lmdb.open(path, readonly=True, lock=False, max_dbs=4, readahead=False)
+        except lmdb.Error as exc:
+            raise StartupError(str(_corrupt(path, exc))) from None
+        try:
+            try:
+                dbs = [env.open_db(name, create=False) for name in (b"ev", b"ix", b"meta")]
+            except lmdb.NotFoundError:
+                return  # created but never used
+            verify_env(env, path, *dbs)
+        except JournalError as exc:
+            raise StartupError(str(exc)) from None
+        except lmdb.Error as exc:
+            raise StartupError(str(_corrupt(path, exc))) from None
+        finally:
+            env.close()
+    finally:
+        os.close(fd)
+
+
+def _corrupt(path: str, exc: BaseException) -> Exception:
+    from .errors import JournalCorrupt
+
+    return JournalCorrupt(path, f"{type(exc).__name__}: {str(exc)[:120]}")
 
 
 def check_port(host: str, port: int) -> None:
@@ -185,6 +242,7 @@ def check_config(config: Config, *, bind: bool = True) -> str:
             "(or --insecure-no-auth for a trusted local test)"
         )
     _check_state_dir(config.state_dir)
+    check_journal(os.path.join(config.state_dir, "journal"))
     if bind:
         check_port(config.host, config.port)
     return kind
