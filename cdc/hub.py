@@ -340,6 +340,7 @@ class Subscriber:
             self.exp_handle.cancel()
             self.exp_handle = None
         self.hub.closed_by_code[code] = self.hub.closed_by_code.get(code, 0) + 1
+        self.hub.closing += 1  # until the connection is gone (see _close_bounded)
         self.hub.spawn(self._close_bounded(code, reason))
 
     async def _close_bounded(self, code: int, reason: str) -> None:
@@ -348,7 +349,6 @@ class Subscriber:
         ``hub.closing`` until the connection is gone."""
         hub = self.hub
         conn = self.conn
-        hub.closing += 1
         try:
             try:
                 async with asyncio.timeout(CLOSE_BOUND_S):

@@ -621,6 +621,12 @@ class Journal:
                     n, b, oldest = self._prune(txn, self._count, self._bytes, int(time.time() * 1000))
                     if n:
                         txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
+                if n:
+                    # LMDB reuses the pages a txn freed only from the txn after next: commit one
+                    # small txn now, or a full map stays full for big values (needing runs of
+                    # free pages) although retention just freed plenty.
+                    with self.env.begin(write=True) as txn:
+                        txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
             except lmdb.Error as exc:
                 raise JournalError(f"journal prune failed: {exc}") from exc
             if n:

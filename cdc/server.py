@@ -542,6 +542,9 @@ def _error(status: int, message: str, extra: list[tuple[str, str]] | None = None
 
 # ---------------------------------------------------------------------------- server
 
+_SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Content-Type", "Upgrade", "Sec-WebSocket-Key")
+"""Headers a request may carry at most once (400 otherwise)."""
+
 _DONE_REQUEST = Request("/", Headers())
 """Shared stand-in for a connection's handshake request once it has been read (memory)."""
 
@@ -810,6 +813,9 @@ class Server:
         except ValueError:
             return _error(400, "bad query string")
         method = conn.cdc_method
+        for name in _SINGLE_HEADERS:  # ambiguous: which one would a proxy or a check have used?
+            if len(request.headers.get_all(name)) > 1:
+                return _error(400, f"repeated {name} header")
         if conn.cdc_error:
             return _error(conn.cdc_error, {400: "bad content-length (ASCII digits only)",
                                            411: "a Content-Length is required (chunked bodies are not supported)",
@@ -1055,6 +1061,9 @@ class Server:
         try:
             await hub.start(sub, since, epoch=epoch)
             if sub.state != LIVE:
+                # closed during replay (damage, 4429, expiry): returning would close with 1000
+                # before the close task sends the code; wait for it (bounded: hub.CLOSE_BOUND_S)
+                await conn.wait_closed()
                 return
             while True:
                 on_message(sub, await recv())
