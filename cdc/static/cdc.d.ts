@@ -163,6 +163,8 @@ export interface HelloFrame {
   latest_id: number;
   oldest_id?: number;
   heartbeat_ms: number;
+  /** The journal's identity: a cursor (since) is only meaningful with the epoch it came from. */
+  epoch?: string;
   /** The token's expiry (seconds since the epoch), when it has one. */
   exp?: number;
   /** The filter in effect after narrowing to the token's scope. */
@@ -195,7 +197,9 @@ export interface SubscribedFrame {
  */
 export interface ResetFrame {
   type: "reset";
-  reason: "cursor_expired" | "cursor_ahead" | (string & {});
+  reason: "cursor_expired" | "cursor_ahead" | "epoch_changed" | (string & {});
+  /** The journal identity the client should follow from now on. */
+  epoch?: string;
   oldest_id?: number;
   latest_id?: number;
   [key: string]: unknown;
@@ -282,6 +286,8 @@ export interface CdcClientOptions extends Filter {
   pollUrl?: string;
   /** Resume cursor: deliver every retained event with id > since (0 = oldest retained). */
   since?: number;
+  /** The journal identity `since` belongs to (hello.epoch); another journal answers with a reset ("epoch_changed"). */
+  epoch?: string;
   /** Ask for values (the token must allow them). */
   values?: boolean;
   /** Let the server send several events per frame (JSON arrays; default true: much cheaper in browsers). */
@@ -328,6 +334,8 @@ export declare class CdcClient {
   readonly pollUrl: string;
   /** Resume cursor: id of the last event delivered (or the server position when none yet). */
   lastId: number | null;
+  /** Identity of the journal lastId belongs to (sent as `epoch` with `since`). */
+  epoch: string | null;
   /** The last hello frame. */
   readonly server: HelloFrame | null;
   readonly stats: ClientStats;

@@ -208,6 +208,8 @@ export class CdcClient {
    * @param {string[]|string} [options.cf] column families
    * @param {string[]|string} [options.prefix] key prefixes
    * @param {number} [options.since] resume cursor: deliver events with id > since (0 = oldest retained)
+   * @param {string} [options.epoch] the journal identity `since` belongs to (hello.epoch); another
+   *   journal answers with a reset (reason "epoch_changed") instead of events under reused ids
    * @param {boolean} [options.values] ask for values (the token must allow it)
    * @param {boolean} [options.batch] let the server send arrays of events per frame (default true)
    */
@@ -233,6 +235,8 @@ export class CdcClient {
 
     /** Resume cursor: id of the last event delivered (or the server position when none yet). */
     this.lastId = typeof o.since === "number" && o.since >= 0 ? o.since : null;
+    /** Identity of the journal lastId belongs to (from hello / poll answers); sent with since. */
+    this.epoch = typeof o.epoch === "string" && o.epoch ? o.epoch : null;
     /** Information from the last hello frame ({version, latest_id, heartbeat_ms, ...}). */
     this.server = null;
     /** Counters, handy for dashboards and tests. */
@@ -403,6 +407,7 @@ export class CdcClient {
   _query(extra) {
     const q = new URLSearchParams();
     if (this.lastId !== null) q.set("since", String(this.lastId));
+    if (this.lastId !== null && this.epoch) q.set("epoch", this.epoch);
     const f = this._filter;
     if (f.types.length) q.set("types", f.types.join(","));
     if (f.cf.length) q.set("cf", f.cf.join(","));
@@ -527,9 +532,12 @@ export class CdcClient {
     this._connectTimer = null;
     this._failuresBeforeHello = 0;
     this._authRetried = false;
+    // Another journal than our cursor's: the server sends a reset (epoch_changed) right after.
+    const otherJournal = this.lastId !== null && !!this.epoch && typeof frame.epoch === "string" && frame.epoch !== this.epoch;
+    if (typeof frame.epoch === "string") this.epoch = frame.epoch;
     if (this.lastId === null && typeof frame.latest_id === "number") {
       this.lastId = frame.latest_id; // live from here; a reconnect resumes without a gap
-    } else if (this.lastId !== null && typeof frame.latest_id === "number" && frame.latest_id < this.lastId) {
+    } else if (!otherJournal && this.lastId !== null && typeof frame.latest_id === "number" && frame.latest_id < this.lastId) {
       // The server's journal is behind our cursor (state wiped/restored): our position is
       // meaningless there. Tell the app to refetch and follow the server from now on.
       const reset = { type: "reset", reason: "cursor_ahead", latest_id: frame.latest_id, last_id: this.lastId };
@@ -590,7 +598,13 @@ export class CdcClient {
     const type = frame.type;
     if (type === "hello" && via === "ws") this._onHello(frame);
     if (type === "authenticated") this._scheduleRefresh(frame.exp);
-    if (type === "reset") this.resets._next(frame);
+    if (type === "reset") {
+      // The server continues live after latest_id: follow it (a cursor of another journal may
+      // be above the new ids, which would otherwise be dropped as duplicates).
+      if (typeof frame.latest_id === "number") this.lastId = frame.latest_id;
+      if (typeof frame.epoch === "string") this.epoch = frame.epoch;
+      this.resets._next(frame);
+    }
     if (type === "error") this.errors._next(frame);
     if (typeof type === "string") this.control._next(frame);
   }
@@ -732,7 +746,11 @@ export class CdcClient {
       }
       failures = 0;
       this._setStatus("polling");
-      if (body.reset) this.resets._next({ type: "reset", ...body.reset });
+      if (typeof body.epoch === "string") this.epoch = body.epoch;
+      if (body.reset) {
+        if (typeof body.cursor === "number") this.lastId = body.cursor; // the server's position now
+        this.resets._next({ type: "reset", ...body.reset });
+      }
       for (const ev of body.events || []) this._deliver(ev);
       if (typeof body.cursor === "number" && (this.lastId === null || body.cursor > this.lastId)) {
         // The server scanned up to cursor for our filter: resume from there.
