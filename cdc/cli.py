@@ -292,6 +292,7 @@ def _token_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("url", envvar="CDC_URL")
 @_token_options
 @click.option("--since", type=click.IntRange(min=0), envvar="CDC_SINCE", help="Resume after this event id (0: oldest retained).")
+@click.option("--epoch", envvar="CDC_EPOCH", metavar="E", help="Journal identity of --since (printed at connect): another journal answers with a reset.")
 @click.option("--types", multiple=True, envvar="CDC_TYPES", metavar="A,B", help="Event types to receive (comma list, repeatable).")
 @click.option("--cf", multiple=True, envvar="CDC_CF", metavar="NAME", help="Column families (comma list, repeatable).")
 @click.option("--prefix", multiple=True, envvar="CDC_PREFIX", metavar="P", help="Key prefixes (repeatable).")
@@ -312,6 +313,7 @@ def tail_cmd(
     token: str | None,
     token_file: str | None,
     since: int | None,
+    epoch: str | None,
     types: tuple[str, ...],
     cf: tuple[str, ...],
     prefix: tuple[str, ...],
@@ -330,6 +332,7 @@ def tail_cmd(
         url=url,
         token=_read_token(token, token_file),
         since=since,
+        epoch=(epoch or "").strip() or None,
         types=_split_list(types),
         cf=_split_list(cf),
         prefix=list(prefix) or None,

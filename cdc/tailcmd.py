@@ -33,6 +33,7 @@ class TailOptions:
     url: str
     token: str | None = None
     since: int | None = None
+    epoch: str | None = None  # journal identity of `since` (hello.epoch); another journal -> reset
     types: list[str] | None = None
     cf: list[str] | None = None
     prefix: list[str] | None = None
@@ -122,6 +123,7 @@ class _Tail:
         self.out = out
         self.err = err
         self.cursor: int | None = opts.since
+        self.epoch: str | None = opts.epoch
         self.printed = 0
         self.connected_once = False
 
@@ -133,6 +135,8 @@ class _Tail:
         params: list[tuple[str, str]] = []
         if self.cursor is not None:
             params.append(("since", str(self.cursor)))
+            if self.epoch:
+                params.append(("epoch", self.epoch))
         if self.opts.types:
             params.append(("types", ",".join(self.opts.types)))
         if self.opts.cf:
@@ -166,12 +170,21 @@ class _Tail:
             latest = msg.get("latest_id")
             if self.cursor is None and isinstance(latest, int):
                 self.cursor = latest  # resume point if the first connection drops before any event
-            self.note(f"connected (server {msg.get('version', '?')}, latest id {latest})")
+            epoch = msg.get("epoch")
+            self.note(f"connected (server {msg.get('version', '?')}, latest id {latest}" + (f", epoch {epoch})" if epoch else ")"))
+            if isinstance(epoch, str) and epoch:
+                self.epoch = epoch  # a reset follows when it differs from the one sent
         elif t == "reset":
-            self.note(
-                f"cursor expired (oldest retained id {msg.get('oldest_id')}, latest {msg.get('latest_id')}):"
-                " events were missed; continuing live"
-            )
+            if msg.get("reason") == "epoch_changed":
+                self.note(
+                    f"the daemon has another journal (epoch {msg.get('epoch')}, latest {msg.get('latest_id')}): "
+                    "ids restarted; continuing live from there"
+                )
+            else:
+                self.note(
+                    f"cursor expired (oldest retained id {msg.get('oldest_id')}, latest {msg.get('latest_id')}):"
+                    " events were missed; continuing live"
+                )
             latest = msg.get("latest_id")
             if isinstance(latest, int):
                 self.cursor = latest

@@ -112,3 +112,17 @@ def test_token_with_hash_is_one_token_for_the_check_and_the_authenticator(tmp_pa
         except AuthError:
             continue
         raise AssertionError(f"{wrong!r} accepted")
+
+
+def test_tail_sends_the_epoch_with_its_cursor_and_reports_another_journal() -> None:
+    import io
+
+    from cdc.tailcmd import TailOptions, _Tail
+
+    err = io.StringIO()
+    t = _Tail(TailOptions(url="http://127.0.0.1:1", since=40, epoch="aaaa"), io.StringIO(), err)
+    assert "since=40&epoch=aaaa" in t.url()
+    t.control({"type": "hello", "latest_id": 3, "epoch": "bbbb"})
+    t.control({"type": "reset", "reason": "epoch_changed", "latest_id": 3, "epoch": "bbbb"})
+    assert "since=3&epoch=bbbb" in t.url()  # a reconnect resumes in the new journal
+    assert "epoch bbbb" in err.getvalue() and "another journal" in err.getvalue()
