@@ -98,6 +98,9 @@ class EventBus:
         self.on_journal_state = on_journal_state
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
+        self.max_batch_bytes = max(1 << 20, min(16 << 20, max_pending_bytes // 4))
+        """Most bytes per write transaction (the journal encodes a batch before committing it: a
+        second copy in memory)."""
         self.max_batch = max_batch
         self.inline_max = 256  # journal without fsync: commits this small run on the loop thread
         self._queue: collections.deque[_Item] = collections.deque()
@@ -205,10 +208,15 @@ class EventBus:
             events: list[Any] = []
             checkpoints: dict[str, bytes] = {}
             limit = self._batch_limit
-            while self._queue and (not events or len(events) + len(self._queue[0][0]) <= limit):
+            batch_bytes = 0
+            max_bytes = self.max_batch_bytes
+            while self._queue and (
+                not events or (len(events) + len(self._queue[0][0]) <= limit and batch_bytes + self._queue[0][4] <= max_bytes)
+            ):
                 item = self._queue.popleft()
                 items.append(item)
                 events.extend(item[0])
+                batch_bytes += item[4]
                 if item[1]:
                     checkpoints.update(item[1])
             t0 = time.perf_counter()
