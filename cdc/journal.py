@@ -397,6 +397,20 @@ class Journal:
             self.path, self.replaced["previous_epoch"], "?" if last is None else last,
         )
 
+    def set_epoch(self, epoch: str) -> None:
+        """Adopt another journal's identity (a mirror of it, e.g. an edge node's copy)."""
+        epoch = str(epoch)[:64]
+        if not epoch or epoch == self.epoch:
+            return
+        with self._write_lock:
+            try:
+                with self.env.begin(write=True) as txn:
+                    txn.put(b"epoch", epoch.encode(), db=self._meta)
+            except lmdb.Error as exc:
+                raise JournalError(f"journal write failed: {exc}") from exc
+        self.epoch = epoch
+        self._write_identity()
+
     def _write_identity(self) -> None:
         data = _json_encoder.encode({"epoch": self.epoch, "latest_id": self.latest_id})
         tmp = self.identity_path + ".tmp"

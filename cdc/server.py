@@ -939,7 +939,7 @@ class Server:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
-        epoch = journal.epoch
+        epoch = getattr(journal, "epoch", None)
         tail = b',"epoch":' + _json.encode(epoch) + b"}"
 
         def reset(pos: int, reason: str) -> Response:
@@ -1025,7 +1025,7 @@ class Server:
             "latest_id": latest,
             "oldest_id": hub.journal.oldest_id,
             "heartbeat_ms": self.heartbeat_ms,
-            "epoch": hub.journal.epoch,
+            "epoch": getattr(hub.journal, "epoch", None),
             "filter": sub.filter.to_json(),
             "values": req.values,
         }

@@ -321,3 +321,23 @@ async def test_insecure_no_auth_checks_host_against_served_addresses(daemon_fact
     d3 = await daemon_factory()
     r = await http_request(d3.port, "GET", f"/events?since=0&timeout=0&token={d3.reader}", headers={"Host": f"evil.example:{d3.port}"})
     assert r.status == 200
+
+
+def test_journal_epoch_survives_reopen_and_can_be_adopted(tmp_path: Any) -> None:
+    from cdc.journal import Journal
+
+    j = Journal(str(tmp_path / "j"), sync=False)
+    e = j.epoch
+    j.append([{"type": "app.x"}])
+    j.close()
+    j = Journal(str(tmp_path / "j"), sync=False)
+    try:
+        assert j.epoch == e and j.replaced is None
+        j.set_epoch("feedfacecafebeef")  # a mirror adopts its source's identity
+    finally:
+        j.close()
+    j = Journal(str(tmp_path / "j"), sync=False)
+    try:
+        assert j.epoch == "feedfacecafebeef"
+    finally:
+        j.close()
