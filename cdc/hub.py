@@ -19,12 +19,15 @@ Invariants:
   arrive live.
 - Filters: ``types`` (event type), ``cf`` (column family; events without a cf pass), ``prefix``
   (raw key bytes; a delete_range matches when its range overlaps the prefix; events without a
-  key pass). Absent = everything.
+  key pass), ``key`` (exact raw keys; a delete_range matches when its range holds one of them;
+  events without a key pass). Absent = everything; the parts combine with AND (``prefix`` and
+  ``key`` too: a key must be listed and lie under a listed prefix).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import struct
 from collections import deque
@@ -62,13 +65,15 @@ MAX_FILTER_ENTRY_BYTES = 1024
 """Longest filter entry (UTF-8 bytes for types/cf, raw bytes for a prefix)."""
 
 
-def check_filter_lists(types: Iterable[str] | None, cfs: Iterable[str] | None, prefixes: Iterable[bytes] | None) -> None:
+def check_filter_lists(
+    types: Iterable[str] | None, cfs: Iterable[str] | None, prefixes: Iterable[bytes] | None, keys: Iterable[bytes] | None = None
+) -> None:
     """Refuse filter lists that would make fan-out expensive (the caps above).
 
     Raises:
         ValueError: one line naming the list and the limit (never echoing the entries).
     """
-    for name, items in (("types", types), ("cf", cfs), ("prefix", prefixes)):
+    for name, items in (("types", types), ("cf", cfs), ("prefix", prefixes), ("key", keys)):
         if items is None:
             continue
         n = 0
@@ -95,26 +100,39 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Filter:
     """What a subscriber receives (immutable; ``key`` identifies equal filters)."""
 
-    __slots__ = ("types", "cfs", "prefixes", "key", "accept_all", "_ranges")
+    __slots__ = ("types", "cfs", "prefixes", "keys", "key", "accept_all", "_ranges", "_sorted_keys")
 
     def __init__(
         self,
         types: Iterable[str] | None = None,
         cfs: Iterable[str] | None = None,
         prefixes: Iterable[bytes] | None = None,
+        keys: Iterable[bytes] | None = None,
     ) -> None:
         self.types = frozenset(types) if types is not None else None
         self.cfs = frozenset(cfs) if cfs is not None else None
         self.prefixes = tuple(sorted(set(prefixes))) if prefixes is not None else None
-        self.key = (self.types, self.cfs, self.prefixes)
-        self.accept_all = self.types is None and self.cfs is None and self.prefixes is None
+        self.keys = frozenset(keys) if keys is not None else None
+        self._sorted_keys = sorted(self.keys) if self.keys is not None else None
+        self.key = (self.types, self.cfs, self.prefixes, self.keys)
+        self.accept_all = self.types is None and self.cfs is None and self.prefixes is None and self.keys is None
         self._ranges = [(p, prefix_successor(p)) for p in self.prefixes] if self.prefixes is not None else None
+
+    def _key_match(self, key: bytes, end: bytes | None) -> bool:
+        """The ``key`` part: the key is listed, or a delete_range [key, end) holds a listed key."""
+        if end is None:
+            return key in self.keys  # type: ignore[operator]
+        sk = self._sorted_keys
+        i = bisect.bisect_left(sk, key)  # type: ignore[arg-type]
+        return i < len(sk) and sk[i] < end  # type: ignore[arg-type]
 
     def match(self, rec: Record) -> bool:
         """True when the record passes every part of the filter."""
         if self.types is not None and rec.type not in self.types:
             return False
         if self.cfs is not None and rec.cf is not None and rec.cf not in self.cfs:
+            return False
+        if self.keys is not None and rec.key is not None and not self._key_match(rec.key, rec.end_key):
             return False
         if self.prefixes is not None and rec.key is not None:
             key = rec.key
@@ -131,6 +149,18 @@ class Filter:
     def select(self, records: list[Record]) -> list[Record]:
         """``[r for r in records if self.match(r)]``, with the common filters as one comprehension."""
         types, prefixes = self.types, self.prefixes
+        if self.keys is not None:
+            keys = self.keys
+            if self.cfs is None and prefixes is None:
+                if types is None:
+                    return [r for r in records if r.key is None or (r.key in keys if r.end_key is None else self._key_match(r.key, r.end_key))]
+                return [
+                    r
+                    for r in records
+                    if r.type in types and (r.key is None or (r.key in keys if r.end_key is None else self._key_match(r.key, r.end_key)))
+                ]
+            match = self.match
+            return [r for r in records if match(r)]
         if self.cfs is None:
             if prefixes is None:
                 if types is None:
@@ -155,6 +185,8 @@ class Filter:
             "cf": sorted(self.cfs) if self.cfs is not None else None,
             "prefix": [encode_bytes(p)[0] for p in self.prefixes] if self.prefixes is not None else None,
         }
+        if self.keys is not None:
+            out["key"] = [encode_bytes(k)[0] for k in self._sorted_keys]  # type: ignore[union-attr]
         return out
 
 
@@ -384,9 +416,10 @@ class Hub:
         types: Iterable[str] | None = None,
         cfs: Iterable[str] | None = None,
         prefixes: Iterable[bytes] | None = None,
+        keys: Iterable[bytes] | None = None,
     ) -> Filter:
         """A Filter equal to the arguments, shared with the subscribers that already use it."""
-        flt = Filter(types, cfs, prefixes)
+        flt = Filter(types, cfs, prefixes, keys)
         g = self._groups.get(flt.key)
         return g.filter if g is not None else flt
 

@@ -96,6 +96,10 @@ DEFAULT_POLL_TIMEOUT_S = 25.0
 MAX_ID = (1 << 63) - 1
 """Largest ``since`` accepted (ids are int64 on the wire; msgpack cannot carry more)."""
 MAX_REF_CHARS = 256
+MAX_COALESCE_MS = 60_000
+"""Longest ``coalesce`` window (milliseconds)."""
+STATS_TYPE = "stats"
+"""The opt-in ``stats`` frame type (not journaled, never part of "all types")."""
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.decode
@@ -176,12 +180,14 @@ def _ws_logger() -> logging.Logger:
 class SubscriptionRequest:
     """Parsed query parameters of ``/ws/events`` and ``/events``."""
 
-    __slots__ = ("types", "cfs", "prefixes", "values", "batch", "msgpack", "since", "timeout_s", "limit")
+    __slots__ = ("types", "cfs", "prefixes", "keys", "coalesce_ms", "values", "batch", "msgpack", "since", "timeout_s", "limit")
 
     def __init__(self) -> None:
         self.types: list[str] | None = None
         self.cfs: list[str] | None = None
         self.prefixes: list[bytes] | None = None
+        self.keys: list[bytes] | None = None
+        self.coalesce_ms = 0
         self.values = False
         self.batch = False
         self.msgpack = False
@@ -218,6 +224,16 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             req.cfs = (req.cfs or []) + _csv(v)
         elif name == "prefix":
             req.prefixes = (req.prefixes or []) + [v.encode("utf-8", "surrogateescape")]
+        elif name == "key":
+            req.keys = (req.keys or []) + [v.encode("utf-8", "surrogateescape")]
+        elif name == "coalesce":
+            try:
+                ms = int(v)
+            except ValueError:
+                raise ValueError(f"coalesce must be an integer from 0 to {MAX_COALESCE_MS} (milliseconds)") from None
+            if not 0 <= ms <= MAX_COALESCE_MS:
+                raise ValueError(f"coalesce must be an integer from 0 to {MAX_COALESCE_MS} (milliseconds)")
+            req.coalesce_ms = ms
         elif name == "values":
             req.values = _bool("values", v)
         elif name == "batch":
@@ -252,10 +268,10 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             if n <= 0:
                 raise ValueError("limit must be a positive integer")
             req.limit = min(n, MAX_POLL_LIMIT)
-    check_filter_lists(req.types, req.cfs, req.prefixes)
+    check_filter_lists(req.types, req.cfs, req.prefixes, req.keys)
     if req.types is not None:
         for t in req.types:
-            if t not in EVENT_TYPES and "." not in t:
+            if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                 raise ValueError(f"unknown event type {t[:40]!r}")
     return req
 
@@ -271,8 +287,24 @@ def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError(f"{name} must be a list of strings")
-    check_filter_lists(v if name == "types" else None, v if name == "cf" else None, [x.encode("utf-8", "surrogateescape") for x in v] if name == "prefix" else None)
+    raw = [x.encode("utf-8", "surrogateescape") for x in v] if name in ("prefix", "key") else None
+    check_filter_lists(v if name == "types" else None, v if name == "cf" else None, raw if name == "prefix" else None, raw if name == "key" else None)
     return True, v
+
+
+def narrow_keys(grant: Grant, keys: list[bytes] | None) -> frozenset[bytes] | None:
+    """The ``key`` filter under a token: a token scoped by prefix may watch keys under its prefixes only.
+
+    Raises:
+        AuthError: (4403) a key outside the token's prefixes.
+    """
+    if keys is None:
+        return None
+    if grant.prefixes is not None:
+        for k in keys:
+            if not k.startswith(grant.prefixes):
+                raise AuthError("token does not allow this key", 4403)
+    return frozenset(keys)
 
 
 def _ref_ok(ref: Any) -> bool:
@@ -833,9 +865,10 @@ class Server:
             return _error(400, str(exc), cors)
         try:
             types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+            keys = narrow_keys(grant, req.keys)
         except AuthError as exc:
             return _error(403, str(exc), cors)
-        flt = Filter(types, cfs, prefixes)
+        flt = Filter(types, cfs, prefixes, keys)
         fmt = fmt_index(False, req.values)
         hub = self.hub
         journal = hub.journal
@@ -910,12 +943,13 @@ class Server:
             return
         try:
             types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+            keys = narrow_keys(grant, req.keys)
         except AuthError as exc:
             self._rejected(conn, "forbidden" if exc.code == 4403 else "unauthorized", exc.code, str(exc), grant.subject)
             await conn.close(exc.code, str(exc))
             return
         hub = self.hub
-        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
+        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes, keys), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
         latest = hub.latest_id
         hello: dict[str, Any] = {
             "type": "hello",
@@ -951,7 +985,7 @@ class Server:
         request.headers.clear()  # websockets' parser generator keeps the Request object itself
         conn.request = _DONE_REQUEST
         conn.response = None
-        del request, params, req, hello, path, query, grant, types, cfs, prefixes
+        del request, params, req, hello, path, query, grant, types, cfs, prefixes, keys
         on_message = self._on_message
         recv = conn.recv
         try:
@@ -1073,9 +1107,10 @@ class Server:
         has_t, types = _list_field(m, "types")
         has_c, cfs = _list_field(m, "cf")
         has_p, prefixes = _list_field(m, "prefix")
+        has_k, keys = _list_field(m, "key")
         if has_t and types is not None:
             for t in types:
-                if t not in EVENT_TYPES and "." not in t:
+                if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                     raise ValueError(f"unknown event type {t[:40]!r}")
         values = m.get("values")
         if values is not None and not isinstance(values, bool):
@@ -1084,8 +1119,10 @@ class Server:
         t = types if has_t else (sorted(cur.types) if cur.types is not None else None)
         c = cfs if has_c else (sorted(cur.cfs) if cur.cfs is not None else None)
         p = [x.encode() for x in prefixes] if has_p and prefixes is not None else (None if has_p else (list(cur.prefixes) if cur.prefixes is not None else None))
+        k = [x.encode("utf-8", "surrogateescape") for x in keys] if has_k and keys is not None else (None if has_k else (list(cur.keys) if cur.keys is not None else None))
         nt, nc, np_ = narrow(sub.grant, t, c, p, want_values)  # AuthError 4403 -> error frame, filter kept
-        self.hub.set_filter(sub, Filter(nt, nc, np_))
+        nk = narrow_keys(sub.grant, k)
+        self.hub.set_filter(sub, Filter(nt, nc, np_, nk))
         sub.fmt = fmt_index(not sub.text, want_values)
         return {"type": "subscribed", "filter": sub.filter.to_json(), "values": want_values}
 
@@ -1107,6 +1144,7 @@ class Server:
                 list(flt.prefixes) if flt.prefixes is not None else None,
                 sub.fmt in (1, 3),
             )
+            narrow_keys(grant, list(flt.keys) if flt.keys is not None else None)
             if flt.types is None and grant.types is not None or flt.cfs is None and grant.cfs is not None or flt.prefixes is None and grant.prefixes is not None:
                 raise AuthError("new token does not allow the current subscription", 4403)
         except AuthError as exc:
