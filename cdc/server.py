@@ -70,6 +70,7 @@ from .auth import Authenticator, Grant, narrow
 from .errors import AuthError
 from .events import EVENT_TYPES, Event
 from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, control_frame, fmt_index
+from .stats import STATS_TYPE, StatsCollector
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import AppContext
@@ -98,8 +99,6 @@ MAX_ID = (1 << 63) - 1
 MAX_REF_CHARS = 256
 MAX_COALESCE_MS = 60_000
 """Longest ``coalesce`` window (milliseconds)."""
-STATS_TYPE = "stats"
-"""The opt-in ``stats`` frame type (not journaled, never part of "all types")."""
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.decode
@@ -594,6 +593,9 @@ class Server:
         """Unfinished requests: caps and header timeout; ``gate.refused`` feeds
         ``cdc_http_connections_refused_total{reason}``."""
         self._accept_error_logged = 0.0
+        self.stats = StatsCollector(ctx, hub, getattr(cfg, "stats_interval_ms", 1000))
+        """``stats`` frames: computed every ``stats_interval_ms`` (also the ``stats`` field of /events)."""
+        self._stats_task: asyncio.Task[None] | None = None
         bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
         if bind is not None:
             try:
@@ -632,6 +634,7 @@ class Server:
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
+        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(self.ctx.stop), name="cdc-stats")
 
     def _install_accept_error_handler(self) -> None:
         """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs
@@ -669,6 +672,8 @@ class Server:
     async def close(self) -> None:
         """Close every connection with 1001 and wait for the handlers to finish."""
         self._closing = True
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         await self.hub.close_all(1001, "server shutting down")
         if self.ws is not None:
             self.ws.close(close_connections=True)
@@ -869,6 +874,7 @@ class Server:
         except AuthError as exc:
             return _error(403, str(exc), cors)
         flt = Filter(types, cfs, prefixes, keys)
+        want_stats = types is not None and STATS_TYPE in types
         fmt = fmt_index(False, req.values)
         hub = self.hub
         journal = hub.journal
@@ -880,12 +886,20 @@ class Server:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
+        def stats_field() -> bytes:
+            if not want_stats:
+                return b""
+            st = self.stats.latest or self.stats.compute()
+            return b',"stats":' + _json.encode(self.stats.restrict(st, cfs))
+
         def reset(pos: int, reason: str) -> Response:
             body = {
                 "events": [],
                 "cursor": hub.latest_id,
                 "reset": {"reason": reason, "since": pos, "oldest_id": journal.oldest_id, "latest_id": hub.latest_id},
             }
+            if want_stats:
+                body["stats"] = self.stats.restrict(self.stats.latest or self.stats.compute(), cfs)
             return _json_response(200, body, cors)
 
         if since > hub.latest_id:
@@ -906,7 +920,7 @@ class Server:
                 if matched:
                     frames = build_frames(matched, fmt, False)
                     hub.delivered += len(frames)
-                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d}' % since
+                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d%b}' % (since, stats_field())
                     return _response(200, body, "application/json", cors)
                 continue
             remaining = deadline - loop.time()
@@ -914,12 +928,20 @@ class Server:
                 break
             self.polls_waiting += 1
             try:
-                await hub.wait_published(remaining)  # stop_accepting() wakes it
+                if want_stats:  # answer with the next stats object at the latest
+                    waits = [asyncio.ensure_future(hub.wait_published(remaining)), asyncio.ensure_future(self.stats.wait_updated(remaining))]
+                    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for t in pending:
+                        t.cancel()
+                    if waits[1] in done and waits[1].result() and hub.latest_id <= since:
+                        break
+                else:
+                    await hub.wait_published(remaining)  # stop_accepting() wakes it
             finally:
                 self.polls_waiting -= 1
             if self._closing:
                 break
-        return _response(200, b'{"events":[],"cursor":%d}' % since, "application/json", cors)
+        return _response(200, b'{"events":[],"cursor":%d%b}' % (since, stats_field()), "application/json", cors)
 
     # ------------------------------------------------------------------ WebSocket
 
