@@ -235,6 +235,66 @@ def control_frame(body: dict[str, Any], msgpack: bool) -> bytes:
         return _msgpack.encode(err) if msgpack else _json.encode(err)
 
 
+class Coalescer:
+    """``coalesce=MS``: at most one key_change per (cf, key) per window -- the latest, at its own
+    position; every other event passes untouched; ids stay increasing.
+
+    Live, a window opens with the first event held and closes ``ms`` later (a timer); replay and
+    ``/events`` pages use windows of the events' journal time (``ts // ms``). A delete_range is
+    identified by its start and end keys. Skipped changes are gone for this subscriber
+    (intermediate values and merge operands included); the last one of each key is kept.
+    """
+
+    __slots__ = ("ms", "buf", "where", "hi", "timer", "win")
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self.buf: list[Record | None] = []
+        self.where: dict[tuple[Any, ...], int] = {}
+        self.hi = 0  # highest id taken in (dropped ones included)
+        self.timer: asyncio.TimerHandle | None = None
+        self.win: int | None = None
+
+    def add(self, records: Iterable[Record]) -> None:
+        buf, where = self.buf, self.where
+        for r in records:
+            if r.type == "key_change" and r.key is not None:
+                k = (r.cf, r.key, r.end_key)
+                i = where.get(k)
+                if i is not None:
+                    buf[i] = None
+                where[k] = len(buf)
+            buf.append(r)
+            self.hi = r.id
+
+    def add_windowed(self, records: Iterable[Record]) -> list[Record]:
+        """Add records windowed by their journal time; returns the windows that closed."""
+        out: list[Record] = []
+        ms = self.ms
+        for r in records:
+            w = r.ts // ms
+            if w != self.win:
+                if self.buf:
+                    out += self.take()[0]
+                self.win = w
+            self.add((r,))
+        return out
+
+    def take(self) -> tuple[list[Record], int]:
+        """(the held events in id order, highest id taken in); empties the window."""
+        out = [r for r in self.buf if r is not None]
+        self.buf = []
+        self.where = {}
+        return out, self.hi
+
+
+def coalesce_page(records: list[Record], ms: int) -> list[Record]:
+    """A whole page coalesced (``/events``): journal-time windows of ``ms``."""
+    co = Coalescer(ms)
+    out = co.add_windowed(records)
+    return out + co.take()[0]
+
+
 class Subscriber:
     """One WebSocket subscriber (kept small: thousands of these are idle at once)."""
 
@@ -253,10 +313,13 @@ class Subscriber:
         "grant",
         "exp_handle",
         "close_code",
+        "co",
         "__weakref__",
     )
 
-    def __init__(self, conn: ServerConnection, hub: Hub, flt: Filter, *, values: bool, msgpack: bool, batch: bool, grant: Any = None) -> None:
+    def __init__(
+        self, conn: ServerConnection, hub: Hub, flt: Filter, *, values: bool, msgpack: bool, batch: bool, grant: Any = None, coalesce_ms: int = 0
+    ) -> None:
         self.conn = conn
         self.hub = hub
         self.filter = flt
@@ -271,6 +334,7 @@ class Subscriber:
         self.grant = grant
         self.exp_handle: asyncio.TimerHandle | None = None
         self.close_code: int | None = None
+        self.co: Coalescer | None = Coalescer(coalesce_ms) if coalesce_ms > 0 else None
 
     # --------------------------------------------------------------- sending
 
@@ -359,6 +423,9 @@ class Subscriber:
         if self.exp_handle is not None:
             self.exp_handle.cancel()
             self.exp_handle = None
+        if self.co is not None and self.co.timer is not None:
+            self.co.timer.cancel()
+            self.co.timer = None
         self.hub.closed_by_code[code] = self.hub.closed_by_code.get(code, 0) + 1
         self.hub.spawn(self.conn.close(code, reason))
 
@@ -470,6 +537,9 @@ class Hub:
             for sub in list(g.subs.values()):
                 if sub.state != LIVE:
                     continue
+                if sub.co is not None:
+                    self._coalesce(sub, sub.co, matched)
+                    continue
                 if first_id <= sub.last_id:  # already sent by its replay
                     rest = [r for r in matched if r.id > sub.last_id]
                     if rest:
@@ -484,6 +554,25 @@ class Hub:
         if ev is not None:
             self._published = None
             ev.set()
+
+    def _coalesce(self, sub: Subscriber, co: Coalescer, matched: list[Record]) -> None:
+        floor = max(sub.last_id, co.hi)
+        co.add(matched if matched[0].id > floor else [r for r in matched if r.id > floor])
+        if co.timer is None and co.buf:
+            co.timer = asyncio.get_running_loop().call_later(co.ms / 1000.0, self._coalesce_flush, sub)
+
+    def _coalesce_flush(self, sub: Subscriber) -> None:
+        co = sub.co
+        if co is None:
+            return
+        co.timer = None
+        if sub.state == CLOSED:
+            return
+        out, hi = co.take()
+        if out:
+            sub.push(build_frames(out, sub.fmt, sub.batch), hi, len(out))
+        elif hi > sub.last_id:
+            sub.last_id = hi
 
     async def wait_published(self, timeout_s: float) -> bool:
         """Wait until the next publish (True) or the timeout (False)."""
@@ -541,7 +630,8 @@ class Hub:
             )
             return
         pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
-        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON
+        co = sub.co
+        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON and co is None
         journal = self.journal
         gap = False
         while sub.state == REPLAY and pos < self.latest_id:
@@ -567,6 +657,8 @@ class Hub:
                 last = recs[-1].id
                 flt = sub.filter
                 matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                if co is not None:
+                    matched = co.add_windowed(matched)
                 n = len(matched)
                 frames = build_frames(matched, sub.fmt, sub.batch) if matched else []
             if sub.state != REPLAY:
@@ -580,6 +672,11 @@ class Hub:
         if sub.state != REPLAY:
             return
         # Caught up: no await between the loop's last check and the switch below.
+        if co is not None:  # the last replay window goes out now; live windows follow
+            held, hi = co.take()
+            co.win = None
+            if held:
+                sub.push(build_frames(held, sub.fmt, sub.batch), hi, len(held))
         if gap:
             sub.send_control(
                 {"type": "reset", "reason": "cursor_expired", "since": pos, "oldest_id": journal.oldest_id, "latest_id": self.latest_id}

@@ -69,7 +69,7 @@ from . import __version__
 from .auth import Authenticator, Grant, narrow
 from .errors import AuthError
 from .events import EVENT_TYPES, Event
-from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, control_frame, fmt_index
+from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, coalesce_page, control_frame, fmt_index
 from .stats import STATS_TYPE, StatsCollector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -916,6 +916,8 @@ class Server:
                     return reset(since, "cursor_expired")
                 recs = [r for r in recs if r.id <= latest]
                 matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                if req.coalesce_ms and matched:
+                    matched = coalesce_page(matched, req.coalesce_ms)
                 since = recs[-1].id
                 if matched:
                     frames = build_frames(matched, fmt, False)
@@ -971,7 +973,7 @@ class Server:
             await conn.close(exc.code, str(exc))
             return
         hub = self.hub
-        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes, keys), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
+        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes, keys), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant, coalesce_ms=req.coalesce_ms)
         latest = hub.latest_id
         hello: dict[str, Any] = {
             "type": "hello",
@@ -982,6 +984,8 @@ class Server:
             "filter": sub.filter.to_json(),
             "values": req.values,
         }
+        if req.coalesce_ms:
+            hello["coalesce_ms"] = req.coalesce_ms
         if grant.exp is not None:
             hello["exp"] = int(grant.exp)
         if self._closing:
