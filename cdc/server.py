@@ -548,6 +548,8 @@ def _response(status: int, body: bytes, content_type: str, extra: list[tuple[str
     )
     if extra:
         for k, v in extra:
+            if k in headers:  # replace (e.g. Cache-Control), never send a header twice
+                del headers[k]
             headers[k] = v
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
