@@ -752,7 +752,9 @@ class Server:
 
     def _schema_json(self) -> bytes:
         if self._schema is None:
-            self._schema = _json.encode(msgspec.json.schema(Event))
+            from .events import schema_document
+
+            self._schema = _json.encode(schema_document())
         return self._schema
 
     # ------------------------------------------------------------------ routing
