@@ -18,7 +18,8 @@ Protocol (one JSON object per line on the child's stdin, one JSON answer per lin
     {"op": "reopen"}  close the DB cleanly and open it again with the same spec (rocksdb)
     {"op": "script", "path": F, "log": L, "rate": R}
         runs the commands of file F (one JSON command a line, any of the above but script/close/
-        exit) at R commands/s (0: as fast as possible); after each one returned, appends
+        exit) at R commands/s (0: as fast as possible; a command with "nowait": true does not wait
+        for its turn: a burst); after each one returned, appends
         {"i": n, "seq": latest_seq, "t": unix_time} to file L, flushed, so another process can
         follow what is committed; a failing command is logged as {"i": n, "error": "..."} and
         ends the script (the answer is then ok: false). Answers {"steps": n, "seq": ...}
@@ -456,7 +457,7 @@ class _Child:
             for n, step in enumerate(steps):
                 if step.get("op") in ("script", "close", "exit"):
                     raise ValueError(f"script step {n}: {step['op']!r} not allowed in a script")
-                if rate > 0:
+                if rate > 0 and not step.get("nowait"):
                     d = t0 + n / rate - time.perf_counter()
                     if d > 0:
                         time.sleep(d)

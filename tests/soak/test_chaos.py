@@ -162,6 +162,10 @@ def make_script(seed: int, steps: int, reopen: bool) -> tuple[list[dict[str, Any
                 c["value"] = _enc(e.value)
         return c
 
+    bursts: set[int] = set()  # a few runs of steps written as fast as possible: capture lags behind
+    for _ in range(max(1, steps // 500)):
+        a = rng.randrange(steps)
+        bursts.update(range(a, min(steps, a + rng.randint(100, 300))))
     for step in range(steps):
         r = rng.random()
         if reopen and step == steps // 2:
@@ -185,7 +189,27 @@ def make_script(seed: int, steps: int, reopen: bool) -> tuple[list[dict[str, Any
             ]
             script.append({"op": "batch", "ops": [cmd(e) for e in batch]})
             entries.append(batch)
+        if step in bursts:
+            script[-1]["nowait"] = True
     return script, entries
+
+
+def writer_marks(script: list[dict[str, Any]], step_times: dict[int, float]) -> list[tuple[float, str]]:
+    """Timeline entries for the writer's reopen and bursts."""
+    out: list[tuple[float, str]] = []
+    n = 0
+    while n < len(script):
+        if script[n].get("op") == "reopen" and n in step_times:
+            out.append((step_times[n], f"writer: reopen at step {n}"))
+        if script[n].get("nowait"):
+            m = n
+            while m + 1 < len(script) and script[m + 1].get("nowait"):
+                m += 1
+            if n in step_times:
+                out.append((step_times[n], f"writer: burst of steps {n}..{m}"))
+            n = m
+        n += 1
+    return out
 
 
 def committed_history(entries: list[list[Entry]], log: list[dict[str, Any]]) -> tuple[list[Entry], list[str], dict[int, float]]:
@@ -265,7 +289,7 @@ class ChaosDaemon:
         except OSError:
             return ""
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         """Start and wait until ``/health/startup`` is 200 (blocking: call it in a thread)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "JOURNAL_STREAM")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
@@ -282,6 +306,9 @@ class ChaosDaemon:
             )  # fmt: skip
         t0 = time.monotonic()
         self.stopped = False
+        if not wait:
+            self.note(f"incarnation {self.incarnation} (pid {self.proc.pid}) started")
+            return
         wait_serving(self.proc, self.port, self.log_text, timeout=30)
         self.note(f"incarnation {self.incarnation} (pid {self.proc.pid}) serving after {time.monotonic() - t0:.2f} s")
 
@@ -311,10 +338,15 @@ class ChaosDaemon:
             self.proc.wait(10)
 
 
+CHAOS_KINDS = {"kill9": 40, "stop": 35, "stop_kill": 13, "kill_starting": 12}
+
+
 async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, errors: list[str]) -> None:
-    """Until the writer is done: wait 1.5-4.5 s, then kill -9 / SIGSTOP / SIGSTOP-then-kill the daemon."""
-    kinds = ["kill9", "stop", "stop_kill"]
-    rng.shuffle(kinds)  # each kind happens at least once (a run is longer than three rounds)
+    """Until the writer is done: wait 1.5-4.5 s, then one of: kill -9 (restart after 0-1.5 s);
+    SIGSTOP for 0.3-3 s; SIGSTOP then kill -9; kill -9, restart and kill -9 again 0.05-0.6 s into
+    the start-up (imports, journal open, catch-up), restart."""
+    kinds = list(CHAOS_KINDS)
+    rng.shuffle(kinds)  # each kind happens at least once (a run is longer than four rounds)
     n = 0
     while not writer_done.is_set():
         try:
@@ -322,7 +354,7 @@ async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, 
             break
         except TimeoutError:
             pass
-        kind = kinds[n] if n < len(kinds) else rng.choices(("kill9", "stop", "stop_kill"), (45, 40, 15))[0]
+        kind = kinds[n] if n < len(kinds) else rng.choices(list(CHAOS_KINDS), list(CHAOS_KINDS.values()))[0]
         n += 1
         try:
             if kind == "stop":
@@ -335,6 +367,10 @@ async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, 
                 await asyncio.sleep(rng.uniform(0.2, 1.5))
             d.kill9()
             await asyncio.sleep(rng.uniform(0.0, 1.5))  # the writer goes on while the daemon is down
+            if kind == "kill_starting":
+                d.start(wait=False)
+                await asyncio.sleep(rng.uniform(0.05, 0.6))  # imports, journal open, catch-up, first clients
+                d.kill9()
             await asyncio.to_thread(d.start)
         except Exception as exc:  # noqa: BLE001 - a daemon that cannot restart ends the chaos; reported
             errors.append(f"daemon {kind} / restart failed: {type(exc).__name__}: {str(exc)[-1500:]}")
@@ -377,16 +413,31 @@ class Sub:
         return self.cursor >= id_
 
 
-async def run_ws(sub: Sub, port: int) -> None:
+async def run_ws(sub: Sub, port: int, rng: random.Random) -> None:
+    """Receive, resuming with ``since=<last id>`` after every drop; the client also leaves on its
+    own every 1-6 s (seeded), so resumes race the writer's live stream, not only restarts."""
     backoff = 0.05
+    idle = RECV_IDLE_S * TIMEOUT_FACTOR
     while True:
         url = f"ws://127.0.0.1:{port}/ws/events?since={sub.last_id}&{sub.query}&token={TOKEN}"
         try:
             async with websockets.connect(url, max_size=None, open_timeout=3, close_timeout=1) as ws:
                 sub.connections += 1
                 conn = sub.connections
+                now = time.monotonic()
+                leave, idle_at = now + rng.uniform(1.0, 6.0), now + idle
                 while True:
-                    raw = await asyncio.wait_for(ws.recv(), RECV_IDLE_S * TIMEOUT_FACTOR)
+                    now = time.monotonic()
+                    if now >= leave:
+                        sub.drops["client left"] += 1
+                        break
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), min(leave, idle_at) - now)
+                    except TimeoutError:
+                        if time.monotonic() >= leave:
+                            continue
+                        raise
+                    idle_at = time.monotonic() + idle
                     backoff = 0.05
                     msg = json.loads(raw)
                     for m in msg if isinstance(msg, list) else [msg]:
@@ -600,7 +651,10 @@ async def test_chaos_soak(tmp_path: Path) -> None:
     t0 = time.time()
     try:
         await asyncio.to_thread(d.start)
-        tasks = [asyncio.create_task(run_poll(s, d.port) if s.poll else run_ws(s, d.port), name=s.name) for s in subs]
+        tasks = [
+            asyncio.create_task(run_poll(s, d.port) if s.poll else run_ws(s, d.port, random.Random(f"{SEED}-{s.name}")), name=s.name)
+            for s in subs
+        ]
         await wait_for(lambda: all(s.connections for s in subs), 15, "every subscriber connected", interval=0.05)
 
         t0 = time.time()
@@ -683,7 +737,7 @@ async def test_chaos_soak(tmp_path: Path) -> None:
     if health:
         lines.append("  unhealthy transitions seen: " + "; ".join(f"{p} {r!r}" for p, _, r in health[:8]))
     lines.append("  timeline:")
-    lines.extend(f"    +{t - t0:6.2f} s  {w}" for t, w in d.timeline)
+    lines.extend(f"    +{t - t0:6.2f} s  {w}" for t, w in sorted(d.timeline + writer_marks(script, step_times)))
     lines.extend(f"  note: {n}" for n in notes)
     summary = "\n".join(lines)
     if failures:
