@@ -338,15 +338,29 @@ class ChaosDaemon:
             self.proc.wait(10)
 
 
-CHAOS_KINDS = {"kill9": 40, "stop": 35, "stop_kill": 13, "kill_starting": 12}
+CHAOS_KINDS = {"kill9": 35, "stop": 25, "stop_flood": 15, "stop_kill": 13, "kill_starting": 12}
+FLOOD_WRITES = 40_000  # > the default inotify queue (16384 events): notifications get lost
+
+
+def flood(d: ChaosDaemon, n: int) -> None:
+    """``n`` one-byte appends alternating between two files in the store dir: one IN_MODIFY each
+    (alternating names are never merged), for every inotify watch the daemon has there."""
+    fds = [os.open(os.path.join(d.db, f"soak-flood-{c}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for c in "ab"]
+    try:
+        for i in range(n):
+            os.write(fds[i & 1], b".")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, errors: list[str]) -> None:
     """Until the writer is done: wait 1.5-4.5 s, then one of: kill -9 (restart after 0-1.5 s);
-    SIGSTOP for 0.3-3 s; SIGSTOP then kill -9; kill -9, restart and kill -9 again 0.05-0.6 s into
+    SIGSTOP for 0.3-3 s; SIGSTOP while more file changes happen in the store dir than inotify
+    can queue (notifications lost), then 0.5-2.5 s more; SIGSTOP then kill -9; kill -9, restart and kill -9 again 0.05-0.6 s into
     the start-up (imports, journal open, catch-up), restart."""
     kinds = list(CHAOS_KINDS)
-    rng.shuffle(kinds)  # each kind happens at least once (a run is longer than four rounds)
+    rng.shuffle(kinds)  # each kind happens at least once (typically within the first ~30 s)
     n = 0
     while not writer_done.is_set():
         try:
@@ -360,6 +374,14 @@ async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, 
             if kind == "stop":
                 d.sigstop()
                 await asyncio.sleep(rng.uniform(0.3, 3.0))
+                d.sigcont()
+                continue
+            if kind == "stop_flood":
+                d.sigstop()
+                t = time.monotonic()
+                await asyncio.to_thread(flood, d, FLOOD_WRITES)
+                d.note(f"{FLOOD_WRITES} file writes in the store dir (inotify overflow) in {time.monotonic() - t:.2f} s")
+                await asyncio.sleep(rng.uniform(0.5, 2.5))
                 d.sigcont()
                 continue
             if kind == "stop_kill":
