@@ -65,7 +65,6 @@ STEPS = int(os.environ.get("CDC_SOAK_STEPS", "2400"))
 RATE = float(os.environ.get("CDC_SOAK_RATE", "60"))
 REOPEN = os.environ.get("CDC_SOAK_REOPEN", "1") not in ("0", "", "no")
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(int(240 * TIMEOUT_FACTOR))]
 
 ROOT = Path(__file__).resolve().parents[2]
 CFS = ("default", "users", "orders")
@@ -651,6 +650,9 @@ async def _settle(cond: Callable[[], Any], timeout: float, what: str, notes: lis
         return False
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(int(240 * TIMEOUT_FACTOR))
 async def test_chaos_soak(tmp_path: Path) -> None:
     t_begin = time.monotonic()
     script, entries = make_script(SEED, STEPS, REOPEN)
@@ -774,3 +776,59 @@ async def test_chaos_soak(tmp_path: Path) -> None:
     print(summary)
     (tmp_path / "soak-report.txt").write_text(summary + "\n")
     assert actions["kill"] >= 2 and actions["SIGSTOP"] >= 2, f"too little chaos for a soak:\n{summary}"
+
+
+# --------------------------------------------------------------------------- the checker itself (fast)
+
+
+def _event(e: Entry, id_: int) -> dict[str, Any]:
+    """``e`` as the daemon sends it with values=1."""
+    from cdc.events import encode_bytes
+
+    ev: dict[str, Any] = {"id": id_, "type": "key_change", "timestamp": 0, "operation": e.op, "cf": e.cf, "seq": e.seq}
+    for name, data in (("key", e.key), ("end_key", e.end_key), ("value", e.value)):
+        if data is not None:
+            ev[name], enc = encode_bytes(data)
+            if enc:
+                ev[name + "_encoding"] = enc
+    return ev
+
+
+def test_verify_names_what_went_wrong() -> None:
+    """The soak's checker: a faithful stream passes; a lost, a duplicated, a reordered and a damaged
+    change, a repeated id, a gap and a type outside the filter are each reported."""
+    script, entries = make_script(3, 60, reopen=True)
+    log = [{"i": i, "seq": 0, "t": 1000.0 + i} for i in range(len(script))]
+    seq = 0
+    for i, batch in enumerate(entries):  # the seqs a single writer gets
+        seq += len(batch)
+        log[i]["seq"] = seq
+    history, anomalies, times = committed_history(entries, log)
+    assert anomalies == [] and [e.seq for e in history] == list(range(1, seq + 1))
+    ctx = Context(history, times, [(1000.5, "kill -9 pid 1")], 1000.0)
+    good = Sub("ok", "", _all)
+    for n, e in enumerate(history):
+        good.add(_event(e, n + 1), 1)
+    assert verify(good, history, ctx) == []
+    pre = Sub("prefix", "", matches_prefix)
+    for n, e in enumerate(e for e in history if matches_prefix(e)):
+        pre.add(_event(e, n + 1), 1)
+    assert verify(pre, history, ctx) == []
+
+    bad = Sub("bad", "", _all, allowed_types=frozenset({"key_change"}))
+    evs = [_event(e, n + 1) for n, e in enumerate(history)]
+    lost = evs.pop(10)
+    evs.insert(20, dict(evs[20]))  # delivered twice, same id
+    evs[30], evs[31] = evs[31], evs[30]  # out of order
+    put = next(i for i, ev in enumerate(evs) if i > 40 and "value" in ev and "value_encoding" not in ev)
+    evs[put]["value"] = evs[put]["value"][:-1] + ("0" if evs[put]["value"][-1] != "0" else "1")  # one byte changed
+    evs.append({"id": 10_000, "type": "capture_gap", "timestamp": 0, "from_seq": 5, "to_seq": 6, "reason": "test"})
+    for ev in evs:
+        bad.add(ev, 1)
+    report = "\n".join(verify(bad, history, ctx))
+    assert f"missing 1 change(s) in 1 range(s): seq {lost['seq']}..{lost['seq']}" in report
+    assert "duplicated 1 change(s)" in report and "ids not strictly increasing" in report
+    assert "out of order" in report
+    assert "with the right seq but other content" in report and "BAD CHECKSUM" in report
+    assert "capture_gap id 10000: seq 5..6" in report and "types outside the filter" in report
+    assert "daemon before: kill -9 pid 1" in report or "next: kill -9 pid 1" in report
