@@ -653,14 +653,17 @@ async def _settle(cond: Callable[[], Any], timeout: float, what: str, notes: lis
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(int(240 * TIMEOUT_FACTOR))
-async def test_chaos_soak(tmp_path: Path) -> None:
+async def test_chaos_soak(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     t_begin = time.monotonic()
     script, entries = make_script(SEED, STEPS, REOPEN)
     script_path, log_path = tmp_path / "script.ndjson", tmp_path / "writer-log.ndjson"
     script_path.write_text("".join(json.dumps(c) + "\n" for c in script))
     db = str(tmp_path / "db")
-    writer = StoreWriter(db, cfs=["users", "orders"], options=WRITER_OPTIONS).start()
+    writer = StoreWriter(db, cfs=["users", "orders"], options=WRITER_OPTIONS)
+    request.addfinalizer(writer.kill)  # also after a pytest-timeout, when the finally below may not run
+    writer.start()
     d = ChaosDaemon(tmp_path, db)
+    request.addfinalizer(d.shutdown)
     subs = [
         Sub("ws-all-batch", "batch=1&values=1", _all),
         Sub("ws-prefix", f"prefix={WATCH_PREFIX.decode()}&values=1", matches_prefix),
