@@ -28,7 +28,8 @@ and the tail of its log. The full report is also written to ``<tmp>/soak-report.
 
 Knobs (environment): ``CDC_SOAK_SEED`` (default 9), ``CDC_SOAK_STEPS`` (2400 writer steps),
 ``CDC_SOAK_RATE`` (60 steps/s: ~40 s of writing), ``CDC_SOAK_REOPEN`` (1: the writer closes
-and reopens the store half way). Bounds scale with ``CDC_TEST_TIMEOUT_FACTOR``.
+and reopens the store half way), ``CDC_SOAK_WAL_DIR`` (1: the WALs live in a separate
+``wal_dir``), ``CDC_SOAK_SERVE_ARGS`` (more ``cdc serve`` options, e.g. ``--journal-fsync off``). Bounds scale with ``CDC_TEST_TIMEOUT_FACTOR``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ SEED = int(os.environ.get("CDC_SOAK_SEED", "9"))
 STEPS = int(os.environ.get("CDC_SOAK_STEPS", "2400"))
 RATE = float(os.environ.get("CDC_SOAK_RATE", "60"))
 REOPEN = os.environ.get("CDC_SOAK_REOPEN", "1") not in ("0", "", "no")
+WAL_DIR = os.environ.get("CDC_SOAK_WAL_DIR", "0") not in ("0", "", "no")
+SERVE_ARGS = os.environ.get("CDC_SOAK_SERVE_ARGS", "").split()
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,9 +268,10 @@ def _all(e: Entry) -> bool:
 class ChaosDaemon:
     """``python -m cdc serve`` on a fixed port and state dir, with a timeline of what was done to it."""
 
-    def __init__(self, tmp: Path, db: str) -> None:
+    def __init__(self, tmp: Path, db: str, wal_dir: str | None = None) -> None:
         self.tmp = tmp
         self.db = db
+        self.wal_dir = wal_dir
         self.port = free_port()
         self.state = tmp / "state"
         self.log_path = tmp / "daemon.log"
@@ -300,7 +304,8 @@ class ChaosDaemon:
                 [sys.executable, "-m", "cdc", "serve", "--db", self.db, "--state-dir", str(self.state),
                  "--host", "127.0.0.1", "--port", str(self.port),
                  "--tokens-file", str(self.tmp / "tokens"), "--jwt-secret-file", str(self.tmp / "jwt-secret"),
-                 "--heartbeat-ms", str(HEARTBEAT_MS), "--log-level", "info"],
+                 "--heartbeat-ms", str(HEARTBEAT_MS), "--log-level", "info",
+                 *(["--wal-dir", self.wal_dir] if self.wal_dir else []), *SERVE_ARGS],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.tmp),
             )  # fmt: skip
         t0 = time.monotonic()
@@ -342,9 +347,9 @@ FLOOD_WRITES = 40_000  # > the default inotify queue (16384 events): notificatio
 
 
 def flood(d: ChaosDaemon, n: int) -> None:
-    """``n`` one-byte appends alternating between two files in the store dir: one IN_MODIFY each
+    """``n`` one-byte appends alternating between two files in the WAL dir: one IN_MODIFY each
     (alternating names are never merged), for every inotify watch the daemon has there."""
-    fds = [os.open(os.path.join(d.db, f"soak-flood-{c}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for c in "ab"]
+    fds = [os.open(os.path.join(d.wal_dir or d.db, f"soak-flood-{c}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for c in "ab"]
     try:
         for i in range(n):
             os.write(fds[i & 1], b".")
@@ -659,10 +664,11 @@ async def test_chaos_soak(tmp_path: Path, request: pytest.FixtureRequest) -> Non
     script_path, log_path = tmp_path / "script.ndjson", tmp_path / "writer-log.ndjson"
     script_path.write_text("".join(json.dumps(c) + "\n" for c in script))
     db = str(tmp_path / "db")
-    writer = StoreWriter(db, cfs=["users", "orders"], options=WRITER_OPTIONS)
+    wal_dir = str(tmp_path / "wal") if WAL_DIR else None
+    writer = StoreWriter(db, cfs=["users", "orders"], options=dict(WRITER_OPTIONS, **({"wal_dir": wal_dir} if wal_dir else {})))
     request.addfinalizer(writer.kill)  # also after a pytest-timeout, when the finally below may not run
     writer.start()
-    d = ChaosDaemon(tmp_path, db)
+    d = ChaosDaemon(tmp_path, db, wal_dir)
     request.addfinalizer(d.shutdown)
     subs = [
         Sub("ws-all-batch", "batch=1&values=1", _all),
@@ -752,7 +758,7 @@ async def test_chaos_soak(tmp_path: Path, request: pytest.FixtureRequest) -> Non
     elapsed = time.monotonic() - t_begin
     actions = Counter(w.split(" ")[0] for _, w in d.timeline if w.split(" ")[0] in ("kill", "SIGSTOP"))
     lines = [
-        f"chaos soak: seed {SEED}, {STEPS} steps at {RATE}/s, {len(history)} changes "
+        f"chaos soak: seed {SEED}, {STEPS} steps at {RATE}/s{', wal_dir' if wal_dir else ''}{' ' + ' '.join(SERVE_ARGS) if SERVE_ARGS else ''}, {len(history)} changes "
         f"(seq {history[0].seq if history else '-'}..{history[-1].seq if history else '-'}), "
         f"{actions['kill']} kill -9, {actions['SIGSTOP']} SIGSTOP, {d.incarnation} daemon incarnations, {elapsed:.1f} s total",
     ]
