@@ -528,14 +528,17 @@ def _show(t: tuple[Any, ...] | None) -> str:
     return s
 
 
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
+def _ranges(seqs: list[int], order: dict[int, int]) -> list[tuple[int, int, int]]:
+    """Runs of ``seqs`` that are consecutive in the subscriber's expected stream (``order``: seq ->
+    position): (first seq, last seq, count)."""
+    out: list[list[int]] = []  # [first seq, last seq, last position, count]
+    for s in sorted(seqs, key=lambda s: order.get(s, s)):
+        pos = order.get(s, -2)
+        if out and pos >= 0 and pos == out[-1][2] + 1:
+            out[-1][1:] = [s, pos, out[-1][3] + 1]
         else:
-            out.append((s, s))
-    return out
+            out.append([s, s, pos, 1])
+    return [(a, b, n) for a, b, _, n in out]
 
 
 class Context:
@@ -611,22 +614,23 @@ def verify(sub: Sub, history: list[Entry], ctx: Context) -> list[str]:
     missing = sorted(set(want_by_seq) - set(counts))
     dups = sorted(s for s, c in counts.items() if c > 1)
     extra = sorted(set(counts) - set(want_by_seq))
+    order = {t[0]: n for n, t in enumerate(want)}
     if missing:
-        rs = _ranges(missing)
+        rs = _ranges(missing, order)
         problems.append(
-            f"missing {len(missing)} change(s) in {len(rs)} range(s): "
-            + "; ".join(f"seq {a}..{b} ({b - a + 1}) [{ctx.at(a)}]" for a, b in rs[:6])
+            f"missing {len(missing)} change(s) in {len(rs)} run(s): "
+            + "; ".join(f"seq {a}..{b} ({n}) [{ctx.at(a)}]" for a, b, n in rs[:6])
             + (" ..." if len(rs) > 6 else "")
         )
     if dups:
-        rs = _ranges(dups)
+        rs = _ranges(dups, order)
         detail = []
-        for a, b in rs[:6]:
+        for a, b, n in rs[:6]:
             ids = [(ev["id"], conn) for (ev, conn), t in zip(kcs, got) if t[0] == a]
-            detail.append(f"seq {a}..{b} ({b - a + 1}) as (id, connection) {ids} [{ctx.at(a)}]")
+            detail.append(f"seq {a}..{b} ({n}) as (id, connection) {ids} [{ctx.at(a)}]")
         problems.append(
             f"duplicated {len(dups)} change(s) ({sum(counts[s] - 1 for s in dups)} extra deliveries; same id twice = "
-            f"delivery duplicate, two ids = journaled twice) in {len(rs)} range(s): " + "; ".join(detail)
+            f"delivery duplicate, two ids = journaled twice) in {len(rs)} run(s): " + "; ".join(detail)
         )
     if extra:
         problems.append(f"{len(extra)} change(s) the writer did not make (or filtered out): " + "; ".join(
@@ -823,6 +827,12 @@ def test_verify_names_what_went_wrong() -> None:
     for n, e in enumerate(e for e in history if matches_prefix(e)):
         pre.add(_event(e, n + 1), 1)
     assert verify(pre, history, ctx) == []
+    holes = Sub("prefix-holes", "", matches_prefix)
+    mine = [e for e in history if matches_prefix(e)]
+    for n, e in enumerate(mine):
+        if not 3 <= n < 6:  # three changes in a row of this subscriber's stream (not seq-adjacent)
+            holes.add(_event(e, n + 1), 1)
+    assert f"missing 3 change(s) in 1 run(s): seq {mine[3].seq}..{mine[5].seq} (3)" in "\n".join(verify(holes, history, ctx))
 
     bad = Sub("bad", "", _all, allowed_types=frozenset({"key_change"}))
     evs = [_event(e, n + 1) for n, e in enumerate(history)]
@@ -835,7 +845,7 @@ def test_verify_names_what_went_wrong() -> None:
     for ev in evs:
         bad.add(ev, 1)
     report = "\n".join(verify(bad, history, ctx))
-    assert f"missing 1 change(s) in 1 range(s): seq {lost['seq']}..{lost['seq']}" in report
+    assert f"missing 1 change(s) in 1 run(s): seq {lost['seq']}..{lost['seq']}" in report
     assert "duplicated 1 change(s)" in report and "ids not strictly increasing" in report
     assert "out of order" in report
     assert "with the right seq but other content" in report and "BAD CHECKSUM" in report
