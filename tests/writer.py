@@ -15,6 +15,14 @@ Protocol (one JSON object per line on the child's stdin, one JSON answer per lin
         N single puts at R puts/s, each value = the wall time in ns of the write (bench latency)
     {"op": "flush", "cf": NAME?}   {"op": "flush_wal"}   {"op": "compact", "cf": NAME?}
     {"op": "create_cf", "name": NAME}   {"op": "drop_cf", "name": NAME}   {"op": "seq"}
+    {"op": "reopen"}  close the DB cleanly and open it again with the same spec (rocksdb)
+    {"op": "script", "path": F, "log": L, "rate": R}
+        runs the commands of file F (one JSON command a line, any of the above but script/close/
+        exit) at R commands/s (0: as fast as possible; a command with "nowait": true does not wait
+        for its turn: a burst); after each one returned, appends
+        {"i": n, "seq": latest_seq, "t": unix_time} to file L, flushed, so another process can
+        follow what is committed; a failing command is logged as {"i": n, "error": "..."} and
+        ends the script (the answer is then ok: false). Answers {"steps": n, "seq": ...}
     {"op": "close"}  clean close (WAL flushed and deleted by RocksDB), then the child exits 0
     {"op": "exit"}   os._exit(0) without closing: the WAL stays on disk
 Keys and values: a JSON string (UTF-8 bytes) or {"hex": "..."} for arbitrary bytes.
@@ -27,6 +35,7 @@ returns the record is in the WAL file (rocksdict writes it with write(2) before 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -60,7 +69,8 @@ class StoreWriter:
         cfs: column families to create/open at start (rocksdb).
         options: rocksdb options: write_buffer_size, wal_ttl_seconds, wal_size_limit_mb,
             recycle_log_file_num, max_total_wal_size, disable_auto_compactions, wal_dir,
-            keep_log_file_num; leveldb: write_buffer_size.
+            keep_log_file_num (write_buffer_size applies to every column family); leveldb:
+            write_buffer_size.
 
     Use as a context manager (``with StoreWriter(p) as w:``); leaving it kills the child
     without a clean close (WAL stays), unless ``close()`` was called first.
@@ -239,6 +249,7 @@ def _dec(v: Any) -> bytes:
 
 class _Child:
     def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
         self.kind = spec["kind"]
         self.path = spec["path"]
         opts = spec.get("options") or {}
@@ -272,7 +283,14 @@ class _Child:
                 value = getattr(rocksdict.DBRecoveryMode, value)() if isinstance(value, str) else value
             setters[name](value)
         self.opts = o
-        cfs = {name: rocksdict.Options(raw_mode=True) for name in spec.get("cfs", [])}
+
+        def cf_options() -> Any:
+            co = rocksdict.Options(raw_mode=True)
+            if "write_buffer_size" in opts:
+                co.set_write_buffer_size(int(opts["write_buffer_size"]))
+            return co
+
+        cfs = {name: cf_options() for name in spec.get("cfs", [])}
         existing: list[str] = []
         if os.path.exists(os.path.join(self.path, "CURRENT")):
             try:
@@ -281,7 +299,7 @@ class _Child:
                 existing = []
         for name in existing:
             if name != "default":
-                cfs.setdefault(name, rocksdict.Options(raw_mode=True))
+                cfs.setdefault(name, cf_options())
         self.db = rocksdict.Rdict(self.path, o, column_families=cfs or None)
         self.handles = {name: self.db.get_column_family_handle(name) for name in cfs}
 
@@ -408,6 +426,16 @@ class _Child:
             self.db.drop_column_family(name)
         elif op == "seq":
             pass
+        elif op == "reopen":
+            if self.kind == "leveldb":
+                raise ValueError("reopen: rocksdb only")
+            self.handles = {}  # column family handles keep the DB (and its LOCK) alive
+            self.db.close()
+            del self.db
+            gc.collect()
+            self.__init__(self.spec)  # type: ignore[misc]
+        elif op == "script":
+            ans.update(self._script(str(msg["path"]), str(msg["log"]), float(msg.get("rate", 0))))
         elif op == "close":
             self.db.close()
             _reply(ans)
@@ -418,6 +446,29 @@ class _Child:
             raise ValueError(f"unknown op {op!r}")
         ans["seq"] = self.seq()
         return ans
+
+
+    def _script(self, path: str, log_path: str, rate: float) -> dict[str, Any]:
+        """Run the commands of ``path`` paced at ``rate``/s, logging each result to ``log_path``."""
+        with open(path, encoding="utf-8") as f:
+            steps = [json.loads(line) for line in f if line.strip()]
+        t0 = time.perf_counter()
+        with open(log_path, "a", encoding="utf-8") as log:
+            for n, step in enumerate(steps):
+                if step.get("op") in ("script", "close", "exit"):
+                    raise ValueError(f"script step {n}: {step['op']!r} not allowed in a script")
+                if rate > 0 and not step.get("nowait"):
+                    d = t0 + n / rate - time.perf_counter()
+                    if d > 0:
+                        time.sleep(d)
+                try:
+                    res = self.run(step)
+                except Exception as exc:
+                    log.write(json.dumps({"i": n, "error": f"{type(exc).__name__}: {exc}", "t": time.time()}) + "\n")
+                    raise ValueError(f"script step {n} ({step.get('op')}): {type(exc).__name__}: {exc}") from exc
+                log.write(json.dumps({"i": n, "seq": res["seq"], "t": time.time()}) + "\n")
+                log.flush()
+        return {"steps": len(steps), "elapsed_s": time.perf_counter() - t0}
 
 
 def _reply(ans: dict[str, Any]) -> None:
