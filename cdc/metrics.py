@@ -75,12 +75,14 @@ class Metrics:
             yield c
             yield CounterMetricFamily("cdc_events_delivered", "events handed to subscriber connections", value=hub.delivered)
             yield GaugeMetricFamily("cdc_subscribers", "connected WebSocket subscribers", value=hub.count)
+            yield GaugeMetricFamily("cdc_subscribers_closing", "subscribers closed by the server whose connection is not gone yet", value=hub.closing)
             c = CounterMetricFamily("cdc_subscribers_closed", "subscribers closed by the server, by close code", labels=["code"])
             for code, n in sorted(hub.closed_by_code.items()):
                 c.add_metric([str(code)], n)
             yield c
         if bus is not None:
             yield GaugeMetricFamily("cdc_bus_pending_events", "events emitted and not yet committed", value=bus.pending)
+            yield GaugeMetricFamily("cdc_bus_pending_bytes", "bytes of events emitted and not yet committed", value=bus.pending_bytes)
             yield CounterMetricFamily("cdc_journal_commits", "journal write transactions", value=bus.commits)
             yield CounterMetricFamily(
                 "cdc_journal_commit_failures", "commits that failed for another reason than a full journal (retried event by event)",

@@ -302,7 +302,7 @@ async def test_http_routes(daemon):
     assert r.status == 200 and b"CdcClient" in r.body
     r = await http_request(daemon.port, "GET", "/metrics")
     text = r.body.decode()
-    for name in ["cdc_events_delivered_total", "cdc_subscribers", "cdc_journal_bytes", "cdc_capture_lag_bytes", "cdc_capture_lag_seq", "cdc_decode_errors_total", "cdc_events_captured_total"]:
+    for name in ["cdc_events_delivered_total", "cdc_subscribers", "cdc_subscribers_closing", "cdc_bus_pending_bytes", "cdc_journal_bytes", "cdc_capture_lag_bytes", "cdc_capture_lag_seq", "cdc_decode_errors_total", "cdc_events_captured_total"]:
         assert name in text, name
     r = await http_request(daemon.port, "GET", "/ws/events")
     assert r.status == 426
