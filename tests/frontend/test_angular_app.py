@@ -367,7 +367,7 @@ def test_token_refresh_in_band_and_logout(stack: Stack) -> None:
     sockets[-1].on("framesent", lambda f: frames.append(str(f)))
     page.fill("#refresh-input", fresh)
     page.click("#refresh button[type=submit]")
-    wait_for(lambda: any('"op": "auth"' in f or '"op":"auth"' in f for f in frames), 10, what="auth op sent")
+    wait_for(lambda: any('"op":"auth"' in f for f in frames), 10, what=f"auth op sent (frames: {frames})")
     stack.writer.put("after-refresh", "1")
     wait_for(lambda: "after-refresh" in _recent_text(page), 10, what="event after refresh")
     assert len(sockets) == sockets_after_reload  # no reconnect

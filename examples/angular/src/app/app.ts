@@ -35,9 +35,14 @@ export class App {
   private readonly router = inject(Router);
 
   constructor() {
-    // No token, or the daemon refused it: go to the sign-in page.
+    // No token, or the daemon just refused it: go to the sign-in page. (After a refusal the
+    // status stays "unauthorized" until the next connection says hello: not a new refusal.)
+    let previous: string | null = null;
     effect(() => {
-      if (!this.auth.token() || this.ws.status() === 'unauthorized') void this.router.navigate(['/login']);
+      const status = this.ws.status();
+      const refused = status === 'unauthorized' && previous !== 'unauthorized';
+      previous = status;
+      if (!this.auth.token() || refused) void this.router.navigate(['/login']);
     });
   }
 }
