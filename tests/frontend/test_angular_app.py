@@ -35,7 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "angular"
-DIST = APP / "dist" / "cdc-angular-example" / "browser"
+DIST = APP / "dist" / "cdc-angular-example" / "browser"  # ng build (zoneless, Angular's default)
+DIST_ZONE = APP / "dist" / "cdc-angular-example-zone" / "browser"  # ng build --configuration production,zone
 SOURCES = [APP / "src", APP / "angular.json", APP / "package-lock.json", ROOT / "cdc" / "static" / "client.js"]
 PAGES = ["dashboard", "keys", "compaction", "health", "snapshots"]
 
@@ -66,8 +67,8 @@ def _node_ok() -> bool:
     return (major == 20 and minor >= 19) or (major == 22 and minor >= 12) or major >= 24
 
 
-def _build() -> None:
-    index = DIST / "index.html"
+def _build(dist: Path = DIST, configuration: str = "production") -> None:
+    index = dist / "index.html"
     if index.exists() and index.stat().st_mtime >= _newest_source_mtime():
         return
     if not _node_ok():
@@ -82,7 +83,8 @@ def _build() -> None:
             cwd=APP, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, f"npm ci failed (needs the npm registry or cache):\n{proc.stderr[-3000:]}"
-    proc = subprocess.run([npx, "ng", "build"], cwd=APP, env=env, capture_output=True, text=True, timeout=600)
+    cmd = [npx, "ng", "build", "--configuration", configuration]
+    proc = subprocess.run(cmd, cwd=APP, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"ng build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert index.exists()
 
@@ -103,8 +105,8 @@ class _SpaHandler(http.server.SimpleHTTPRequestHandler):
 class AppServer:
     """The built app on its own origin (http://127.0.0.1:<port>), a thread of this process."""
 
-    def __init__(self) -> None:
-        handler = functools.partial(_SpaHandler, directory=str(DIST))
+    def __init__(self, dist: Path = DIST) -> None:
+        handler = functools.partial(_SpaHandler, directory=str(dist))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
         self.httpd.daemon_threads = True
         self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -117,10 +119,14 @@ class AppServer:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def app_server() -> Iterator[AppServer]:
-    _build()
-    s = AppServer()
+@pytest.fixture(scope="module", params=["zoneless"])
+def app_server(request: pytest.FixtureRequest) -> Iterator[AppServer]:
+    if request.param == "zone":
+        _build(DIST_ZONE, "production,zone")
+        s = AppServer(DIST_ZONE)
+    else:
+        _build()
+        s = AppServer()
     yield s
     s.close()
 
@@ -411,3 +417,20 @@ def test_cross_origin_without_allow_origin(stack_factory: Callable[..., Stack]) 
                   .then(() => true, () => false)"""
     )
     assert can_poll is False  # so the long-poll fallback cannot work from this origin
+
+
+@pytest.mark.parametrize("app_server", ["zone"], indirect=True)
+def test_zone_js_build_renders_live_events(stack: Stack) -> None:
+    """The same app with zone.js (provideZoneChangeDetection + the polyfill) works the same way."""
+    page = stack.open()
+    wait_status(page, "connected")
+    assert page.evaluate("typeof window.Zone") == "function", "the zone build must run zone.js"
+    stack.writer.put("zone:1", "a")
+    wait_for(lambda: "zone:1" in page.locator("#recent").inner_text(), 10, what="event on the dashboard")
+    nav(page, "keys")
+    page.fill("#watch-key", "zone:2")
+    page.click("#watch button[type=submit]")
+    wait_for(lambda: count(page, "#watched li") >= 1, 5, what="watched key")
+    stack.writer.put("zone:2", "b")
+    wait_for(lambda: count(page, '#changes tr[data-key="zone:2"]') == 1, 10, what="watched change")
+    assert not stack.errors, stack.errors
