@@ -70,6 +70,7 @@ class AppContext:
         self.auth = auth
         self.server: Any = None
         self.port = 0
+        self.components: list[Any] = []  # the running components (stats read their counters)
 
 
 def _optional(module: str) -> Any:
@@ -173,6 +174,7 @@ class App:
             ctx = AppContext(cfg, store, bus, journal, health, metrics, self.stop, hub, auth)
             self.ctx = ctx
             comps = self._components if self._components is not None else _components(cfg)
+            ctx.components = comps
             health.set("startup", "server", False, "not listening yet")
             if any(type(c).__name__ == "WalCapture" for c in comps):
                 health.set("startup", "capture", False, "initial WAL catch-up not done")

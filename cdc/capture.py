@@ -203,9 +203,77 @@ class _Decoded(NamedTuple):
     unknown_cfs: list[tuple[int, int]]  # (index in events, cf id) of ids missing from cf_names
     gaps: list[tuple[int, int]]
     last_seq: int
+    counts: dict[int, list[int]] | None = None  # cf id -> _STAT_SLOTS counters (n, bytes per op kind)
+    bad_origins: int = 0  # cdc-origin: LogData blobs ignored (not UTF-8 or too long)
+
+
+ORIGIN_MARKER = b"cdc-origin:"
+"""A LogData blob starting with this names the writer of its WriteBatch (``origin``)."""
+MAX_ORIGIN_BYTES = 256
+_STAT_OPS = ("put", "delete", "merge", "delete_range")
+_STAT_SLOT = {"put": 0, "put_entity": 0, "delete": 2, "single_delete": 2, "merge": 4, "delete_range": 6}
+"""key_change operation -> index of its (count, bytes) pair in a per-cf counter list of 8."""
+
+
+def origin_marks(ops: list[Any]) -> tuple[list[tuple[int, str]], int]:
+    """(marks, ignored) of one WAL record: each valid ``cdc-origin:`` LogData blob as (sequence
+    number of the first data record after it, origin); ``ignored`` counts markers that are not
+    UTF-8 or longer than MAX_ORIGIN_BYTES. Pure."""
+    marks: list[tuple[int, str]] = []
+    ignored = 0
+    pending: list[str] = []
+    for op in ops:
+        if op[0] >= 0:
+            if pending:
+                marks.extend((op[0], o) for o in pending)
+                pending = []
+            continue
+        if op[1] != "log_data":
+            continue
+        blob = op[3] or b""
+        if not blob.startswith(ORIGIN_MARKER):
+            continue
+        rest = blob[len(ORIGIN_MARKER) :]
+        if len(rest) > MAX_ORIGIN_BYTES:
+            ignored += 1
+            continue
+        try:
+            pending.append(rest.decode("utf-8"))
+        except UnicodeDecodeError:
+            ignored += 1
+    marks.extend((1 << 63, o) for o in pending)  # a marker after the last data record
+    return marks, ignored
+
+
+def _origin_at(marks: list[tuple[int, str]], seq: int) -> str:
+    """Origin of the data record ``seq``: the nearest marker before it, else the record's first."""
+    found = marks[0][1]
+    for from_seq, o in marks:
+        if from_seq > seq:
+            break
+        found = o
+    return found
 
 
 _UNKNOWN_CF = "\x00unknown"
+
+
+def _add_count(counts: dict[int, list[int]], cf_id: int, slot: int, n: int, nbytes: int) -> None:
+    c = counts.get(cf_id)
+    if c is None:
+        c = counts[cf_id] = [0, 0, 0, 0, 0, 0, 0, 0]
+    c[slot] += n
+    c[slot + 1] += nbytes
+
+
+def _marks_tail(origin: str | None, batch_seq: int | None, batch_count: int | None) -> bytes:
+    """The end of a pre-encoded key_change after "seq": as msgspec encodes these fields."""
+    out = b""
+    if origin is not None:
+        out += b',"origin":' + _json_encode(origin)
+    if batch_seq is not None:
+        out += b',"batch_seq":%d,"batch_count":%d' % (batch_seq, batch_count)
+    return out + b"}"
 
 _IN_CREATE = 0x100
 _IN_MOVED_TO = 0x80
@@ -363,6 +431,9 @@ class WalCapture:
         self.bytes_read = 0
         self.lag_bytes = 0
         self.lag_seq = 0
+        self.cf_counts: dict[str, list[int]] = {}  # cf -> totals (count, bytes) x put/delete/merge/delete_range
+        self.origins_ignored = 0  # cdc-origin: markers not UTF-8 or longer than 256 bytes
+        self.idle_at = time.monotonic()  # last time capture had read everything there was
         # internals
         self._ctx: Any = None
         self._metrics: Any = None
@@ -909,6 +980,9 @@ class WalCapture:
         cf_json = self._cf_json()
         enc = _json_encode
         put_head = b'{"type":"key_change","timestamp":%d,"operation":"put","key":' % ts
+        counts: dict[int, list[int]] = {}
+        put_cf, put_n, put_b = -1, 0, 0
+        bad_origins = 0
         for b in batches:
             bseq = b.seq
             nxt = last_seq + 1
@@ -923,9 +997,25 @@ class WalCapture:
                     )
                 )
             dup = last_seq >= 0 and bseq <= last_seq and b.log_number == last_wal
-            ops = b.ops
+            raw_ops = ops = b.ops
             if ops and (ops[0][0] < 0 or ops[-1][0] < 0):
                 ops = self._txn_ops(b)  # markers: 2PC sections, log_data, noop
+            # origin / batch marks: fields after "seq" (KeyChange field order), "}" when none
+            if len(raw_ops) == 1 and ops is raw_ops:  # the common single change: no marks
+                tail, many, origin, b_seq, b_count = b"}", False, None, None, None
+            else:
+                marks: list[tuple[int, str]] | None = None
+                if len(raw_ops) != b.count:  # seq-less records (LogData, 2PC markers, Noop) present
+                    marks, ignored = origin_marks(raw_ops)
+                    bad_origins += ignored
+                    n_kc = sum(1 for op in ops if op[0] >= 0)
+                else:
+                    n_kc = len(ops) if ops is raw_ops else sum(1 for op in ops if op[0] >= 0)
+                origin = marks[0][1] if marks else None
+                many = marks is not None and len(marks) > 1
+                b_seq = bseq if n_kc > 1 else None
+                b_count = n_kc if n_kc > 1 else None
+                tail = _marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
             for op in ops:
                 s = op[0]
                 if s < 0:
@@ -934,16 +1024,26 @@ class WalCapture:
                     continue
                 last_seq = s
                 opname = op[1]
+                if many:
+                    origin = _origin_at(marks, s)  # type: ignore[arg-type]
+                    tail = _marks_tail(origin, b_seq, b_count)
                 if opname == "put":
                     cfj = cf_json.get(op[2])
                     if cfj is not None:
                         k = op[3]
+                        v = op[4]
+                        if op[2] != put_cf:  # fast puts are counted in locals, per run of one cf
+                            if put_n:
+                                _add_count(counts, put_cf, 0, put_n, put_b)
+                            put_cf, put_n, put_b = op[2], 0, 0
+                        put_n += 1
+                        put_b += len(k) + len(v)
                         try:
                             # pre-encoded for the journal: byte-identical to encoding the KeyChange
                             append(
                                 (
-                                    b'%b%b,"cf":%b,"seq":%d}' % (put_head, enc(k.decode()), cfj[1], s),
-                                    b',"value":' + enc(op[4].decode()),
+                                    b'%b%b,"cf":%b,"seq":%d%b' % (put_head, enc(k.decode()), cfj[1], s, tail),
+                                    b',"value":' + enc(v.decode()),
                                     "key_change",
                                     cfj[0],
                                     k,
@@ -952,11 +1052,15 @@ class WalCapture:
                             )
                             continue
                         except UnicodeDecodeError:
-                            pass
+                            put_n -= 1  # counted below
+                            put_b -= len(k) + len(v)
                 kind = key_ops.get(opname)
                 if kind is None:
                     continue
                 cf_id = op[2]
+                slot = _STAT_SLOT.get(kind)
+                if slot is not None:
+                    _add_count(counts, cf_id, slot, 1, len(op[3] or b"") + len(op[5] if op[5] is not None else (op[4] or b"")))
                 cf = names.get(cf_id)
                 if cf is None:
                     unknown.append((len(events), cf_id))
@@ -991,6 +1095,9 @@ class WalCapture:
                         key_encoding=kenc,
                         cf=cf,
                         seq=s,
+                        origin=origin,
+                        batch_seq=b_seq,
+                        batch_count=b_count,
                         end_key=end_key,
                         end_key_encoding=end_enc,
                         value=value,
@@ -998,7 +1105,9 @@ class WalCapture:
                     )
                 )
             last_wal = b.log_number
-        return _Decoded(events, len(batches), unknown, gaps, last_seq)
+        if put_n:
+            _add_count(counts, put_cf, 0, put_n, put_b)
+        return _Decoded(events, len(batches), unknown, gaps, last_seq, counts, bad_origins)
 
     def _cf_json(self) -> dict[int, tuple[str, bytes]]:
         """cf id -> (name, JSON-encoded name), rebuilt when ``cf_names`` changes."""
@@ -1054,6 +1163,26 @@ class WalCapture:
                     name = f"cf{cf_id}"
                     log.warning("column family id %d is not in the MANIFEST; reported as %r", cf_id, name)
                 dec.events[i].cf = name
+        if dec.counts:
+            names = self.cf_names
+            totals = self.cf_counts
+            for cf_id, c in dec.counts.items():
+                name = names.get(cf_id) or f"cf{cf_id}"
+                t = totals.get(name)
+                if t is None:
+                    totals[name] = list(c)
+                else:
+                    for i in range(8):
+                        t[i] += c[i]
+        if dec.bad_origins:
+            if not self.origins_ignored:
+                log.warning(
+                    "ignoring a cdc-origin: LogData marker that is not UTF-8 or longer than %d bytes (logged once; counted in cdc_origin_markers_ignored_total)",
+                    MAX_ORIGIN_BYTES,
+                )
+            self.origins_ignored += dec.bad_origins
+            if self._metrics is not None:
+                _metric_inc(self._metrics, "origin_markers_ignored", dec.bad_origins)
         if dec.batches:
             cur.has_record = True
             self._hot_until = time.monotonic() + self.hot_window_s
@@ -1356,6 +1485,7 @@ class WalCapture:
             self._mark_caught_up()
 
     def _mark_caught_up(self) -> None:
+        self.idle_at = time.monotonic()  # capture_lag_ms in stats frames counts from here
         if not self.caught_up:
             self.caught_up = True
             log.info("capture caught up (last seq %d)", self.last_seq)

@@ -71,6 +71,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_message_bytes: int = 64 * 1024  # inbound WebSocket frames / POST bodies
     subscriber_queue: int = 10_000  # events buffered per subscriber before close 4429
     heartbeat_ms: int = 15_000
+    stats_interval_ms: int = 1000  # stats frames (types=stats)
     max_poll_timeout_s: float = 30.0
     # --- capture
     rescan_interval_s: float = 1.0  # periodic rescan in case watch events are lost
@@ -132,6 +133,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_message_bytes", "int", "max inbound WebSocket frame / POST body", 256, 64 << 20),
         Option("subscriber_queue", "int", "events buffered per subscriber before close 4429", 1, 10_000_000),
         Option("heartbeat_ms", "int", "heartbeat frame interval", 100, 3_600_000),
+        Option("stats_interval_ms", "int", "interval of stats frames (types=stats) and of the stats they count", 100, 3_600_000),
         Option("max_poll_timeout_s", "float", "longest GET /events long-poll", 0, 3600),
         Option("rescan_interval_s", "float", "periodic rescan of the store's files", 0.01, 3600),
         Option("readiness_max_lag_bytes", "int", "capture lag above which readiness fails", 0, 1 << 50),

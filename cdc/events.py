@@ -71,6 +71,12 @@ class KeyChange(msgspec.Struct, tag="key_change", **_STRUCT_OPTS):
     key: str
     cf: str = _CF
     seq: int
+    # The WriteBatch's LogData blob ``cdc-origin:<origin>`` (who wrote it), when present.
+    origin: str | None = None
+    # When the WAL record (WriteBatch) holds more than one change: its first sequence number
+    # and how many key_change events it produced.
+    batch_seq: int | None = None
+    batch_count: int | None = None
     key_encoding: str | None = None
     end_key: str | None = None
     end_key_encoding: str | None = None

@@ -19,12 +19,15 @@ Invariants:
   arrive live.
 - Filters: ``types`` (event type), ``cf`` (column family; events without a cf pass), ``prefix``
   (raw key bytes; a delete_range matches when its range overlaps the prefix; events without a
-  key pass). Absent = everything.
+  key pass), ``key`` (exact raw keys; a delete_range matches when its range holds one of them;
+  events without a key pass). Absent = everything; the parts combine with AND (``prefix`` and
+  ``key`` too: a key must be listed and lie under a listed prefix).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import struct
 from collections import deque
@@ -62,13 +65,15 @@ MAX_FILTER_ENTRY_BYTES = 1024
 """Longest filter entry (UTF-8 bytes for types/cf, raw bytes for a prefix)."""
 
 
-def check_filter_lists(types: Iterable[str] | None, cfs: Iterable[str] | None, prefixes: Iterable[bytes] | None) -> None:
+def check_filter_lists(
+    types: Iterable[str] | None, cfs: Iterable[str] | None, prefixes: Iterable[bytes] | None, keys: Iterable[bytes] | None = None
+) -> None:
     """Refuse filter lists that would make fan-out expensive (the caps above).
 
     Raises:
         ValueError: one line naming the list and the limit (never echoing the entries).
     """
-    for name, items in (("types", types), ("cf", cfs), ("prefix", prefixes)):
+    for name, items in (("types", types), ("cf", cfs), ("prefix", prefixes), ("key", keys)):
         if items is None:
             continue
         n = 0
@@ -95,26 +100,39 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 class Filter:
     """What a subscriber receives (immutable; ``key`` identifies equal filters)."""
 
-    __slots__ = ("types", "cfs", "prefixes", "key", "accept_all", "_ranges")
+    __slots__ = ("types", "cfs", "prefixes", "keys", "key", "accept_all", "_ranges", "_sorted_keys")
 
     def __init__(
         self,
         types: Iterable[str] | None = None,
         cfs: Iterable[str] | None = None,
         prefixes: Iterable[bytes] | None = None,
+        keys: Iterable[bytes] | None = None,
     ) -> None:
         self.types = frozenset(types) if types is not None else None
         self.cfs = frozenset(cfs) if cfs is not None else None
         self.prefixes = tuple(sorted(set(prefixes))) if prefixes is not None else None
-        self.key = (self.types, self.cfs, self.prefixes)
-        self.accept_all = self.types is None and self.cfs is None and self.prefixes is None
+        self.keys = frozenset(keys) if keys is not None else None
+        self._sorted_keys = sorted(self.keys) if self.keys is not None else None
+        self.key = (self.types, self.cfs, self.prefixes, self.keys)
+        self.accept_all = self.types is None and self.cfs is None and self.prefixes is None and self.keys is None
         self._ranges = [(p, prefix_successor(p)) for p in self.prefixes] if self.prefixes is not None else None
+
+    def _key_match(self, key: bytes, end: bytes | None) -> bool:
+        """The ``key`` part: the key is listed, or a delete_range [key, end) holds a listed key."""
+        if end is None:
+            return key in self.keys  # type: ignore[operator]
+        sk = self._sorted_keys
+        i = bisect.bisect_left(sk, key)  # type: ignore[arg-type]
+        return i < len(sk) and sk[i] < end  # type: ignore[arg-type]
 
     def match(self, rec: Record) -> bool:
         """True when the record passes every part of the filter."""
         if self.types is not None and rec.type not in self.types:
             return False
         if self.cfs is not None and rec.cf is not None and rec.cf not in self.cfs:
+            return False
+        if self.keys is not None and rec.key is not None and not self._key_match(rec.key, rec.end_key):
             return False
         if self.prefixes is not None and rec.key is not None:
             key = rec.key
@@ -131,6 +149,18 @@ class Filter:
     def select(self, records: list[Record]) -> list[Record]:
         """``[r for r in records if self.match(r)]``, with the common filters as one comprehension."""
         types, prefixes = self.types, self.prefixes
+        if self.keys is not None:
+            keys = self.keys
+            if self.cfs is None and prefixes is None:
+                if types is None:
+                    return [r for r in records if r.key is None or (r.key in keys if r.end_key is None else self._key_match(r.key, r.end_key))]
+                return [
+                    r
+                    for r in records
+                    if r.type in types and (r.key is None or (r.key in keys if r.end_key is None else self._key_match(r.key, r.end_key)))
+                ]
+            match = self.match
+            return [r for r in records if match(r)]
         if self.cfs is None:
             if prefixes is None:
                 if types is None:
@@ -155,6 +185,8 @@ class Filter:
             "cf": sorted(self.cfs) if self.cfs is not None else None,
             "prefix": [encode_bytes(p)[0] for p in self.prefixes] if self.prefixes is not None else None,
         }
+        if self.keys is not None:
+            out["key"] = [encode_bytes(k)[0] for k in self._sorted_keys]  # type: ignore[union-attr]
         return out
 
 
@@ -203,6 +235,66 @@ def control_frame(body: dict[str, Any], msgpack: bool) -> bytes:
         return _msgpack.encode(err) if msgpack else _json.encode(err)
 
 
+class Coalescer:
+    """``coalesce=MS``: at most one key_change per (cf, key) per window -- the latest, at its own
+    position; every other event passes untouched; ids stay increasing.
+
+    Live, a window opens with the first event held and closes ``ms`` later (a timer); replay and
+    ``/events`` pages use windows of the events' journal time (``ts // ms``). A delete_range is
+    identified by its start and end keys. Skipped changes are gone for this subscriber
+    (intermediate values and merge operands included); the last one of each key is kept.
+    """
+
+    __slots__ = ("ms", "buf", "where", "hi", "timer", "win")
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self.buf: list[Record | None] = []
+        self.where: dict[tuple[Any, ...], int] = {}
+        self.hi = 0  # highest id taken in (dropped ones included)
+        self.timer: asyncio.TimerHandle | None = None
+        self.win: int | None = None
+
+    def add(self, records: Iterable[Record]) -> None:
+        buf, where = self.buf, self.where
+        for r in records:
+            if r.type == "key_change" and r.key is not None:
+                k = (r.cf, r.key, r.end_key)
+                i = where.get(k)
+                if i is not None:
+                    buf[i] = None
+                where[k] = len(buf)
+            buf.append(r)
+            self.hi = r.id
+
+    def add_windowed(self, records: Iterable[Record]) -> list[Record]:
+        """Add records windowed by their journal time; returns the windows that closed."""
+        out: list[Record] = []
+        ms = self.ms
+        for r in records:
+            w = r.ts // ms
+            if w != self.win:
+                if self.buf:
+                    out += self.take()[0]
+                self.win = w
+            self.add((r,))
+        return out
+
+    def take(self) -> tuple[list[Record], int]:
+        """(the held events in id order, highest id taken in); empties the window."""
+        out = [r for r in self.buf if r is not None]
+        self.buf = []
+        self.where = {}
+        return out, self.hi
+
+
+def coalesce_page(records: list[Record], ms: int) -> list[Record]:
+    """A whole page coalesced (``/events``): journal-time windows of ``ms``."""
+    co = Coalescer(ms)
+    out = co.add_windowed(records)
+    return out + co.take()[0]
+
+
 class Subscriber:
     """One WebSocket subscriber (kept small: thousands of these are idle at once)."""
 
@@ -221,10 +313,13 @@ class Subscriber:
         "grant",
         "exp_handle",
         "close_code",
+        "co",
         "__weakref__",
     )
 
-    def __init__(self, conn: ServerConnection, hub: Hub, flt: Filter, *, values: bool, msgpack: bool, batch: bool, grant: Any = None) -> None:
+    def __init__(
+        self, conn: ServerConnection, hub: Hub, flt: Filter, *, values: bool, msgpack: bool, batch: bool, grant: Any = None, coalesce_ms: int = 0
+    ) -> None:
         self.conn = conn
         self.hub = hub
         self.filter = flt
@@ -239,6 +334,7 @@ class Subscriber:
         self.grant = grant
         self.exp_handle: asyncio.TimerHandle | None = None
         self.close_code: int | None = None
+        self.co: Coalescer | None = Coalescer(coalesce_ms) if coalesce_ms > 0 else None
 
     # --------------------------------------------------------------- sending
 
@@ -327,6 +423,9 @@ class Subscriber:
         if self.exp_handle is not None:
             self.exp_handle.cancel()
             self.exp_handle = None
+        if self.co is not None and self.co.timer is not None:
+            self.co.timer.cancel()
+            self.co.timer = None
         self.hub.closed_by_code[code] = self.hub.closed_by_code.get(code, 0) + 1
         self.hub.spawn(self.conn.close(code, reason))
 
@@ -384,9 +483,10 @@ class Hub:
         types: Iterable[str] | None = None,
         cfs: Iterable[str] | None = None,
         prefixes: Iterable[bytes] | None = None,
+        keys: Iterable[bytes] | None = None,
     ) -> Filter:
         """A Filter equal to the arguments, shared with the subscribers that already use it."""
-        flt = Filter(types, cfs, prefixes)
+        flt = Filter(types, cfs, prefixes, keys)
         g = self._groups.get(flt.key)
         return g.filter if g is not None else flt
 
@@ -437,6 +537,9 @@ class Hub:
             for sub in list(g.subs.values()):
                 if sub.state != LIVE:
                     continue
+                if sub.co is not None:
+                    self._coalesce(sub, sub.co, matched)
+                    continue
                 if first_id <= sub.last_id:  # already sent by its replay
                     rest = [r for r in matched if r.id > sub.last_id]
                     if rest:
@@ -451,6 +554,25 @@ class Hub:
         if ev is not None:
             self._published = None
             ev.set()
+
+    def _coalesce(self, sub: Subscriber, co: Coalescer, matched: list[Record]) -> None:
+        floor = max(sub.last_id, co.hi)
+        co.add(matched if matched[0].id > floor else [r for r in matched if r.id > floor])
+        if co.timer is None and co.buf:
+            co.timer = asyncio.get_running_loop().call_later(co.ms / 1000.0, self._coalesce_flush, sub)
+
+    def _coalesce_flush(self, sub: Subscriber) -> None:
+        co = sub.co
+        if co is None:
+            return
+        co.timer = None
+        if sub.state == CLOSED:
+            return
+        out, hi = co.take()
+        if out:
+            sub.push(build_frames(out, sub.fmt, sub.batch), hi, len(out))
+        elif hi > sub.last_id:
+            sub.last_id = hi
 
     async def wait_published(self, timeout_s: float) -> bool:
         """Wait until the next publish (True) or the timeout (False)."""
@@ -508,7 +630,8 @@ class Hub:
             )
             return
         pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
-        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON
+        co = sub.co
+        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON and co is None
         journal = self.journal
         gap = False
         while sub.state == REPLAY and pos < self.latest_id:
@@ -534,6 +657,8 @@ class Hub:
                 last = recs[-1].id
                 flt = sub.filter
                 matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                if co is not None:
+                    matched = co.add_windowed(matched)
                 n = len(matched)
                 frames = build_frames(matched, sub.fmt, sub.batch) if matched else []
             if sub.state != REPLAY:
@@ -547,6 +672,11 @@ class Hub:
         if sub.state != REPLAY:
             return
         # Caught up: no await between the loop's last check and the switch below.
+        if co is not None:  # the last replay window goes out now; live windows follow
+            held, hi = co.take()
+            co.win = None
+            if held:
+                sub.push(build_frames(held, sub.fmt, sub.batch), hi, len(held))
         if gap:
             sub.send_control(
                 {"type": "reset", "reason": "cursor_expired", "since": pos, "oldest_id": journal.oldest_id, "latest_id": self.latest_id}

@@ -69,7 +69,8 @@ from . import __version__
 from .auth import Authenticator, Grant, narrow
 from .errors import AuthError
 from .events import EVENT_TYPES, Event
-from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, control_frame, fmt_index
+from .hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, coalesce_page, control_frame, fmt_index
+from .stats import STATS_TYPE, StatsCollector
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import AppContext
@@ -96,6 +97,8 @@ DEFAULT_POLL_TIMEOUT_S = 25.0
 MAX_ID = (1 << 63) - 1
 """Largest ``since`` accepted (ids are int64 on the wire; msgpack cannot carry more)."""
 MAX_REF_CHARS = 256
+MAX_COALESCE_MS = 60_000
+"""Longest ``coalesce`` window (milliseconds)."""
 
 _json = msgspec.json.Encoder()
 _json_decode = msgspec.json.decode
@@ -176,12 +179,14 @@ def _ws_logger() -> logging.Logger:
 class SubscriptionRequest:
     """Parsed query parameters of ``/ws/events`` and ``/events``."""
 
-    __slots__ = ("types", "cfs", "prefixes", "values", "batch", "msgpack", "since", "timeout_s", "limit")
+    __slots__ = ("types", "cfs", "prefixes", "keys", "coalesce_ms", "values", "batch", "msgpack", "since", "timeout_s", "limit")
 
     def __init__(self) -> None:
         self.types: list[str] | None = None
         self.cfs: list[str] | None = None
         self.prefixes: list[bytes] | None = None
+        self.keys: list[bytes] | None = None
+        self.coalesce_ms = 0
         self.values = False
         self.batch = False
         self.msgpack = False
@@ -218,6 +223,16 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             req.cfs = (req.cfs or []) + _csv(v)
         elif name == "prefix":
             req.prefixes = (req.prefixes or []) + [v.encode("utf-8", "surrogateescape")]
+        elif name == "key":
+            req.keys = (req.keys or []) + [v.encode("utf-8", "surrogateescape")]
+        elif name == "coalesce":
+            try:
+                ms = int(v)
+            except ValueError:
+                raise ValueError(f"coalesce must be an integer from 0 to {MAX_COALESCE_MS} (milliseconds)") from None
+            if not 0 <= ms <= MAX_COALESCE_MS:
+                raise ValueError(f"coalesce must be an integer from 0 to {MAX_COALESCE_MS} (milliseconds)")
+            req.coalesce_ms = ms
         elif name == "values":
             req.values = _bool("values", v)
         elif name == "batch":
@@ -252,10 +267,10 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
             if n <= 0:
                 raise ValueError("limit must be a positive integer")
             req.limit = min(n, MAX_POLL_LIMIT)
-    check_filter_lists(req.types, req.cfs, req.prefixes)
+    check_filter_lists(req.types, req.cfs, req.prefixes, req.keys)
     if req.types is not None:
         for t in req.types:
-            if t not in EVENT_TYPES and "." not in t:
+            if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                 raise ValueError(f"unknown event type {t[:40]!r}")
     return req
 
@@ -271,8 +286,24 @@ def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError(f"{name} must be a list of strings")
-    check_filter_lists(v if name == "types" else None, v if name == "cf" else None, [x.encode("utf-8", "surrogateescape") for x in v] if name == "prefix" else None)
+    raw = [x.encode("utf-8", "surrogateescape") for x in v] if name in ("prefix", "key") else None
+    check_filter_lists(v if name == "types" else None, v if name == "cf" else None, raw if name == "prefix" else None, raw if name == "key" else None)
     return True, v
+
+
+def narrow_keys(grant: Grant, keys: list[bytes] | None) -> frozenset[bytes] | None:
+    """The ``key`` filter under a token: a token scoped by prefix may watch keys under its prefixes only.
+
+    Raises:
+        AuthError: (4403) a key outside the token's prefixes.
+    """
+    if keys is None:
+        return None
+    if grant.prefixes is not None:
+        for k in keys:
+            if not k.startswith(grant.prefixes):
+                raise AuthError("token does not allow this key", 4403)
+    return frozenset(keys)
 
 
 def _ref_ok(ref: Any) -> bool:
@@ -562,6 +593,9 @@ class Server:
         """Unfinished requests: caps and header timeout; ``gate.refused`` feeds
         ``cdc_http_connections_refused_total{reason}``."""
         self._accept_error_logged = 0.0
+        self.stats = StatsCollector(ctx, hub, getattr(cfg, "stats_interval_ms", 1000))
+        """``stats`` frames: computed every ``stats_interval_ms`` (also the ``stats`` field of /events)."""
+        self._stats_task: asyncio.Task[None] | None = None
         bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
         if bind is not None:
             try:
@@ -600,6 +634,7 @@ class Server:
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
+        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(self.ctx.stop), name="cdc-stats")
 
     def _install_accept_error_handler(self) -> None:
         """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs
@@ -637,6 +672,8 @@ class Server:
     async def close(self) -> None:
         """Close every connection with 1001 and wait for the handlers to finish."""
         self._closing = True
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         await self.hub.close_all(1001, "server shutting down")
         if self.ws is not None:
             self.ws.close(close_connections=True)
@@ -833,9 +870,11 @@ class Server:
             return _error(400, str(exc), cors)
         try:
             types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+            keys = narrow_keys(grant, req.keys)
         except AuthError as exc:
             return _error(403, str(exc), cors)
-        flt = Filter(types, cfs, prefixes)
+        flt = Filter(types, cfs, prefixes, keys)
+        want_stats = types is not None and STATS_TYPE in types
         fmt = fmt_index(False, req.values)
         hub = self.hub
         journal = hub.journal
@@ -847,12 +886,20 @@ class Server:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
+        def stats_field() -> bytes:
+            if not want_stats:
+                return b""
+            st = self.stats.latest or self.stats.compute()
+            return b',"stats":' + _json.encode(self.stats.restrict(st, cfs))
+
         def reset(pos: int, reason: str) -> Response:
             body = {
                 "events": [],
                 "cursor": hub.latest_id,
                 "reset": {"reason": reason, "since": pos, "oldest_id": journal.oldest_id, "latest_id": hub.latest_id},
             }
+            if want_stats:
+                body["stats"] = self.stats.restrict(self.stats.latest or self.stats.compute(), cfs)
             return _json_response(200, body, cors)
 
         if since > hub.latest_id:
@@ -869,11 +916,13 @@ class Server:
                     return reset(since, "cursor_expired")
                 recs = [r for r in recs if r.id <= latest]
                 matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
+                if req.coalesce_ms and matched:
+                    matched = coalesce_page(matched, req.coalesce_ms)
                 since = recs[-1].id
                 if matched:
                     frames = build_frames(matched, fmt, False)
                     hub.delivered += len(frames)
-                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d}' % since
+                    body = b'{"events":[' + b",".join(frames) + b'],"cursor":%d%b}' % (since, stats_field())
                     return _response(200, body, "application/json", cors)
                 continue
             remaining = deadline - loop.time()
@@ -881,12 +930,20 @@ class Server:
                 break
             self.polls_waiting += 1
             try:
-                await hub.wait_published(remaining)  # stop_accepting() wakes it
+                if want_stats:  # answer with the next stats object at the latest
+                    waits = [asyncio.ensure_future(hub.wait_published(remaining)), asyncio.ensure_future(self.stats.wait_updated(remaining))]
+                    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for t in pending:
+                        t.cancel()
+                    if waits[1] in done and waits[1].result() and hub.latest_id <= since:
+                        break
+                else:
+                    await hub.wait_published(remaining)  # stop_accepting() wakes it
             finally:
                 self.polls_waiting -= 1
             if self._closing:
                 break
-        return _response(200, b'{"events":[],"cursor":%d}' % since, "application/json", cors)
+        return _response(200, b'{"events":[],"cursor":%d%b}' % (since, stats_field()), "application/json", cors)
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -910,12 +967,13 @@ class Server:
             return
         try:
             types, cfs, prefixes = narrow(grant, req.types, req.cfs, req.prefixes, req.values)
+            keys = narrow_keys(grant, req.keys)
         except AuthError as exc:
             self._rejected(conn, "forbidden" if exc.code == 4403 else "unauthorized", exc.code, str(exc), grant.subject)
             await conn.close(exc.code, str(exc))
             return
         hub = self.hub
-        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant)
+        sub = Subscriber(conn, hub, hub.intern_filter(types, cfs, prefixes, keys), values=req.values, msgpack=req.msgpack, batch=req.batch, grant=grant, coalesce_ms=req.coalesce_ms)
         latest = hub.latest_id
         hello: dict[str, Any] = {
             "type": "hello",
@@ -926,6 +984,8 @@ class Server:
             "filter": sub.filter.to_json(),
             "values": req.values,
         }
+        if req.coalesce_ms:
+            hello["coalesce_ms"] = req.coalesce_ms
         if grant.exp is not None:
             hello["exp"] = int(grant.exp)
         if self._closing:
@@ -951,7 +1011,7 @@ class Server:
         request.headers.clear()  # websockets' parser generator keeps the Request object itself
         conn.request = _DONE_REQUEST
         conn.response = None
-        del request, params, req, hello, path, query, grant, types, cfs, prefixes
+        del request, params, req, hello, path, query, grant, types, cfs, prefixes, keys
         on_message = self._on_message
         recv = conn.recv
         try:
@@ -1073,9 +1133,10 @@ class Server:
         has_t, types = _list_field(m, "types")
         has_c, cfs = _list_field(m, "cf")
         has_p, prefixes = _list_field(m, "prefix")
+        has_k, keys = _list_field(m, "key")
         if has_t and types is not None:
             for t in types:
-                if t not in EVENT_TYPES and "." not in t:
+                if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                     raise ValueError(f"unknown event type {t[:40]!r}")
         values = m.get("values")
         if values is not None and not isinstance(values, bool):
@@ -1084,8 +1145,10 @@ class Server:
         t = types if has_t else (sorted(cur.types) if cur.types is not None else None)
         c = cfs if has_c else (sorted(cur.cfs) if cur.cfs is not None else None)
         p = [x.encode() for x in prefixes] if has_p and prefixes is not None else (None if has_p else (list(cur.prefixes) if cur.prefixes is not None else None))
+        k = [x.encode("utf-8", "surrogateescape") for x in keys] if has_k and keys is not None else (None if has_k else (list(cur.keys) if cur.keys is not None else None))
         nt, nc, np_ = narrow(sub.grant, t, c, p, want_values)  # AuthError 4403 -> error frame, filter kept
-        self.hub.set_filter(sub, Filter(nt, nc, np_))
+        nk = narrow_keys(sub.grant, k)
+        self.hub.set_filter(sub, Filter(nt, nc, np_, nk))
         sub.fmt = fmt_index(not sub.text, want_values)
         return {"type": "subscribed", "filter": sub.filter.to_json(), "values": want_values}
 
@@ -1107,6 +1170,7 @@ class Server:
                 list(flt.prefixes) if flt.prefixes is not None else None,
                 sub.fmt in (1, 3),
             )
+            narrow_keys(grant, list(flt.keys) if flt.keys is not None else None)
             if flt.types is None and grant.types is not None or flt.cfs is None and grant.cfs is not None or flt.prefixes is None and grant.prefixes is not None:
                 raise AuthError("new token does not allow the current subscription", 4403)
         except AuthError as exc:

@@ -49,7 +49,7 @@ def test_fast_and_slow_paths_journal_the_same(tmp_path):
     try:
         recs = j.append(dec.events)
         got = [msgspec.json.decode(r.frame(FORMAT_JSON_VALUES)) for r in recs]
-        assert got[0] == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a", "cf": "default", "seq": 1, "value": "v1"}
+        assert got[0] == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a", "cf": "default", "seq": 1, "batch_seq": 1, "batch_count": 5, "value": "v1"}
         assert got[1]["key_encoding"] == "base64" and got[2]["operation"] == "delete" and got[3]["cf"] == "cf9"
         assert msgspec.msgpack.decode(recs[0].frame(FORMAT_MSGPACK_VALUES))["value"] == "v1"
         assert recs[0].key == b"a" and recs[0].cf == "default" and recs[0].type == "key_change"
@@ -105,8 +105,63 @@ def test_batch_comprehension_equals_per_op_path(ops):
         if type(ev) is not tuple:
             continue  # the slow path is the reference itself
         assert name == "put" and cf in (0, 3)
-        want = encode_event(KeyChange(timestamp=42, operation="put", key=k.decode(), cf=cap.cf_names[cf], seq=100 + i, value=v.decode()), 0)
+        marks = {"batch_seq": 100, "batch_count": len(ops)} if len(ops) > 1 else {}
+        want = encode_event(KeyChange(timestamp=42, operation="put", key=k.decode(), cf=cap.cf_names[cf], seq=100 + i, value=v.decode(), **marks), 0)
         assert got == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    origin=st.one_of(_text, st.binary(max_size=300).map(lambda b: b.decode("utf-8", "replace"))),
+    n=st.integers(1, 4),
+    where=st.sampled_from(["first", "last", "middle"]),
+    key=_text,
+)
+def test_origin_and_batch_marks_fast_equals_struct(origin, n, where, key):
+    """cdc-origin: LogData -> origin on every key_change of the record (byte-identical both paths);
+    batch_seq/batch_count when it holds more than one change; a marker over 256 bytes is ignored."""
+    cap = WalCapture()
+    cap._now_ms = lambda: 7
+    data = [Op(50 + i, "put", 0, key.encode() + b"%d" % i, b"v", None) for i in range(n)]
+    data.append(Op(50 + n, "put", 0, b"\xff", b"v", None))  # slow path in the same record
+    marker = Op(-1, "log_data", 0, b"cdc-origin:" + origin.encode(), None, None)
+    pos = {"first": 0, "last": len(data), "middle": 1}[where]
+    ops = data[:pos] + [marker] + data[pos:]
+    dec = cap._build([Batch(1, 0, 50, n + 1, ops)])
+    assert len(dec.events) == n + 1
+    valid = len(origin.encode()) <= 256
+    assert dec.bad_origins == (0 if valid else 1)
+    for i, ev in enumerate(dec.events):
+        got = ev if type(ev) is tuple else encode_event(ev, 0)
+        k = key + str(i) if i < n else None
+        kw = dict(origin=origin if valid else None, batch_seq=50, batch_count=n + 1)
+        if k is None:
+            want = encode_event(KeyChange(timestamp=7, operation="put", key="/w==", key_encoding="base64", seq=50 + i, value="v", **kw), 0)
+        else:
+            want = encode_event(KeyChange(timestamp=7, operation="put", key=k, seq=50 + i, value="v", **kw), 0)
+        assert got == want
+
+
+def test_single_change_has_no_batch_marks_and_origins_per_writer():
+    cap = WalCapture()
+    cap._now_ms = lambda: 7
+    one = cap._build([Batch(1, 0, 5, 1, [Op(-1, "log_data", 0, b"cdc-origin:me", None, None), Op(5, "put", 0, b"k", b"v", None)])])
+    (ev,) = one.events
+    assert b'"seq":5,"origin":"me"}' in ev[0] and b"batch" not in ev[0]
+    plain = cap._build([Batch(1, 0, 6, 1, [Op(6, "put", 0, b"k", b"v", None), Op(-1, "log_data", 0, b"other", None, None)])])
+    assert b"origin" not in plain.events[0][0]
+    # a merged write group: each writer's marker names the changes after it
+    grp = [
+        Op(-1, "log_data", 0, b"cdc-origin:a", None, None),
+        Op(10, "put", 0, b"k1", b"v", None),
+        Op(-1, "log_data", 0, b"cdc-origin:b", None, None),
+        Op(11, "delete", 0, b"k2", None, None),
+    ]
+    evs = cap._build([Batch(1, 0, 10, 2, grp)]).events
+    assert b'"origin":"a","batch_seq":10,"batch_count":2}' in evs[0][0]
+    assert evs[1].origin == "b" and evs[1].batch_seq == 10 and evs[1].batch_count == 2
+    bad = cap._build([Batch(1, 0, 12, 1, [Op(-1, "log_data", 0, b"cdc-origin:\xff", None, None), Op(12, "put", 0, b"k", b"v", None)])])
+    assert bad.bad_origins == 1 and b"origin" not in bad.events[0][0]
 
 
 def test_resume_and_rewind_keep_ts_sizes(tmp_path):
