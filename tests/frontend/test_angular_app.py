@@ -214,6 +214,7 @@ def test_five_pages_live_zoneless(stack: Stack, artifacts: Path) -> None:
     for i in range(6):
         writer.batch([{"op": "put", "key": f"user:{100 + i * 2 + j}", "value": f"v{i}"} for j in range(2)])
         writer.put(f"order:{i}", f"total={i * 3}", cf="orders")
+    writer.flush()  # an SST file for the stats' per-level sizes
     wait_for(lambda: count(page, '#counts [data-type="key_change"]') == 1, 10, what="key_change counter")
     wait_for(lambda: int(page.locator('#counts [data-type="key_change"] .n').inner_text()) >= 18, 10, what="18 key changes")
     wait_for(lambda: count(page, "#recent li") >= 12, 10, what="recent events")
@@ -292,10 +293,10 @@ def _probe(page: Any, probe: str) -> str:
 
 def _wait_stats_if_supported(page: Any, writer: StoreWriter) -> None:
     """Let the screenshot show a stats frame when the daemon sends them (skip the wait if not)."""
-    if "no stats frames" in page.locator("#stats-state").inner_text():
+    if "no stats frames" in page.locator("#stats-state").inner_text():  # an older daemon
         return
     try:
-        wait_for(lambda: count(page, "#cf-table tbody tr") >= 1, 5, what="a stats frame")
+        wait_for(lambda: count(page, "#cf-table tbody tr") >= 2 and count(page, "#sst-table tr") >= 1, 5, what="a stats frame")
     except AssertionError:
         pass
 

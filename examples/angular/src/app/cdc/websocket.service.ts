@@ -285,19 +285,24 @@ export class WebSocketService {
   readonly statsStatus = this._statsStatus.asReadonly();
 
   private ensureStats(): void {
-    if (this.statsClient || this._statsStatus() === 'unsupported') return;
+    if (this.statsClient) return;
     const { base: _b, recent: _r, ...options } = this.config;
     const c = this.zone.runOutsideAngular(
       () => new CdcClient({ ...options, url: wsUrl(this.base), types: ['stats'], polling: false }),
     );
-    const onStats = (c as unknown as NewerClient).onStats;
-    if (typeof onStats !== 'function') {
-      this._statsStatus.set('unsupported');
-      return;
-    }
     this.statsClient = c;
     c.status.subscribe((s) => this._statsStatus.set(s));
-    onStats.call(c).subscribe((frame) => this._stats.set(frame));
+    // A daemon without stats frames refuses the filter (4400): say so instead of retrying.
+    c.errors.subscribe((e) => {
+      if (e.code === 4400) this._statsStatus.set('unsupported');
+    });
+    // Newer clients have onStats(); older ones pass id-less frames to `control`.
+    const onStats = (c as unknown as NewerClient).onStats;
+    const frames: CdcStream<CdcStats> =
+      typeof onStats === 'function' ? onStats.call(c) : (c.control as unknown as CdcStream<CdcStats>);
+    frames.subscribe((frame) => {
+      if (frame.type === 'stats') this._stats.set(frame);
+    });
     if (this.active && this.token) this.zone.runOutsideAngular(() => c.connect(this.token ?? undefined));
   }
 

@@ -11,7 +11,7 @@ import { bytes, time } from './format';
   template: `
     <h1>Dashboard</h1>
     <section class="cards">
-      <div class="card"><span class="label">events/s</span><span id="events-per-s" class="big">{{ s()?.events_per_s ?? '–' }}</span></div>
+      <div class="card"><span class="label">events/s</span><span id="events-per-s" class="big">{{ rate() }}</span></div>
       <div class="card"><span class="label">capture lag</span><span id="capture-lag" class="big">{{ lag() }}</span></div>
       <div class="card"><span class="label">WAL</span><span id="wal-bytes" class="big">{{ fmt(s()?.wal_bytes) }}</span></div>
       <div class="card"><span class="label">running compactions</span><span id="running-compactions" class="big">{{ s()?.running_compactions ?? '–' }}</span></div>
@@ -20,7 +20,7 @@ import { bytes, time } from './format';
     </section>
     <p id="stats-state" class="muted">
       @if (s(); as st) { stats at {{ t(st.timestamp) }} (every {{ st.interval_ms }} ms) }
-      @else if (ws.statsStatus() === 'unsupported') { this daemon's client.js has no stats frames }
+      @else if (ws.statsStatus() === 'unsupported') { this daemon sends no stats frames (types=stats refused) }
       @else { waiting for the first stats frame ({{ ws.statsStatus() }}) }
     </p>
     <div class="cols">
@@ -39,6 +39,7 @@ import { bytes, time } from './format';
           </tbody>
         </table>
         <h2>SST bytes per level</h2>
+        @if (s() && !(s()!.sst_bytes | keyvalue).length) { <p class="muted">no SST files yet</p> }
         <table id="sst-table">
           <tbody>
             @for (cf of s()?.sst_bytes | keyvalue; track cf.key) {
@@ -79,6 +80,10 @@ export class DashboardPage {
   protected readonly lag = computed(() => {
     const st = this.s();
     return st ? `${bytes(st.capture_lag_bytes)} / ${st.capture_lag_ms} ms` : '–';
+  });
+  protected readonly rate = computed(() => {
+    const st = this.s();
+    return st ? st.events_per_s.toFixed(1) : '–';
   });
   protected readonly fmt = bytes;
   protected readonly t = time;
