@@ -176,22 +176,25 @@ def shot(page: Any, artifacts: Path, name: str) -> None:
 def stack_factory(tmp_path: Path, app_server: AppServer, context: Any) -> Iterator[Callable[..., Stack]]:
     made: list[tuple[Daemon, StoreWriter]] = []
 
-    def make(allow_origin: bool = True) -> Stack:
+    def make(allow_origin: bool = True, writer: bool = True, init: Callable[[Path], Any] | None = None) -> Stack:
         d = Daemon(tmp_path / f"d{len(made)}")
         snaps = d.tmp / "snapshots"
         snaps.mkdir()
         d.extra = ["--snapshots-dir", str(snaps)]
         if allow_origin:
             d.extra += ["--allow-origin", app_server.origin]
-        writer = StoreWriter(d.db, cfs=["orders"]).start()
-        made.append((d, writer))
+        if init is not None:
+            init(d.db)  # creates the store its own way (before the daemon would with rocksdict)
+        w = StoreWriter(d.db, cfs=["orders"]).start() if writer else None
+        made.append((d, w))
         d.start()
-        return Stack(d, writer, app_server, context, snaps)
+        return Stack(d, w, app_server, context, snaps)  # type: ignore[arg-type]
 
     yield make
     for d, w in made:
         d.stop()
-        w.kill()
+        if w is not None:
+            w.kill()
 
 
 @pytest.fixture
@@ -434,4 +437,69 @@ def test_zone_js_build_renders_live_events(stack: Stack) -> None:
     wait_for(lambda: count(page, "#watched li") >= 1, 5, what="watched key")
     stack.writer.put("zone:2", "b")
     wait_for(lambda: count(page, '#changes tr[data-key="zone:2"]') == 1, 10, what="watched change")
+    assert not stack.errors, stack.errors
+
+
+ORIGIN_WRITER = r"""
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <string>
+using namespace ROCKSDB_NAMESPACE;
+// origin_writer DB ORIGIN|KEY|VALUE...: one WriteBatch per argument, tagged with the LogData
+// marker "cdc-origin:ORIGIN" unless ORIGIN is empty.
+int main(int argc, char** argv) {
+  Options o; o.create_if_missing = true;
+  DB* db; if (!DB::Open(o, argv[1], &db).ok()) return 1;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    size_t p1 = a.find('|'), p2 = a.find('|', p1 + 1);
+    std::string origin = a.substr(0, p1), key = a.substr(p1 + 1, p2 - p1 - 1), value = a.substr(p2 + 1);
+    WriteBatch b;
+    if (!origin.empty()) b.PutLogData("cdc-origin:" + origin);
+    b.Put(key, value);
+    if (!db->Write(WriteOptions(), &b).ok()) return 2;
+  }
+  db->SyncWAL();
+  delete db;
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def origin_writer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not shutil.which("g++") or not os.path.isdir("/usr/include/rocksdb"):
+        pytest.skip("g++ and librocksdb-dev are needed for the C++ writer (rocksdict cannot write LogData)")
+    d = tmp_path_factory.mktemp("cxx")
+    (d / "origin_writer.cc").write_text(ORIGIN_WRITER)
+    exe = d / "origin_writer"
+    subprocess.run(["g++", "-std=c++17", "-O0", str(d / "origin_writer.cc"), "-o", str(exe), "-lrocksdb"], check=True, timeout=240)
+    return exe
+
+
+def test_key_explorer_flags_changes_from_other_origins(stack_factory: Callable[..., Stack], origin_writer: Path, artifacts: Path) -> None:
+    """Writes tagged with this app's origin are not flagged; another client's and untagged ones are."""
+    # rocksdict stores use their own comparator: the C++ writer creates a plain RocksDB store
+    stack = stack_factory(writer=False, init=lambda db: subprocess.run([str(origin_writer), str(db)], check=True, timeout=60))
+    page = stack.open()
+    wait_status(page, "connected")
+    nav(page, "keys")
+    page.fill("#my-origin", "tab-1")
+    page.fill("#watch-key", "doc:")
+    page.check("#watch-prefix")
+    page.click("#watch button[type=submit]")
+    wait_for(lambda: count(page, "#watched li") == 1, 5, what="watched prefix")
+    subprocess.run(
+        [str(origin_writer), str(stack.daemon.db), "tab-1|doc:1|mine", "tab-2|doc:1|theirs", "|doc:2|untagged", "tab-2|other:1|x"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    wait_for(lambda: count(page, "#changes tbody tr") == 3, 15, what="3 changes under doc:")
+    rows = page.locator("#changes tbody tr")
+    texts = rows.all_inner_texts()
+    assert "untagged" in texts[0] and "doc:2" in texts[0], texts
+    assert "tab-2" in texts[1] and "another client" in texts[1], texts
+    assert "tab-1" in texts[2] and "⚑" not in texts[2], texts
+    assert count(page, "#changes tr.foreign") == 2
+    assert page.locator("#foreign-count").inner_text() == "2"
+    shot(page, artifacts, "keys-origin")
     assert not stack.errors, stack.errors
