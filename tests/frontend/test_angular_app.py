@@ -422,6 +422,15 @@ def test_cross_origin_without_allow_origin(stack_factory: Callable[..., Stack]) 
     )
     assert can_poll is False  # so the long-poll fallback cannot work from this origin
 
+    # ...as a page whose WebSocket is blocked shows: it never gets to "polling" with data
+    blocked = stack.context.new_page()
+    blocked.route_web_socket(re.compile(r".*/ws/events.*"), lambda ws: ws.close(code=1011, reason="blocked by test"))
+    stack.open(page=blocked)
+    wait_for(lambda: blocked.evaluate("performance.getEntriesByType('resource').some(e => e.name.includes('/events?'))"), 20, what="a long-poll attempt")
+    stack.writer.put("xo:2", "2")
+    wait_status(blocked, "reconnecting", 10)
+    assert count(blocked, "#recent li") == 0
+
 
 @pytest.mark.parametrize("app_server", ["zone"], indirect=True)
 def test_zone_js_build_renders_live_events(stack: Stack) -> None:
