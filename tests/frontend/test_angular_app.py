@@ -512,3 +512,55 @@ def test_key_explorer_flags_changes_from_other_origins(stack_factory: Callable[.
     assert page.locator("#foreign-count").inner_text() == "2"
     shot(page, artifacts, "keys-origin")
     assert not stack.errors, stack.errors
+
+
+@pytest.fixture
+def demo(tmp_path: Path, app_server: AppServer) -> Iterator[tuple[str, str]]:
+    """``cdc demo --allow-origin <app>`` (fast intervals): yields (base URL, admin token)."""
+    import sys
+
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "cdc", "demo", "--port", str(port), "--dir", str(tmp_path), "--rate", "20",
+        "--flush-every", "1", "--compact-every", "2", "--checkpoint-every", "2", "--sync-every", "1",
+        "--allow-origin", app_server.origin,
+    ]  # fmt: skip
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def token() -> str | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"cdc demo exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            m = re.search(r"#token=(\S+)", log.read_text())
+            return m.group(1) if m else None
+
+        wait_for(lambda: token() is not None, 30, what="cdc demo's banner")
+        yield f"http://127.0.0.1:{port}", str(token())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_against_cdc_demo_with_websocket_blocked(demo: tuple[str, str], context: Any, app_server: AppServer) -> None:
+    """The issue's case: an app on its own origin, WebSocket blocked, long-polling `cdc demo`."""
+    base, token = demo
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route_web_socket(re.compile(r".*/ws/events.*"), lambda ws: ws.close(code=1011, reason="blocked by test"))
+    page.goto(f"{app_server.origin}/login?cdc={base}")
+    page.fill("#token-input", token)
+    page.click("#login button[type=submit]")
+    wait_status(page, "polling", 20)
+    wait_for(lambda: int(page.locator("#last-id").inner_text().replace("–", "0") or 0) > 0, 20, what="events over the long-poll")
+    nav(page, "compaction")
+    wait_for(lambda: count(page, "#jobs tbody tr") >= 1, 20, what="flush/compaction rows from the demo")
+    nav(page, "snapshots")
+    wait_for(lambda: count(page, "#snapshots tbody tr") >= 1, 20, what="a checkpoint from the demo")
+    assert status(page) == "polling"
+    assert not errors, errors
