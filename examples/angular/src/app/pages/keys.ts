@@ -1,5 +1,4 @@
 import { Component, DestroyRef, computed, inject, signal } from '@angular/core';
-import { FormsModule } from '@angular/forms';
 
 import { WebSocketService, type KeyChangeEvent } from '../cdc/websocket.service';
 import { time } from './format';
@@ -18,14 +17,13 @@ interface Row {
  */
 @Component({
   selector: 'app-keys',
-  imports: [FormsModule],
   template: `
     <h1>Key Explorer</h1>
-    <form id="watch" (ngSubmit)="watch()">
-      <label>key <input id="watch-key" name="key" [(ngModel)]="draft" placeholder="user:42" /></label>
-      <label><input id="watch-prefix" name="prefix" type="checkbox" [(ngModel)]="draftPrefix" /> prefix</label>
+    <form id="watch" (submit)="$event.preventDefault(); watch(key, prefix)">
+      <label>key <input #key id="watch-key" name="key" placeholder="user:42" /></label>
+      <label><input #prefix id="watch-prefix" name="prefix" type="checkbox" /> prefix</label>
       <button type="submit">Watch</button>
-      <label class="gap">my origin <input id="my-origin" name="origin" [ngModel]="myOrigin()" (ngModelChange)="setOrigin($event)" /></label>
+      <label class="gap">my origin <input #origin id="my-origin" name="origin" [value]="myOrigin()" (input)="setOrigin(origin.value)" /></label>
     </form>
     <ul id="watched" class="chips">
       @for (w of watched(); track w.key + w.prefix) {
@@ -49,8 +47,6 @@ interface Row {
 })
 export class KeysPage {
   private readonly ws = inject(WebSocketService);
-  protected draft = '';
-  protected draftPrefix = false;
   protected readonly myOrigin = signal(localStorage.getItem(ORIGIN_KEY) ?? 'angular-app');
   protected readonly watched = signal<{ key: string; prefix: boolean }[]>(
     JSON.parse(localStorage.getItem(WATCH_KEY) ?? '[]'),
@@ -70,12 +66,12 @@ export class KeysPage {
     inject(DestroyRef).onDestroy(() => sub.unsubscribe());
   }
 
-  watch(): void {
-    const key = this.draft.trim();
+  watch(keyInput: HTMLInputElement, prefixInput: HTMLInputElement): void {
+    const key = keyInput.value.trim();
     if (!key) return;
-    this.watched.update((w) => [...w.filter((x) => x.key !== key), { key, prefix: this.draftPrefix }]);
+    this.watched.update((w) => [...w.filter((x) => x.key !== key), { key, prefix: prefixInput.checked }]);
     localStorage.setItem(WATCH_KEY, JSON.stringify(this.watched()));
-    this.draft = '';
+    keyInput.value = '';
   }
 
   unwatch(key: string): void {

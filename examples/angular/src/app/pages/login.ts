@@ -1,5 +1,4 @@
 import { Component, computed, inject } from '@angular/core';
-import { FormsModule } from '@angular/forms';
 import { Router } from '@angular/router';
 
 import { AuthService } from '../auth.service';
@@ -11,18 +10,17 @@ import { WebSocketService } from '../cdc/websocket.service';
  */
 @Component({
   selector: 'app-login',
-  imports: [FormsModule],
   template: `
     <h1>Sign in</h1>
     @if (signedIn()) {
       <p>Signed in ({{ ws.status() }}).</p>
-      <form id="refresh" (ngSubmit)="refresh()">
-        <label>refreshed token <input id="refresh-input" name="refresh" type="password" autocomplete="off" [(ngModel)]="next" /></label>
+      <form id="refresh" (submit)="$event.preventDefault(); refresh(next)">
+        <label>refreshed token <input #next id="refresh-input" name="refresh" type="password" autocomplete="off" /></label>
         <button type="submit">Use it (no reconnect)</button>
       </form>
     } @else {
-      <form id="login" (ngSubmit)="submit()">
-        <label>cdc token <input id="token-input" name="token" type="password" autocomplete="off" [(ngModel)]="token" /></label>
+      <form id="login" (submit)="$event.preventDefault(); submit(token)">
+        <label>cdc token <input #token id="token-input" name="token" type="password" autocomplete="off" /></label>
         <button type="submit">Connect</button>
       </form>
     }
@@ -36,22 +34,20 @@ export class LoginPage {
   protected readonly ws = inject(WebSocketService);
   private readonly auth = inject(AuthService);
   private readonly router = inject(Router);
-  protected token = '';
-  protected next = '';
   protected readonly refused = computed(() => this.ws.status() === 'unauthorized');
   protected readonly signedIn = computed(() => !!this.auth.token() && !this.refused());
 
-  submit(): void {
-    const t = this.token.trim();
+  submit(input: HTMLInputElement): void {
+    const t = input.value.trim();
     if (!t) return;
     this.auth.login(t);
     void this.router.navigate(['/']);
   }
 
-  refresh(): void {
-    const t = this.next.trim();
+  refresh(input: HTMLInputElement): void {
+    const t = input.value.trim();
     if (!t) return;
     this.auth.refresh(t);
-    this.next = '';
+    input.value = '';
   }
 }
