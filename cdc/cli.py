@@ -480,6 +480,8 @@ def publish_cmd(
 @click.option("--compact-every", type=click.FloatRange(0.5), default=45.0, show_default=True, envvar="CDC_COMPACT_EVERY", help="Seconds between compactions.")
 @click.option("--checkpoint-every", type=click.FloatRange(0.5), default=60.0, show_default=True, envvar="CDC_CHECKPOINT_EVERY", help="Seconds between checkpoints.")
 @click.option("--sync-every", type=click.FloatRange(0.5), default=30.0, show_default=True, envvar="CDC_SYNC_EVERY", help="Seconds between sync events.")
+@click.option("--bulk-every", type=click.FloatRange(1.0), default=90.0, show_default=True, envvar="CDC_BULK_EVERY", help="Seconds between bulk loads + long compactions of the archive column family.")
+@click.option("--allow-origin", "allow_origin", multiple=True, envvar="CDC_ALLOW_ORIGIN", help="Allowed browser Origin (repeatable), as for serve: lets a cross-origin app connect and poll.")
 def demo_cmd(
     host: str,
     port: int,
@@ -491,6 +493,8 @@ def demo_cmd(
     compact_every: float,
     checkpoint_every: float,
     sync_every: float,
+    bulk_every: float,
+    allow_origin: tuple[str, ...],
 ) -> None:
     """Run everything on a throw-away RocksDB that a built-in writer keeps changing."""
     from .demo import run_demo
@@ -500,9 +504,13 @@ def demo_cmd(
         "compact_every_s": compact_every,
         "checkpoint_every_s": checkpoint_every,
         "sync_every_s": sync_every,
+        "bulk_every_s": bulk_every,
     }
+    origins = tuple(o for v in allow_origin for o in v.replace(",", " ").split() if o)
     sys.exit(
-        run_demo(host=host, port=port, parent=parent, rate=rate, keep=keep, log_level=log_level, intervals=intervals)
+        run_demo(
+            host=host, port=port, parent=parent, rate=rate, keep=keep, log_level=log_level, intervals=intervals, allow_origin=origins
+        )
     )
 
 

@@ -6,7 +6,12 @@ What runs:
   generated JWT secret (mode 0600);
 - :class:`DemoWriter`, a thread writing at a human pace: single puts and deletes, atomic
   WriteBatches across column families, range deletes, periodic flushes, compactions and
-  checkpoints, and ``sync_event``s posted to ``/publish`` with the admin token;
+  checkpoints, and ``sync_event``s posted to ``/publish`` with the admin token; every
+  ``bulk_every_s`` a bulk load (``bulk_keys`` puts into the ``archive`` column family, written
+  without the WAL so they make no key_change flood) and a ``compact_range`` of it that runs for
+  a second or more (zstd level 14), on a second thread, so the dashboard shows ``running``
+  progress. (The writer cannot mark its batches with a ``cdc-origin:`` LogData blob: rocksdict
+  has no ``PutLogData``.)
 - the daemon (``cdc.app.run_app``) with that secret; once it listens, the dashboard URL is
   printed with an admin token in the fragment (``http://127.0.0.1:8765/#token=...``).
 
@@ -59,6 +64,8 @@ class DemoWriter(threading.Thread):
         compact_every_s: float = 45.0,
         checkpoint_every_s: float = 60.0,
         sync_every_s: float = 30.0,
+        bulk_every_s: float = 90.0,
+        bulk_keys: int = 200_000,
         seed: int | None = None,
     ) -> None:
         super().__init__(name="cdc-demo-writer", daemon=True)
@@ -74,6 +81,10 @@ class DemoWriter(threading.Thread):
         self.compact_every_s = compact_every_s
         self.checkpoint_every_s = checkpoint_every_s
         self.sync_every_s = sync_every_s
+        self.bulk_every_s = bulk_every_s
+        self.bulk_keys = bulk_keys
+        self.bulks = 0
+        self._bulk_thread: threading.Thread | None = None
         self.rng = random.Random(seed)
         self._stop_event = threading.Event()
         self.ops = 0
@@ -83,9 +94,15 @@ class DemoWriter(threading.Thread):
         opts.create_missing_column_families(True)
         opts.set_write_buffer_size(256 << 10)  # small memtables: automatic flushes happen too
         cfs = {name: rocksdict.Options(raw_mode=True) for name in ("users", "orders")}
-        self.db = rocksdict.Rdict(db_path, opts, column_families=cfs)
+        archive = rocksdict.Options(raw_mode=True)
+        archive.set_compression_type(rocksdict.DBCompressionType.zstd())
+        archive.set_compression_options(-14, 14, 0, 0)  # slow enough that compactions take seconds
+        archive.set_target_file_size_base(4 << 20)  # several outputs: progress moves
+        self.db = rocksdict.Rdict(db_path, opts, column_families={**cfs, "archive": archive})
         self.cf = {name: self.db.get_column_family_handle(name) for name in cfs}
         self.cf_db = {name: self.db.get_column_family(name) for name in cfs}
+        self.archive = self.db.get_column_family("archive")
+        self.archive_h = self.db.get_column_family_handle("archive")
         self.sessions: list[bytes] = []
         self.order_no = 0
         self.checkpoint_no = 0
@@ -145,6 +162,39 @@ class DemoWriter(threading.Thread):
     def compact(self) -> None:
         self.cf_db[self.rng.choice(list(self.cf_db))].compact_range(None, None)
 
+    def bulk(self) -> None:
+        """A bulk load into ``archive`` without the WAL (no key_change per row), then a
+        compaction of it that runs for seconds. The key space is reused: the store stays small."""
+        rng = random.Random(self.bulks)
+        wo = self._rd.WriteOptions()
+        wo.disable_wal = True
+        pool = [os.urandom(60) + b"x" * 140 for _ in range(4096)]
+        n = self.bulk_keys
+        for start in range(0, n, 1000):
+            if self._stop_event.is_set():
+                return
+            wb = self._rd.WriteBatch(raw_mode=True)
+            base = rng.randrange(1 << 20)
+            for i in range(min(1000, n - start)):
+                wb.put(b"bulk:%06d" % ((base + i * 7919) % n), pool[(base + i) & 4095], self.archive_h)
+            self.db.write(wb, wo)
+        if not self._stop_event.is_set():
+            self.archive.compact_range(None, None)
+        self.bulks += 1
+
+    def _start_bulk(self) -> None:
+        if self._bulk_thread is not None and self._bulk_thread.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                self.bulk()
+            except Exception as exc:  # noqa: BLE001 - a demo: log and carry on
+                log.warning("demo bulk load failed: %s", exc)
+
+        self._bulk_thread = threading.Thread(target=run, name="cdc-demo-bulk", daemon=True)
+        self._bulk_thread.start()
+
     def checkpoint(self) -> None:
         if not self.checkpoints_dir:
             return
@@ -181,6 +231,7 @@ class DemoWriter(threading.Thread):
         next_compact = start + self.compact_every_s
         next_checkpoint = start + min(10.0, self.checkpoint_every_s)
         next_sync = start + min(15.0, self.sync_every_s)
+        next_bulk = start + min(20.0, self.bulk_every_s)
         try:
             while not self._stop_event.wait(period * (0.5 + self.rng.random())):
                 self.step()
@@ -195,6 +246,9 @@ class DemoWriter(threading.Thread):
                 if now >= next_checkpoint:
                     self.checkpoint()
                     next_checkpoint = now + self.checkpoint_every_s
+                if self.bulk_keys and now >= next_bulk:
+                    self._start_bulk()
+                    next_bulk = now + self.bulk_every_s
                 if now >= next_sync:
                     peer = self.rng.choice(["replica-eu", "replica-us", "backup-site"])
                     self.publish_sync("started", {"peer": peer})
@@ -210,6 +264,8 @@ class DemoWriter(threading.Thread):
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout)
+        if self._bulk_thread is not None and self._bulk_thread.is_alive():
+            self._bulk_thread.join(timeout)
         try:
             self.db.close()
         except Exception:  # already closed
@@ -240,11 +296,13 @@ def run_demo(
     intervals: dict[str, float] | None = None,
     ready: threading.Event | None = None,
     info: dict[str, Any] | None = None,
+    allow_origin: tuple[str, ...] = (),
 ) -> int:
     """Run the demo until interrupted; returns the exit code.
 
     ``intervals`` may set ``flush_every_s``, ``compact_every_s``, ``checkpoint_every_s`` and
-    ``sync_every_s`` of the writer. ``ready``/``info`` are for tests: ``info`` receives ``url``, ``port``, ``token``, ``dir``.
+    ``sync_every_s``, ``bulk_every_s`` and ``bulk_keys`` of the writer. ``allow_origin``: as
+    ``serve --allow-origin`` (a cross-origin app, e.g. an Angular dev server, may connect and poll). ``ready``/``info`` are for tests: ``info`` receives ``url``, ``port``, ``token``, ``dir``.
     """
     from .cli import UserError
     from .logs import setup_logging
@@ -295,6 +353,7 @@ def run_demo(
             port=port,
             jwt_secret_file=secret_path,
             log_level=log_level,
+            allow_origin=tuple(allow_origin),
         )
         app = App(config)
 

@@ -151,6 +151,47 @@ EVENT_TYPES: dict[str, type] = {
     for cls in Event.__args__  # type: ignore[attr-defined]
 }
 
+# --------------------------------------------------------------------------- stats frames
+# Not events: no id, never journaled (``types=stats``, see cdc/stats.py). Declared here so that
+# /schema.json and cdc.d.ts describe them too.
+
+
+class StatsCounts(msgspec.Struct, kw_only=True):
+    put: int
+    delete: int
+    merge: int
+    delete_range: int
+    bytes: int  # key + value bytes of those changes
+
+
+class StatsCf(msgspec.Struct, kw_only=True):
+    interval: StatsCounts
+    total: StatsCounts
+
+
+class StatsFrame(msgspec.Struct, tag="stats", tag_field="type", kw_only=True):
+    timestamp: int
+    interval_ms: int
+    events_per_s: float
+    cf: dict[str, StatsCf]
+    capture_lag_bytes: int
+    capture_lag_ms: int
+    wal_bytes: int
+    sst_bytes: dict[str, dict[str, int]]  # cf -> level ("0", "1", ...) -> bytes
+    running_compactions: int
+    subscribers: int
+
+
+def schema_document() -> dict[str, Any]:
+    """What ``/schema.json`` serves: the Event union, plus ``$defs`` of the frames that are not
+    events (``StatsFrame``), listed under ``x-frames``."""
+    doc = msgspec.json.schema(Event)
+    _, defs = msgspec.json.schema_components([StatsFrame])
+    doc.setdefault("$defs", {}).update(defs)
+    doc["x-frames"] = {"stats": {"$ref": "#/$defs/StatsFrame"}}
+    return doc
+
+
 json_encoder = msgspec.json.Encoder()
 json_decoder = msgspec.json.Decoder(Event)
 msgpack_encoder = msgspec.msgpack.Encoder()

@@ -60,7 +60,8 @@ class Health:
         if healthy != self._status[probe]:
             self._status[probe] = healthy
             self.transitions += 1
-            log.log(logging.INFO if healthy else logging.WARNING, "%s %s%s", probe,
+            # The startup probe starts unhealthy ("not listening yet"): its state, not a fault.
+            log.log(logging.INFO if healthy or probe == "startup" else logging.WARNING, "%s %s%s", probe,
                     "healthy" if healthy else "unhealthy", f": {why}" if why else "")
             if self.emit is not None:
                 self.emit(

@@ -548,6 +548,8 @@ def _response(status: int, body: bytes, content_type: str, extra: list[tuple[str
     )
     if extra:
         for k, v in extra:
+            if k in headers:  # replace (e.g. Cache-Control), never send a header twice
+                del headers[k]
             headers[k] = v
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
@@ -750,7 +752,9 @@ class Server:
 
     def _schema_json(self) -> bytes:
         if self._schema is None:
-            self._schema = _json.encode(msgspec.json.schema(Event))
+            from .events import schema_document
+
+            self._schema = _json.encode(schema_document())
         return self._schema
 
     # ------------------------------------------------------------------ routing

@@ -33,6 +33,12 @@ export interface KeyChangeEvent extends BaseEvent {
   cf: string;
   /** The store's sequence number of this record. */
   seq: number;
+  /** Who wrote it: the WriteBatch's LogData blob `cdc-origin:<origin>` (UTF-8, <= 256 bytes). */
+  origin?: string | null;
+  /** When its WAL record holds more than one change: the record's first sequence number... */
+  batch_seq?: number | null;
+  /** ...and how many key_change events it produced. */
+  batch_count?: number | null;
   /** delete_range only: exclusive end of the range. */
   end_key?: string | null;
   end_key_encoding?: BytesEncoding | null;
@@ -220,6 +226,44 @@ export interface AuthenticatedFrame {
   [key: string]: unknown;
 }
 
+/** Counts of one column family's changes (`delete` includes single deletes). */
+export interface StatsCounts {
+  put: number;
+  delete: number;
+  merge: number;
+  delete_range: number;
+  /** Key + value bytes of those changes (start + end key for range deletes). */
+  bytes: number;
+}
+
+export interface StatsCf {
+  /** In the last interval. */
+  interval: StatsCounts;
+  /** Since the daemon started. */
+  total: StatsCounts;
+}
+
+/** `types=stats` (opt-in): about once per `interval_ms`; no `id`, not journaled. */
+export interface StatsFrame {
+  type: "stats";
+  timestamp: number;
+  interval_ms: number;
+  /** Events journaled per second over the interval (every type). */
+  events_per_s: number;
+  cf: Record<string, StatsCf>;
+  /** WAL bytes written and not captured yet. */
+  capture_lag_bytes: number;
+  /** 0 when caught up, else how long capture has not been caught up. */
+  capture_lag_ms: number;
+  /** Size of the live WAL files. */
+  wal_bytes: number;
+  /** Live SST bytes per column family and level ("0", "1", ...). */
+  sst_bytes: Record<string, Record<string, number>>;
+  running_compactions: number;
+  /** Open WebSocket subscribers. */
+  subscribers: number;
+}
+
 export type ControlFrame =
   | HelloFrame
   | HeartbeatFrame
@@ -270,9 +314,13 @@ export declare class CdcStream<T> {
 export type ConnectionStatus = "connected" | "disconnected" | "reconnecting" | "polling" | "unauthorized";
 
 export interface Filter {
+  /** Event types; "stats" (opt-in) adds stats frames (see onStats). */
   types?: string[] | string;
   cf?: string[] | string;
+  /** Key prefixes (a string is one prefix). */
   prefix?: string[] | string;
+  /** Exact keys (a string is one key). Combines with prefix like every filter part (AND). */
+  key?: string[] | string;
 }
 
 export interface CdcClientOptions extends Filter {
@@ -286,6 +334,10 @@ export interface CdcClientOptions extends Filter {
   values?: boolean;
   /** Let the server send several events per frame (JSON arrays; default true: much cheaper in browsers). */
   batch?: boolean;
+  /** Milliseconds (1..60000): at most one key_change per key per window, the latest (intermediate values are skipped). */
+  coalesce?: number;
+  /** key_changes whose `origin` equals this (your own writes) are not emitted on any stream. */
+  skipOrigin?: string;
   /** Client-side heartbeat interval; default: the server's hello.heartbeat_ms. */
   heartbeatMs?: number;
   /** An attempt without `hello` within this many ms has failed (default 10000). */
@@ -317,6 +369,8 @@ export interface ClientStats {
   delivered: number;
   duplicates: number;
   reconnects: number;
+  /** key_changes not emitted because of skipOrigin. */
+  skipped: number;
 }
 
 export declare const STATUSES: readonly ConnectionStatus[];
@@ -334,7 +388,13 @@ export declare class CdcClient {
   /** Current status (same as status.value). */
   readonly state: ConnectionStatus;
   /** The filter in effect. */
-  readonly filter: { types: string[]; cf: string[]; prefix: string[] };
+  readonly filter: { types: string[]; cf: string[]; prefix: string[]; key: string[] };
+  /** coalesce window in ms (0: off). */
+  coalesce: number;
+  /** key_changes with this origin are not emitted (null: off). */
+  skipOrigin: string | null;
+  /** The last stats frame received, or null. */
+  readonly latestStats: StatsFrame | null;
 
   /** Every event, in id order, each once. */
   readonly events: CdcStream<ServerEvent>;
@@ -365,6 +425,10 @@ export declare class CdcClient {
   onSyncEvents(): CdcStream<SyncEvent>;
   onSnapshotEvents(): CdcStream<SnapshotEvent>;
   onCaptureGaps(): CdcStream<CaptureGapEvent>;
+  /** key_changes of one exact key; added to the server's key filter when one is in use. */
+  onKey(key: string): CdcStream<KeyChangeEvent>;
+  /** Stats frames; adds "stats" to the types filter (an empty one becomes the built-in types + "stats"). */
+  onStats(): CdcStream<StatsFrame>;
 }
 
 export default CdcClient;

@@ -5,6 +5,8 @@
 //   client.status.subscribe((s) => console.log("status", s));
 //   client.onKeyChanges().subscribe((ev) => console.log(ev.key, ev.operation));
 //   client.connect(token);
+//   client.onKey("user:1").subscribe((ev) => ...);      // one exact key
+//   client.onStats().subscribe((st) => ...);             // stats frames (about once a second)
 //
 // Invariants:
 // - Every data event (a frame with an integer `id`) is delivered at most once and in id order:
@@ -210,12 +212,19 @@ export class CdcClient {
    * @param {number} [options.since] resume cursor: deliver events with id > since (0 = oldest retained)
    * @param {boolean} [options.values] ask for values (the token must allow it)
    * @param {boolean} [options.batch] let the server send arrays of events per frame (default true)
+   * @param {string[]|string} [options.key] exact keys (a string is one key, never split)
+   * @param {number} [options.coalesce] ms: at most one key_change per key per window, the latest
+   * @param {string} [options.skipOrigin] key_changes whose `origin` equals this are not emitted
    */
   constructor(options = {}) {
     const o = options || {};
     this.url = o.url || defaultWsUrl();
     this.pollUrl = o.pollUrl || derivePollUrl(this.url);
-    this._filter = { types: toList(o.types), cf: toList(o.cf), prefix: toList(o.prefix, false) };
+    this._filter = { types: toList(o.types), cf: toList(o.cf), prefix: toList(o.prefix, false), key: toList(o.key, false) };
+    /** coalesce=MS: the server sends at most one key_change per key per window (0: off). */
+    this.coalesce = Number.isInteger(o.coalesce) && o.coalesce > 0 ? o.coalesce : 0;
+    /** Your own writer's origin: its key_changes are not emitted (lastId still advances). */
+    this.skipOrigin = typeof o.skipOrigin === "string" && o.skipOrigin !== "" ? o.skipOrigin : null;
     this.values = !!o.values;
     // Default on: Chromium pays ~0.1 ms per WebSocket frame, so one array frame per burst
     // delivers ~20x more events/s than one frame per event (bench/bench_frontend.py).
@@ -236,14 +245,18 @@ export class CdcClient {
     /** Information from the last hello frame ({version, latest_id, heartbeat_ms, ...}). */
     this.server = null;
     /** Counters, handy for dashboards and tests. */
-    this.stats = { wsAttempts: 0, wsOpened: 0, polls: 0, delivered: 0, duplicates: 0, reconnects: 0 };
+    this.stats = { wsAttempts: 0, wsOpened: 0, polls: 0, delivered: 0, duplicates: 0, reconnects: 0, skipped: 0 };
+    /** The last `stats` frame received (see onStats()), or null. */
+    this.latestStats = null;
 
     this.events = new CdcStream();
     this.status = new CdcStream({ replay: true, initial: "disconnected" });
     this.resets = new CdcStream();
     this.errors = new CdcStream();
     this.control = new CdcStream();
+    this._statsFrames = new CdcStream();
     this._typed = new Map();
+    this._keyed = new Map();
 
     this._token = null;
     this._active = false; // connect() called and not disconnect()ed / unauthorized
@@ -281,9 +294,10 @@ export class CdcClient {
     return this.status.value;
   }
 
-  /** The filter in effect ({types, cf, prefix} as arrays). */
+  /** The filter in effect ({types, cf, prefix, key} as arrays). */
   get filter() {
-    return { types: [...this._filter.types], cf: [...this._filter.cf], prefix: [...this._filter.prefix] };
+    const f = this._filter;
+    return { types: [...f.types], cf: [...f.cf], prefix: [...f.prefix], key: [...f.key] };
   }
 
   /** (Re)connect with `token`, resuming from lastId. Safe to call repeatedly. */
@@ -325,19 +339,19 @@ export class CdcClient {
   }
 
   /**
-   * Change the filter at runtime ({types, cf, prefix, values}; omitted keys are kept). Sent to the
-   * server on the open WebSocket (it answers `subscribed`) and used by every later reconnect/poll.
+   * Change the filter at runtime ({types, cf, prefix, key, values}; omitted keys are kept). Sent to
+   * the server on the open WebSocket (it answers `subscribed`) and used by every later reconnect/poll.
    */
   subscribe(filter = {}) {
-    for (const k of ["types", "cf", "prefix"]) {
-      if (filter[k] !== undefined) this._filter[k] = toList(filter[k], k !== "prefix");
+    for (const k of ["types", "cf", "prefix", "key"]) {
+      if (filter[k] !== undefined) this._filter[k] = toList(filter[k], k !== "prefix" && k !== "key");
     }
     if (filter.values !== undefined) this.values = !!filter.values;
     if (this._ws && this._wsHello) {
       // An empty list means "everything" (null on the wire; [] would match nothing).
       const f = this._filter;
       const wire = (l) => (l.length ? l : null);
-      this._send({ op: "subscribe", types: wire(f.types), cf: wire(f.cf), prefix: wire(f.prefix), values: this.values });
+      this._send({ op: "subscribe", types: wire(f.types), cf: wire(f.cf), prefix: wire(f.prefix), key: wire(f.key), values: this.values });
     }
     if (this._pollAbort) this._pollAbort.abort(); // restart the current long-poll with the new filter
   }
@@ -382,6 +396,32 @@ export class CdcClient {
     return this.on("capture_gap");
   }
 
+  /**
+   * key_changes of one exact key. When a key filter is in use, the key is added to it (the
+   * server then sends it too); without one, the stream filters what the current filter brings.
+   */
+  onKey(key) {
+    const k = String(key);
+    if (this._filter.key.length && !this._filter.key.includes(k)) this.subscribe({ key: [...this._filter.key, k] });
+    let s = this._keyed.get(k);
+    if (!s) {
+      s = new CdcStream({ source: this.events, filter: (ev) => ev.type === "key_change" && ev.key === k });
+      this._keyed.set(k, s);
+    }
+    return s;
+  }
+
+  /**
+   * `stats` frames (no id; about once a second). Asks the server for them: "stats" is added to
+   * the types filter (an empty filter becomes every built-in type plus "stats": list custom
+   * dotted types yourself if you want them too).
+   */
+  onStats() {
+    const t = this._filter.types;
+    if (!t.includes("stats")) this.subscribe({ types: [...(t.length ? t : EVENT_TYPES), "stats"] });
+    return this._statsFrames;
+  }
+
   // ------------------------------------------------------------------ internals
 
   _setStatus(s) {
@@ -407,7 +447,9 @@ export class CdcClient {
     if (f.types.length) q.set("types", f.types.join(","));
     if (f.cf.length) q.set("cf", f.cf.join(","));
     for (const p of f.prefix) q.append("prefix", p); // repeated: prefixes are not split on commas
+    for (const k of f.key) q.append("key", k);
     if (this.values) q.set("values", "1");
+    if (this.coalesce) q.set("coalesce", String(this.coalesce));
     for (const [k, v] of Object.entries(extra || {})) if (v !== undefined && v !== null) q.set(k, String(v));
     return q;
   }
@@ -588,11 +630,22 @@ export class CdcClient {
       return;
     }
     const type = frame.type;
+    if (type === "stats") {
+      this._onStats(frame);
+      return;
+    }
     if (type === "hello" && via === "ws") this._onHello(frame);
     if (type === "authenticated") this._scheduleRefresh(frame.exp);
     if (type === "reset") this.resets._next(frame);
     if (type === "error") this.errors._next(frame);
     if (typeof type === "string") this.control._next(frame);
+  }
+
+  _onStats(frame) {
+    const last = this.latestStats;
+    if (last && typeof frame.timestamp === "number" && frame.timestamp <= last.timestamp) return; // a poll repeating it
+    this.latestStats = frame;
+    this._statsFrames._next(frame);
   }
 
   _deliver(ev) {
@@ -601,6 +654,10 @@ export class CdcClient {
       return;
     }
     this.lastId = ev.id;
+    if (this.skipOrigin !== null && ev.type === "key_change" && ev.origin === this.skipOrigin) {
+      this.stats.skipped++; // your own write: consumed, not emitted
+      return;
+    }
     this.stats.delivered++;
     this.events._next(fillDefaults(ev));
   }
@@ -734,6 +791,7 @@ export class CdcClient {
       this._setStatus("polling");
       if (body.reset) this.resets._next({ type: "reset", ...body.reset });
       for (const ev of body.events || []) this._deliver(ev);
+      if (body.stats && typeof body.stats === "object") this._onStats(body.stats);
       if (typeof body.cursor === "number" && (this.lastId === null || body.cursor > this.lastId)) {
         // The server scanned up to cursor for our filter: resume from there.
         this.lastId = body.cursor;
