@@ -45,6 +45,7 @@ import {
   type ResetFrame,
   type ServerEvent,
   type SnapshotEvent,
+  type StatsFrame,
   type SyncEvent,
 } from './client';
 
@@ -59,32 +60,12 @@ export type {
   ResetFrame,
   ServerEvent,
   SnapshotEvent,
+  StatsFrame,
   SyncEvent,
 } from './client';
 
-/** Counters of one column family in a `stats` frame. */
-export interface CfCounters {
-  put: number;
-  delete: number;
-  merge: number;
-  delete_range: number;
-  bytes: number;
-}
-
 /** The daemon's `stats` frame (about once a second with `types=stats`; no id, not journaled). */
-export interface CdcStats {
-  type: 'stats';
-  timestamp: number;
-  interval_ms: number;
-  events_per_s: number;
-  cf: Record<string, { interval: CfCounters; total: CfCounters }>;
-  capture_lag_bytes: number;
-  capture_lag_ms: number;
-  wal_bytes: number;
-  sst_bytes: Record<string, Record<string, number>>;
-  running_compactions: number;
-  subscribers: number;
-}
+export type CdcStats = StatsFrame;
 
 /** Where the daemon is and what to ask it for. */
 export interface CdcConfig extends CdcClientOptions {
@@ -104,11 +85,6 @@ export function wsUrl(base: string): string {
   const u = new URL('/ws/events', base);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   return u.toString();
-}
-
-/** The parts of the client API that newer daemons' client.js add (feature-detected). */
-interface NewerClient {
-  onStats?: () => CdcStream<CdcStats>;
 }
 
 @Injectable({ providedIn: 'root' })
@@ -296,13 +272,7 @@ export class WebSocketService {
     c.errors.subscribe((e) => {
       if (e.code === 4400) this._statsStatus.set('unsupported');
     });
-    // Newer clients have onStats(); older ones pass id-less frames to `control`.
-    const onStats = (c as unknown as NewerClient).onStats;
-    const frames: CdcStream<CdcStats> =
-      typeof onStats === 'function' ? onStats.call(c) : (c.control as unknown as CdcStream<CdcStats>);
-    frames.subscribe((frame) => {
-      if (frame.type === 'stats') this._stats.set(frame);
-    });
+    c.onStats().subscribe((frame) => this._stats.set(frame));
     if (this.active && this.token) this.zone.runOutsideAngular(() => c.connect(this.token ?? undefined));
   }
 

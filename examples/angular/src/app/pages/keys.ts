@@ -7,7 +7,7 @@ const ORIGIN_KEY = 'cdc-my-origin';
 const WATCH_KEY = 'cdc-watched-keys';
 
 interface Row {
-  ev: KeyChangeEvent & { origin?: string; batch_count?: number };
+  ev: KeyChangeEvent;
   foreign: boolean;
 }
 
@@ -51,9 +51,9 @@ export class KeysPage {
   protected readonly watched = signal<{ key: string; prefix: boolean }[]>(
     JSON.parse(localStorage.getItem(WATCH_KEY) ?? '[]'),
   );
-  private readonly changes = signal<Row['ev'][]>([]);
+  private readonly changes = signal<KeyChangeEvent[]>([]);
   protected readonly rows = computed<Row[]>(() =>
-    this.changes().map((ev) => ({ ev, foreign: ev.origin !== this.myOrigin() })),
+    this.changes().map((ev) => ({ ev, foreign: (ev.origin ?? null) !== this.myOrigin() })),
   );
   protected readonly foreignCount = computed(() => this.rows().filter((r) => r.foreign).length);
   protected readonly t = time;
