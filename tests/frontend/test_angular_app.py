@@ -557,7 +557,7 @@ def demo(tmp_path: Path, app_server: AppServer) -> Iterator[tuple[str, str]]:
             proc.wait(5)
 
 
-def test_against_cdc_demo_with_websocket_blocked(demo: tuple[str, str], context: Any, app_server: AppServer) -> None:
+def test_against_cdc_demo_with_websocket_blocked(demo: tuple[str, str], context: Any, app_server: AppServer, artifacts: Path) -> None:
     """The issue's case: an app on its own origin, WebSocket blocked, long-polling `cdc demo`."""
     base, token = demo
     page = context.new_page()
@@ -573,5 +573,11 @@ def test_against_cdc_demo_with_websocket_blocked(demo: tuple[str, str], context:
     wait_for(lambda: count(page, "#jobs tbody tr") >= 1, 20, what="flush/compaction rows from the demo")
     nav(page, "snapshots")
     wait_for(lambda: count(page, "#snapshots tbody tr") >= 1, 20, what="a checkpoint from the demo")
+    nav(page, "keys")
+    page.fill("#watch-key", "user:")
+    page.check("#watch-prefix")
+    page.click("#watch button[type=submit]")
+    wait_for(lambda: count(page, "#changes tbody tr") >= 1, 20, what="user:* changes from the demo writer")
+    shot(page, artifacts, "keys-demo-polling")
     assert status(page) == "polling"
     assert not errors, errors
