@@ -329,6 +329,7 @@ def test_status_across_kill9_and_restart(stack: Stack, artifacts: Path) -> None:
     )
     daemon.kill9()
     wait_status(page, "reconnecting", 10)
+    shot(page, artifacts, "reconnecting")
     writer.put("k:while-down", "2")  # captured from the WAL after the restart, delivered by resume
     daemon.start()
     wait_status(page, "connected", 30)

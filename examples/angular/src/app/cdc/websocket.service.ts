@@ -80,9 +80,9 @@ export const CDC_CONFIG = new InjectionToken<CdcConfig>('CDC_CONFIG');
 /** The auth token to follow: connect when it is set, refresh when it changes, disconnect when null. */
 export const CDC_AUTH_TOKEN = new InjectionToken<Signal<string | null>>('CDC_AUTH_TOKEN');
 
-/** ws(s)://host/ws/events for a daemon base URL. */
+/** ws(s)://host[/prefix]/ws/events for a daemon base URL (a reverse proxy's path prefix is kept). */
 export function wsUrl(base: string): string {
-  const u = new URL('/ws/events', base);
+  const u = new URL(base.replace(/\/+$/, '') + '/ws/events');
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   return u.toString();
 }
