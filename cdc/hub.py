@@ -22,6 +22,11 @@ Invariants:
   key pass), ``key`` (exact raw keys; a delete_range matches when its range holds one of them;
   events without a key pass). Absent = everything; the parts combine with AND (``prefix`` and
   ``key`` too: a key must be listed and lie under a listed prefix).
+- ``coalesce=MS`` (a :class:`Coalescer` per subscriber): key_changes are held for the window and
+  reduced to the latest per (cf, key) at its own position; the held events go out in id order
+  when the window closes, so ids stay increasing; ``last_id`` then covers the skipped ones too.
+- ``stats`` frames are not records: :mod:`cdc.stats` sends them to the groups whose ``types``
+  list ``stats`` (never to "all types").
 """
 
 from __future__ import annotations

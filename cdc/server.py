@@ -636,7 +636,8 @@ class Server:
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
-        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(self.ctx.stop), name="cdc-stats")
+        stop = getattr(self.ctx, "stop", None) or asyncio.Event()
+        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(stop), name="cdc-stats")
 
     def _install_accept_error_handler(self) -> None:
         """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs

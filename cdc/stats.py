@@ -110,7 +110,8 @@ class StatsCollector:
             lag_bytes = int(cap.lag_bytes)
             lag_ms = 0 if lag_bytes <= 0 else int((now - cap.idle_at) * 1000)
         store = getattr(ctx, "store", None)
-        wal_dir = getattr(store, "wal_dir", None) or getattr(ctx.config, "effective_wal_dir", None) or ctx.config.db
+        cfg = getattr(ctx, "config", None)
+        wal_dir = getattr(store, "wal_dir", None) or getattr(cfg, "effective_wal_dir", None) or getattr(cfg, "db", None)
         sst: dict[str, dict[str, int]] = {}
         running = 0
         ops = _component(ctx, "InfoLogWatcher")
