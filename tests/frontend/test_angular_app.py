@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -529,8 +530,6 @@ def test_key_explorer_flags_changes_from_other_origins(stack_factory: Callable[.
 @pytest.fixture
 def demo(tmp_path: Path, app_server: AppServer) -> Iterator[tuple[str, str]]:
     """``cdc demo --allow-origin <app>`` (fast intervals): yields (base URL, admin token)."""
-    import sys
-
     port = free_port()
     cmd = [
         sys.executable, "-m", "cdc", "demo", "--port", str(port), "--dir", str(tmp_path), "--rate", "20",
