@@ -256,6 +256,14 @@ def test_five_pages_live_zoneless(stack: Stack, artifacts: Path) -> None:
     wait_for(lambda: count(page, '#jobs tr[data-job^="flush:"]') >= 3, 10, what="3 flushes")
     done = page.locator('#jobs tr[data-job^="compaction:"][data-status="completed"]').first
     assert done.locator(".bar > div").evaluate("e => e.style.width") == "100%"
+    # progress of a long job as it runs (the daemon's `running` events; published here, as an
+    # external compaction service would, since a real one this size finishes in milliseconds)
+    for pct in (10.0, 40.0):
+        daemon.publish({"type": "compaction_status", "status": "running", "cf": "default", "job": 77,
+                        "details": {"progress": pct, "bytes_written": int(pct * 1e6), "input_bytes": 100_000_000}})  # fmt: skip
+    running = page.locator('#jobs tr[data-job="compaction:default:77"]')
+    wait_for(lambda: running.count() == 1 and running.locator(".bar > div").evaluate("e => e.style.width") == "40%", 10, what="running job at 40%")
+    assert page.locator("#running").inner_text() == "1"
     # a trivial move (RocksDB moves files down a level without rewriting them) says so
     daemon.publish({"type": "compaction_status", "status": "completed", "cf": "orders", "job": 99,
                     "details": {"trivial_move": True, "output_level": 6, "moved_files": [12]}})  # fmt: skip
