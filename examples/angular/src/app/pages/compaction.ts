@@ -27,8 +27,8 @@ interface Job {
         @for (j of jobs(); track j.id) {
           <tr [attr.data-job]="j.id" [attr.data-status]="j.status" [class.trivial]="j.trivial">
             <td>{{ j.kind }} {{ j.job ?? '?' }}</td><td>{{ j.cf }}</td><td class="status">{{ j.status }}</td>
-            <td class="progress"><div class="bar"><div [style.width.%]="j.progress ?? (j.status === 'completed' ? 100 : 0)"></div></div>
-              @if (j.status === 'running' && j.progress !== null) { <span class="pct">{{ j.progress.toFixed(0) }}%</span> }</td>
+            <td><div class="progress"><div class="bar"><div [style.width.%]="j.progress ?? (j.status === 'completed' ? 100 : 0)"></div></div>
+              @if (j.status === 'running' && j.progress !== null) { <span class="pct">{{ j.progress.toFixed(0) }}%</span> }</div></td>
             <td class="what">{{ describe(j) }}</td><td>{{ t(j.updated) }}</td>
           </tr>
         }
