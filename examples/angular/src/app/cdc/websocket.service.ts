@@ -191,12 +191,15 @@ export class WebSocketService {
 
   /** A fresh token for the open connection: sent in-band, no reconnect; later reconnects use it. */
   refreshToken(token: string): void {
+    if (!this.active) {
+      this.connect(token); // not connected (or refused): this is a login
+      return;
+    }
     this.token = token;
     this.zone.runOutsideAngular(() => {
       this.client.setToken(token);
       this.statsClient?.setToken(token);
     });
-    if (!this.active) this.connect(token);
   }
 
   /** What a token signal change means: logout, first login, or a refresh. */
