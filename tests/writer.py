@@ -206,6 +206,10 @@ class StoreWriter:
     def compact(self, cf: str | None = None) -> None:
         self.cmd("compact", cf=cf)
 
+    def checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """A RocksDB checkpoint (hard-linked copy) of the store at ``path`` (rocksdb only)."""
+        self.cmd("checkpoint", path=os.fspath(path))
+
     def create_cf(self, name: str) -> None:
         self.cmd("create_cf", name=name)
 
@@ -416,6 +420,8 @@ class _Child:
                 self.db.get_column_family(msg["cf"]).compact_range(None, None)
             else:
                 self.db.compact_range(None, None)
+        elif op == "checkpoint":
+            self.rd.Checkpoint(self.db).create_checkpoint(msg["path"])
         elif op == "create_cf":
             name = msg["name"]
             self.db.create_column_family(name, self.rd.Options(raw_mode=True))
