@@ -910,7 +910,10 @@ class Server:
             data = self._static_file(static[0])
             if data is None:
                 return _error(404, f"{static[0]} is not installed")
-            return _response(200, data, static[1], [("Cache-Control", "no-cache")])
+            # the client and its types may be imported by an allowed origin (module scripts need CORS);
+            # the dashboard page is same-origin only
+            extra = cors if path in ("/client.js", "/cdc.d.ts") else []
+            return _response(200, data, static[1], [("Cache-Control", "no-cache")] + extra)
         if path == "/favicon.ico":
             return _response(204, b"", "image/x-icon")
         return _error(404, "not found", cors)
