@@ -100,9 +100,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .errors import CdcError, FormatError
-from .events import CaptureGap, KeyChange
+from .events import CaptureGap, KeyChange, StoreReset
 from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
-from .store import list_wal_files, load_manifest, open_readonly, read_store_file
+from .store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
 from .wal import Batch, WalReader
 
 __all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoint", "CHECKPOINT_NAME"]
@@ -110,6 +110,8 @@ __all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoin
 log = logging.getLogger("cdc.capture")
 
 CHECKPOINT_NAME = "wal"
+#: the store identity capture's position belongs to (JSON ``{"db_id": ...}``), committed with it
+IDENTITY_CHECKPOINT = "wal.store"
 
 # version, wal number, offset, last seq (-1 = none yet), compression
 _CKPT = struct.Struct("<BQQqB")
@@ -203,6 +205,7 @@ class _Decoded(NamedTuple):
     unknown_cfs: list[tuple[int, int]]  # (index in events, cf id) of ids missing from cf_names
     gaps: list[tuple[int, int]]
     last_seq: int
+    rewind: tuple[int, int, int] | None = None  # (WAL, offset, seq) of a batch behind last_seq in a newer WAL
 
 
 _UNKNOWN_CF = "\x00unknown"
@@ -353,6 +356,9 @@ class WalCapture:
         self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
         self.manifest_next_file = 0
         self.store_resets = 0
+        self.db_id: str | None = None  # the store's identity (IDENTITY / MANIFEST db id; None: unknown)
+        self.manifest_db_id: str | None = None
+        self.wal_archiving: bool | None = None  # from the newest OPTIONS file (None: unknown / LevelDB)
         self.caught_up = False
         # counters (also exported as metrics)
         self.events_captured = 0
@@ -395,6 +401,10 @@ class WalCapture:
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
         self._modify_pending = False
         self._cf_json_cache: tuple[dict[int, str], dict[int, tuple[str, bytes]]] | None = None
+        self._seq_pos: tuple[int, int] = (-1, 0)  # (WAL, offset) just after the last delivered record
+        self._replaced_hint = ""  # a WAL name now holds another file: the store was replaced
+        self._ident_dirty = False  # CURRENT changed (a store was opened): check the identity
+        self._shorter_hint = ""  # the checkpointed WAL was shorter than the checkpoint at start
 
     # ------------------------------------------------------------------ component
 
@@ -414,11 +424,14 @@ class WalCapture:
             self.floor = cp.log_number
             self.last_seq = cp.last_seq
             self.last_seq_wal = cp.log_number
+            self._seq_pos = (cp.log_number, cp.offset)
             self._resume = cp
         else:
             self._resume = None
             log.info("no capture checkpoint: starting at the oldest WAL in %s", self._wal_dir)
         await self._reload_manifest(force=True)
+        self._check_archiving(initial=True)
+        await self._start_identity(ctx, cp)
         stopper = asyncio.create_task(self._wake_on_stop(), name="capture:stop")
         watcher = asyncio.create_task(self._watch_loop(), name="capture:watch") if self.watch else None
         if not self.watch:
@@ -607,6 +620,8 @@ class WalCapture:
             name = os.path.basename(path)
             if name == "CURRENT" or name.startswith("MANIFEST"):
                 self._manifest_dirty = True
+                if name == "CURRENT":
+                    self._ident_dirty = True
                 continue
             if path != cur_path and name.endswith(".log") and name[:-4].isdigit():
                 number = int(name[:-4])
@@ -629,9 +644,14 @@ class WalCapture:
                 self._manifest_dirty = True
             if (self.cur is None or self.cur.gone) and self.floor > 0 and self._scan_ok:
                 await self._check_store_replaced()
+            await self._check_identity(self._ident_dirty)
+        elif self._ident_dirty:
+            await self._check_identity(True)
         if self._dir_dirty:
             self._dir_dirty = False
             self._scan()
+        if self._replaced_hint:
+            await self._reset_store("replaced", self._replaced_hint)
         try:
             await self._pump()
         except asyncio.CancelledError:
@@ -658,11 +678,94 @@ class WalCapture:
         nxt = self.manifest_next_file
         if not nxt or nxt >= self.floor:
             return
-        reason = (
-            f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} "
-            f"that capture had reached, last seq {self.last_seq}); capture restarted at its oldest WAL"
+        await self._reset_store(
+            "replaced",
+            f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} that capture had reached)",
         )
-        log.warning("%s", reason)
+
+    # ------------------------------------------------------------------ store identity / going back in time
+
+    def _read_db_id(self) -> str | None:
+        """The store's DB id now: ``IDENTITY``, else the MANIFEST's db id (None for LevelDB)."""
+        if self._leveldb:
+            return None
+        return read_identity(self._db_dir) or self.manifest_db_id
+
+    async def _start_identity(self, ctx: Any, cp: WalCheckpoint | None) -> None:
+        """Compare the store with the identity the checkpoint belongs to; remember it."""
+        raw = ctx.journal.get_checkpoint(IDENTITY_CHECKPOINT)
+        saved: str | None = None
+        if raw:
+            try:
+                saved = msgspec.json.decode(raw).get("db_id")
+            except (msgspec.DecodeError, AttributeError):
+                saved = None
+        self.db_id = self._read_db_id()
+        if cp is not None and saved and self.db_id and saved != self.db_id:
+            self.db_id = saved  # the old identity, for the event
+            await self._reset_store(
+                "replaced", f"the store at {self._db_dir} is another store than the one capture was following (DB id {saved})"
+            )
+        elif self.db_id and saved != self.db_id:
+            await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
+
+    def _identity_cp(self) -> bytes:
+        return _json_encode({"db_id": self.db_id})
+
+    async def _check_identity(self, reopened: bool = False) -> None:
+        """A different DB id at the path: the store was replaced under the running daemon.
+        (Every rescan tick, and when CURRENT changed: every open of a store writes it.)"""
+        self._ident_dirty = False
+        if reopened:
+            self._check_archiving()
+        now = self._read_db_id()
+        if now and self.db_id and now != self.db_id:
+            await self._reset_store("replaced", f"the store at {self._db_dir} was replaced (DB id {self.db_id} -> {now})")
+        elif now and not self.db_id:
+            self.db_id = now
+            await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
+
+    def _check_archiving(self, initial: bool = False) -> None:
+        """WAL archiving off (OPTIONS: WAL_ttl_seconds = WAL_size_limit_MB = 0): say so once."""
+        if self._leveldb:
+            return
+        opts = read_wal_archiving(self._db_dir)
+        if opts is None:
+            return
+        on = opts["WAL_ttl_seconds"] > 0 or opts["WAL_size_limit_MB"] > 0
+        if on == self.wal_archiving:
+            return
+        self.wal_archiving = on
+        if self._metrics is not None:
+            _metric_set(self._metrics, "wal_archiving_enabled", 1 if on else 0)
+        h = getattr(self._ctx, "health", None)
+        text = None
+        if not on:
+            text = (
+                "the store does not archive WALs (OPTIONS: WAL_ttl_seconds=0, WAL_size_limit_MB=0): changes "
+                "flushed while cdc is down or behind are lost (reported as capture_gap); set WAL_ttl_seconds "
+                "or WAL_size_limit_MB to keep them"
+            )
+            log.warning("%s", text)
+        elif not initial:
+            log.info("the store now archives WALs (WAL_ttl_seconds=%d, WAL_size_limit_MB=%d)",
+                     opts["WAL_ttl_seconds"], opts["WAL_size_limit_MB"])
+        if h is not None and hasattr(h, "warn"):
+            try:
+                h.warn("readiness", "wal_archiving", text)
+            except Exception:  # noqa: BLE001 - health is best effort
+                log.debug("health.warn failed", exc_info=True)
+
+    async def _reset_store(self, reason: str, why: str) -> None:
+        """The store went back in time: capture its new history from its oldest WAL, and say so.
+
+        Journal ids simply continue (subscribers keep their cursors); a ``store_reset`` event
+        (old and new position) is committed together with the reset checkpoint.
+        """
+        old_wal, old_off = self._seq_pos
+        if old_wal < 0 and self.cur is not None and self.reader is not None:
+            old_wal, old_off = self.cur.number, self.reader.offset
+        old_seq, old_id = self.last_seq, self.db_id
         self.store_resets += 1
         self._close_all()
         self.floor = 0
@@ -670,9 +773,77 @@ class WalCapture:
         self.last_seq_wal = -1
         self._resume = None
         self._resume_missing = False
-        self._dir_dirty = True
-        self._set_cond("readiness", "capture_reset", False, reason)
+        self._replaced_hint = ""
+        self._prepared.clear()
+        self._manifest_sig = None
+        await self._reload_manifest(force=True)
+        self.db_id = self._read_db_id()
+        self._dir_dirty = False
+        self._scan()  # opens the new history's oldest WAL as current
+        new_wal, new_off, new_seq = -1, 0, -1
+        if self.cur is not None and self.reader is not None:
+            new_wal, new_off, new_seq = self.cur.number, self.reader.offset, self._first_seq(self.cur)
+            cp = self._checkpoint(self.cur, self.reader)
+        else:
+            self._dir_dirty = True
+            cp = encode_checkpoint(WalCheckpoint(0, 0, -1, 0))
+        self._seq_pos = (new_wal, new_off)
+        await self._announce_reset(reason, why, old_wal, old_off, old_seq, old_id, new_wal, new_off, new_seq, cp)
+
+    async def _announce_reset(
+        self, reason: str, why: str, old_wal: int, old_off: int, old_seq: int, old_id: str | None,
+        new_wal: int, new_off: int, new_seq: int, cp: bytes,
+    ) -> None:
+        text = (
+            f"{why}; capture was at WAL {old_wal:06d} @{old_off} (seq {old_seq}) and continues at "
+            f"WAL {new_wal:06d} @{new_off} (seq {new_seq})" + (f"; {self._shorter_hint}" if self._shorter_hint else "")
+        )
+        self._shorter_hint = ""
+        log.warning("store_reset (%s): %s", reason, text)
+        self._set_cond("readiness", "capture_reset", False, text)
         self._reset_until = time.monotonic() + self.gap_hold_s
+        if self._metrics is not None:
+            _metric_inc(self._metrics, "store_resets", 1)
+        ev = StoreReset(
+            timestamp=self._now_ms(), reason=reason, old_wal=old_wal, old_offset=old_off, old_seq=old_seq,
+            new_wal=new_wal, new_offset=new_off, new_seq=new_seq, old_db_id=old_id, new_db_id=self.db_id, message=text,
+        )
+        cps = {CHECKPOINT_NAME: cp}
+        if self.db_id:
+            cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+        await self._emit([ev], checkpoints=cps)
+
+    def _first_seq(self, tail: _Tail) -> int:
+        """Sequence number of the first batch in a WAL (-1: none yet / unreadable)."""
+        probe = WalReader(tail.number, leveldb=self._leveldb)
+        try:
+            probe.feed(os.pread(tail.fd, 1 << 20, 0))
+            batches = probe.read()
+        except (OSError, FormatError):
+            return -1
+        except Exception:  # noqa: BLE001 - never die on a file's content
+            return -1
+        return batches[0].seq if batches else -1
+
+    async def _rewound(self, cur: _Tail, reader: WalReader, wal: int, offset: int, seq: int) -> None:
+        """A newer WAL starts at or below the last delivered seq: the store went back in time."""
+        now = self._read_db_id()
+        if self._replaced_hint or (now and self.db_id and now != self.db_id):
+            why = self._replaced_hint or f"the store at {self._db_dir} was replaced (DB id {self.db_id} -> {now})"
+            await self._reset_store("replaced", why)
+            return
+        old_wal, old_off = self._seq_pos
+        old_seq = self.last_seq
+        self.store_resets += 1
+        self.last_seq = seq - 1
+        self.last_seq_wal = wal
+        self._seq_pos = (wal, offset)
+        self._prepared.clear()
+        await self._announce_reset(
+            "recovered_earlier",
+            f"the store was reopened at an earlier sequence number (WAL {wal:06d} starts at seq {seq} <= {old_seq})",
+            old_wal, old_off, old_seq, self.db_id, wal, offset, seq, self._checkpoint(cur, reader),
+        )
 
     def _timers(self, now: float) -> None:
         if self._reset_until and now >= self._reset_until:
@@ -742,6 +913,9 @@ class WalCapture:
                 continue
             if ino != tail.ino:
                 tail.gone = True  # replaced (recycled file reused under this name, or recreated)
+                if not self._replaced_hint and tail.number >= self.floor:
+                    # RocksDB never gives a number to two files: another store lives here now
+                    self._replaced_hint = f"WAL {tail.number:06d} was replaced by another file (the store was replaced)"
             elif path != tail.path:
                 tail.path = path  # archived: same inode, new name
                 tail.gone = True  # archived WALs are never written again
@@ -761,7 +935,15 @@ class WalCapture:
         try:
             fd = open_readonly(path)
         except OSError:
-            return False
+            # moved to archive/ since it was listed? (never skip a WAL that is still on disk)
+            alt = os.path.join(self._wal_dir, "archive", os.path.basename(path))
+            if alt == path:
+                return False
+            try:
+                fd = open_readonly(alt)
+            except OSError:
+                return False
+            path = alt
         ino = os.fstat(fd).st_ino
         if inodes is None:
             inodes = {t.ino: t for t in self.tails.values()}
@@ -787,6 +969,9 @@ class WalCapture:
                 offset, compression = resume.offset, resume.compression
                 ts_sizes = dict(resume.ts_sizes)
                 if offset > tail.size():
+                    self._shorter_hint = (
+                        f"WAL {number:06d} is shorter ({tail.size()} bytes) than the checkpoint offset {offset}"
+                    )
                     log.warning(
                         "WAL %06d is shorter than the checkpoint offset %d: it was replaced; reading it from 0",
                         number,
@@ -909,9 +1094,17 @@ class WalCapture:
         cf_json = self._cf_json()
         enc = _json_encode
         put_head = b'{"type":"key_change","timestamp":%d,"operation":"put","key":' % ts
-        for b in batches:
+        rewind = None
+        n_batches = len(batches)
+        for i, b in enumerate(batches):
             bseq = b.seq
             nxt = last_seq + 1
+            if b.count and 0 <= bseq <= last_seq and b.log_number != last_wal:
+                # a newer WAL goes back to sequence numbers already delivered: the store went
+                # back in time (stop here; the caller decides and re-reads from this batch)
+                rewind = (b.log_number, b.offset, bseq)
+                n_batches = i
+                break
             if last_seq >= 0 and bseq > nxt and b.count:
                 gaps.append((nxt, bseq - 1))
                 append(
@@ -998,7 +1191,7 @@ class WalCapture:
                     )
                 )
             last_wal = b.log_number
-        return _Decoded(events, len(batches), unknown, gaps, last_seq)
+        return _Decoded(events, n_batches, unknown, gaps, last_seq, rewind)
 
     def _cf_json(self) -> dict[int, tuple[str, bytes]]:
         """cf id -> (name, JSON-encoded name), rebuilt when ``cf_names`` changes."""
@@ -1046,6 +1239,10 @@ class WalCapture:
 
     async def _deliver(self, dec: _Decoded, cur: _Tail, reader: WalReader) -> None:
         """Commit a decoded chunk: events + checkpoint in one emit; health/metrics on gaps."""
+        if dec.rewind is not None:
+            self._rewind(cur, dec.rewind[1], reader.compression)  # re-read from the rewinding batch
+            assert self.reader is not None
+            reader = self.reader
         if dec.unknown_cfs:
             await self._reload_manifest(force=True)
             for i, cf_id in dec.unknown_cfs:
@@ -1059,6 +1256,7 @@ class WalCapture:
             self._hot_until = time.monotonic() + self.hot_window_s
             self.last_seq = dec.last_seq
             self.last_seq_wal = cur.number
+            self._seq_pos = (cur.number, reader.offset)
             self._resume_missing = False
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
@@ -1068,6 +1266,8 @@ class WalCapture:
             self.batches_captured += dec.batches
             await self._emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
             self._export_counters(n_kc)
+        if dec.rewind is not None:
+            await self._rewound(cur, reader, *dec.rewind)
 
     async def _emit(self, events: list[Any], checkpoints: dict[str, bytes]) -> None:
         """bus.emit; while it waits on backpressure (journal slow or full) keep beating: capture
@@ -1154,15 +1354,18 @@ class WalCapture:
         self.cur = None
         self.reader = None
         self.floor = cur.number + 1
-        nxt = self._next_tail(cur.number)
-        if nxt is None:
-            self._dir_dirty = True
-            self._scan()
-            nxt = self._next_tail(cur.number)
-        if nxt is not None:
-            reader = self._open_current(nxt, 0, 0)
-            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
+        return await self._move_on()
+
+    async def _move_on(self) -> bool:
+        """Open the next WAL (lowest number >= floor) as current, after a fresh scan of the WAL
+        dir and ``archive/``: a WAL created and archived while capture was not looking (paused,
+        busy) must not be jumped over just because a later one was already open."""
+        self._dir_dirty = False
+        self._scan()  # picks the lowest WAL >= floor as current
+        if self.cur is not None and self.reader is not None:
+            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(self.cur, self.reader)})
             return True
+        self._dir_dirty = True
         return False
 
     def _next_tail(self, number: int) -> _Tail | None:
@@ -1269,18 +1472,12 @@ class WalCapture:
             offset = (offset // BLOCK_SIZE + 1) * BLOCK_SIZE  # MIDDLE fills its block
 
     async def _try_seal_end(self, cur: _Tail, reader: WalReader) -> bool:
-        nxt = self._next_tail(cur.number)
         self.tails.pop(cur.number, None)
         self._close_tail(cur)
         self.cur = None
         self.reader = None
         self.floor = cur.number + 1
-        if nxt is not None:
-            reader = self._open_current(nxt, 0, 0)
-            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
-            return True
-        self._dir_dirty = True
-        return False
+        return await self._move_on()
 
     def _rewind(self, cur: _Tail, offset: int, compression: int) -> None:
         old = self.reader
@@ -1340,6 +1537,7 @@ class WalCapture:
             keep = max(keep, min(live))
         self.manifest_keep = keep
         self.manifest_next_file = int(getattr(state, "next_file_number", 0) or 0)
+        self.manifest_db_id = getattr(state, "db_id", None) or None
         if self.last_seq >= 0 and self.manifest_last_seq > self.last_seq:
             self.lag_seq = self.manifest_last_seq - self.last_seq
         else:
