@@ -697,7 +697,10 @@ class WalCapture:
         saved: str | None = None
         if raw:
             try:
-                saved = msgspec.json.decode(raw).get("db_id")
+                obj = msgspec.json.decode(raw)
+                saved = obj.get("db_id")
+                if cp is not None and isinstance(obj.get("seq_wal"), int):
+                    self.last_seq_wal = obj["seq_wal"]
             except (msgspec.DecodeError, AttributeError):
                 saved = None
         self.db_id = self._read_db_id()
@@ -710,7 +713,9 @@ class WalCapture:
             await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
 
     def _identity_cp(self) -> bytes:
-        return _json_encode({"db_id": self.db_id})
+        # seq_wal: the WAL the last delivered record came from (the checkpoint's WAL can be a
+        # later one: capture moved on, or read only empty batches there)
+        return _json_encode({"db_id": self.db_id, "seq_wal": self.last_seq_wal})
 
     async def _check_identity(self, reopened: bool = False) -> None:
         """A different DB id at the path: the store was replaced under the running daemon.
@@ -1098,6 +1103,7 @@ class WalCapture:
         n_batches = len(batches)
         for i, b in enumerate(batches):
             bseq = b.seq
+            before = last_seq
             nxt = last_seq + 1
             if b.count and 0 <= bseq <= last_seq and b.log_number != last_wal:
                 # a newer WAL goes back to sequence numbers already delivered: the store went
@@ -1190,7 +1196,8 @@ class WalCapture:
                         value_encoding=venc,
                     )
                 )
-            last_wal = b.log_number
+            if last_seq != before:
+                last_wal = b.log_number  # the WAL of the last delivered record (not of an empty batch)
         return _Decoded(events, n_batches, unknown, gaps, last_seq, rewind)
 
     def _cf_json(self) -> dict[int, tuple[str, bytes]]:
@@ -1251,12 +1258,15 @@ class WalCapture:
                     name = f"cf{cf_id}"
                     log.warning("column family id %d is not in the MANIFEST; reported as %r", cf_id, name)
                 dec.events[i].cf = name
+        seq_wal_moved = False
         if dec.batches:
             cur.has_record = True
             self._hot_until = time.monotonic() + self.hot_window_s
+            if dec.last_seq != self.last_seq:
+                seq_wal_moved = self.last_seq_wal != cur.number
+                self.last_seq_wal = cur.number
+                self._seq_pos = (cur.number, reader.offset)
             self.last_seq = dec.last_seq
-            self.last_seq_wal = cur.number
-            self._seq_pos = (cur.number, reader.offset)
             self._resume_missing = False
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
@@ -1264,7 +1274,10 @@ class WalCapture:
             n_kc = len(dec.events) - len(dec.gaps)
             self.events_captured += n_kc
             self.batches_captured += dec.batches
-            await self._emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
+            cps = {CHECKPOINT_NAME: self._checkpoint(cur, reader)}
+            if seq_wal_moved:
+                cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+            await self._emit(dec.events, checkpoints=cps)
             self._export_counters(n_kc)
         if dec.rewind is not None:
             await self._rewound(cur, reader, *dec.rewind)
@@ -1318,7 +1331,7 @@ class WalCapture:
             )
             await self._emit(
                 [CaptureGap(timestamp=self._now_ms(), from_seq=a, to_seq=b, reason=reason)],
-                checkpoints={CHECKPOINT_NAME: cp},
+                checkpoints={CHECKPOINT_NAME: cp, IDENTITY_CHECKPOINT: self._identity_cp()},
             )
         self._resume_missing = False
 
