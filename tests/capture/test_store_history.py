@@ -15,7 +15,7 @@ import signal
 import pytest
 import websockets
 
-from cdc.store import read_wal_archiving
+import cdc.store as store
 from tests.capture.conftest import wait_for
 from tests.conftest import http_request, recv_events, recv_json
 from tests.writer import StoreWriter
@@ -208,36 +208,68 @@ async def test_normal_restarts_rolls_and_recycling_raise_no_store_reset(rig, wri
 # --------------------------------------------------------------------------- 3: archived while paused
 
 
+async def _metric(port: int, name: str) -> float:
+    text = (await http_request(port, "GET", "/metrics")).body.decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return -1.0
+
+
 async def test_wals_created_and_archived_while_daemon_stopped_are_not_skipped(daemon_proc_factory, tmp_path):
-    """SIGSTOP the daemon, make the writer roll through several WALs that are archived at once
-    (WAL_ttl_seconds), SIGCONT: every change arrives, no gap (several rounds)."""
+    """SIGSTOP the daemon while it is busy reading the live WAL, make the writer roll through
+    several WALs that are archived at once (WAL_ttl_seconds), SIGCONT: every change arrives, no
+    gap (the daemon resumes in the middle of its read and must not jump to the newest WAL)."""
     db = str(tmp_path / "store")
     w = StoreWriter(db, options={"wal_ttl_seconds": 3600, "wal_size_limit_mb": 1024}).start()
     try:
         await w.aput_many(10, batch=10, prefix="seed")
+        junk = os.path.join(db, "junk")  # a directory the daemon's recursive watch covers
+        os.mkdir(junk)
         p = daemon_proc_factory(db=db)
-        async with websockets.connect(p.ws_url("since=0&types=key_change,capture_gap&batch=1")) as ws:
+        for round_ in range(2):
+            # the writer writes fast; the daemon is stopped while it is busy reading that
+            await w.aput_many(150_000, batch=1000, prefix=f"r{round_}-big-", value_size=100)
+            p.proc.send_signal(signal.SIGSTOP)  # while it still reads what was just written
+            try:
+                # more filesystem events than an inotify queue holds (16384): notifications
+                # about what follows are lost, as in a long pause under load
+                for i in range(17_000):
+                    open(os.path.join(junk, f"{round_}-{i}"), "wb").close()
+                await w.aflush()  # the WAL being read is archived
+                for k in range(3):  # three more WALs, each archived before the daemon runs again
+                    await w.aput_many(500, batch=100, prefix=f"r{round_}-{k}-")
+                    await w.aflush()
+                await w.aput_many(10, batch=10, prefix=f"r{round_}-tail-")
+            finally:
+                p.proc.send_signal(signal.SIGCONT)
+            assert len(os.listdir(os.path.join(db, "archive"))) >= 4 * (round_ + 1)
+            final = await w.aseq()
+            await wait_for_async(lambda: _metric(p.port, "cdc_capture_last_seq"), lambda v: v >= final, timeout=60)
+            assert await _metric(p.port, "cdc_capture_gaps_total") == 0, p.log()[-3000:]
+        final = await w.aseq()
+        async with websockets.connect(p.ws_url("since=0&types=key_change,capture_gap&batch=1"), max_size=None) as ws:
             await recv_json(ws)
-            got = await recv_events(ws, 10)
-            total = 10
-            for round_ in range(4):
-                p.proc.send_signal(signal.SIGSTOP)
-                try:
-                    for k in range(4):  # four WALs: written, then archived by the flush
-                        await w.aput_many(2000, batch=100, prefix=f"r{round_}-{k}-", value_size=200)
-                        await w.aflush()
-                    await w.aput_many(10, batch=10, prefix=f"r{round_}-tail-")
-                    total += 4 * 2000 + 10
-                finally:
-                    p.proc.send_signal(signal.SIGCONT)
-                assert len(os.listdir(os.path.join(db, "archive"))) >= 4 * (round_ + 1)
-                got += await recv_events(ws, total - len(got), timeout=30)
-            assert [e["type"] for e in got if e["type"] != "key_change"] == []
-            assert [e["seq"] for e in got] == list(range(1, total + 1))
+            got = await recv_events(ws, final, timeout=60)
+        assert [e["type"] for e in got if e["type"] != "key_change"] == []
+        assert [e["seq"] for e in got] == list(range(1, final + 1))
         r = await http_request(p.port, "GET", "/health/ready")
         assert "capture_gap" not in r.body.decode()
     finally:
         w.kill()
+
+
+async def wait_for_async(get, ok, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        v = await get()
+        if ok(v):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: last value {v}")
+        await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- 13: no WAL archiving
@@ -248,7 +280,7 @@ async def test_store_without_wal_archiving_is_reported(daemon_factory, tmp_path,
     db = str(tmp_path / "plain")
     with StoreWriter(db) as w:
         await w.aput("a", "1")
-        assert read_wal_archiving(db) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 0}
+        assert store.read_wal_archiving(db) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 0}
         d = await daemon_factory(components=None, db=db)
         await wait_for(lambda: d.ctx.health.healthy("startup"), 10, "startup")
         r = await http_request(d.port, "GET", "/health/ready")
@@ -280,7 +312,7 @@ def test_demo_store_archives_wals(tmp_path):
 
     writer = DemoWriter(str(tmp_path / "demo-db"))
     try:
-        opts = read_wal_archiving(str(tmp_path / "demo-db"))
+        opts = store.read_wal_archiving(str(tmp_path / "demo-db"))
     finally:
         writer.stop()
     assert opts is not None and opts["WAL_ttl_seconds"] > 0 and opts["WAL_size_limit_MB"] > 0
@@ -293,9 +325,9 @@ def test_read_wal_archiving_takes_the_newest_options_file(tmp_path):
             "[CFOptions \"default\"]\n  WAL_ttl_seconds=99\n"
         )
 
-    assert read_wal_archiving(str(tmp_path)) is None
+    assert store.read_wal_archiving(str(tmp_path)) is None
     write("OPTIONS-000007", 0, 0)
-    assert read_wal_archiving(str(tmp_path)) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 0}
+    assert store.read_wal_archiving(str(tmp_path)) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 0}
     write("OPTIONS-000012", 0, 16)
-    assert read_wal_archiving(str(tmp_path)) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 16}
-    json.dumps(read_wal_archiving(str(tmp_path)))
+    assert store.read_wal_archiving(str(tmp_path)) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 16}
+    json.dumps(store.read_wal_archiving(str(tmp_path)))
