@@ -60,12 +60,26 @@ grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_dec
 +1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
 resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
 
-Store recreated or restored
----------------------------
-If the MANIFEST's next file number drops below the WAL capture had reached (the directory now
-holds a different store), capture starts over at that store's oldest WAL with a fresh sequence
-baseline, logs a warning and keeps readiness condition ``capture_reset`` unhealthy for
-``gap_hold_s``.
+Store going back in time (``store_reset``)
+------------------------------------------
+The store's identity (DB id: ``IDENTITY``, else the MANIFEST's db id; None for LevelDB) is kept
+with the position (checkpoint ``"wal.store"``, JSON: ``db_id`` and ``seq_wal``, the WAL of the
+last delivered record, which the duplicate filter needs). ``replaced``: another DB id at start
+or on a rescan / CURRENT change, a WAL number that now names another file (RocksDB never
+gives a number twice), or a MANIFEST whose next file number is below the WAL capture reached:
+capture starts over at that store's oldest WAL with no sequence baseline. ``recovered_earlier``
+(same store): the first record of a newer WAL is at or below the last delivered sequence number
+(a reopen after the live WAL lost its tail): capture goes on from that record. Both commit a
+``store_reset`` event (old and new WAL/offset/seq/DB id) with the new position, keep readiness
+condition ``capture_reset`` unhealthy for ``gap_hold_s`` and count ``cdc_store_resets_total``.
+
+WAL switches: before moving to the next WAL, capture rescans the WAL dir and ``archive/``
+(``_move_on``): a WAL created and archived while capture was paused must not be jumped over
+just because a later one was already opened by the inotify thread.
+
+WAL archiving off (newest ``OPTIONS-*``: ``WAL_ttl_seconds`` = ``WAL_size_limit_MB`` = 0): one
+warning, gauge ``cdc_wal_archiving_enabled`` 0 and readiness warning ``wal_archiving`` (the
+probe stays healthy); checked at start and when CURRENT changes.
 
 Limits
 ------
