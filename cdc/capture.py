@@ -857,7 +857,6 @@ class WalCapture:
         self.last_seq = seq - 1
         self.last_seq_wal = wal
         self._seq_pos = (wal, offset)
-        self._prepared.clear()
         await self._announce_reset(
             "recovered_earlier",
             f"the store was reopened at an earlier sequence number (WAL {wal:06d} starts at seq {seq} <= {old_seq})",
@@ -1070,6 +1069,8 @@ class WalCapture:
                 else:
                     dec = self._decode(reader, data)
                 await self._deliver(dec, cur, reader)
+                if dec.rewind is not None:
+                    continue  # store_reset: the position changed, read on from there
                 if dec.batches and self._corrupt_key is not None:
                     self._corrupt_key = None  # the bad record was a torn write that completed
                 self._check_startup_target()
