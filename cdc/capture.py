@@ -198,7 +198,7 @@ def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
 class _Tail:
     """One WAL file capture has opened (fd kept until the WAL is done)."""
 
-    __slots__ = ("number", "path", "fd", "ino", "gone", "peek_size", "has_record")
+    __slots__ = ("number", "path", "fd", "ino", "gone", "peek_size", "has_record", "scanned")
 
     def __init__(self, number: int, path: str, fd: int, ino: int) -> None:
         self.number = number
@@ -208,6 +208,7 @@ class _Tail:
         self.gone = False  # name deleted / archived away / recycled to another number
         self.peek_size = -1  # file size when last checked for a complete record
         self.has_record = False  # holds at least one complete data record
+        self.scanned = False  # a directory scan saw it (so it saw every lower-numbered WAL too)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -918,6 +919,8 @@ class WalCapture:
             if prev is None or os.sep + "archive" + os.sep in prev:
                 found[number] = path
         for tail in self.tails.values():
+            if tail.number in found:
+                tail.scanned = True
             if tail.gone:
                 continue
             path = found.get(tail.number)
@@ -943,7 +946,9 @@ class WalCapture:
                 continue
             if len(self.tails) >= self.max_open:
                 break
-            if not self._open_wal(number, found[number], inodes):
+            if self._open_wal(number, found[number], inodes):
+                self.tails[number].scanned = True
+            else:
                 self._dir_dirty = True  # deleted meanwhile or archived: look again next time
         if self.cur is None:
             self._pick_current()
@@ -1385,11 +1390,17 @@ class WalCapture:
         return await self._move_on()
 
     async def _move_on(self) -> bool:
-        """Open the next WAL (lowest number >= floor) as current, after a fresh scan of the WAL
-        dir and ``archive/``: a WAL created and archived while capture was not looking (paused,
-        busy) must not be jumped over just because a later one was already open."""
-        self._dir_dirty = False
-        self._scan()  # picks the lowest WAL >= floor as current
+        """Open the next WAL (lowest number >= floor) as current. Unless a directory scan saw
+        that WAL (and so every lower-numbered one: numbers grow with time), rescan the WAL dir
+        and ``archive/`` first: a WAL created and archived while capture was not looking (paused,
+        busy) must not be jumped over because the inotify thread already opened a later one."""
+        nxt = self._next_tail(self.floor - 1)
+        if nxt is not None and nxt.scanned:
+            # a scan saw it, and WAL numbers grow with time: that scan saw every WAL below it too
+            self._open_current(nxt, 0, 0)
+        else:
+            self._dir_dirty = False
+            self._scan()  # picks the lowest WAL >= floor as current
         if self.cur is not None and self.reader is not None:
             await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(self.cur, self.reader)})
             return True
