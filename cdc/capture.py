@@ -417,6 +417,7 @@ class WalCapture:
         self._modify_pending = False
         self._cf_json_cache: tuple[dict[int, str], dict[int, tuple[str, bytes]]] | None = None
         self._seq_pos: tuple[int, int] = (-1, 0)  # (WAL, offset) just after the last delivered record
+        self._seq_ino = 0  # inode of WAL last_seq_wal (0: unknown)
         self._replaced_hint = ""  # a WAL name now holds another file: the store was replaced
         self._ident_dirty = False  # CURRENT changed (a store was opened): check the identity
         self._shorter_hint = ""  # the checkpointed WAL was shorter than the checkpoint at start
@@ -716,6 +717,7 @@ class WalCapture:
                 saved = obj.get("db_id")
                 if cp is not None and isinstance(obj.get("seq_wal"), int):
                     self.last_seq_wal = obj["seq_wal"]
+                    self._seq_ino = obj.get("ino") if isinstance(obj.get("ino"), int) else 0
             except (msgspec.DecodeError, AttributeError):
                 saved = None
         self.db_id = self._read_db_id()
@@ -730,7 +732,7 @@ class WalCapture:
     def _identity_cp(self) -> bytes:
         # seq_wal: the WAL the last delivered record came from (the checkpoint's WAL can be a
         # later one: capture moved on, or read only empty batches there)
-        return _json_encode({"db_id": self.db_id, "seq_wal": self.last_seq_wal})
+        return _json_encode({"db_id": self.db_id, "seq_wal": self.last_seq_wal, "ino": self._seq_ino})
 
     async def _check_identity(self, reopened: bool = False) -> None:
         """A different DB id at the path: the store was replaced under the running daemon.
@@ -794,6 +796,7 @@ class WalCapture:
         self._resume = None
         self._resume_missing = False
         self._replaced_hint = ""
+        self._seq_ino = 0
         self._prepared.clear()
         self._manifest_sig = None
         await self._reload_manifest(force=True)
@@ -857,6 +860,7 @@ class WalCapture:
         self.store_resets += 1
         self.last_seq = seq - 1
         self.last_seq_wal = wal
+        self._seq_ino = cur.ino
         self._seq_pos = (wal, offset)
         await self._announce_reset(
             "recovered_earlier",
@@ -940,6 +944,15 @@ class WalCapture:
             elif path != tail.path:
                 tail.path = path  # archived: same inode, new name
                 tail.gone = True  # archived WALs are never written again
+        seq_path = found.get(self.last_seq_wal) if self._seq_ino and self.last_seq_wal not in self.tails else None
+        if seq_path is not None and not self._replaced_hint:
+            try:
+                if os.stat(seq_path).st_ino != self._seq_ino:
+                    self._replaced_hint = (
+                        f"WAL {self.last_seq_wal:06d} (the last one read) is another file now (the store was replaced)"
+                    )
+            except OSError:
+                pass
         inodes = {t.ino: t for t in self.tails.values()}
         for number in sorted(found):
             if number < self.floor or number in self.tails:
@@ -1285,6 +1298,7 @@ class WalCapture:
             if dec.last_seq != self.last_seq:
                 seq_wal_moved = self.last_seq_wal != cur.number
                 self.last_seq_wal = cur.number
+                self._seq_ino = cur.ino
                 self._seq_pos = (cur.number, reader.offset)
             self.last_seq = dec.last_seq
             self._resume_missing = False

@@ -84,7 +84,7 @@ async def test_leveldb_store_replaced_is_detected_without_identity(rig, writer_f
     await rig.start()
     await wait_for(lambda: len(rig.key_changes()) >= 10, what="old events")
     w.kill()
-    shutil.rmtree(db)
+    os.rename(db, str(tmp_path / "old-store"))  # (kept: its inodes cannot be reused meanwhile)
     w2 = writer_factory(db, kind="leveldb")
     for i in range(3):
         await w2.aput(f"new{i}", "y")
@@ -331,3 +331,26 @@ def test_read_wal_archiving_takes_the_newest_options_file(tmp_path):
     write("OPTIONS-000012", 0, 16)
     assert store.read_wal_archiving(str(tmp_path)) == {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 16}
     json.dumps(store.read_wal_archiving(str(tmp_path)))
+
+
+async def test_leveldb_store_replaced_while_daemon_down(rig, writer_factory, tmp_path):
+    """No IDENTITY, same WAL number, sequence numbers from 1 again: the inode of the WAL capture
+    read last (kept with the position) tells that the file is another one."""
+    db = str(tmp_path / "db")
+    w = writer_factory(db, kind="leveldb")
+    for i in range(10):
+        await w.aput(f"old{i}", "x")
+    await rig.start()
+    await wait_for(lambda: len(rig.key_changes()) >= 10, what="old events")
+    await rig.stop()
+    w.kill()
+    keep = os.path.join(str(tmp_path), "old-store")
+    os.rename(db, keep)  # (kept: its inodes cannot be reused by the new store's files)
+    w2 = writer_factory(db, kind="leveldb")
+    for i in range(3):
+        await w2.aput(f"new{i}", "y")
+    await rig.start()
+    await wait_for(lambda: len(rig.key_changes()) >= 3, what="new store events")
+    assert [(e["key"], e["seq"]) for e in rig.key_changes()] == [("new0", 1), ("new1", 2), ("new2", 3)]
+    (reset,) = rig.of_type("store_reset")
+    assert reset["reason"] == "replaced" and reset["old_seq"] == 10 and reset["new_seq"] == 1
