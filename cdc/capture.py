@@ -696,7 +696,8 @@ class WalCapture:
             return
         await self._reset_store(
             "replaced",
-            f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} that capture had reached)",
+            f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} "
+            "that capture had reached)",
         )
 
     # ------------------------------------------------------------------ store identity / going back in time
@@ -724,7 +725,8 @@ class WalCapture:
         if cp is not None and saved and self.db_id and saved != self.db_id:
             self.db_id = saved  # the old identity, for the event
             await self._reset_store(
-                "replaced", f"the store at {self._db_dir} is another store than the one capture was following (DB id {saved})"
+                "replaced",
+                f"the store at {self._db_dir} is another store than the one capture was following (DB id {saved})",
             )
         elif self.db_id and saved != self.db_id:
             await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
@@ -742,7 +744,8 @@ class WalCapture:
             self._check_archiving()
         now = self._read_db_id()
         if now and self.db_id and now != self.db_id:
-            await self._reset_store("replaced", f"the store at {self._db_dir} was replaced (DB id {self.db_id} -> {now})")
+            why = f"the store at {self._db_dir} was replaced or recreated (DB id {self.db_id} -> {now})"
+            await self._reset_store("replaced", why)
         elif now and not self.db_id:
             self.db_id = now
             await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
@@ -852,7 +855,9 @@ class WalCapture:
         """A newer WAL starts at or below the last delivered seq: the store went back in time."""
         now = self._read_db_id()
         if self._replaced_hint or (now and self.db_id and now != self.db_id):
-            why = self._replaced_hint or f"the store at {self._db_dir} was replaced (DB id {self.db_id} -> {now})"
+            why = self._replaced_hint or (
+                f"the store at {self._db_dir} was replaced or recreated (DB id {self.db_id} -> {now})"
+            )
             await self._reset_store("replaced", why)
             return
         old_wal, old_off = self._seq_pos
@@ -940,7 +945,9 @@ class WalCapture:
                 tail.gone = True  # replaced (recycled file reused under this name, or recreated)
                 if not self._replaced_hint and tail.number >= self.floor:
                     # RocksDB never gives a number to two files: another store lives here now
-                    self._replaced_hint = f"WAL {tail.number:06d} was replaced by another file (the store was replaced)"
+                    self._replaced_hint = (
+                        f"WAL {tail.number:06d} was replaced by another file (the store was replaced or recreated)"
+                    )
             elif path != tail.path:
                 tail.path = path  # archived: same inode, new name
                 tail.gone = True  # archived WALs are never written again
@@ -949,7 +956,8 @@ class WalCapture:
             try:
                 if os.stat(seq_path).st_ino != self._seq_ino:
                     self._replaced_hint = (
-                        f"WAL {self.last_seq_wal:06d} (the last one read) is another file now (the store was replaced)"
+                        f"WAL {self.last_seq_wal:06d} (the last one read) is another file now "
+                        "(the store was replaced or recreated)"
                     )
             except OSError:
                 pass
