@@ -787,6 +787,7 @@ class WalCapture:
         Journal ids simply continue (subscribers keep their cursors); a ``store_reset`` event
         (old and new position) is committed together with the reset checkpoint.
         """
+        await self._drain_old_current()
         old_wal, old_off = self._seq_pos
         if old_wal < 0 and self.cur is not None and self.reader is not None:
             old_wal, old_off = self.cur.number, self.reader.offset
@@ -815,6 +816,32 @@ class WalCapture:
             cp = encode_checkpoint(WalCheckpoint(0, 0, -1, 0))
         self._seq_pos = (new_wal, new_off)
         await self._announce_reset(reason, why, old_wal, old_off, old_seq, old_id, new_wal, new_off, new_seq, cp)
+
+    async def _drain_old_current(self) -> None:
+        """Before leaving the old store: deliver what its current WAL still holds past capture's
+        position (read through the fd capture keeps; its name may be gone already)."""
+        cur, reader = self.cur, self.reader
+        if cur is None or reader is None:
+            return
+        try:
+            if os.stat(cur.path).st_ino == cur.ino:
+                return  # the name still holds this file: it is not the old store's
+        except OSError:
+            pass
+        while not self._ctx.stop.is_set():
+            try:
+                data = os.pread(cur.fd, self.chunk_bytes, self.pos)
+            except OSError:
+                return
+            if not data:
+                return
+            self.pos += len(data)
+            dec = self._decode(reader, data)
+            if dec.rewind is not None:
+                return
+            await self._deliver(dec, cur, reader)
+            if reader.state in ("corrupt", "end"):
+                return
 
     async def _announce_reset(
         self, reason: str, why: str, old_wal: int, old_off: int, old_seq: int, old_id: str | None,

@@ -354,3 +354,30 @@ async def test_leveldb_store_replaced_while_daemon_down(rig, writer_factory, tmp
     assert [(e["key"], e["seq"]) for e in rig.key_changes()] == [("new0", 1), ("new1", 2), ("new2", 3)]
     (reset,) = rig.of_type("store_reset")
     assert reset["reason"] == "replaced" and reset["old_seq"] == 10 and reset["new_seq"] == 1
+
+
+async def test_replaced_store_old_wal_tail_is_still_delivered(rig, writer_factory, tmp_path):
+    """Changes the old store wrote just before it was swapped out, not read yet when capture
+    notices the new store, are read through the open file before the new history starts."""
+    db, new_db = str(tmp_path / "db"), str(tmp_path / "new")
+    w2 = writer_factory(new_db)
+    for i in range(3):
+        await w2.aput(f"new{i}", "y")
+    w2.kill()
+    w = writer_factory(db)
+    for i in range(10):
+        await w.aput(f"old{i}", "x")
+    # no watch, no inotify, no hot polling: capture looks only every rescan interval (0.2 s)
+    await rig.start(watch=False, grab=False, hot_poll_s=0)
+    await wait_for(lambda: len(rig.key_changes()) >= 10, what="old events")
+    for i in range(10, 15):
+        await w.aput(f"old{i}", "x")
+    w.kill()
+    os.rename(db, str(tmp_path / "old-store"))
+    os.rename(new_db, db)  # the swap: microseconds, well within one rescan interval
+    await wait_for(lambda: len(rig.key_changes()) >= 18, what="all events")
+    assert [e["key"] for e in rig.key_changes()] == [f"old{i}" for i in range(15)] + ["new0", "new1", "new2"]
+    kinds = [r.type for r in rig.records if r.type in ("key_change", "store_reset")]
+    assert kinds == ["key_change"] * 15 + ["store_reset"] + ["key_change"] * 3
+    (reset,) = rig.of_type("store_reset")
+    assert reset["old_seq"] == 15 and reset["new_seq"] == 1
