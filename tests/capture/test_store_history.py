@@ -229,7 +229,7 @@ async def test_wals_created_and_archived_while_daemon_stopped_are_not_skipped(da
         p = daemon_proc_factory(db=db)
         for round_ in range(2):
             # the writer writes fast; the daemon is stopped while it is busy reading that
-            await w.aput_many(150_000, batch=1000, prefix=f"r{round_}-big-", value_size=100)
+            await w.aput_many(100_000, batch=1000, prefix=f"r{round_}-big-", value_size=100)
             p.proc.send_signal(signal.SIGSTOP)  # while it still reads what was just written
             try:
                 # more filesystem events than an inotify queue holds (16384): notifications
