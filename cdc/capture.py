@@ -60,12 +60,26 @@ grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_dec
 +1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
 resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
 
-Store recreated or restored
----------------------------
-If the MANIFEST's next file number drops below the WAL capture had reached (the directory now
-holds a different store), capture starts over at that store's oldest WAL with a fresh sequence
-baseline, logs a warning and keeps readiness condition ``capture_reset`` unhealthy for
-``gap_hold_s``.
+Store going back in time (``store_reset``)
+------------------------------------------
+The store's identity (DB id: ``IDENTITY``, else the MANIFEST's db id; None for LevelDB) is kept
+with the position (checkpoint ``"wal.store"``, JSON: ``db_id`` and ``seq_wal``, the WAL of the
+last delivered record, which the duplicate filter needs). ``replaced``: another DB id at start
+or on a rescan / CURRENT change, a WAL number that now names another file (RocksDB never
+gives a number twice), or a MANIFEST whose next file number is below the WAL capture reached:
+capture starts over at that store's oldest WAL with no sequence baseline. ``recovered_earlier``
+(same store): the first record of a newer WAL is at or below the last delivered sequence number
+(a reopen after the live WAL lost its tail): capture goes on from that record. Both commit a
+``store_reset`` event (old and new WAL/offset/seq/DB id) with the new position, keep readiness
+condition ``capture_reset`` unhealthy for ``gap_hold_s`` and count ``cdc_store_resets_total``.
+
+WAL switches: before moving to the next WAL, capture rescans the WAL dir and ``archive/``
+(``_move_on``): a WAL created and archived while capture was paused must not be jumped over
+just because a later one was already opened by the inotify thread.
+
+WAL archiving off (newest ``OPTIONS-*``: ``WAL_ttl_seconds`` = ``WAL_size_limit_MB`` = 0): one
+warning, gauge ``cdc_wal_archiving_enabled`` 0 and readiness warning ``wal_archiving`` (the
+probe stays healthy); checked at start and when CURRENT changes.
 
 Limits
 ------
@@ -100,9 +114,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .errors import CdcError, FormatError
-from .events import CaptureGap, KeyChange
+from .events import CaptureGap, KeyChange, StoreReset
 from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
-from .store import list_wal_files, load_manifest, open_readonly, read_store_file
+from .store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
 from .wal import Batch, WalReader
 
 __all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoint", "CHECKPOINT_NAME"]
@@ -110,6 +124,8 @@ __all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoin
 log = logging.getLogger("cdc.capture")
 
 CHECKPOINT_NAME = "wal"
+#: the store identity capture's position belongs to (JSON ``{"db_id": ...}``), committed with it
+IDENTITY_CHECKPOINT = "wal.store"
 
 # version, wal number, offset, last seq (-1 = none yet), compression
 _CKPT = struct.Struct("<BQQqB")
@@ -182,7 +198,7 @@ def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
 class _Tail:
     """One WAL file capture has opened (fd kept until the WAL is done)."""
 
-    __slots__ = ("number", "path", "fd", "ino", "gone", "peek_size", "has_record")
+    __slots__ = ("number", "path", "fd", "ino", "gone", "peek_size", "has_record", "scanned")
 
     def __init__(self, number: int, path: str, fd: int, ino: int) -> None:
         self.number = number
@@ -192,6 +208,7 @@ class _Tail:
         self.gone = False  # name deleted / archived away / recycled to another number
         self.peek_size = -1  # file size when last checked for a complete record
         self.has_record = False  # holds at least one complete data record
+        self.scanned = False  # a directory scan saw it (so it saw every lower-numbered WAL too)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -205,6 +222,7 @@ class _Decoded(NamedTuple):
     last_seq: int
     counts: dict[int, list[int]] | None = None  # cf id -> _STAT_SLOTS counters (n, bytes per op kind)
     bad_origins: int = 0  # cdc-origin: LogData blobs ignored (not UTF-8 or too long)
+    rewind: tuple[int, int, int] | None = None  # (WAL, offset, seq) of a batch behind last_seq in a newer WAL
 
 
 ORIGIN_MARKER = b"cdc-origin:"
@@ -421,6 +439,9 @@ class WalCapture:
         self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
         self.manifest_next_file = 0
         self.store_resets = 0
+        self.db_id: str | None = None  # the store's identity (IDENTITY / MANIFEST db id; None: unknown)
+        self.manifest_db_id: str | None = None
+        self.wal_archiving: bool | None = None  # from the newest OPTIONS file (None: unknown / LevelDB)
         self.caught_up = False
         # counters (also exported as metrics)
         self.events_captured = 0
@@ -466,6 +487,11 @@ class WalCapture:
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
         self._modify_pending = False
         self._cf_json_cache: tuple[dict[int, str], dict[int, tuple[str, bytes]]] | None = None
+        self._seq_pos: tuple[int, int] = (-1, 0)  # (WAL, offset) just after the last delivered record
+        self._seq_ino = 0  # inode of WAL last_seq_wal (0: unknown)
+        self._replaced_hint = ""  # a WAL name now holds another file: the store was replaced
+        self._ident_dirty = False  # CURRENT changed (a store was opened): check the identity
+        self._shorter_hint = ""  # the checkpointed WAL was shorter than the checkpoint at start
 
     # ------------------------------------------------------------------ component
 
@@ -485,11 +511,14 @@ class WalCapture:
             self.floor = cp.log_number
             self.last_seq = cp.last_seq
             self.last_seq_wal = cp.log_number
+            self._seq_pos = (cp.log_number, cp.offset)
             self._resume = cp
         else:
             self._resume = None
             log.info("no capture checkpoint: starting at the oldest WAL in %s", self._wal_dir)
         await self._reload_manifest(force=True)
+        self._check_archiving(initial=True)
+        await self._start_identity(ctx, cp)
         stopper = asyncio.create_task(self._wake_on_stop(), name="capture:stop")
         watcher = asyncio.create_task(self._watch_loop(), name="capture:watch") if self.watch else None
         if not self.watch:
@@ -678,6 +707,8 @@ class WalCapture:
             name = os.path.basename(path)
             if name == "CURRENT" or name.startswith("MANIFEST"):
                 self._manifest_dirty = True
+                if name == "CURRENT":
+                    self._ident_dirty = True
                 continue
             if path != cur_path and name.endswith(".log") and name[:-4].isdigit():
                 number = int(name[:-4])
@@ -700,9 +731,14 @@ class WalCapture:
                 self._manifest_dirty = True
             if (self.cur is None or self.cur.gone) and self.floor > 0 and self._scan_ok:
                 await self._check_store_replaced()
+            await self._check_identity(self._ident_dirty)
+        elif self._ident_dirty:
+            await self._check_identity(True)
         if self._dir_dirty:
             self._dir_dirty = False
             self._scan()
+        if self._replaced_hint:
+            await self._reset_store("replaced", self._replaced_hint)
         try:
             await self._pump()
         except asyncio.CancelledError:
@@ -729,11 +765,104 @@ class WalCapture:
         nxt = self.manifest_next_file
         if not nxt or nxt >= self.floor:
             return
-        reason = (
+        await self._reset_store(
+            "replaced",
             f"the store was recreated or restored (next file number {nxt} < WAL {self.floor:06d} "
-            f"that capture had reached, last seq {self.last_seq}); capture restarted at its oldest WAL"
+            "that capture had reached)",
         )
-        log.warning("%s", reason)
+
+    # ------------------------------------------------------------------ store identity / going back in time
+
+    def _read_db_id(self) -> str | None:
+        """The store's DB id now: ``IDENTITY``, else the MANIFEST's db id (None for LevelDB)."""
+        if self._leveldb:
+            return None
+        return read_identity(self._db_dir) or self.manifest_db_id
+
+    async def _start_identity(self, ctx: Any, cp: WalCheckpoint | None) -> None:
+        """Compare the store with the identity the checkpoint belongs to; remember it."""
+        raw = ctx.journal.get_checkpoint(IDENTITY_CHECKPOINT)
+        saved: str | None = None
+        if raw:
+            try:
+                obj = msgspec.json.decode(raw)
+                saved = obj.get("db_id")
+                if cp is not None and isinstance(obj.get("seq_wal"), int):
+                    self.last_seq_wal = obj["seq_wal"]
+                    self._seq_ino = obj.get("ino") if isinstance(obj.get("ino"), int) else 0
+            except (msgspec.DecodeError, AttributeError):
+                saved = None
+        self.db_id = self._read_db_id()
+        if cp is not None and saved and self.db_id and saved != self.db_id:
+            self.db_id = saved  # the old identity, for the event
+            await self._reset_store(
+                "replaced",
+                f"the store at {self._db_dir} is another store than the one capture was following (DB id {saved})",
+            )
+        elif self.db_id and saved != self.db_id:
+            await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
+
+    def _identity_cp(self) -> bytes:
+        # seq_wal: the WAL the last delivered record came from (the checkpoint's WAL can be a
+        # later one: capture moved on, or read only empty batches there)
+        return _json_encode({"db_id": self.db_id, "seq_wal": self.last_seq_wal, "ino": self._seq_ino})
+
+    async def _check_identity(self, reopened: bool = False) -> None:
+        """A different DB id at the path: the store was replaced under the running daemon.
+        (Every rescan tick, and when CURRENT changed: every open of a store writes it.)"""
+        self._ident_dirty = False
+        if reopened:
+            self._check_archiving()
+        now = self._read_db_id()
+        if now and self.db_id and now != self.db_id:
+            why = f"the store at {self._db_dir} was replaced or recreated (DB id {self.db_id} -> {now})"
+            await self._reset_store("replaced", why)
+        elif now and not self.db_id:
+            self.db_id = now
+            await self._emit([], checkpoints={IDENTITY_CHECKPOINT: self._identity_cp()})
+
+    def _check_archiving(self, initial: bool = False) -> None:
+        """WAL archiving off (OPTIONS: WAL_ttl_seconds = WAL_size_limit_MB = 0): say so once."""
+        if self._leveldb:
+            return
+        opts = read_wal_archiving(self._db_dir)
+        if opts is None:
+            return
+        on = opts["WAL_ttl_seconds"] > 0 or opts["WAL_size_limit_MB"] > 0
+        if on == self.wal_archiving:
+            return
+        self.wal_archiving = on
+        if self._metrics is not None:
+            _metric_set(self._metrics, "wal_archiving_enabled", 1 if on else 0)
+        h = getattr(self._ctx, "health", None)
+        text = None
+        if not on:
+            text = (
+                "the store does not archive WALs (OPTIONS: WAL_ttl_seconds=0, WAL_size_limit_MB=0): changes "
+                "flushed while cdc is down or behind are lost (reported as capture_gap); set WAL_ttl_seconds "
+                "or WAL_size_limit_MB to keep them"
+            )
+            log.warning("%s", text)
+        elif not initial:
+            log.info("the store now archives WALs (WAL_ttl_seconds=%d, WAL_size_limit_MB=%d)",
+                     opts["WAL_ttl_seconds"], opts["WAL_size_limit_MB"])
+        if h is not None and hasattr(h, "warn"):
+            try:
+                h.warn("readiness", "wal_archiving", text)
+            except Exception:  # noqa: BLE001 - health is best effort
+                log.debug("health.warn failed", exc_info=True)
+
+    async def _reset_store(self, reason: str, why: str) -> None:
+        """The store went back in time: capture its new history from its oldest WAL, and say so.
+
+        Journal ids simply continue (subscribers keep their cursors); a ``store_reset`` event
+        (old and new position) is committed together with the reset checkpoint.
+        """
+        await self._drain_old_current()
+        old_wal, old_off = self._seq_pos
+        if old_wal < 0 and self.cur is not None and self.reader is not None:
+            old_wal, old_off = self.cur.number, self.reader.offset
+        old_seq, old_id = self.last_seq, self.db_id
         self.store_resets += 1
         self._close_all()
         self.floor = 0
@@ -741,9 +870,106 @@ class WalCapture:
         self.last_seq_wal = -1
         self._resume = None
         self._resume_missing = False
-        self._dir_dirty = True
-        self._set_cond("readiness", "capture_reset", False, reason)
+        self._replaced_hint = ""
+        self._seq_ino = 0
+        self._prepared.clear()
+        self._manifest_sig = None
+        await self._reload_manifest(force=True)
+        self.db_id = self._read_db_id()
+        self._dir_dirty = False
+        self._scan()  # opens the new history's oldest WAL as current
+        new_wal, new_off, new_seq = -1, 0, -1
+        if self.cur is not None and self.reader is not None:
+            new_wal, new_off, new_seq = self.cur.number, self.reader.offset, self._first_seq(self.cur)
+            cp = self._checkpoint(self.cur, self.reader)
+        else:
+            self._dir_dirty = True
+            cp = encode_checkpoint(WalCheckpoint(0, 0, -1, 0))
+        self._seq_pos = (new_wal, new_off)
+        await self._announce_reset(reason, why, old_wal, old_off, old_seq, old_id, new_wal, new_off, new_seq, cp)
+
+    async def _drain_old_current(self) -> None:
+        """Before leaving the old store: deliver what its current WAL still holds past capture's
+        position (read through the fd capture keeps; its name may be gone already)."""
+        cur, reader = self.cur, self.reader
+        if cur is None or reader is None:
+            return
+        try:
+            if os.stat(cur.path).st_ino == cur.ino:
+                return  # the name still holds this file: it is not the old store's
+        except OSError:
+            pass
+        while not self._ctx.stop.is_set():
+            try:
+                data = os.pread(cur.fd, self.chunk_bytes, self.pos)
+            except OSError:
+                return
+            if not data:
+                return
+            self.pos += len(data)
+            dec = self._decode(reader, data)
+            if dec.rewind is not None:
+                return
+            await self._deliver(dec, cur, reader)
+            if reader.state in ("corrupt", "end"):
+                return
+
+    async def _announce_reset(
+        self, reason: str, why: str, old_wal: int, old_off: int, old_seq: int, old_id: str | None,
+        new_wal: int, new_off: int, new_seq: int, cp: bytes,
+    ) -> None:
+        text = (
+            f"{why}; capture was at WAL {old_wal:06d} @{old_off} (seq {old_seq}) and continues at "
+            f"WAL {new_wal:06d} @{new_off} (seq {new_seq})" + (f"; {self._shorter_hint}" if self._shorter_hint else "")
+        )
+        self._shorter_hint = ""
+        log.warning("store_reset (%s): %s", reason, text)
+        self._set_cond("readiness", "capture_reset", False, text)
         self._reset_until = time.monotonic() + self.gap_hold_s
+        if self._metrics is not None:
+            _metric_inc(self._metrics, "store_resets", 1)
+        ev = StoreReset(
+            timestamp=self._now_ms(), reason=reason, old_wal=old_wal, old_offset=old_off, old_seq=old_seq,
+            new_wal=new_wal, new_offset=new_off, new_seq=new_seq, old_db_id=old_id, new_db_id=self.db_id, message=text,
+        )
+        cps = {CHECKPOINT_NAME: cp}
+        if self.db_id:
+            cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+        await self._emit([ev], checkpoints=cps)
+
+    def _first_seq(self, tail: _Tail) -> int:
+        """Sequence number of the first batch in a WAL (-1: none yet / unreadable)."""
+        probe = WalReader(tail.number, leveldb=self._leveldb)
+        try:
+            probe.feed(os.pread(tail.fd, 1 << 20, 0))
+            batches = probe.read()
+        except (OSError, FormatError):
+            return -1
+        except Exception:  # noqa: BLE001 - never die on a file's content
+            return -1
+        return batches[0].seq if batches else -1
+
+    async def _rewound(self, cur: _Tail, reader: WalReader, wal: int, offset: int, seq: int) -> None:
+        """A newer WAL starts at or below the last delivered seq: the store went back in time."""
+        now = self._read_db_id()
+        if self._replaced_hint or (now and self.db_id and now != self.db_id):
+            why = self._replaced_hint or (
+                f"the store at {self._db_dir} was replaced or recreated (DB id {self.db_id} -> {now})"
+            )
+            await self._reset_store("replaced", why)
+            return
+        old_wal, old_off = self._seq_pos
+        old_seq = self.last_seq
+        self.store_resets += 1
+        self.last_seq = seq - 1
+        self.last_seq_wal = wal
+        self._seq_ino = cur.ino
+        self._seq_pos = (wal, offset)
+        await self._announce_reset(
+            "recovered_earlier",
+            f"the store was reopened at an earlier sequence number (WAL {wal:06d} starts at seq {seq} <= {old_seq})",
+            old_wal, old_off, old_seq, self.db_id, wal, offset, seq, self._checkpoint(cur, reader),
+        )
 
     def _timers(self, now: float) -> None:
         if self._reset_until and now >= self._reset_until:
@@ -800,6 +1026,8 @@ class WalCapture:
             if prev is None or os.sep + "archive" + os.sep in prev:
                 found[number] = path
         for tail in self.tails.values():
+            if tail.number in found:
+                tail.scanned = True
             if tail.gone:
                 continue
             path = found.get(tail.number)
@@ -813,16 +1041,33 @@ class WalCapture:
                 continue
             if ino != tail.ino:
                 tail.gone = True  # replaced (recycled file reused under this name, or recreated)
+                if not self._replaced_hint and tail.number >= self.floor:
+                    # RocksDB never gives a number to two files: another store lives here now
+                    self._replaced_hint = (
+                        f"WAL {tail.number:06d} was replaced by another file (the store was replaced or recreated)"
+                    )
             elif path != tail.path:
                 tail.path = path  # archived: same inode, new name
                 tail.gone = True  # archived WALs are never written again
+        seq_path = found.get(self.last_seq_wal) if self._seq_ino and self.last_seq_wal not in self.tails else None
+        if seq_path is not None and not self._replaced_hint:
+            try:
+                if os.stat(seq_path).st_ino != self._seq_ino:
+                    self._replaced_hint = (
+                        f"WAL {self.last_seq_wal:06d} (the last one read) is another file now "
+                        "(the store was replaced or recreated)"
+                    )
+            except OSError:
+                pass
         inodes = {t.ino: t for t in self.tails.values()}
         for number in sorted(found):
             if number < self.floor or number in self.tails:
                 continue
             if len(self.tails) >= self.max_open:
                 break
-            if not self._open_wal(number, found[number], inodes):
+            if self._open_wal(number, found[number], inodes):
+                self.tails[number].scanned = True
+            else:
                 self._dir_dirty = True  # deleted meanwhile or archived: look again next time
         if self.cur is None:
             self._pick_current()
@@ -832,7 +1077,15 @@ class WalCapture:
         try:
             fd = open_readonly(path)
         except OSError:
-            return False
+            # moved to archive/ since it was listed? (never skip a WAL that is still on disk)
+            alt = os.path.join(self._wal_dir, "archive", os.path.basename(path))
+            if alt == path:
+                return False
+            try:
+                fd = open_readonly(alt)
+            except OSError:
+                return False
+            path = alt
         ino = os.fstat(fd).st_ino
         if inodes is None:
             inodes = {t.ino: t for t in self.tails.values()}
@@ -858,6 +1111,9 @@ class WalCapture:
                 offset, compression = resume.offset, resume.compression
                 ts_sizes = dict(resume.ts_sizes)
                 if offset > tail.size():
+                    self._shorter_hint = (
+                        f"WAL {number:06d} is shorter ({tail.size()} bytes) than the checkpoint offset {offset}"
+                    )
                     log.warning(
                         "WAL %06d is shorter than the checkpoint offset %d: it was replaced; reading it from 0",
                         number,
@@ -937,6 +1193,8 @@ class WalCapture:
                 else:
                     dec = self._decode(reader, data)
                 await self._deliver(dec, cur, reader)
+                if dec.rewind is not None:
+                    continue  # store_reset: the position changed, read on from there
                 if dec.batches and self._corrupt_key is not None:
                     self._corrupt_key = None  # the bad record was a torn write that completed
                 self._check_startup_target()
@@ -983,9 +1241,18 @@ class WalCapture:
         counts: dict[int, list[int]] = {}
         put_cf, put_n, put_b = -1, 0, 0
         bad_origins = 0
-        for b in batches:
+        rewind = None
+        n_batches = len(batches)
+        for i, b in enumerate(batches):
             bseq = b.seq
+            before = last_seq
             nxt = last_seq + 1
+            if b.count and 0 <= bseq <= last_seq and b.log_number != last_wal:
+                # a newer WAL goes back to sequence numbers already delivered: the store went
+                # back in time (stop here; the caller decides and re-reads from this batch)
+                rewind = (b.log_number, b.offset, bseq)
+                n_batches = i
+                break
             if last_seq >= 0 and bseq > nxt and b.count:
                 gaps.append((nxt, bseq - 1))
                 append(
@@ -1104,10 +1371,11 @@ class WalCapture:
                         value_encoding=venc,
                     )
                 )
-            last_wal = b.log_number
+            if last_seq != before:
+                last_wal = b.log_number  # the WAL of the last delivered record (not of an empty batch)
         if put_n:
             _add_count(counts, put_cf, 0, put_n, put_b)
-        return _Decoded(events, len(batches), unknown, gaps, last_seq, counts, bad_origins)
+        return _Decoded(events, n_batches, unknown, gaps, last_seq, counts, bad_origins, rewind)
 
     def _cf_json(self) -> dict[int, tuple[str, bytes]]:
         """cf id -> (name, JSON-encoded name), rebuilt when ``cf_names`` changes."""
@@ -1155,6 +1423,10 @@ class WalCapture:
 
     async def _deliver(self, dec: _Decoded, cur: _Tail, reader: WalReader) -> None:
         """Commit a decoded chunk: events + checkpoint in one emit; health/metrics on gaps."""
+        if dec.rewind is not None:
+            self._rewind(cur, dec.rewind[1], reader.compression)  # re-read from the rewinding batch
+            assert self.reader is not None
+            reader = self.reader
         if dec.unknown_cfs:
             await self._reload_manifest(force=True)
             for i, cf_id in dec.unknown_cfs:
@@ -1183,11 +1455,16 @@ class WalCapture:
             self.origins_ignored += dec.bad_origins
             if self._metrics is not None:
                 _metric_inc(self._metrics, "origin_markers_ignored", dec.bad_origins)
+        seq_wal_moved = False
         if dec.batches:
             cur.has_record = True
             self._hot_until = time.monotonic() + self.hot_window_s
+            if dec.last_seq != self.last_seq:
+                seq_wal_moved = self.last_seq_wal != cur.number
+                self.last_seq_wal = cur.number
+                self._seq_ino = cur.ino
+                self._seq_pos = (cur.number, reader.offset)
             self.last_seq = dec.last_seq
-            self.last_seq_wal = cur.number
             self._resume_missing = False
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
@@ -1195,8 +1472,13 @@ class WalCapture:
             n_kc = len(dec.events) - len(dec.gaps)
             self.events_captured += n_kc
             self.batches_captured += dec.batches
-            await self._emit(dec.events, checkpoints={CHECKPOINT_NAME: self._checkpoint(cur, reader)})
+            cps = {CHECKPOINT_NAME: self._checkpoint(cur, reader)}
+            if seq_wal_moved:
+                cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+            await self._emit(dec.events, checkpoints=cps)
             self._export_counters(n_kc)
+        if dec.rewind is not None:
+            await self._rewound(cur, reader, *dec.rewind)
 
     async def _emit(self, events: list[Any], checkpoints: dict[str, bytes]) -> None:
         """bus.emit; while it waits on backpressure (journal slow or full) keep beating: capture
@@ -1247,7 +1529,7 @@ class WalCapture:
             )
             await self._emit(
                 [CaptureGap(timestamp=self._now_ms(), from_seq=a, to_seq=b, reason=reason)],
-                checkpoints={CHECKPOINT_NAME: cp},
+                checkpoints={CHECKPOINT_NAME: cp, IDENTITY_CHECKPOINT: self._identity_cp()},
             )
         self._resume_missing = False
 
@@ -1283,15 +1565,24 @@ class WalCapture:
         self.cur = None
         self.reader = None
         self.floor = cur.number + 1
-        nxt = self._next_tail(cur.number)
-        if nxt is None:
-            self._dir_dirty = True
-            self._scan()
-            nxt = self._next_tail(cur.number)
-        if nxt is not None:
-            reader = self._open_current(nxt, 0, 0)
-            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
+        return await self._move_on()
+
+    async def _move_on(self) -> bool:
+        """Open the next WAL (lowest number >= floor) as current. Unless a directory scan saw
+        that WAL (and so every lower-numbered one: numbers grow with time), rescan the WAL dir
+        and ``archive/`` first: a WAL created and archived while capture was not looking (paused,
+        busy) must not be jumped over because the inotify thread already opened a later one."""
+        nxt = self._next_tail(self.floor - 1)
+        if nxt is not None and nxt.scanned:
+            # a scan saw it, and WAL numbers grow with time: that scan saw every WAL below it too
+            self._open_current(nxt, 0, 0)
+        else:
+            self._dir_dirty = False
+            self._scan()  # picks the lowest WAL >= floor as current
+        if self.cur is not None and self.reader is not None:
+            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(self.cur, self.reader)})
             return True
+        self._dir_dirty = True
         return False
 
     def _next_tail(self, number: int) -> _Tail | None:
@@ -1398,18 +1689,12 @@ class WalCapture:
             offset = (offset // BLOCK_SIZE + 1) * BLOCK_SIZE  # MIDDLE fills its block
 
     async def _try_seal_end(self, cur: _Tail, reader: WalReader) -> bool:
-        nxt = self._next_tail(cur.number)
         self.tails.pop(cur.number, None)
         self._close_tail(cur)
         self.cur = None
         self.reader = None
         self.floor = cur.number + 1
-        if nxt is not None:
-            reader = self._open_current(nxt, 0, 0)
-            await self._emit([], checkpoints={CHECKPOINT_NAME: self._checkpoint(nxt, reader)})
-            return True
-        self._dir_dirty = True
-        return False
+        return await self._move_on()
 
     def _rewind(self, cur: _Tail, offset: int, compression: int) -> None:
         old = self.reader
@@ -1469,6 +1754,7 @@ class WalCapture:
             keep = max(keep, min(live))
         self.manifest_keep = keep
         self.manifest_next_file = int(getattr(state, "next_file_number", 0) or 0)
+        self.manifest_db_id = getattr(state, "db_id", None) or None
         if self.last_seq >= 0 and self.manifest_last_seq > self.last_seq:
             self.lag_seq = self.manifest_last_seq - self.last_seq
         else:

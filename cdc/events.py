@@ -136,6 +136,31 @@ class CaptureGap(msgspec.Struct, tag="capture_gap", **_STRUCT_OPTS):
     reason: str = _REASON
 
 
+class StoreReset(msgspec.Struct, tag="store_reset", **_STRUCT_OPTS):
+    """The store went back in time under cdc; capture continues in its new history.
+
+    ``reason``: ``replaced`` (another store now lives at the path: a restore, a re-created DB)
+    or ``recovered_earlier`` (the same store reopened at an earlier sequence number, e.g. after
+    its live WAL was truncated). ``old_*``: where capture was (WAL number, offset, last sequence
+    number delivered); ``new_*``: where it continues (``new_seq``: the first sequence number of
+    the new history it reads, -1 while that WAL holds nothing yet). Changes delivered with
+    sequence numbers >= ``new_seq`` before this event belong to the old history.
+    """
+
+    id: int = 0
+    timestamp: int
+    reason: str = _REASON  # replaced | recovered_earlier
+    old_wal: int
+    old_offset: int
+    old_seq: int
+    new_wal: int
+    new_offset: int
+    new_seq: int
+    old_db_id: str | None = None
+    new_db_id: str | None = None
+    message: str | None = None
+
+
 Event = Union[
     KeyChange,
     CompactionStatus,
@@ -144,6 +169,7 @@ Event = Union[
     SyncEvent,
     SnapshotEvent,
     CaptureGap,
+    StoreReset,
 ]
 
 EVENT_TYPES: dict[str, type] = {

@@ -49,6 +49,7 @@ class Health:
         self._conds: dict[str, dict[str, tuple[bool, str]]] = {p: {} for p in PROBES}
         self._status: dict[str, bool] = dict.fromkeys(PROBES, True)
         self._beats: dict[str, float] = {}
+        self._warnings: dict[str, dict[str, str]] = {p: {} for p in PROBES}
         self.transitions = 0
 
     def set(self, probe: str, name: str, ok: bool, reason: str = "") -> None:
@@ -101,7 +102,17 @@ class Health:
         out: dict[str, object] = {"status": "healthy" if healthy else "unhealthy", "reason": reason}
         if failing:
             out["failing"] = failing
+        if self._warnings[probe]:
+            out["warnings"] = dict(self._warnings[probe])
         return out
+
+    def warn(self, probe: str, name: str, text: str | None) -> None:
+        """A warning detail shown in the probe's body (``warnings``); it never fails the probe.
+        ``text=None`` removes it."""
+        if text:
+            self._warnings[probe][name] = text
+        else:
+            self._warnings[probe].pop(name, None)
 
     # ------------------------------------------------------------------ liveness watchdog
 

@@ -151,7 +151,9 @@ def list_wal_files(wal_dir: str) -> list[tuple[int, str]]:
         StoreError: the directory cannot be listed.
     """
     found: dict[int, str] = {}
-    for sub in ("archive", ""):
+    # The live directory is listed before archive/: a WAL that RocksDB moves into archive/
+    # between the two listings is then seen in one of them (the other order can miss it).
+    for sub in ("", "archive"):
         d = os.path.join(wal_dir, sub) if sub else wal_dir
         try:
             names = os.listdir(d)
@@ -164,8 +166,63 @@ def list_wal_files(wal_dir: str) -> list[tuple[int, str]]:
         for name in names:
             m = _WAL_NAME.match(name)
             if m:
-                found[int(m.group(1))] = os.path.join(d, name)
+                found.setdefault(int(m.group(1)), os.path.join(d, name))
     return sorted(found.items())
+
+
+def read_identity(db_dir: str) -> str | None:
+    """The store's DB id from its ``IDENTITY`` file (RocksDB), or None (LevelDB, absent, unreadable).
+
+    The id is the same for every open of one store and differs between two stores; RocksDB
+    9.7+ also keeps it in the MANIFEST (``ManifestState.db_id``).
+    """
+    try:
+        text = read_store_file(os.path.join(db_dir, "IDENTITY"), 256)
+    except OSError:
+        return None
+    ident = text.decode("utf-8", "replace").strip()
+    return ident or None
+
+
+_OPTIONS_NAME = re.compile(r"^OPTIONS-(\d+)$")
+
+
+def read_wal_archiving(db_dir: str) -> dict[str, int] | None:
+    """WAL archiving settings from the newest ``OPTIONS-NNNNNN`` file of a RocksDB directory.
+
+    Returns:
+        ``{"WAL_ttl_seconds": n, "WAL_size_limit_MB": m}`` (a missing key counts as 0), or None
+        when there is no readable OPTIONS file (LevelDB, a store being created). RocksDB moves
+        obsolete WALs to ``archive/`` only when one of the two is > 0; otherwise it deletes them.
+    """
+    try:
+        names = os.listdir(db_dir)
+    except OSError:
+        return None
+    numbered = sorted(((int(m.group(1)), n) for n in names if (m := _OPTIONS_NAME.match(n))), reverse=True)
+    for _number, name in numbered:
+        try:
+            text = read_store_file(os.path.join(db_dir, name), 1 << 20).decode("utf-8", "replace")
+        except OSError:
+            continue  # replaced by a newer one meanwhile: try the next
+        out = {"WAL_ttl_seconds": 0, "WAL_size_limit_MB": 0}
+        section = ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+                continue
+            if section != "[DBOptions]" or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            key = key.strip()
+            if key in out:
+                try:
+                    out[key] = int(value.strip())
+                except ValueError:
+                    pass
+        return out
+    return None
 
 
 def load_manifest(db_dir: str, *, leveldb: bool | None = None) -> ManifestState:

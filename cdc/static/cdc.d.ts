@@ -125,6 +125,21 @@ export interface CaptureGapEvent extends BaseEvent {
   reason: string;
 }
 
+/** The store went back in time (replaced, or recovered to an earlier seq); capture goes on in its new history. */
+export interface StoreResetEvent extends BaseEvent {
+  type: "store_reset";
+  reason: "replaced" | "recovered_earlier" | (string & {});
+  old_wal: number;
+  old_offset: number;
+  old_seq: number;
+  new_wal: number;
+  new_offset: number;
+  new_seq: number;
+  old_db_id?: string;
+  new_db_id?: string;
+  message?: string;
+}
+
 /** An event published with a namespaced custom type (`cdc publish --type myapp.reindex`). */
 export interface CustomEvent extends BaseEvent {
   type: `${string}.${string}`;
@@ -144,7 +159,8 @@ export type CdcEvent =
   | HealthEvent
   | SyncEvent
   | SnapshotEvent
-  | CaptureGapEvent;
+  | CaptureGapEvent
+  | StoreResetEvent;
 
 /** The seed's name for the union, plus custom published events. */
 export type ServerEvent = CdcEvent | CustomEvent;
@@ -159,6 +175,7 @@ export interface EventByType {
   sync_event: SyncEvent;
   snapshot_event: SnapshotEvent;
   capture_gap: CaptureGapEvent;
+  store_reset: StoreResetEvent;
 }
 
 // --------------------------------------------------------------------------- control frames (no id)

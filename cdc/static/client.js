@@ -46,6 +46,7 @@ export const EVENT_TYPES = Object.freeze([
   "sync_event",
   "snapshot_event",
   "capture_gap",
+  "store_reset",
 ]);
 
 const observableSymbol = (typeof Symbol === "function" && Symbol.observable) || "@@observable";
@@ -187,6 +188,7 @@ function fillDefaults(ev) {
       break;
     case "health_change":
     case "capture_gap":
+    case "store_reset":
       if (ev.reason === undefined) ev.reason = "";
       break;
     default:
