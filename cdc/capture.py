@@ -1281,7 +1281,17 @@ class WalCapture:
             return True
         err = reader.close()
         if err is not None:
-            self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
+            if self._torn_tail_continues(cur):
+                log.info(
+                    "WAL %06d ends with a torn record (%s) and WAL %06d continues at seq %d: "
+                    "the normal end of a WAL the writer crashed in (nothing lost)",
+                    cur.number,
+                    err.reason,
+                    nxt.number if nxt is not None else -1,
+                    self.last_seq + 1,
+                )
+            else:
+                self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
         log.debug("WAL %06d done (%s) at offset %d", cur.number, why, reader.offset)
         self.tails.pop(cur.number, None)
         self._close_tail(cur)
@@ -1304,6 +1314,28 @@ class WalCapture:
             self._take_grabbed()
         higher = [n for n in self.tails if n > number]
         return self.tails[min(higher)] if higher else None
+
+    def _first_seq(self, tail: _Tail) -> int | None:
+        """Header sequence number of the first record of a (higher) WAL, or None."""
+        probe = WalReader(tail.number, leveldb=self._leveldb)
+        try:
+            probe.feed(os.pread(tail.fd, min(tail.size(), 1 << 20), 0))
+        except OSError:
+            return None
+        batches = probe.read()
+        return batches[0].seq if batches else None
+
+    def _torn_tail_continues(self, cur: _Tail) -> bool:
+        """Current ended with a torn record and the next WAL starts at the next sequence number.
+
+        That is what a writer crash mid-write followed by a reopen looks like (RocksDB's recovery
+        stops at the torn record and the new WAL continues after the last good one): the normal
+        end of that WAL, not damage. A jump (or no next WAL yet) is not.
+        """
+        nxt = self._next_tail(cur.number)
+        if nxt is None or self.last_seq < 0:
+            return False
+        return self._first_seq(nxt) == self.last_seq + 1
 
     def _has_complete_record(self, tail: _Tail) -> bool:
         """Does this (higher) WAL hold a complete data record? (cached per file size)"""
@@ -1370,6 +1402,23 @@ class WalCapture:
             self._rewind(cur, reader.offset, reader.compression)
             return False
         self._corrupt_key = None
+        if size <= block_end and self._torn_tail_continues(cur):
+            # a torn last record (nothing after it in this WAL) and the next WAL continues: its end
+            log.info(
+                "WAL %06d ends with a torn record @%d (%s) and the next WAL continues at seq %d: "
+                "the normal end of a WAL the writer crashed in (nothing lost)",
+                cur.number,
+                off,
+                err.reason,
+                self.last_seq + 1,
+            )
+            reason = self._cond_reasons.get(("readiness", "capture_decode"), "")
+            if self._conds.get(("readiness", "capture_decode")) is False and reason.startswith(
+                f"WAL {cur.number:06d} @{off}: bad record at the end of the file"
+            ):
+                self._corrupt_until = 0.0  # only the wait for this record was reported: clear it
+                self._set_cond("readiness", "capture_decode", True, "")
+            return await self._try_seal_end(cur, reader)
         resume = self._skip_orphan_fragments(cur, block_end)
         self._decode_error(err, f"corrupt WAL {cur.number:06d} @{off}: {err.reason}; skipped to offset {resume}")
         self._rewind(cur, resume, reader.compression)
