@@ -11,12 +11,13 @@ same binary through :class:`CxxWriter`.
 Command line
 ------------
 ``writer DB_DIR [--policy none|committed|prepared|unprepared] [--cf NAME]... [--wal-ttl S]
-[--unprepared-threshold BYTES]``
+[--wal-dir DIR] [--unprepared-threshold BYTES]``
 
 * ``--policy``: ``none`` = plain ``DB::Open`` (default); otherwise ``TransactionDB::Open`` with
   WRITE_COMMITTED / WRITE_PREPARED / WRITE_UNPREPARED.
 * ``--cf``: column families to create/open (besides ``default``).
 * ``--wal-ttl``: ``WAL_ttl_seconds`` (WAL archiving into ``archive/``).
+* ``--wal-dir``: ``DBOptions::wal_dir`` (WALs in a separate directory).
 * ``--unprepared-threshold``: ``TransactionOptions::write_batch_flush_threshold`` (WRITE_UNPREPARED
   writes unprepared batches of that size before the prepare).
 * Every store gets a merge operator (``cdc-test-concat``: concatenation) and
@@ -137,7 +138,7 @@ class CxxWriter:
     """A running ``writer`` process (see the module docstring for its command language)."""
 
     def __init__(self, exe: str, db: str, *, policy: str = "none", cfs: tuple[str, ...] = (), wal_ttl: int = 0,
-                 unprepared_threshold: int = 0, timeout: float = 30.0) -> None:
+                 wal_dir: str | None = None, unprepared_threshold: int = 0, timeout: float = 30.0) -> None:
         self.db = db
         self.timeout = timeout
         cmd = [exe, db, "--policy", policy]
@@ -145,6 +146,8 @@ class CxxWriter:
             cmd += ["--cf", cf]
         if wal_ttl:
             cmd += ["--wal-ttl", str(wal_ttl)]
+        if wal_dir:
+            cmd += ["--wal-dir", wal_dir]
         if unprepared_threshold:
             cmd += ["--unprepared-threshold", str(unprepared_threshold)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

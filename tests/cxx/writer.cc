@@ -60,7 +60,7 @@ std::string hex(const std::string& s) {
 }
 
 struct Writer {
-  std::string path, policy = "none";
+  std::string path, policy = "none", wal_dir;
   std::vector<std::string> cf_names;
   long wal_ttl = 0;
   long unprepared_threshold = 0;
@@ -87,6 +87,7 @@ struct Writer {
     o.merge_operator = std::make_shared<Concat>();
     o.WAL_ttl_seconds = wal_ttl;
     o.manual_wal_flush = manual_wal_flush;
+    if (!wal_dir.empty()) o.wal_dir = wal_dir;
     std::vector<ColumnFamilyDescriptor> descs;
     descs.emplace_back(kDefaultColumnFamilyName, ColumnFamilyOptions(o));
     for (auto& n : cf_names) descs.emplace_back(n, ColumnFamilyOptions(o));
@@ -179,7 +180,7 @@ struct Writer {
 
 int main(int argc, char** argv) {
   Writer w;
-  if (argc < 2) { std::cerr << "usage: writer DB [--policy P] [--cf NAME]... [--wal-ttl S] [--unprepared-threshold N]\n"; return 2; }
+  if (argc < 2) { std::cerr << "usage: writer DB [--policy P] [--cf NAME]... [--wal-ttl S] [--wal-dir DIR] [--unprepared-threshold N]\n"; return 2; }
   w.path = argv[1];
   for (int i = 2; i < argc; i++) {
     std::string a = argv[i];
@@ -187,6 +188,7 @@ int main(int argc, char** argv) {
     if (a == "--policy") { w.policy = v; i++; }
     else if (a == "--cf") { w.cf_names.push_back(v); i++; }
     else if (a == "--wal-ttl") { w.wal_ttl = std::atol(v.c_str()); i++; }
+    else if (a == "--wal-dir") { w.wal_dir = v; i++; }
     else if (a == "--unprepared-threshold") { w.unprepared_threshold = std::atol(v.c_str()); i++; }
     else { std::cerr << "unknown option " << a << "\n"; return 2; }
   }
