@@ -998,9 +998,13 @@ class WalCapture:
             ops = b.ops
             if len(ops) == 1 and ops[0][0] >= 0:
                 consumed = 1  # one data record: the same number in both schemes
+            elif len(ops) == b.count and numbering.scheme != SEQ_PER_BATCH:
+                # data records only, no marker (a plain write): per key (wal.seq_scheme_evidence)
+                consumed = b.count
+                numbering.scheme = SEQ_PER_KEY
             else:
                 scheme, ops, consumed = numbering.number(b)
-                if ops and (ops[0][0] < 0 or ops[-1][0] < 0 or scheme == SEQ_PER_BATCH):
+                if ops and (len(ops) != b.count or scheme == SEQ_PER_BATCH):
                     ops, extra = self._txn_ops(b, scheme, ops)  # markers: 2PC sections, log_data, noop
                     consumed += extra
             nxt = last_seq + 1

@@ -135,7 +135,7 @@ class _Formatter:
     def _renumber(self, b: Batch) -> list[Any]:
         """The records of a multi-record batch with the store's numbers; tracks ``last_seq``."""
         scheme, ops, consumed = self.numbering.number(b)
-        if scheme == SEQ_PER_KEY and (ops[0][0] < 0 or ops[-1][0] < 0):
+        if scheme == SEQ_PER_KEY and len(ops) != b.count:
             # WriteCommitted 2PC: prepared records are numbered when their commit is inserted
             n = 0
             for op in ops:
@@ -164,6 +164,9 @@ class _Formatter:
             wal, off, bseq, _count, ops = b
             if len(ops) == 1 and ops[0][0] >= 0:
                 self.last_seq = ops[0][0]  # one data record: the same number in both schemes
+            elif len(ops) == _count and ops and self.numbering.scheme != SEQ_PER_BATCH:
+                self.last_seq = bseq + _count - 1  # data records only: per key (see cdc.wal)
+                self.numbering.scheme = SEQ_PER_KEY
             elif ops:
                 ops = self._renumber(b)
             if len(ops) == 1:
