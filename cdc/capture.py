@@ -29,15 +29,20 @@ Events and positions
   ``timestamp`` the capture time (ms), the value is kept (the journal strips it for subscribers
   that did not ask for values). Column family ids map to names through the MANIFEST, reloaded
   when CURRENT/MANIFEST change or an unknown id appears.
-* TransactionDB (WriteCommitted 2PC): prepared writes are held by xid and emitted at their
-  Commit with the sequence numbers RocksDB gives them there; rolled-back ones never appear.
-  Prepared sections are kept in memory only: a transaction prepared before a daemon restart and
-  committed after it shows up as a sequence gap (reported, see below).
+* Sequence numbering: per key (plain DB, WriteCommitted) or per (sub-)batch (TransactionDB
+  WRITE_PREPARED / WRITE_UNPREPARED), decided record by record by :class:`cdc.wal.SeqNumbering`
+  (2PC begin markers, how a record ends); ``seq`` is always the store's own number.
+* TransactionDB 2PC: prepared writes are held by xid and emitted at their Commit (WriteCommitted:
+  with the numbers RocksDB gives them there; WritePrepared/Unprepared: with the numbers they got
+  at prepare time); rolled-back ones never appear. The unresolved prepared sections are saved in
+  checkpoint ``"wal_2pc"`` (written with the events whenever they change), so a transaction
+  prepared before a daemon restart and committed after it is delivered.
 * Position = checkpoint ``"wal"``: (WAL number, offset after the last consumed record, last
-  sequence number, compression type), committed in the same journal transaction as the events
-  (``bus.emit(events, checkpoints=...)``): after ``kill -9`` capture resumes exactly there, with
-  nothing lost or duplicated. Records whose sequence numbers are <= the last one seen in the
-  same WAL are skipped (never delivered twice).
+  sequence number, compression type, timestamp sizes, numbering scheme), committed in the same
+  journal transaction as the events (``bus.emit(events, checkpoints=...)``): after ``kill -9``
+  capture resumes exactly there, with nothing lost or duplicated. The only records ever skipped
+  as already delivered are those of the checkpointed WAL before the checkpointed offset; a
+  sequence number at or below the last one is no proof (per-batch stores reuse numbers).
 * First start without a checkpoint: capture starts at the **oldest WAL on disk** (including
   ``archive/``), i.e. everything the store still has in its WALs is delivered once. Data that
   is only in SST files is not replayed (cdc is a change feed, not a snapshot).
@@ -59,6 +64,9 @@ the last good offset. If the same record is still bad after ``corrupt_retry_s`` 
 grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_decode_errors_total``
 +1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
 resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
+A torn last record (cut short, or bad with nothing after it) followed by a WAL whose first
+record continues at the next sequence number is what a writer crash and reopen leave (RocksDB's
+recovery stops there too): the normal end of that WAL, no error and no readiness condition.
 
 Store recreated or restored
 ---------------------------

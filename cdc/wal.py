@@ -4,10 +4,15 @@ Rule: this module performs no I/O, reads no clock and logs nothing.
 
 A WAL logical record is one WriteBatch (RocksDB db/write_batch.cc; LevelDB db/write_batch.cc):
 fixed64 sequence, fixed32 count, then tagged records. Column-family variants carry a varint32
-cf id before the key. Every data record gets its own sequence number (seq_per_key mode): the
+cf id before the key. :func:`decode_write_batch` numbers records per key (seq_per_key mode): the
 k-th consuming record gets ``seq + k``; LogData, Noop and the 2PC markers consume none, and
-neither do data records inside a WriteCommitted prepare section (BeginPrepare..EndPrepare).
-Those get ``seq == -1``.
+neither do data records inside a prepare section (BeginPrepare..EndPrepare). Those get
+``seq == -1``.
+
+A TransactionDB with WRITE_PREPARED / WRITE_UNPREPARED numbers per (sub-)batch instead
+(``seq_per_batch``): :func:`number_per_batch` renumbers a decoded batch that way,
+:func:`seq_scheme_evidence` says what one record reveals about the scheme, and
+:class:`SeqNumbering` (a small state machine) combines both for a stream of records.
 
 Invariants:
 
