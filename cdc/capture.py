@@ -1151,7 +1151,17 @@ class WalCapture:
                 nxt = s + 1
             elif name == "commit" or name == "commit_with_ts":
                 entry = prepared.pop(op[3], None)
-                if entry is not None:
+                if entry is None:
+                    log.warning(
+                        "WAL %06d @%d: commit of transaction %r whose prepare capture never saw "
+                        "(it precedes capture's starting point): its writes are not delivered",
+                        b.log_number,
+                        b.offset,
+                        op[3],
+                    )
+                    if self._metrics is not None:
+                        _metric_inc(self._metrics, "capture_unmatched_commits", 1)
+                else:
                     self._prepared_dirty = True
                     if entry[0] == SEQ_PER_BATCH:
                         out.extend(entry[1])
