@@ -423,6 +423,7 @@ class WalCapture:
         # (WAL number, offset): records of that WAL before that offset were delivered (the
         # checkpoint position); the only proof that lets capture skip a record as a duplicate.
         self._done: tuple[int, int] = (-1, 0)
+        self._done_ino: int | None = None  # inode of that WAL (None: not seen yet in this run)
         self.cf_names: dict[int, str] = {0: "default"}
         self.manifest_last_seq = -1
         self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
@@ -900,6 +901,12 @@ class WalCapture:
         )
         self.pos = offset
         self._corrupt_key = None
+        if offset == 0:
+            self.numbering.new_wal()  # a reopened store may use another numbering
+        if tail.number == self._done[0]:
+            if self._done_ino is not None and self._done_ino != tail.ino:
+                self._done = (-1, 0)  # another file under the checkpointed WAL's number
+            self._done_ino = tail.ino
         return reader
 
     def _close_tail(self, tail: _Tail) -> None:
@@ -1192,6 +1199,7 @@ class WalCapture:
             self.last_seq_wal = cur.number
             self._resume_missing = False
             self._done = (cur.number, reader.offset)
+            self._done_ino = cur.ino
         if self.seq_guesses != self._guesses_reported:
             n = self.seq_guesses - self._guesses_reported
             self._guesses_reported = self.seq_guesses

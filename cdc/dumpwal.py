@@ -648,6 +648,7 @@ def _dump_file(
     """:func:`dump_file`, plus whether the problem is only an incomplete record at the end
     of the file (what a write in progress looks like), as opposed to damage."""
     reader = WalReader(number, leveldb=leveldb)
+    fmt.numbering.new_wal()
     keys_only: _KeysOnly | None = None
     if not fmt.values and not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH"):
         keys_only = _KeysOnly(fmt.names[0], number)

@@ -524,7 +524,8 @@ class SeqNumbering:
 
     Pure state machine (no I/O) shared by the daemon and ``cdc dump-wal``. ``scheme`` is what
     the store was last seen to use (None until the first evidence); strong evidence (2PC begin
-    markers) outranks weak evidence (how a record ends) that contradicts it. A record that says
+    markers) outranks weak evidence (how a record ends) that contradicts it in the same WAL
+    (call :meth:`new_wal` at each WAL's start). A record that says
     nothing is numbered with ``scheme`` (per key while undecided): ``guessed`` counts the
     records where that choice changed a data record's number (their numbers may be wrong).
     """
@@ -535,6 +536,12 @@ class SeqNumbering:
         self.scheme = scheme
         self.strong = strong
         self.guessed = 0
+
+    def new_wal(self) -> None:
+        """A new WAL starts: strong evidence applies to the WAL it was found in (a store reopened
+        with another TransactionDB policy, or replaced, starts a new WAL); the scheme stays as
+        the prior for records that say nothing."""
+        self.strong = False
 
     def classify(self, b: Batch) -> str:
         """The scheme of record ``b`` (and update ``scheme`` from its evidence)."""

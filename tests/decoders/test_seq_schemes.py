@@ -247,3 +247,15 @@ def test_dump_wal_torn_tail_without_continuation_still_fails(cxx_writer: Any, tm
         g.write(f.read())
     code, _records, err = dump(str(alone / wal))
     assert code == 1 and "truncated" in err
+
+
+def test_strong_evidence_is_scoped_to_its_wal() -> None:
+    """A WritePrepared store reopened as a plain DB (new WAL): its plain batches are per key."""
+    n = SeqNumbering()
+    xid = varstr(b"x")
+    n.number(rec(1, bytes([BEGIN_PERSISTED]), put(b"a"), bytes([END_PREPARE]) + xid))
+    n.new_wal()
+    scheme, ops, consumed = n.number(rec(5, put(b"a"), put(b"b")))
+    assert scheme == SEQ_PER_KEY and seqs(ops) == [(b"a", 5), (b"b", 6)] and consumed == 2
+
+
