@@ -31,6 +31,16 @@ def _versions(rep: Report, skip: set[tuple[str, bytes, int]] = frozenset()) -> C
     return Counter((cf, k, s, t) for cf, k, s, t, _v in rep.versions if (cf, k, s) not in skip)
 
 
+def _assert_matches_log(rig: CaptureRig, rep: Report) -> None:
+    """Against the writer's own log: every committed op delivered once, with its value."""
+    names = {"singledelete": "single_delete"}
+    committed = Counter((names.get(op, op), cf, k, v if op in ("put", "merge") else None) for op, cf, k, v in rep.committed)
+    delivered = Counter(
+        (e["operation"], e["cf"], e["key"].encode(), e["value"].encode() if "value" in e else None) for e in rig.key_changes()
+    )
+    assert delivered == committed
+
+
 async def _capture_all(rig: CaptureRig, expected: Counter[Any]) -> Counter[Any]:
     n = sum(expected.values())
     await wait_for(lambda: len(rig.key_changes()) >= n, timeout=15, what=f"{n} key_change events")
@@ -103,6 +113,7 @@ async def test_every_op_and_2pc(rig: CaptureRig, cxx_writer: Any, policy: str) -
     got = await _capture_all(rig, expected)
     assert got == expected
     assert not rig.of_type("capture_gap")
+    _assert_matches_log(rig, rep)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -196,3 +207,4 @@ async def test_random_run_exact(rig: CaptureRig, cxx_writer: Any, policy: str) -
     got = await _capture_all(rig, expected)
     assert got == expected
     assert not rig.of_type("capture_gap")
+    _assert_matches_log(rig, rep)
