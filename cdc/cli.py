@@ -246,6 +246,10 @@ def dump_wal(path: str, values: bool, db: str | None) -> None:
     """
     from .dumpwal import run
 
+    if db is not None and os.path.isfile(os.path.join(path, "CURRENT")):
+        src = click.get_current_context().get_parameter_source("db")
+        if src is not None and src.name == "ENVIRONMENT":
+            db = None  # CDC_DB (set for `serve`) does not override PATH's own MANIFEST
     sys.exit(run(path, values=values, db=db))
 
 

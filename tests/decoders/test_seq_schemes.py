@@ -207,6 +207,13 @@ def test_dump_wal_db_option_names_cfs_of_a_separate_wal_dir(cxx_writer: Any, tmp
     assert p.returncode == 0 and b'"cf":"users"' in p.stdout
     p = subprocess.run([sys.executable, "-m", "cdc", "dump-wal", wal_dir, "--db", str(tmp_path / "nope")], capture_output=True, env=env, timeout=60)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and b"Traceback" not in p.stderr
+    # CDC_DB (set for `serve`) does not override the MANIFEST of a PATH that is a store itself
+    w2 = cxx_writer(str(tmp_path / "db2"), cfs=("users",))
+    w2.script("put users k v")
+    w2.crash()
+    env2 = dict(env, CDC_DB=str(tmp_path / "nope"))
+    p = subprocess.run([sys.executable, "-m", "cdc", "dump-wal", str(tmp_path / "db2")], capture_output=True, env=env2, timeout=60)
+    assert p.returncode == 0 and b'"cf":"users"' in p.stdout, p.stderr
 
 
 def _torn_store(cxx_writer: Any, db: str, archive: bool) -> str:
