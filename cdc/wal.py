@@ -492,7 +492,9 @@ def number_per_batch(b: Batch) -> tuple[list[Op], int]:
     for op in b.ops:
         name = op[1]
         if name in _DATA_OPS:
-            k = (op[2], name == "delete_range", op[3], op[6])
+            # the memtable key: cf, point or range table, user key with its timestamp (a
+            # timed_put's ``ts`` is its write time, not part of the key)
+            k = (op[2], name == "delete_range", op[3], op[6] if name != "timed_put" else None)
             if k in keys:
                 seq += 1
                 keys = {k}
