@@ -208,3 +208,20 @@ async def test_random_run_exact(rig: CaptureRig, cxx_writer: Any, policy: str) -
     assert got == expected
     assert not rig.of_type("capture_gap")
     _assert_matches_log(rig, rep)
+
+
+@pytest.mark.parametrize("policy", POLICIES + ["none"])
+async def test_concurrent_writers_write_groups_exact(rig: CaptureRig, cxx_writer: Any, policy: str) -> None:
+    """8 threads writing at once: RocksDB merges their writes into write groups (one WAL record,
+    several writers' batches, markers between them). Every write is delivered with the store's
+    own number; nothing lost, nothing reported as a gap."""
+    w = cxx_writer(rig.db, policy=policy)
+    await rig.start()
+    w.send("parallel 8 150")
+    rep = w.report()
+    expected = _versions(rep)
+    assert sum(expected.values()) == len(rep.committed)
+    got = await _capture_all(rig, expected)
+    assert got == expected
+    assert not rig.of_type("capture_gap")
+    _assert_matches_log(rig, rep)

@@ -46,6 +46,11 @@ lone ``-`` is the empty string. Lines starting with ``#`` are ignored.
 ``use [XID]``                          switch the target to transaction XID (none = the DB)
 ``prepare XID`` / ``commit XID`` /     2PC; ``commit`` without ``prepare`` commits without
 ``rollback XID``                       2PC
+``parallel THREADS COUNT``             THREADS threads write COUNT times each at once (RocksDB
+                                       merges them into write groups): single puts, batches
+                                       repeating a key, and with a TransactionDB 2PC and
+                                       one-phase transactions; thread t writes keys
+                                       ``p<t>_<0..4>`` in ``default`` only; all logged
 ``flush``                              flush every column family (memtables to SST)
 ``syncwal``                            ``FlushWAL(true)``
 ``reopen``                             close the DB and open it again (new WAL)

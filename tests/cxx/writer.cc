@@ -14,6 +14,8 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <sstream>
 #include <string>
 #include <unistd.h>
@@ -234,6 +236,50 @@ int main(int argc, char** argv) {
       if (!s.ok()) w.die(c, s);
       if (c == "commit") for (auto& l : w.pending[a[1]]) w.committed.push_back(l);
       if (c != "prepare") { w.pending.erase(a[1]); delete t; w.txns.erase(a[1]); if (w.target == a[1]) w.target.clear(); }
+    } else if (c == "parallel") {
+      // N threads x COUNT writes each, at once (RocksDB merges them into write groups): single
+      // puts, batches repeating a key, and (TransactionDB) 2PC and one-phase transactions.
+      // Thread t writes keys "p<t>_<j>" only (no lock conflicts); every write is logged.
+      int threads = std::stoi(a.at(1)), count = std::stoi(a.at(2));
+      std::mutex mu;
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; t++) {
+        pool.emplace_back([&w, &mu, t, count]() {
+          WriteOptions wo;
+          ColumnFamilyHandle* h = w.cfs["default"];
+          for (int i = 0; i < count; i++) {
+            std::string k = "p" + std::to_string(t) + "_" + std::to_string(i % 5);
+            std::string k2 = "p" + std::to_string(t) + "_" + std::to_string((i + 1) % 5);
+            std::string v = "v" + std::to_string(i);
+            std::vector<std::string> log;
+            Status s;
+            int kind = (i + t) % (w.tdb ? 4 : 2);
+            if (kind == 0) {
+              s = w.db->Put(wo, h, k, v);
+              log.push_back("put default " + hex(k) + " " + hex(v));
+            } else if (kind == 1) {
+              WriteBatch b;
+              b.Put(h, k, v + "a"); b.Put(h, k2, v); b.Put(h, k, v + "b");
+              s = w.db->Write(wo, &b);
+              log = {"put default " + hex(k) + " " + hex(v + "a"), "put default " + hex(k2) + " " + hex(v),
+                     "put default " + hex(k) + " " + hex(v + "b")};
+            } else {
+              Transaction* txn = w.tdb->BeginTransaction(wo);
+              s = txn->SetName("par" + std::to_string(t) + "_" + std::to_string(i));
+              if (s.ok()) s = txn->Put(h, k, v);
+              if (s.ok()) s = txn->Put(h, k, v + "x");
+              if (s.ok() && kind == 2) s = txn->Prepare();
+              if (s.ok()) s = txn->Commit();
+              delete txn;
+              log = {"put default " + hex(k) + " " + hex(v), "put default " + hex(k) + " " + hex(v + "x")};
+            }
+            std::lock_guard<std::mutex> g(mu);
+            if (!s.ok()) { std::cout << "error parallel: " << s.ToString() << std::endl; std::exit(3); }
+            for (auto& l : log) w.committed.push_back(l);
+          }
+        });
+      }
+      for (auto& th : pool) th.join();
     } else if (c == "flush") {
       FlushOptions fo;
       for (auto* h : w.handles) { s = w.db->Flush(fo, h); if (!s.ok()) w.die("flush", s); }
