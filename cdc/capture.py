@@ -1121,7 +1121,8 @@ class WalCapture:
         Prepared data (BeginPrepare..EndPrepare(xid)) is held by xid and emitted when Commit(xid)
         arrives; a rollback drops it. WriteCommitted (per key): the prepared records consume no
         numbers when written; RocksDB inserts them at the commit, right after the commit record's
-        own data records (reference §2), so they get those numbers (``extra`` of them).
+        own data records (reference §2), so they get those numbers (``extra`` of them), and the
+        records of later writers merged into the same WAL record (a write group) come after them.
         WritePrepared/WriteUnprepared (per batch): they got their numbers at prepare time (the
         store's own, kept); WriteUnprepared may write several sections for one xid (all kept).
         The sections survive a restart (checkpoint ``wal_2pc``). A commit whose prepare capture
@@ -1154,6 +1155,11 @@ class WalCapture:
             if name in _BEGIN_PREPARE:
                 collecting = []
             elif s >= 0:
+                if extra:
+                    # a merged write group: a WriteCommitted commit earlier in this record had its
+                    # prepared records inserted there, so the later writers' numbers come after them
+                    s += extra
+                    op = op._replace(seq=s)
                 out.append(op)
                 nxt = s + 1
             elif name == "commit" or name == "commit_with_ts":

@@ -137,18 +137,26 @@ class _Formatter:
         scheme, ops, consumed = self.numbering.number(b)
         if scheme == SEQ_PER_KEY and len(ops) != b.count:
             # WriteCommitted 2PC: prepared records are numbered when their commit is inserted
+            # (and the records of later writers in the same write group come after them)
             n = 0
+            shift = 0
+            shifted = []
             for op in ops:
                 name = op[1]
                 if op[0] < 0 and name in _DATA_NAMES:
                     n += 1
+                elif op[0] >= 0 and shift:
+                    op = op._replace(seq=op[0] + shift)
                 elif name == "end_prepare":
                     self._wc_prepared[op[3]] = n
                     n = 0
                 elif name in ("commit", "commit_with_ts"):
-                    consumed += self._wc_prepared.pop(op[3], 0)
+                    shift += self._wc_prepared.pop(op[3], 0)
                 elif name == "rollback":
                     self._wc_prepared.pop(op[3], None)
+                shifted.append(op)
+            ops = shifted
+            consumed += shift
         if consumed:
             self.last_seq = b.seq + consumed - 1
         return ops
@@ -192,8 +200,8 @@ class _Formatter:
             if not ops:
                 continue
             first = ops[0][0]
-            if first < 0 or ops[-1][0] - first + 1 != len(ops):
-                # markers or prepared records (seq -1) somewhere in the batch
+            if first < 0 or len(ops) != _count or ops[-1][0] - first + 1 != len(ops):
+                # markers or prepared records (seq -1) somewhere in the batch, or per-batch numbers
                 general(wal, off, bseq, ops, out)
                 continue
             if values:

@@ -266,3 +266,32 @@ def test_strong_evidence_is_scoped_to_its_wal() -> None:
     assert scheme == SEQ_PER_KEY and seqs(ops) == [(b"a", 5), (b"b", 6)] and consumed == 2
 
 
+
+
+@pytest.mark.parametrize("policy", ["none", "committed", "prepared", "unprepared"])
+def test_dump_wal_write_groups(cxx_writer: Any, tmp_path: Any, policy: str) -> None:
+    """Concurrent writers (merged write groups): the store's numbers for every record, except
+    WriteCommitted prepared records (printed where they were prepared, numbered at the commit)."""
+    db = str(tmp_path / "db")
+    w = cxx_writer(db, policy=policy)
+    w.send("parallel 8 100")
+    rep = w.report()
+    w.crash()
+    code, records, err = dump(db)
+    assert code == 0, err
+    got: Counter[tuple[bytes, int]] = Counter()
+    prepared = 0
+    in_section = False
+    for r in records:
+        if r["op"] == "begin_prepare":
+            in_section = True
+        elif r["op"] == "end_prepare":
+            in_section = False
+        elif r["op"] == "put":
+            if in_section and policy == "committed":
+                prepared += 1
+            else:
+                got[(r["key"].encode(), r["seq"])] += 1
+    expected = Counter((k, s) for _cf, k, s, _t, _v in rep.versions)
+    assert not got - expected
+    assert sum((expected - got).values()) == prepared
