@@ -295,3 +295,14 @@ def test_dump_wal_write_groups(cxx_writer: Any, tmp_path: Any, policy: str) -> N
     expected = Counter((k, s) for _cf, k, s, _t, _v in rep.versions)
     assert not got - expected
     assert sum((expected - got).values()) == prepared
+
+
+def test_undecidable_record_is_numbered_and_flagged() -> None:
+    """Nothing seen yet and a record that says nothing, whose numbers differ between the
+    schemes: numbered per key (never dropped) and counted in ``guessed``."""
+    n = SeqNumbering()
+    scheme, ops, consumed = n.number(rec(3, put(b"a"), put(b"b"), bytes([ROLLBACK]) + varstr(b"x")))
+    assert scheme == SEQ_PER_KEY and seqs(ops) == [(b"a", 3), (b"b", 4)] and n.guessed == 1
+    n2 = SeqNumbering()
+    n2.number(rec(1, bytes([COMMIT]) + varstr(b"x")))  # says nothing, but numbers nothing either
+    assert n2.guessed == 0
