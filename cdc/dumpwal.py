@@ -6,8 +6,12 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
     {"seq": 7, "op": "put", "cf": "users", "key": "k1", "wal": 12, "offset": 4096,
      "value": "v1"}
 
-* ``seq`` is the record's own sequence number. Markers and 2PC prepared records consume no
-  sequence number; they show the sequence number of their position (the next one to be used).
+* ``seq`` is the record's own sequence number, as the store numbers it: per record (plain DB,
+  WriteCommitted TransactionDB) or per (sub-)batch (WRITE_PREPARED / WRITE_UNPREPARED, detected
+  record by record, see :class:`cdc.wal.SeqNumbering`). Markers consume no sequence number; they
+  show the sequence number of their position (the next one to be used). WriteCommitted prepared
+  records are printed where they were prepared, with their position's number: the store numbers
+  them at the commit, ``commit.seq``, ``commit.seq + 1``, ... in order (the commit line's seq).
 * ``op``: put, delete, single_delete, merge, delete_range, put_entity, blob_index, timed_put,
   log_data (``key`` holds the blob), begin_prepare, begin_persisted_prepare, begin_unprepare,
   end_prepare / commit / rollback (``key`` holds the xid), commit_with_ts (``value`` holds the
@@ -25,7 +29,12 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
 
 Exit codes: 0 all good; 1 a file was corrupt or truncated (the records before the bad spot are
 printed, then one line on stderr, e.g. ``cdc: 000012.log @0x8000: checksum mismatch``); 2 the
-path is missing or not a WAL file / store.
+path is missing or not a WAL file / store. A torn last record (cut short, or bad in the file's
+last block) followed by a WAL whose first record continues at the next sequence number is a
+writer crash, not damage: a ``note:`` line, exit 0.
+
+``--db DIR``: the DB directory (CURRENT/MANIFEST) for column family names when PATH is (in) a
+separate ``wal_dir``.
 
 A live store: when PATH is a DB directory, its newest WAL is the one the store is writing, and
 an incomplete record at its very end is a write in progress, not damage. It is left out, one
