@@ -242,7 +242,18 @@ def decode_prepared(data: bytes | None) -> dict[bytes | None, tuple[str, list[An
         for xid, scheme, ops in txns:
             if scheme not in (SEQ_PER_KEY, SEQ_PER_BATCH):
                 return None
-            out[xid] = (scheme, [Op(*op) for op in ops])
+            recs = [Op(*op) for op in ops]
+            for r in recs:
+                if not (
+                    type(r.seq) is int
+                    and r.op in _KEY_OPS
+                    and type(r.cf_id) is int
+                    and all(f is None or type(f) is bytes for f in (r.key, r.value, r.end_key, r.ts))
+                ):
+                    return None
+            if xid is not None and type(xid) is not bytes:
+                return None
+            out[xid] = (scheme, recs)
         return out
     except (msgspec.DecodeError, TypeError, ValueError):
         return None

@@ -66,3 +66,13 @@ async def test_scheme_survives_a_restart(rig: CaptureRig, cxx_writer: Any) -> No
     rolled_back = {(b"h", "put"), (b"f", "put")}
     assert got == Counter((cf, k, s, t) for cf, k, s, t, _v in rep.versions if (k, t) not in rolled_back)
     assert rig.capture.seq_guesses == 0
+
+
+def test_prepared_with_wrong_field_types_is_not_understood() -> None:
+    import msgspec
+
+    good = [1, b"k", b"v", None, None]
+    for bad in ([["x", "put", 0, *good[1:]]], [[1, "frobnicate", 0, *good[1:]]], [[1, "put", "0", *good[1:]]], [[1, "put", 0, "k", b"v", None, None]]):
+        data = msgspec.msgpack.encode([1, [[b"x1", SEQ_PER_BATCH, bad]]])
+        assert decode_prepared(data) is None
+    assert decode_prepared(msgspec.msgpack.encode([1, [["x1", SEQ_PER_BATCH, []]]])) is None
