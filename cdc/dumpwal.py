@@ -146,24 +146,36 @@ class _Formatter:
         scheme, ops, consumed = self.numbering.number(b)
         if scheme == SEQ_PER_KEY and len(ops) != b.count:
             # WriteCommitted 2PC: prepared records are numbered when their commit is inserted
-            # (and the records of later writers in the same write group come after them)
+            # (and the records of later writers in the same write group come after them).
+            # Markers and prepared records get their position's number explicitly; a commit's
+            # is the first number of its prepared records.
             n = 0
             shift = 0
+            pos = b.seq
             shifted = []
             for op in ops:
-                name = op[1]
-                if op[0] < 0 and name in _DATA_NAMES:
+                s, name = op[0], op[1]
+                if s >= 0:
+                    if shift:
+                        s += shift
+                        op = op._replace(seq=s)
+                    pos = s + 1
+                    shifted.append(op)
+                    continue
+                if name in _DATA_NAMES:
                     n += 1
-                elif op[0] >= 0 and shift:
-                    op = op._replace(seq=op[0] + shift)
                 elif name == "end_prepare":
                     self._wc_prepared[op[3]] = n
                     n = 0
                 elif name in ("commit", "commit_with_ts"):
-                    shift += self._wc_prepared.pop(op[3], 0)
+                    k = self._wc_prepared.pop(op[3], 0)
+                    shifted.append(op._replace(seq=pos))
+                    pos += k
+                    shift += k
+                    continue
                 elif name == "rollback":
                     self._wc_prepared.pop(op[3], None)
-                shifted.append(op)
+                shifted.append(op._replace(seq=pos))
             ops = shifted
             consumed += shift
         if consumed:
@@ -190,7 +202,7 @@ class _Formatter:
                 # single-record batch (the most common WAL record)
                 op = ops[0]
                 seq, name, cf_id, key, value, end_key, ts = op
-                if seq >= 0 and end_key is None and ts is None and name != "put_entity":
+                if seq >= 0 and key is not None and end_key is None and ts is None and name != "put_entity":
                     try:
                         if values and value is not None:
                             append(
