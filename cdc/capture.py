@@ -29,15 +29,20 @@ Events and positions
   ``timestamp`` the capture time (ms), the value is kept (the journal strips it for subscribers
   that did not ask for values). Column family ids map to names through the MANIFEST, reloaded
   when CURRENT/MANIFEST change or an unknown id appears.
-* TransactionDB (WriteCommitted 2PC): prepared writes are held by xid and emitted at their
-  Commit with the sequence numbers RocksDB gives them there; rolled-back ones never appear.
-  Prepared sections are kept in memory only: a transaction prepared before a daemon restart and
-  committed after it shows up as a sequence gap (reported, see below).
+* Sequence numbering: per key (plain DB, WriteCommitted) or per (sub-)batch (TransactionDB
+  WRITE_PREPARED / WRITE_UNPREPARED), decided record by record by :class:`cdc.wal.SeqNumbering`
+  (2PC begin markers, how a record ends); ``seq`` is always the store's own number.
+* TransactionDB 2PC: prepared writes are held by xid and emitted at their Commit (WriteCommitted:
+  with the numbers RocksDB gives them there; WritePrepared/Unprepared: with the numbers they got
+  at prepare time); rolled-back ones never appear. The unresolved prepared sections are saved in
+  checkpoint ``"wal_2pc"`` (written with the events whenever they change), so a transaction
+  prepared before a daemon restart and committed after it is delivered.
 * Position = checkpoint ``"wal"``: (WAL number, offset after the last consumed record, last
-  sequence number, compression type), committed in the same journal transaction as the events
-  (``bus.emit(events, checkpoints=...)``): after ``kill -9`` capture resumes exactly there, with
-  nothing lost or duplicated. Records whose sequence numbers are <= the last one seen in the
-  same WAL are skipped (never delivered twice).
+  sequence number, compression type, timestamp sizes, numbering scheme), committed in the same
+  journal transaction as the events (``bus.emit(events, checkpoints=...)``): after ``kill -9``
+  capture resumes exactly there, with nothing lost or duplicated. The only records ever skipped
+  as already delivered are those of the checkpointed WAL before the checkpointed offset; a
+  sequence number at or below the last one is no proof (per-batch stores reuse numbers).
 * First start without a checkpoint: capture starts at the **oldest WAL on disk** (including
   ``archive/``), i.e. everything the store still has in its WALs is delivered once. Data that
   is only in SST files is not replayed (cdc is a change feed, not a snapshot).
@@ -59,6 +64,9 @@ the last good offset. If the same record is still bad after ``corrupt_retry_s`` 
 grown past its block (or the WAL is sealed), it is persistent: ``cdc_capture_decode_errors_total``
 +1, readiness condition ``capture_decode`` unhealthy (for ``corrupt_hold_s``), and reading
 resumes at the next 32 KiB block. The records lost show up as a sequence gap. Nothing raises.
+A torn last record (cut short, or bad with nothing after it) followed by a WAL whose first
+record continues at the next sequence number is what a writer crash and reopen leave (RocksDB's
+recovery stops there too): the normal end of that WAL, no error and no readiness condition.
 
 Store going back in time (``store_reset``)
 ------------------------------------------
@@ -117,20 +125,34 @@ from .errors import CdcError, FormatError
 from .events import CaptureGap, KeyChange, StoreReset
 from .logformat import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
 from .store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
-from .wal import Batch, WalReader
+from .wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader
 
-__all__ = ["WalCapture", "WalCheckpoint", "encode_checkpoint", "decode_checkpoint", "CHECKPOINT_NAME"]
+__all__ = [
+    "WalCapture",
+    "WalCheckpoint",
+    "encode_checkpoint",
+    "decode_checkpoint",
+    "encode_prepared",
+    "decode_prepared",
+    "CHECKPOINT_NAME",
+    "PREPARED_CHECKPOINT_NAME",
+]
 
 log = logging.getLogger("cdc.capture")
 
 CHECKPOINT_NAME = "wal"
 #: the store identity capture's position belongs to (JSON ``{"db_id": ...}``), committed with it
 IDENTITY_CHECKPOINT = "wal.store"
+#: unresolved 2PC prepared sections (written only when they change; see encode_prepared)
+PREPARED_CHECKPOINT_NAME = "wal_2pc"
 
 # version, wal number, offset, last seq (-1 = none yet), compression
 _CKPT = struct.Struct("<BQQqB")
 _CKPT_V1 = 1
-_CKPT_VERSION = 2  # v2 = v1 + u16 count + count x (u32 cf id, u16 timestamp size)
+_CKPT_V2 = 2  # v2 = v1 + u16 count + count x (u32 cf id, u16 timestamp size)
+_CKPT_VERSION = 3  # v3 = v2 + u8 numbering scheme (0 unknown, 1 per key, 2 per batch; +4 = strong)
+_SCHEME_CODES = {None: 0, SEQ_PER_KEY: 1, SEQ_PER_BATCH: 2}
+_SCHEME_NAMES = {v: k for k, v in _SCHEME_CODES.items()}
 _CKPT_TS = struct.Struct("<IH")
 _U16 = struct.Struct("<H")
 
@@ -165,17 +187,20 @@ class WalCheckpoint(NamedTuple):
     last_seq: int
     compression: int
     ts_sizes: tuple[tuple[int, int], ...] = ()
+    scheme: str | None = None  # sequence numbering seen so far (wal.SEQ_PER_KEY / SEQ_PER_BATCH)
+    scheme_strong: bool = False  # decided by a 2PC begin marker (see wal.seq_scheme_evidence)
 
 
 def encode_checkpoint(cp: WalCheckpoint) -> bytes:
-    """Checkpoint -> bytes (version 2: the 26-byte v1 layout + the timestamp sizes)."""
+    """Checkpoint -> bytes (version 3: the 26-byte v1 layout, the timestamp sizes, the scheme)."""
     head = _CKPT.pack(_CKPT_VERSION, cp.log_number, cp.offset, cp.last_seq, cp.compression)
     ts = sorted(cp.ts_sizes)
-    return b"".join([head, _U16.pack(len(ts)), *(_CKPT_TS.pack(c, n) for c, n in ts)])
+    code = _SCHEME_CODES.get(cp.scheme, 0) | (4 if cp.scheme_strong else 0)
+    return b"".join([head, _U16.pack(len(ts)), *(_CKPT_TS.pack(c, n) for c, n in ts), bytes((code,))])
 
 
 def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
-    """Bytes -> checkpoint (v1 or v2), or None when absent or not understood (capture then starts over)."""
+    """Bytes -> checkpoint (v1, v2 or v3), or None when absent or not understood (capture then starts over)."""
     if not data or len(data) < _CKPT.size:
         return None
     version = data[0]
@@ -184,15 +209,70 @@ def decode_checkpoint(data: bytes | None) -> WalCheckpoint | None:
             return None
         _, number, offset, last_seq, compression = _CKPT.unpack(data)
         return WalCheckpoint(number, offset, last_seq, compression)
-    if version != _CKPT_VERSION or len(data) < _CKPT.size + _U16.size:
+    if version not in (_CKPT_V2, _CKPT_VERSION) or len(data) < _CKPT.size + _U16.size:
         return None
     _, number, offset, last_seq, compression = _CKPT.unpack_from(data)
     (n,) = _U16.unpack_from(data, _CKPT.size)
     p = _CKPT.size + _U16.size
-    if len(data) != p + n * _CKPT_TS.size:
+    tail = 1 if version == _CKPT_VERSION else 0
+    if len(data) != p + n * _CKPT_TS.size + tail:
         return None
     ts = tuple(_CKPT_TS.unpack_from(data, p + i * _CKPT_TS.size) for i in range(n))
-    return WalCheckpoint(number, offset, last_seq, compression, ts)
+    scheme, strong = None, False
+    if tail:
+        code = data[-1]
+        if code & ~7 or (code & 3) not in _SCHEME_NAMES:
+            return None
+        scheme, strong = _SCHEME_NAMES[code & 3], bool(code & 4) and bool(code & 3)
+    return WalCheckpoint(number, offset, last_seq, compression, ts, scheme, strong)
+
+
+_PREPARED_VERSION = 1
+_prepared_encoder = msgspec.msgpack.Encoder()
+_prepared_decoder = msgspec.msgpack.Decoder()
+
+
+def encode_prepared(prepared: dict[bytes | None, tuple[str, list[Any]]]) -> bytes:
+    """Unresolved 2PC prepared sections -> bytes (checkpoint ``wal_2pc``).
+
+    ``prepared``: xid -> (numbering scheme of the prepare, its data records as ``wal.Op``
+    tuples). Per-batch (WritePrepared/Unprepared) records carry the sequence numbers they got at
+    prepare time; per-key (WriteCommitted) ones get theirs at the commit.
+    """
+    return _prepared_encoder.encode(
+        [_PREPARED_VERSION, [[xid, scheme, [list(op) for op in ops]] for xid, (scheme, ops) in prepared.items()]]
+    )
+
+
+def decode_prepared(data: bytes | None) -> dict[bytes | None, tuple[str, list[Any]]] | None:
+    """Bytes -> prepared sections (see :func:`encode_prepared`); None when absent or not understood."""
+    if not data:
+        return None
+    from .wal import Op
+
+    try:
+        version, txns = _prepared_decoder.decode(data)
+        if version != _PREPARED_VERSION:
+            return None
+        out: dict[bytes | None, tuple[str, list[Any]]] = {}
+        for xid, scheme, ops in txns:
+            if scheme not in (SEQ_PER_KEY, SEQ_PER_BATCH):
+                return None
+            recs = [Op(*op) for op in ops]
+            for r in recs:
+                if not (
+                    type(r.seq) is int
+                    and r.op in _KEY_OPS
+                    and type(r.cf_id) is int
+                    and all(f is None or type(f) is bytes for f in (r.key, r.value, r.end_key, r.ts))
+                ):
+                    return None
+            if xid is not None and type(xid) is not bytes:
+                return None
+            out[xid] = (scheme, recs)
+        return out
+    except (msgspec.DecodeError, TypeError, ValueError):
+        return None
 
 
 class _Tail:
@@ -432,8 +512,15 @@ class WalCapture:
         self.reader: WalReader | None = None
         self.pos = 0  # file offset of the next byte to feed the reader
         self.floor = 0  # WALs below this number are done
-        self.last_seq = -1
-        self.last_seq_wal = -1  # WAL the last_seq came from (duplicate filter)
+        self.last_seq = -1  # last sequence number consumed (the next record should start after it)
+        self.last_seq_wal = -1  # WAL the last_seq came from
+        self.numbering = SeqNumbering()  # per-key / per-batch sequence numbering (wal.py)
+        self.seq_guesses = 0  # records numbered without evidence of the scheme
+        self._guesses_reported = 0
+        # (WAL number, offset): records of that WAL before that offset were delivered (the
+        # checkpoint position); the only proof that lets capture skip a record as a duplicate.
+        self._done: tuple[int, int] = (-1, 0)
+        self._done_ino: int | None = None  # inode of that WAL (None: not seen yet in this run)
         self.cf_names: dict[int, str] = {0: "default"}
         self.manifest_last_seq = -1
         self.manifest_keep = 0  # WALs below this number are obsolete per the MANIFEST
@@ -481,7 +568,8 @@ class WalCapture:
         self._dir_ino: int | None = None
         self._watch_restart: asyncio.Event | None = None
         self._grabber: _WalGrabber | None = None
-        self._prepared: dict[bytes | None, list[Any]] = {}  # xid -> prepared ops (2PC)
+        self._prepared: dict[bytes | None, tuple[str, list[Any]]] = {}  # xid -> (scheme, prepared ops) (2PC)
+        self._prepared_dirty = False  # changed since last persisted (checkpoint wal_2pc)
         self._grabbed: collections.deque[tuple[int, str, int]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
@@ -512,7 +600,14 @@ class WalCapture:
             self.last_seq = cp.last_seq
             self.last_seq_wal = cp.log_number
             self._seq_pos = (cp.log_number, cp.offset)
+            self.numbering = SeqNumbering(cp.scheme, cp.scheme_strong)
+            self._done = (cp.log_number, cp.offset)
             self._resume = cp
+            raw_prep = ctx.journal.get_checkpoint(PREPARED_CHECKPOINT_NAME)
+            prepared = decode_prepared(raw_prep)
+            if raw_prep and prepared is None:
+                log.warning("2PC checkpoint of %d bytes is not understood: prepared transactions are forgotten", len(raw_prep))
+            self._prepared = prepared or {}
         else:
             self._resume = None
             log.info("no capture checkpoint: starting at the oldest WAL in %s", self._wal_dir)
@@ -873,6 +968,10 @@ class WalCapture:
         self._replaced_hint = ""
         self._seq_ino = 0
         self._prepared.clear()
+        self._prepared_dirty = True
+        self._done = (-1, 0)  # no position of the new history is delivered yet
+        self._done_ino = None
+        self.numbering = SeqNumbering()  # the new store may number differently
         self._manifest_sig = None
         await self._reload_manifest(force=True)
         self.db_id = self._read_db_id()
@@ -935,6 +1034,9 @@ class WalCapture:
         cps = {CHECKPOINT_NAME: cp}
         if self.db_id:
             cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+        if self._prepared_dirty:
+            self._prepared_dirty = False
+            cps[PREPARED_CHECKPOINT_NAME] = encode_prepared(self._prepared)
         await self._emit([ev], checkpoints=cps)
 
     def _first_seq(self, tail: _Tail) -> int:
@@ -1120,6 +1222,7 @@ class WalCapture:
                         offset,
                     )
                     offset, compression, ts_sizes = 0, 0, None
+                    self._done = (-1, 0)  # another file: nothing in it was delivered
             else:
                 self._resume_missing = True
                 log.warning(
@@ -1143,6 +1246,12 @@ class WalCapture:
         )
         self.pos = offset
         self._corrupt_key = None
+        if offset == 0:
+            self.numbering.new_wal()  # a reopened store may use another numbering
+        if tail.number == self._done[0]:
+            if self._done_ino is not None and self._done_ino != tail.ino:
+                self._done = (-1, 0)  # another file under the checkpointed WAL's number
+            self._done_ino = tail.ino
         return reader
 
     def _close_tail(self, tail: _Tail) -> None:
@@ -1222,8 +1331,12 @@ class WalCapture:
     def _build(self, batches: list[Batch]) -> _Decoded:
         """Batches -> events (gap events first where the sequence jumps). Pure CPU.
 
-        Invariant: every data record with seq > last_seq (or from a newer WAL) becomes exactly one
-        event; records already delivered from the same WAL (seq <= last_seq) are skipped.
+        Invariant: every data record becomes exactly one event, numbered as the store numbers it
+        (per key or per batch, see :class:`cdc.wal.SeqNumbering`). The only records skipped are
+        those provably delivered already: in the checkpointed WAL before the checkpointed offset
+        (which the reader never re-reads in normal operation). A sequence number at or below the
+        last one seen is *not* a proof (WritePrepared stores give many records one number, and
+        deliver prepared records at their commit with their older numbers).
         """
         events: list[Any] = []
         append = events.append
@@ -1233,6 +1346,9 @@ class WalCapture:
         ts = self._now_ms()
         last_seq = self.last_seq
         last_wal = self.last_seq_wal
+        done_wal, done_off = self._done
+        numbering = self.numbering
+        guessed0 = numbering.guessed
         KC = KeyChange
         key_ops = _KEY_OPS
         cf_json = self._cf_json()
@@ -1244,16 +1360,30 @@ class WalCapture:
         rewind = None
         n_batches = len(batches)
         for i, b in enumerate(batches):
+            if b.log_number == done_wal and b.offset < done_off:
+                continue  # at or before the checkpoint position of this WAL: delivered
             bseq = b.seq
             before = last_seq
-            nxt = last_seq + 1
             if b.count and 0 <= bseq <= last_seq and b.log_number != last_wal:
                 # a newer WAL goes back to sequence numbers already delivered: the store went
                 # back in time (stop here; the caller decides and re-reads from this batch)
                 rewind = (b.log_number, b.offset, bseq)
                 n_batches = i
                 break
-            if last_seq >= 0 and bseq > nxt and b.count:
+            raw_ops = ops = b.ops
+            if len(ops) == 1 and ops[0][0] >= 0:
+                consumed = 1  # one data record: the same number in both schemes
+            elif len(ops) == b.count and numbering.scheme != SEQ_PER_BATCH:
+                # data records only, no marker (a plain write): per key (wal.seq_scheme_evidence)
+                consumed = b.count
+                numbering.scheme = SEQ_PER_KEY
+            else:
+                scheme, ops, consumed = numbering.number(b)
+                if ops and (len(ops) != b.count or scheme == SEQ_PER_BATCH):
+                    ops, extra = self._txn_ops(b, scheme, ops)  # markers: 2PC sections, log_data, noop
+                    consumed += extra
+            nxt = last_seq + 1
+            if last_seq >= 0 and bseq > nxt and (consumed or b.count):
                 gaps.append((nxt, bseq - 1))
                 append(
                     CaptureGap(
@@ -1263,10 +1393,6 @@ class WalCapture:
                         reason=f"gap in sequence numbers {nxt}..{bseq - 1} before WAL {b.log_number:06d} @{b.offset}",
                     )
                 )
-            dup = last_seq >= 0 and bseq <= last_seq and b.log_number == last_wal
-            raw_ops = ops = b.ops
-            if ops and (ops[0][0] < 0 or ops[-1][0] < 0):
-                ops = self._txn_ops(b)  # markers: 2PC sections, log_data, noop
             # origin / batch marks: fields after "seq" (KeyChange field order), "}" when none
             if len(raw_ops) == 1 and ops is raw_ops:  # the common single change: no marks
                 tail, many, origin, b_seq, b_count = b"}", False, None, None, None
@@ -1283,13 +1409,12 @@ class WalCapture:
                 b_seq = bseq if n_kc > 1 else None
                 b_count = n_kc if n_kc > 1 else None
                 tail = _marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
+            if consumed:
+                last_seq = bseq + consumed - 1
             for op in ops:
                 s = op[0]
                 if s < 0:
                     continue
-                if dup and s <= last_seq:
-                    continue
-                last_seq = s
                 opname = op[1]
                 if many:
                     origin = _origin_at(marks, s)  # type: ignore[arg-type]
@@ -1375,6 +1500,8 @@ class WalCapture:
                 last_wal = b.log_number  # the WAL of the last delivered record (not of an empty batch)
         if put_n:
             _add_count(counts, put_cf, 0, put_n, put_b)
+        if numbering.guessed != guessed0:
+            self.seq_guesses += numbering.guessed - guessed0
         return _Decoded(events, n_batches, unknown, gaps, last_seq, counts, bad_origins, rewind)
 
     def _cf_json(self) -> dict[int, tuple[str, bytes]]:
@@ -1385,41 +1512,78 @@ class WalCapture:
             cached = self._cf_json_cache = (names, {i: (n, _json_encode(n)) for i, n in names.items()})
         return cached[1]
 
-    def _txn_ops(self, b: Batch) -> list[Any]:
-        """Resolve WriteCommitted 2PC (TransactionDB) sections in one batch.
+    def _txn_ops(self, b: Batch, scheme: str, ops: list[Any]) -> tuple[list[Any], int]:
+        """Resolve 2PC (TransactionDB) sections in one record; (records to emit, extra numbers).
 
-        Prepared data (BeginPrepare..EndPrepare(xid)) consumes no sequence numbers when written;
-        RocksDB inserts it when Commit(xid) arrives, right after the commit batch's own data
-        records (reference §2). So prepared ops are held by xid and emitted at the commit with
-        those sequence numbers; a rollback drops them. A commit whose prepare capture never saw
-        (it lies before capture's starting point) leaves a sequence jump: reported as a gap.
+        Prepared data (BeginPrepare..EndPrepare(xid)) is held by xid and emitted when Commit(xid)
+        arrives; a rollback drops it. WriteCommitted (per key): the prepared records consume no
+        numbers when written; RocksDB inserts them at the commit, right after the commit record's
+        own data records (reference §2), so they get those numbers (``extra`` of them), and the
+        records of later writers merged into the same WAL record (a write group) come after them.
+        WritePrepared/WriteUnprepared (per batch): they got their numbers at prepare time (the
+        store's own, kept); WriteUnprepared may write several sections for one xid (all kept).
+        The sections survive a restart (checkpoint ``wal_2pc``). A commit whose prepare capture
+        never saw (it lies before capture's starting point) leaves a sequence jump in a per-key
+        store: reported as a gap.
         """
         out: list[Any] = []
+        extra = 0
         nxt = b.seq
         prepared = self._prepared
         collecting: list[Any] | None = None
-        for op in b.ops:
+        for op in ops:
             s, name = op[0], op[1]
-            if s >= 0:
+            if collecting is not None:
+                if name == "end_prepare":
+                    entry = prepared.get(op[3])
+                    if entry is None or entry[0] != scheme:
+                        prepared[op[3]] = (scheme, collecting)
+                    else:
+                        entry[1].extend(collecting)
+                    self._prepared_dirty = True
+                    if len(prepared) > 10_000:  # commits we will never see: bound the memory
+                        xid = next(iter(prepared))
+                        prepared.pop(xid)
+                        log.warning("more than 10000 unresolved prepared transactions: forgetting xid %r", xid)
+                    collecting = None
+                elif name in _KEY_OPS:
+                    collecting.append(op)
+                continue
+            if name in _BEGIN_PREPARE:
+                collecting = []
+            elif s >= 0:
+                if extra:
+                    # a merged write group: a WriteCommitted commit earlier in this record had its
+                    # prepared records inserted there, so the later writers' numbers come after them
+                    s += extra
+                    op = op._replace(seq=s)
                 out.append(op)
                 nxt = s + 1
-            elif name in _BEGIN_PREPARE:
-                collecting = []
-            elif name == "end_prepare":
-                if collecting is not None:
-                    prepared[op[3]] = collecting
-                    while len(prepared) > 10_000:  # commits we will never see: bound the memory
-                        prepared.pop(next(iter(prepared)))
-                collecting = None
             elif name == "commit" or name == "commit_with_ts":
-                for p in prepared.pop(op[3], ()):
-                    out.append(p._replace(seq=nxt))
-                    nxt += 1
+                entry = prepared.pop(op[3], None)
+                if entry is None:
+                    log.warning(
+                        "WAL %06d @%d: commit of transaction %r whose prepare capture never saw "
+                        "(it precedes capture's starting point): its writes are not delivered",
+                        b.log_number,
+                        b.offset,
+                        op[3],
+                    )
+                    if self._metrics is not None:
+                        _metric_inc(self._metrics, "capture_unmatched_commits", 1)
+                else:
+                    self._prepared_dirty = True
+                    if entry[0] == SEQ_PER_BATCH:
+                        out.extend(entry[1])
+                    else:
+                        for p in entry[1]:
+                            out.append(p._replace(seq=nxt))
+                            nxt += 1
+                            extra += 1
             elif name == "rollback":
-                prepared.pop(op[3], None)
-            elif collecting is not None and name in _KEY_OPS:
-                collecting.append(op)
-        return out
+                if prepared.pop(op[3], None) is not None:
+                    self._prepared_dirty = True
+        return out, extra
 
     async def _deliver(self, dec: _Decoded, cur: _Tail, reader: WalReader) -> None:
         """Commit a decoded chunk: events + checkpoint in one emit; health/metrics on gaps."""
@@ -1466,6 +1630,19 @@ class WalCapture:
                 self._seq_pos = (cur.number, reader.offset)
             self.last_seq = dec.last_seq
             self._resume_missing = False
+            self._done = (cur.number, reader.offset)
+            self._done_ino = cur.ino
+        if self.seq_guesses != self._guesses_reported:
+            n = self.seq_guesses - self._guesses_reported
+            self._guesses_reported = self.seq_guesses
+            log.warning(
+                "WAL %06d: %d record(s) numbered without evidence of the store's sequence numbering "
+                "(per key assumed; their seq may be off if this is a WritePrepared TransactionDB)",
+                cur.number,
+                n,
+            )
+            if self._metrics is not None:
+                _metric_inc(self._metrics, "capture_seq_guesses", n)
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
         if dec.batches or dec.events:
@@ -1475,6 +1652,9 @@ class WalCapture:
             cps = {CHECKPOINT_NAME: self._checkpoint(cur, reader)}
             if seq_wal_moved:
                 cps[IDENTITY_CHECKPOINT] = self._identity_cp()
+            if self._prepared_dirty:
+                self._prepared_dirty = False
+                cps[PREPARED_CHECKPOINT_NAME] = encode_prepared(self._prepared)
             await self._emit(dec.events, checkpoints=cps)
             self._export_counters(n_kc)
         if dec.rewind is not None:
@@ -1500,8 +1680,17 @@ class WalCapture:
             raise
 
     def _checkpoint(self, cur: _Tail, reader: WalReader) -> bytes:
+        n = self.numbering
         return encode_checkpoint(
-            WalCheckpoint(cur.number, reader.offset, self.last_seq, reader.compression, tuple(reader.ts_sizes.items()))
+            WalCheckpoint(
+                cur.number,
+                reader.offset,
+                self.last_seq,
+                reader.compression,
+                tuple(reader.ts_sizes.items()),
+                n.scheme,
+                n.strong,
+            )
         )
 
     def _gap(self, a: int, b: int, reason: str) -> None:
@@ -1558,7 +1747,17 @@ class WalCapture:
             return True
         err = reader.close()
         if err is not None:
-            self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
+            if self._torn_tail_continues(cur):
+                log.info(
+                    "WAL %06d ends with a torn record (%s) and WAL %06d continues at seq %d: "
+                    "the normal end of a WAL the writer crashed in (nothing lost)",
+                    cur.number,
+                    err.reason,
+                    nxt.number if nxt is not None else -1,
+                    self.last_seq + 1,
+                )
+            else:
+                self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
         log.debug("WAL %06d done (%s) at offset %d", cur.number, why, reader.offset)
         self.tails.pop(cur.number, None)
         self._close_tail(cur)
@@ -1590,6 +1789,28 @@ class WalCapture:
             self._take_grabbed()
         higher = [n for n in self.tails if n > number]
         return self.tails[min(higher)] if higher else None
+
+    def _first_seq(self, tail: _Tail) -> int | None:
+        """Header sequence number of the first record of a (higher) WAL, or None."""
+        probe = WalReader(tail.number, leveldb=self._leveldb)
+        try:
+            probe.feed(os.pread(tail.fd, min(tail.size(), 1 << 20), 0))
+        except OSError:
+            return None
+        batches = probe.read()
+        return batches[0].seq if batches else None
+
+    def _torn_tail_continues(self, cur: _Tail) -> bool:
+        """Current ended with a torn record and the next WAL starts at the next sequence number.
+
+        That is what a writer crash mid-write followed by a reopen looks like (RocksDB's recovery
+        stops at the torn record and the new WAL continues after the last good one): the normal
+        end of that WAL, not damage. A jump (or no next WAL yet) is not.
+        """
+        nxt = self._next_tail(cur.number)
+        if nxt is None or self.last_seq < 0:
+            return False
+        return self._first_seq(nxt) == self.last_seq + 1
 
     def _has_complete_record(self, tail: _Tail) -> bool:
         """Does this (higher) WAL hold a complete data record? (cached per file size)"""
@@ -1656,6 +1877,23 @@ class WalCapture:
             self._rewind(cur, reader.offset, reader.compression)
             return False
         self._corrupt_key = None
+        if size <= block_end and self._torn_tail_continues(cur):
+            # a torn last record (nothing after it in this WAL) and the next WAL continues: its end
+            log.info(
+                "WAL %06d ends with a torn record @%d (%s) and the next WAL continues at seq %d: "
+                "the normal end of a WAL the writer crashed in (nothing lost)",
+                cur.number,
+                off,
+                err.reason,
+                self.last_seq + 1,
+            )
+            reason = self._cond_reasons.get(("readiness", "capture_decode"), "")
+            if self._conds.get(("readiness", "capture_decode")) is False and reason.startswith(
+                f"WAL {cur.number:06d} @{off}: bad record at the end of the file"
+            ):
+                self._corrupt_until = 0.0  # only the wait for this record was reported: clear it
+                self._set_cond("readiness", "capture_decode", True, "")
+            return await self._try_seal_end(cur, reader)
         resume = self._skip_orphan_fragments(cur, block_end)
         self._decode_error(err, f"corrupt WAL {cur.number:06d} @{off}: {err.reason}; skipped to offset {resume}")
         self._rewind(cur, resume, reader.compression)

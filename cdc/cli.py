@@ -224,7 +224,15 @@ def config_cmd(ctx: click.Context, **params: Any) -> None:
 @cli.command("dump-wal", context_settings=_CONTEXT)
 @click.argument("path", type=click.Path())
 @click.option("--values", is_flag=True, envvar="CDC_VALUES", help="Include values. [env: CDC_VALUES]")
-def dump_wal(path: str, values: bool) -> None:
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(),
+    default=None,
+    envvar="CDC_DB",
+    help="DB directory with the MANIFEST (column family names) when PATH is a separate wal_dir. [env: CDC_DB]",
+)
+def dump_wal(path: str, values: bool, db: str | None) -> None:
     """Decode WAL files (one file, or every WAL of a DB directory) as NDJSON.
 
     Exit 0 when everything decoded, 1 when a file is corrupt or truncated (the records
@@ -233,11 +241,16 @@ def dump_wal(path: str, values: bool) -> None:
     A store being written is normal: for a DB directory, an incomplete record at the end
     of its newest WAL is a write in progress. It is left out with one "note:" line on
     stderr and the exit code stays 0. A truncated older WAL, or a truncated single file
-    given as PATH, still exits 1.
+    given as PATH, still exits 1, unless the next WAL continues at the next sequence number
+    (a writer crash mid-record: a note, exit 0).
     """
     from .dumpwal import run
 
-    sys.exit(run(path, values=values))
+    if db is not None and os.path.isfile(os.path.join(path, "CURRENT")):
+        src = click.get_current_context().get_parameter_source("db")
+        if src is not None and src.name == "ENVIRONMENT":
+            db = None  # CDC_DB (set for `serve`) does not override PATH's own MANIFEST
+    sys.exit(run(path, values=values, db=db))
 
 
 # --------------------------------------------------------------------------- shared client options

@@ -6,8 +6,12 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
     {"seq": 7, "op": "put", "cf": "users", "key": "k1", "wal": 12, "offset": 4096,
      "value": "v1"}
 
-* ``seq`` is the record's own sequence number. Markers and 2PC prepared records consume no
-  sequence number; they show the sequence number of their position (the next one to be used).
+* ``seq`` is the record's own sequence number, as the store numbers it: per record (plain DB,
+  WriteCommitted TransactionDB) or per (sub-)batch (WRITE_PREPARED / WRITE_UNPREPARED, detected
+  record by record, see :class:`cdc.wal.SeqNumbering`). Markers consume no sequence number; they
+  show the sequence number of their position (the next one to be used). WriteCommitted prepared
+  records are printed where they were prepared, with their position's number: the store numbers
+  them at the commit, ``commit.seq``, ``commit.seq + 1``, ... in order (the commit line's seq).
 * ``op``: put, delete, single_delete, merge, delete_range, put_entity, blob_index, timed_put,
   log_data (``key`` holds the blob), begin_prepare, begin_persisted_prepare, begin_unprepare,
   end_prepare / commit / rollback (``key`` holds the xid), commit_with_ts (``value`` holds the
@@ -25,7 +29,12 @@ Output: one JSON object per WriteBatch record, in file order (WAL files oldest f
 
 Exit codes: 0 all good; 1 a file was corrupt or truncated (the records before the bad spot are
 printed, then one line on stderr, e.g. ``cdc: 000012.log @0x8000: checksum mismatch``); 2 the
-path is missing or not a WAL file / store.
+path is missing or not a WAL file / store. A torn last record (cut short, or bad in the file's
+last block) followed by a WAL whose first record continues at the next sequence number is a
+writer crash, not damage: a ``note:`` line, exit 0.
+
+``--db DIR``: the DB directory (CURRENT/MANIFEST) for column family names when PATH is (in) a
+separate ``wal_dir``.
 
 A live store: when PATH is a DB directory, its newest WAL is the one the store is writing, and
 an incomplete record at its very end is a write in progress, not damage. It is left out, one
@@ -52,7 +61,7 @@ from .errors import CdcError, FormatError, StoreError
 from .logformat import LogReader
 from .manifest import ManifestState
 from .store import detect_store, list_wal_files, load_manifest
-from .wal import Batch, WalReader, _decode_batch, decode_entity
+from .wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader, _decode_batch, decode_entity
 
 _READ_CHUNK = 1 << 18  # small pieces keep the live objects (and page faults) few
 _FLUSH_BYTES = 1 << 20
@@ -79,6 +88,9 @@ class DumpRecord(msgspec.Struct, omit_defaults=True):
 
 
 _b64 = base64.b64encode
+_DATA_NAMES = frozenset(
+    {"put", "delete", "single_delete", "merge", "delete_range", "put_entity", "blob_index", "timed_put"}
+)
 
 
 def _text(data: bytes, what: str, into: dict[str, str]) -> None:
@@ -125,6 +137,50 @@ class _Formatter:
         self.names = _Names(names)
         self.values = values
         self.encoder = msgspec.json.Encoder()
+        self.numbering = SeqNumbering()  # per-key / per-batch numbering (see cdc.wal)
+        self.last_seq = -1  # last sequence number consumed so far (next record: last_seq + 1)
+        self._wc_prepared: dict[bytes | None, int] = {}  # WriteCommitted xid -> prepared records
+
+    def _renumber(self, b: Batch) -> list[Any]:
+        """The records of a multi-record batch with the store's numbers; tracks ``last_seq``."""
+        scheme, ops, consumed = self.numbering.number(b)
+        if scheme == SEQ_PER_KEY and len(ops) != b.count:
+            # WriteCommitted 2PC: prepared records are numbered when their commit is inserted
+            # (and the records of later writers in the same write group come after them).
+            # Markers and prepared records get their position's number explicitly; a commit's
+            # is the first number of its prepared records.
+            n = 0
+            shift = 0
+            pos = b.seq
+            shifted = []
+            for op in ops:
+                s, name = op[0], op[1]
+                if s >= 0:
+                    if shift:
+                        s += shift
+                        op = op._replace(seq=s)
+                    pos = s + 1
+                    shifted.append(op)
+                    continue
+                if name in _DATA_NAMES:
+                    n += 1
+                elif name == "end_prepare":
+                    self._wc_prepared[op[3]] = n
+                    n = 0
+                elif name in ("commit", "commit_with_ts"):
+                    k = self._wc_prepared.pop(op[3], 0)
+                    shifted.append(op._replace(seq=pos))
+                    pos += k
+                    shift += k
+                    continue
+                elif name == "rollback":
+                    self._wc_prepared.pop(op[3], None)
+                shifted.append(op._replace(seq=pos))
+            ops = shifted
+            consumed += shift
+        if consumed:
+            self.last_seq = b.seq + consumed - 1
+        return ops
 
     def records(self, batches: Iterable[Batch]) -> list[DumpRecord]:
         out: list[DumpRecord] = []
@@ -133,12 +189,20 @@ class _Formatter:
         values = self.values
         rec = DumpRecord
         general = self._general
-        for wal, off, bseq, _count, ops in batches:
+        for b in batches:
+            wal, off, bseq, _count, ops = b
+            if len(ops) == 1 and ops[0][0] >= 0:
+                self.last_seq = ops[0][0]  # one data record: the same number in both schemes
+            elif len(ops) == _count and ops and self.numbering.scheme != SEQ_PER_BATCH:
+                self.last_seq = bseq + _count - 1  # data records only: per key (see cdc.wal)
+                self.numbering.scheme = SEQ_PER_KEY
+            elif ops:
+                ops = self._renumber(b)
             if len(ops) == 1:
                 # single-record batch (the most common WAL record)
                 op = ops[0]
                 seq, name, cf_id, key, value, end_key, ts = op
-                if seq >= 0 and end_key is None and ts is None and name != "put_entity":
+                if seq >= 0 and key is not None and end_key is None and ts is None and name != "put_entity":
                     try:
                         if values and value is not None:
                             append(
@@ -157,8 +221,8 @@ class _Formatter:
             if not ops:
                 continue
             first = ops[0][0]
-            if first < 0 or ops[-1][0] - first + 1 != len(ops):
-                # markers or prepared records (seq -1) somewhere in the batch
+            if first < 0 or len(ops) != _count or ops[-1][0] - first + 1 != len(ops):
+                # markers or prepared records (seq -1) somewhere in the batch, or per-batch numbers
                 general(wal, off, bseq, ops, out)
                 continue
             if values:
@@ -239,6 +303,9 @@ class _Formatter:
                     parts.append(self.encode(run))
                     run = []
                 parts.append(item)
+                # pre-rendered single-Put lines (same numbers in both schemes): note the last seq
+                at = item.rfind(b'{"seq":', 0, len(item) - 1) + 7
+                self.last_seq = int(item[at : item.index(b",", at)])
             else:
                 run.append(item)
         if run:
@@ -610,10 +677,12 @@ def _dump_file(
     """:func:`dump_file`, plus whether the problem is only an incomplete record at the end
     of the file (what a write in progress looks like), as opposed to damage."""
     reader = WalReader(number, leveldb=leveldb)
+    fmt.numbering.new_wal()
     keys_only: _KeysOnly | None = None
     if not fmt.values and not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH"):
         keys_only = _KeysOnly(fmt.names[0], number)
-        reader.batch_decoder = keys_only.batch
+        if fmt.numbering.scheme != SEQ_PER_BATCH:  # its multi-Put batches are numbered per key
+            reader.batch_decoder = keys_only.batch
         reader.run_scanner = keys_only.records
     rendered = 0
     pending: list[bytes] = []
@@ -646,13 +715,24 @@ def _dump_file(
 
 
 def _wal_files_for(
-    path: str, warnings: list[str]
+    path: str, warnings: list[str], db: str | None = None
 ) -> tuple[list[tuple[int, str]], dict[int, str], bool]:
     """(files, cf names, leveldb) for a file or directory PATH; raises StoreError.
 
+    ``db``: the DB directory holding CURRENT/MANIFEST when PATH is (in) a separate ``wal_dir``.
     A MANIFEST that cannot be decoded does not stop the dump: a line is added to ``warnings``
     and column families are shown as ``cf<id>``.
     """
+    if db is not None:
+        info = detect_store(db, path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
+        try:
+            names = _manifest_names(info.db_dir)
+        except FormatError as exc:
+            warnings.append(f"MANIFEST: {exc}; column families shown as cf<id>")
+            names = {}
+        if os.path.isdir(path):
+            return list_wal_files(path), names, info.kind == "leveldb"
+        return [(_file_number(path), path)], names, info.kind == "leveldb"
     if os.path.isdir(path):
         try:
             info = detect_store(path)
@@ -668,12 +748,7 @@ def _wal_files_for(
             warnings.append(f"MANIFEST: {exc}; column families shown as cf<id>")
             names = {}
         return list_wal_files(info.wal_dir), names, leveldb
-    name = os.path.basename(path)
-    m = _WAL_NAME.match(name)
-    number = int(m.group(1)) if m else -1
-    if number < 0:
-        digits = re.match(r"^(\d+)", name)
-        number = int(digits.group(1)) if digits else 0
+    number = _file_number(path)
     parent = os.path.dirname(os.path.abspath(path))
     db_dir = parent
     if os.path.basename(parent) == "archive" and not os.path.isfile(
@@ -692,26 +767,76 @@ def _wal_files_for(
     return [(number, path)], names, leveldb
 
 
-def run(path: str, values: bool = False, out: BinaryIO | None = None, err=None) -> int:
+def _file_number(path: str) -> int:
+    name = os.path.basename(path)
+    m = _WAL_NAME.match(name)
+    if m:
+        return int(m.group(1))
+    digits = re.match(r"^(\d+)", name)
+    return int(digits.group(1)) if digits else 0
+
+
+def _first_seq(path: str, leveldb: bool) -> int | None:
+    """Header sequence number of the first record of a WAL file, or None."""
+    reader = WalReader(_file_number(path), leveldb=leveldb)
+    try:
+        with open(path, "rb") as f:
+            reader.feed(f.read(1 << 20))
+    except OSError:
+        return None
+    batches = reader.read()
+    return batches[0].seq if batches else None
+
+
+def _continuation(path: str, number: int, files: list[tuple[int, str]], extra_dirs: list[str]) -> str | None:
+    """The WAL after ``number``: the next in ``files``, else the lowest higher number found in
+    ``extra_dirs`` (a lone archived WAL: its directory, the DB dir, ``archive/``)."""
+    higher = [(n, p) for n, p in files if n > number]
+    if not higher:
+        for d in extra_dirs:
+            try:
+                higher += [(n, p) for n, p in list_wal_files(d) if n > number]
+            except (OSError, CdcError):
+                continue
+    return min(higher)[1] if higher else None
+
+
+def _torn_tail(problem: FormatError, incomplete_tail: bool, path: str) -> bool:
+    """The problem is a torn last record: a record cut short at the end of the file, or a bad
+    record in the file's last block (nothing after it)."""
+    if incomplete_tail:
+        return True
+    if problem.offset < 0:
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return size <= (problem.offset // 32768 + 1) * 32768
+
+
+def run(path: str, values: bool = False, out: BinaryIO | None = None, err=None, db: str | None = None) -> int:
     """Entry point of ``cdc dump-wal``; returns the exit code and never raises.
 
     Args:
-        path: a WAL file or a DB directory.
+        path: a WAL file or a DB directory (or a separate ``wal_dir`` with ``db``).
         values: include values.
         out: binary stream for NDJSON (default: stdout).
         err: text stream for the error lines (default: stderr).
+        db: the DB directory holding CURRENT/MANIFEST (column family names) when PATH is
+            in a separate ``wal_dir``.
     """
     # Short-lived process decoding millions of acyclic objects: the cyclic GC only costs time.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(path, values, out, err)
+        return _run(path, values, out, err, db)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
+def _run(path: str, values: bool, out: BinaryIO | None, err, db: str | None = None) -> int:
     if out is None:
         out = sys.stdout.buffer
     if err is None:
@@ -721,9 +846,12 @@ def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
         if not os.path.exists(path):
             print(f"cdc: {path}: no such file or directory", file=err)
             return 2
+        if db is not None and not os.path.isdir(db):
+            print(f"cdc: --db {db}: not a directory", file=err)
+            return 2
         warnings: list[str] = []
         try:
-            files, names, leveldb = _wal_files_for(path, warnings)
+            files, names, leveldb = _wal_files_for(path, warnings, db)
         except StoreError as exc:
             print(f"cdc: {exc}", file=err)
             return 2
@@ -756,6 +884,22 @@ def _run(path: str, values: bool, out: BinaryIO | None, err) -> int:
                     out.flush()
                     print(f"cdc: note: {name}{where}: incomplete last record (being written); not printed", file=err)
                     continue
+                if _torn_tail(problem, incomplete_tail, file_path) and fmt.last_seq >= 0:
+                    # A writer crashed mid-record and the store went on in the next WAL at the
+                    # next sequence number: RocksDB's recovery treats this as the WAL's end.
+                    parent = os.path.dirname(os.path.abspath(file_path))
+                    dirs = [parent, os.path.dirname(parent), os.path.join(parent, "archive")]
+                    if db is not None:
+                        dirs.append(db)
+                    nxt = _continuation(file_path, number, files, dirs)
+                    if nxt is not None and _first_seq(nxt, leveldb) == fmt.last_seq + 1:
+                        out.flush()
+                        print(
+                            f"cdc: note: {name}{where}: torn last record ({problem.reason}); "
+                            f"{os.path.basename(nxt)} continues at seq {fmt.last_seq + 1} (a writer crash, nothing lost)",
+                            file=err,
+                        )
+                        continue
                 print(f"cdc: {name}{where}: {problem.reason}", file=err)
                 code = 1
         out.flush()

@@ -4,10 +4,15 @@ Rule: this module performs no I/O, reads no clock and logs nothing.
 
 A WAL logical record is one WriteBatch (RocksDB db/write_batch.cc; LevelDB db/write_batch.cc):
 fixed64 sequence, fixed32 count, then tagged records. Column-family variants carry a varint32
-cf id before the key. Every data record gets its own sequence number (seq_per_key mode): the
+cf id before the key. :func:`decode_write_batch` numbers records per key (seq_per_key mode): the
 k-th consuming record gets ``seq + k``; LogData, Noop and the 2PC markers consume none, and
-neither do data records inside a WriteCommitted prepare section (BeginPrepare..EndPrepare).
-Those get ``seq == -1``.
+neither do data records inside a prepare section (BeginPrepare..EndPrepare). Those get
+``seq == -1``.
+
+A TransactionDB with WRITE_PREPARED / WRITE_UNPREPARED numbers per (sub-)batch instead
+(``seq_per_batch``): :func:`number_per_batch` renumbers a decoded batch that way,
+:func:`seq_scheme_evidence` says what one record reveals about the scheme, and
+:class:`SeqNumbering` (a small state machine) combines both for a stream of records.
 
 Invariants:
 
@@ -409,6 +414,168 @@ def _split_timestamps(
             end_key = end_key[:-size]
         out.append(op._replace(key=key[:-size], end_key=end_key, ts=key[-size:]))
     return out
+
+
+# ---------------------------------------------------------------------------- numbering schemes
+
+SEQ_PER_KEY = "per_key"
+SEQ_PER_BATCH = "per_batch"
+
+_STRONG_PER_BATCH = frozenset({"begin_persisted_prepare", "begin_unprepare"})
+_BOUNDARY_OPS = frozenset({"end_prepare", "commit", "commit_with_ts", "rollback"})
+_DATA_OPS = frozenset(
+    {"put", "delete", "single_delete", "merge", "delete_range", "put_entity", "blob_index", "timed_put"}
+)
+
+
+def seq_scheme_evidence(b: Batch) -> tuple[str | None, bool]:
+    """What one WAL record says about the store's sequence numbering: (scheme or None, strong).
+
+    RocksDB numbers records per key (plain DB, WriteCommitted TransactionDB) or, under a
+    TransactionDB with WRITE_PREPARED / WRITE_UNPREPARED, per (sub-)batch (``seq_per_batch``).
+    The record itself usually tells:
+
+    * strong: a BeginPersistedPrepare (0x12) / BeginUnprepare (0x13) marker is written only by
+      WritePrepared / WriteUnprepared (per batch); a BeginPrepare (0x09) only by WriteCommitted
+      (per key).
+    * weak: WritePrepared/Unprepared end every write they log with a Noop, EndPrepare, Commit or
+      Rollback marker, so a record whose last op (LogData aside) is a data op is per key; one
+      whose last op is a Noop closing data is per batch (WriteCommitted puts its Noop
+      placeholder *before* the data).
+
+    Records with no data ops or ending in Commit/Rollback after data (a WritePrepared rollback
+    or a commit with a commit-time batch) say nothing: ``(None, False)``.
+    """
+    has_data = False
+    last: str | None = None
+    for op in b.ops:
+        name = op[1]
+        if name in _STRONG_PER_BATCH:
+            return SEQ_PER_BATCH, True
+        if name == "begin_prepare":
+            return SEQ_PER_KEY, True
+        if name == "log_data":
+            continue
+        if name in _DATA_OPS:
+            has_data = True
+        last = name
+    if not has_data or last is None:
+        return None, False
+    if last in _DATA_OPS:
+        return SEQ_PER_KEY, False
+    if last == "noop":
+        return SEQ_PER_BATCH, False
+    return None, False
+
+
+def number_per_batch(b: Batch) -> tuple[list[Op], int]:
+    """The records of ``b`` with the sequence numbers a ``seq_per_batch`` store gives them.
+
+    Rules (RocksDB's MemTableInserter with seq_per_batch, WriteBatchInternal::Iterate, and the
+    writers' SubBatchCounter): every record of one sub-batch shares one number, starting at the
+    header's; a sub-batch ends at EndPrepare, Commit, CommitWithTimestamp, Rollback, at a Noop
+    that follows data (a leading Noop placeholder is not a boundary), and just before a data
+    record whose (cf, key) already occurs in the current sub-batch. Data inside prepare
+    sections gets numbers too (WritePrepared writes it to the memtable at prepare time).
+    Markers keep ``seq == -1``.
+
+    Returns:
+        (ops, consumed): the renumbered records, and how many sequence numbers the record
+        consumes (the next record's header is ``b.seq + consumed`` unless something else wrote
+        in between).
+    """
+    seq = b.seq
+    keys: set[tuple[Any, ...]] = set()
+    nonempty = False
+    out: list[Op] = []
+    append = out.append
+    for op in b.ops:
+        name = op[1]
+        if name in _DATA_OPS:
+            # the memtable key: cf, point or range table, user key with its timestamp (a
+            # timed_put's ``ts`` is its write time, not part of the key)
+            k = (op[2], name == "delete_range", op[3], op[6] if name != "timed_put" else None)
+            if k in keys:
+                seq += 1
+                keys = {k}
+            else:
+                keys.add(k)
+            nonempty = True
+            append(op._replace(seq=seq))
+            continue
+        if name in _BOUNDARY_OPS or (name == "noop" and nonempty):
+            seq += 1
+            keys = set()
+            nonempty = False
+        append(op._replace(seq=-1) if op[0] != -1 else op)
+    return out, seq - b.seq + (1 if nonempty else 0)
+
+
+def consumed_per_key(b: Batch) -> int:
+    """Sequence numbers a per-key record consumes by itself (its data records outside prepare
+    sections; a WriteCommitted commit's prepared records are inserted after it, not counted)."""
+    n = 0
+    for op in b.ops:
+        if op[0] >= 0:
+            n += 1
+    return n
+
+
+class SeqNumbering:
+    """Decides, record by record, which numbering a WAL uses, and numbers records accordingly.
+
+    Pure state machine (no I/O) shared by the daemon and ``cdc dump-wal``. ``scheme`` is what
+    the store was last seen to use (None until the first evidence); strong evidence (2PC begin
+    markers) outranks weak evidence (how a record ends) that contradicts it in the same WAL
+    (call :meth:`new_wal` at each WAL's start). A record that says
+    nothing is numbered with ``scheme`` (per key while undecided): ``guessed`` counts the
+    records where that choice changed a data record's number (their numbers may be wrong).
+    """
+
+    __slots__ = ("scheme", "strong", "guessed")
+
+    def __init__(self, scheme: str | None = None, strong: bool = False) -> None:
+        self.scheme = scheme
+        self.strong = strong
+        self.guessed = 0
+
+    def new_wal(self) -> None:
+        """A new WAL starts: strong evidence applies to the WAL it was found in (a store reopened
+        with another TransactionDB policy, or replaced, starts a new WAL); the scheme stays as
+        the prior for records that say nothing."""
+        self.strong = False
+
+    def classify(self, b: Batch) -> str:
+        """The scheme of record ``b`` (and update ``scheme`` from its evidence)."""
+        ev, strong = seq_scheme_evidence(b)
+        if ev is not None:
+            if strong:
+                self.scheme, self.strong = ev, True
+                return ev
+            if self.strong and ev != self.scheme:
+                return self.scheme  # type: ignore[return-value]
+            self.scheme = ev
+            return ev
+        return self.scheme or SEQ_PER_KEY
+
+    def number(self, b: Batch) -> tuple[str, list[Op], int]:
+        """(scheme, records with their store-assigned numbers, numbers consumed) for ``b``."""
+        ev, _ = seq_scheme_evidence(b)
+        scheme = self.classify(b)
+        if scheme == SEQ_PER_BATCH:
+            ops, consumed = number_per_batch(b)
+            if ev is None and self.scheme is None:
+                self._note_guess(b, ops)
+            return scheme, ops, consumed
+        if ev is None and self.scheme is None:
+            self._note_guess(b, number_per_batch(b)[0])
+        return scheme, b.ops, consumed_per_key(b)
+
+    def _note_guess(self, b: Batch, other: list[Op]) -> None:
+        for a, o in zip(b.ops, other):
+            if a[0] >= 0 and o[0] >= 0 and a[0] != o[0]:
+                self.guessed += 1
+                return
 
 
 def decode_entity(value: bytes) -> list[tuple[bytes, bytes]]:

@@ -295,3 +295,34 @@ def daemon_proc_factory(tmp_path: Any) -> Iterator[Callable[..., DaemonProcess]]
         if p.proc is not None and p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- C++ writers
+
+
+@pytest.fixture(scope="session")
+def cxx_writer_exe(request: Any, tmp_path_factory: Any) -> str:
+    """The C++ RocksDB writer (tests/cxx), compiled once per session; skips when it cannot be built."""
+    from tests.cxx import build
+
+    cache = getattr(request.config, "cache", None)
+    where = str(cache.mkdir("cdc-cxx")) if cache is not None else str(tmp_path_factory.mktemp("cdc-cxx"))
+    return build(where)
+
+
+@pytest.fixture
+def cxx_writer(cxx_writer_exe: str, tmp_path: Any) -> Iterator[Callable[..., Any]]:
+    """``w = cxx_writer(db_dir=None, policy="prepared", cfs=(), wal_ttl=0)`` -> tests.cxx.CxxWriter
+    (killed at teardown). See tests/cxx/__init__.py for its command language."""
+    from tests.cxx import CxxWriter
+
+    writers: list[CxxWriter] = []
+
+    def make(db_dir: str | None = None, **kw: Any) -> CxxWriter:
+        w = CxxWriter(cxx_writer_exe, db_dir or str(tmp_path / "db"), **kw)
+        writers.append(w)
+        return w
+
+    yield make
+    for w in writers:
+        w.kill()

@@ -133,7 +133,7 @@ def test_markers_and_large_block_spanning(tmp_path):
         (10, "put", "p"),
         (10, "end_prepare", "x1"),
         (10, "commit", "x1"),
-        (10, "put", "k"),
+        (11, "put", "k"),  # the commit inserted the prepared "p" at 10 (WriteCommitted)
     ]
     assert recs[-1]["value"] == "z" * 70000 and recs[-1]["cf"] == "cf1"
 
