@@ -365,7 +365,10 @@ class NatsPublisher:
         nc = self._nc = await connect(self.config, f"cdc-capture:{self.stream}", self._on_state)
         js = nc.jetstream(timeout=5.0)
         await ensure_stream(js, self.config)
-        await nc.subscribe(publish_subject(self.stream), queue="cdc-capture", cb=lambda msg: self._on_request(ctx, msg))
+        async def on_request(msg: Any) -> None:
+            await self._answer(ctx, msg)
+
+        await nc.subscribe(publish_subject(self.stream), queue="cdc-capture", cb=on_request)
         log.info("NATS: publishing the journal to stream %s", self.stream)
         while not ctx.stop.is_set():
             await self._publish_loop(ctx, nc, js)
@@ -483,9 +486,6 @@ class NatsPublisher:
         return pub
 
     # -------------------------------------------------------------- /publish forwarded by edges
-
-    def _on_request(self, ctx: Any, msg: Any) -> Any:
-        return self._answer(ctx, msg)
 
     async def _answer(self, ctx: Any, msg: Any) -> None:
         from .published import validate_published
