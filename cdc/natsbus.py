@@ -278,6 +278,7 @@ class NatsPublisher:
         self.errors = 0
         self._wake = asyncio.Event()
         self._nc: Any = None
+        self._pub: tuple[Any, Any] | None = None
 
     # -------------------------------------------------------------- health / metrics
 
@@ -334,8 +335,9 @@ class NatsPublisher:
                         log.warning("NATS publishing interrupted (%s: %s); retrying", type(exc).__name__, str(exc)[:200])
                     else:
                         log.debug("NATS publishing: %s", exc)
-                finally:
-                    await self._close()
+                nc = self._nc
+                if nc is not None and (nc.is_closed or not (nc.is_connected or nc.is_reconnecting)):
+                    await self._close()  # otherwise nats-py reconnects by itself: resync on the same connection
                 if stop.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
@@ -343,6 +345,7 @@ class NatsPublisher:
                         await stop.wait()
                 backoff = min(backoff * 2, 2.0)
         finally:
+            await self._close()
             done.set()
             stopper.cancel()
             reporter.cancel()
@@ -362,13 +365,16 @@ class NatsPublisher:
 
     async def _session(self, ctx: Any) -> None:
         """One connection: ensure the stream, answer /publish requests, publish until an error."""
-        nc = self._nc = await connect(self.config, f"cdc-capture:{self.stream}", self._on_state)
+        nc = self._nc
+        if nc is None:
+            nc = self._nc = await connect(self.config, f"cdc-capture:{self.stream}", self._on_state)
+
+            async def on_request(msg: Any) -> None:
+                await self._answer(ctx, msg)
+
+            await nc.subscribe(publish_subject(self.stream), queue="cdc-capture", cb=on_request)
         js = nc.jetstream(timeout=5.0)
         await ensure_stream(js, self.config)
-        async def on_request(msg: Any) -> None:
-            await self._answer(ctx, msg)
-
-        await nc.subscribe(publish_subject(self.stream), queue="cdc-capture", cb=on_request)
         log.info("NATS: publishing the journal to stream %s", self.stream)
         while not ctx.stop.is_set():
             await self._publish_loop(ctx, nc, js)
@@ -396,7 +402,9 @@ class NatsPublisher:
         epoch = _epoch(journal)
         id_prefix = epoch or self.stream
         inflight: deque[tuple[Any, int, int]] = deque()  # (future, last id, expected seq after)
-        pub = self._pub_async(nc, js)
+        if self._pub is None or self._pub[0] is not nc:
+            self._pub = (nc, self._pub_async(nc, js))
+        pub = self._pub[1]
         while not ctx.stop.is_set():
             # fill the window
             if len(inflight) < self.window and journal.latest_id > pos:
