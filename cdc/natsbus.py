@@ -43,6 +43,8 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
+
 from .errors import ConfigError
 
 __all__ = [
@@ -59,13 +61,14 @@ __all__ = [
 
 log = logging.getLogger("cdc.nats")
 
+_json_decode = msgspec.json.Decoder().decode
+
 H_FIRST = "Cdc-First-Id"
 H_LAST = "Cdc-Last-Id"
 H_EPOCH = "Cdc-Epoch"
 H_MSG_ID = "Nats-Msg-Id"
 H_EXPECT_SEQ = "Nats-Expected-Last-Sequence"
 
-_REC = struct.Struct(">QII")
 _IX_HEAD = struct.Struct("<qHH")
 _U32 = struct.Struct("<I")
 _NO_CF = 0xFFFF
@@ -139,50 +142,92 @@ def ix_type_cf(ix: bytes) -> tuple[str, str | None]:
     return etype, bytes(ix[p : p + cl]).decode()
 
 
+_HEAD = struct.Struct(">QI")  # first id, record count
+_lens_structs: dict[int, struct.Struct] = {}
+
+
+def _lens_struct(n: int) -> struct.Struct:
+    st = _lens_structs.get(n)
+    if st is None:
+        st = struct.Struct(f">{2 * n}I")
+        if len(_lens_structs) < 4096:
+            _lens_structs[n] = st
+    return st
+
+
 def pack_records(items: list[tuple[int, bytes, bytes]]) -> bytes:
-    parts: list[bytes] = []
-    for id_, wire, ix in items:
-        parts.append(_REC.pack(id_, len(wire), len(ix)))
-        parts.append(wire)
-        parts.append(ix)
+    """Payload of one message: ``>QI`` (first id, n), ``n`` x ``>II`` (len(ev), len(ix)), then
+    each record's ev and ix bytes. The ids of a message are consecutive (first .. first+n-1)."""
+    lens: list[int] = []
+    parts: list[bytes] = [b""]
+    for it in items:
+        lens.append(len(it[1]))
+        lens.append(len(it[2]))
+        parts.append(it[1])
+        parts.append(it[2])
+    n = len(items)
+    parts[0] = _HEAD.pack(items[0][0], n) + _lens_struct(n).pack(*lens)
     return b"".join(parts)
 
 
 def unpack_records(data: bytes) -> list[tuple[int, bytes, bytes]]:
     """Inverse of :func:`pack_records`. Raises ValueError on a malformed payload."""
+    if len(data) < _HEAD.size:
+        raise ValueError("truncated header")
+    first, n = _HEAD.unpack_from(data)
+    if n == 0 or n > (len(data) - _HEAD.size) // 8:
+        raise ValueError("bad record count")
+    try:
+        lens = _lens_struct(n).unpack_from(data, _HEAD.size)
+    except struct.error:
+        raise ValueError("truncated lengths") from None
+    p = _HEAD.size + 8 * n
+    if p + sum(lens) != len(data):
+        raise ValueError("payload size does not match the record lengths")
     out: list[tuple[int, bytes, bytes]] = []
-    p = 0
-    n = len(data)
-    mv = memoryview(data)
-    while p < n:
-        if n - p < _REC.size:
-            raise ValueError("truncated record header")
-        id_, wl, il = _REC.unpack_from(data, p)
-        p += _REC.size
-        if n - p < wl + il or il < 20:
-            raise ValueError("truncated record")
-        out.append((id_, bytes(mv[p : p + wl]), bytes(mv[p + wl : p + wl + il])))
+    for i in range(n):
+        wl = lens[2 * i]
+        il = lens[2 * i + 1]
+        if il < 20:
+            raise ValueError("record index too short")
+        out.append((first + i, data[p : p + wl], data[p + wl : p + wl + il]))
         p += wl + il
     return out
 
 
 def build_messages(stream: str, items: list[tuple[int, bytes, bytes]]) -> list[tuple[str, bytes, int, int]]:
-    """Group consecutive records of one (type, cf) into messages: (subject, payload, first, last)."""
+    """Group consecutive records of one (type, cf) into messages: (subject, payload, first, last).
+
+    ``items`` have consecutive ids. The (type, cf) of a record is compared as raw bytes (the
+    lengths at ix[8:12] and the type+cf bytes after the 20-byte header): decoded once per run."""
     out: list[tuple[str, bytes, int, int]] = []
-    run: list[tuple[int, bytes, bytes]] = []
-    run_key: tuple[str, str | None] | None = None
+    start = 0
     size = 0
-    for it in items:
-        key = ix_type_cf(it[2])
-        sz = len(it[1]) + len(it[2]) + _REC.size
-        if run and (key != run_key or len(run) >= MAX_MSG_RECORDS or size + sz > MAX_MSG_BYTES):
-            out.append((event_subject(stream, *run_key), pack_records(run), run[0][0], run[-1][0]))  # type: ignore[misc]
-            run, size = [], 0
-        run_key = key
-        run.append(it)
+    prev_lens = b""
+    prev_tc = b""
+    subject = ""
+    for i, it in enumerate(items):
+        ix = it[2]
+        if prev_tc and ix.startswith(prev_lens, 8) and ix.startswith(prev_tc, 20):
+            same = True
+        else:
+            same = False
+            lens = ix[8:12]
+            etype, cf = ix_type_cf(ix)
+            tl, cl = _IX_HEAD.unpack_from(ix)[1:]
+            new_tc = bytes(ix[20 : 20 + tl + cl]) if cl not in (_NO_CF, _LONG_CF) else (bytes(ix[20 : 20 + tl]) if cl == _NO_CF else b"")
+        sz = len(it[1]) + len(ix) + 8
+        if i > start and (not same or i - start >= MAX_MSG_RECORDS or size + sz > MAX_MSG_BYTES):
+            run = items[start:i]
+            out.append((subject, pack_records(run), run[0][0], run[-1][0]))
+            start, size = i, 0
+        if not same:
+            subject = event_subject(stream, etype, cf)
+            prev_lens, prev_tc = lens, new_tc
         size += sz
-    if run:
-        out.append((event_subject(stream, *run_key), pack_records(run), run[0][0], run[-1][0]))  # type: ignore[misc]
+    if start < len(items):
+        run = items[start:]
+        out.append((subject, pack_records(run), run[0][0], run[-1][0]))
     return out
 
 
@@ -406,8 +451,11 @@ class NatsPublisher:
             self._pub = (nc, self._pub_async(nc, js))
         pub = self._pub[1]
         while not ctx.stop.is_set():
-            # fill the window
-            if len(inflight) < self.window and journal.latest_id > pos:
+            # fill the window; while a message is in flight, small amounts wait for its ack and
+            # go out together (self-clocking batching: no added latency when idle, few messages
+            # per event under load)
+            backlog = journal.latest_id - pos
+            if backlog > 0 and (not inflight or len(inflight) < self.window and backlog >= MAX_MSG_RECORDS):
                 if pos < journal.oldest_id - 1:
                     lost = journal.oldest_id - 1 - pos
                     log.error("NATS publisher fell behind the journal's retention: %d events were pruned before being published", lost)
@@ -440,10 +488,10 @@ class NatsPublisher:
                         f.cancel()
                     raise
                 inflight.popleft()
-                if getattr(ack, "duplicate", False) or getattr(ack, "seq", seq) != seq:
+                if ack.get("duplicate") or ack.get("seq") != seq:
                     for f, _l, _s in inflight:
                         f.cancel()
-                    raise RuntimeError(f"stream out of step (ack seq {getattr(ack, 'seq', '?')}, expected {seq}); resyncing")
+                    raise RuntimeError(f"stream out of step (ack seq {ack.get('seq')}, expected {seq}); resyncing")
                 self.published_id = last
                 self.messages += 1
                 continue
@@ -455,9 +503,7 @@ class NatsPublisher:
 
     @staticmethod
     def _pub_async(nc: Any, js: Any) -> Any:
-        """``await pub(subject, payload, headers)`` -> a future of the PubAck (pipelined)."""
-        import nats.js.api as api
-
+        """``await pub(subject, payload, headers)`` -> a future of the PubAck as a dict (pipelined)."""
         inbox_prefix = nc.new_inbox()
         futures: dict[str, asyncio.Future[Any]] = {}
         counter = [0]
@@ -466,17 +512,21 @@ class NatsPublisher:
             fut = futures.pop(msg.subject, None)
             if fut is None or fut.done():
                 return
-            try:
-                resp = json.loads(msg.data) if msg.data else {}
-            except ValueError as exc:
-                fut.set_exception(exc)
-                return
             if not msg.data:
                 fut.set_exception(RuntimeError(f"JetStream: status {msg.headers and msg.headers.get('Status')}"))
+                return
+            try:
+                resp = _json_decode(msg.data)
+            except Exception as exc:  # noqa: BLE001
+                fut.set_exception(RuntimeError(f"JetStream: bad ack ({type(exc).__name__})"))
+                return
+            if not isinstance(resp, dict):
+                fut.set_exception(RuntimeError("JetStream: bad ack"))
             elif "error" in resp:
-                fut.set_exception(RuntimeError(f"JetStream: {resp['error'].get('description', resp['error'])}"))
+                err = resp["error"]
+                fut.set_exception(RuntimeError(f"JetStream: {err.get('description', err) if isinstance(err, dict) else err}"))
             else:
-                fut.set_result(api.PubAck.from_response(resp))
+                fut.set_result(resp)
 
         sub_ready: list[Any] = []
 
