@@ -462,6 +462,7 @@ class EdgeApp:
                 tg.create_task(health.watchdog(aux_stop), name="cdc-watchdog")
                 tg.create_task(server.heartbeats(aux_stop), name="cdc-heartbeats")
                 src_task = tg.create_task(self._run_source(source, ctx), name="cdc-edge-source")
+                tg.create_task(self._notify_loop(ctx, aux_stop), name="cdc-notify")
                 if started is not None:
                     started.set()
                 await self.stop.wait()
@@ -483,6 +484,26 @@ class EdgeApp:
                         await server.ws.wait_closed()
             (ctx.journal if ctx is not None else journal).close()
             log.info("stopped")
+
+    async def _notify_loop(self, ctx: _EdgeContext, stop: asyncio.Event) -> None:
+        """systemd: READY=1 once listening, STATUS= every 2 s, WATCHDOG=1 while live."""
+        from .sdnotify import Notifier
+
+        n = Notifier()
+        if not n.enabled:
+            return
+        n.ready(f"edge of stream {self.config.nats_stream}")
+        wd = n.watchdog_interval_s
+        interval = min(2.0, wd) if wd else 2.0
+        while not stop.is_set():
+            ready, reason = ctx.health.status("readiness")
+            n.status(f"{ctx.hub.count} subscribers, mirror latest id {ctx.journal.latest_id}" + ("" if ready else f", NOT READY: {reason}"))
+            if ctx.health.healthy("liveness"):
+                n.watchdog()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+        n.stopping()
 
     async def _run_source(self, source: EdgeSource, ctx: _EdgeContext) -> None:
         try:

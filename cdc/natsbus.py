@@ -75,6 +75,9 @@ _NO_CF = 0xFFFF
 _LONG_CF = 0xFFFE
 
 MAX_MSG_RECORDS = 1000
+EAGER_INFLIGHT = 2
+"""Messages in flight below which new records go out at once; above it they wait for acks and
+leave together (up to the publisher's window of full messages)."""
 """Most records in one stream message."""
 MAX_MSG_BYTES = 512 << 10
 """About the largest payload of one stream message (a single bigger record travels alone;
@@ -455,7 +458,7 @@ class NatsPublisher:
             # go out together (self-clocking batching: no added latency when idle, few messages
             # per event under load)
             backlog = journal.latest_id - pos
-            if backlog > 0 and (not inflight or len(inflight) < self.window and backlog >= MAX_MSG_RECORDS):
+            if backlog > 0 and (len(inflight) < EAGER_INFLIGHT or len(inflight) < self.window and backlog >= MAX_MSG_RECORDS):
                 if pos < journal.oldest_id - 1:
                     lost = journal.oldest_id - 1 - pos
                     log.error("NATS publisher fell behind the journal's retention: %d events were pruned before being published", lost)
