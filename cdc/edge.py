@@ -65,10 +65,12 @@ class EdgeHub(Hub):
     async def catch_up(self, since: int, timeout_s: float = CATCH_UP_S) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self.latest_id < since:
-            src = self.source
-            if src is not None and src.caught_up and src.stream_last_id is not None and since > src.stream_last_id:
+        src = self.source
+        if src is not None:
+            last = await src.stream_last_id_now()
+            if last is not None and since > last:
                 return  # the stream itself has nothing that far: cursor_ahead is the answer
+        while self.latest_id < since:
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -129,6 +131,22 @@ class EdgeSource:
         self._last_seen = time.monotonic()
         self._epoch: str | None = None
         self._gen = 0
+
+    async def stream_last_id_now(self) -> int | None:
+        """The id of the stream's last record, asked now (None when NATS cannot say quickly)."""
+        nc = self.nc
+        if nc is None or not nc.is_connected:
+            return None
+        try:
+            js = nc.jetstream(timeout=1.0)
+            info = await js.stream_info(self.stream)
+            if not info.state.messages:
+                return 0
+            msg = await js.get_msg(self.stream, seq=info.state.last_seq)
+            raw = (msg.headers or {}).get(H_LAST)
+            return int(raw) if raw is not None else None
+        except Exception:  # noqa: BLE001 - NATS trouble: the caller just waits
+            return None
 
     def _on_state(self, up: bool) -> None:
         self.connected = up

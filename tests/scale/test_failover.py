@@ -136,3 +136,34 @@ async def test_cluster_r3_kill_one_nats_node(tmp_path, nats_cluster: list[NatsSe
         w.put("boot", "1")
         await _run_scenario(w, nodes, urls, faults, ["--nats-replicas", "3"])
     await asyncio.sleep(0)
+
+
+async def test_cursor_from_a_faster_edge_waits_for_a_lagging_one(tmp_path, nats_single: NatsServer, nodes):
+    """A client moving from an edge that is ahead to one that lags is not answered cursor_ahead:
+    the lagging edge catches up first, then delivers every later event exactly once."""
+    import signal
+
+    with StoreWriter(tmp_path / "db") as w:
+        w.put("boot", "1")
+        cap = nodes("capture", "serve", ["--db", w.path, "--nats-url", nats_single.url])
+        fast = nodes("fast", "edge", ["--nats-url", nats_single.url], ready="ready")
+        slow = nodes("slow", "edge", ["--nats-url", nats_single.url], ready="ready")
+        assert slow.proc is not None
+        slow.proc.send_signal(signal.SIGSTOP)  # frozen: its mirror falls behind
+        try:
+            w.put_many(3000, 100, "p")
+            latest = await wait_for(lambda: (c := cap.get("/events?since=0&timeout=0&limit=10000")[1]["cursor"]) >= 3001 and c, 30)
+            sub = ResumingSubscriber("mover", [fast], "values=1").start()
+            await wait_caught_up([sub], latest)
+            await sub.stop()
+            w.put_many(10, 10, "q", start=0)
+        finally:
+            slow.proc.send_signal(signal.SIGCONT)
+        sub2 = ResumingSubscriber("mover", [slow], "values=1", since=latest).start()
+        try:
+            truth = [e for e in cap.all_events() if e["id"] > latest]
+            await wait_caught_up([sub2], truth[-1]["id"])
+            assert not sub2.resets, sub2.resets
+            assert_same_events(sub2, truth)
+        finally:
+            await sub2.stop()
