@@ -431,6 +431,9 @@ class NatsPublisher:
         """Resync with the stream's tail, then publish until an error (raised) or stop."""
         journal = ctx.journal
         _first, last_seq, _n, last_id = await stream_tail(js, self.stream)
+        # Hook (journal identity): once journals carry an `epoch`, a stream whose last message has
+        # another Cdc-Epoch belongs to another journal: treat it like the case below, and edges
+        # pass the epoch to their mirror (EdgeSource calls journal.set_epoch) for `hello`.
         if last_id > journal.latest_id:
             self._problem = (
                 f"stream {self.stream} holds ids up to {last_id} but this journal only to {journal.latest_id} "
