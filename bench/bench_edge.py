@@ -206,7 +206,12 @@ def _cpu_one(nats: bool, events: int) -> float:
             time.sleep(0.05)
         else:
             raise RuntimeError("capture did not finish")
-        return (s.cap.cpu_s() - cpu0) / events * 1e6
+        if os.environ.get("CDC_BENCH_PYSPY") and nats:
+            subprocess.run(["py-spy", "dump", "--pid", str(s.cap.p.pid)], check=False)
+        us = (s.cap.cpu_s() - cpu0) / events * 1e6
+        if nats:
+            print(f"# messages: {s.cap.metric('cdc_nats_published_messages_total')}", file=sys.stderr)
+        return us
     finally:
         s.close()
 

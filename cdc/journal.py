@@ -31,6 +31,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 import lmdb
@@ -620,10 +621,48 @@ class Journal:
 
     # ------------------------------------------------------------------ reading
 
+    def read_columns(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> tuple[int, list[bytes], list[bytes]] | None:
+        """Up to ``limit`` stored records with ``id > since_id`` as columns ``(first id, ev values,
+        ix values)`` (ids first, first+1, ...), stopping after a chunk of 256 that passes
+        ``max_bytes``; ``(since_id + 1, [], [])`` when there is none; None when the ids there are
+        not consecutive (use :meth:`read_raw`). The NATS publisher's source (no per-record work)."""
+        with self.env.begin(buffers=False) as txn:
+            ev_cur = txn.cursor(db=self._ev)
+            ix_cur = txn.cursor(db=self._ix)
+            start = _ID.pack(since_id + 1)
+            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+                return since_id + 1, [], []
+            first = _ID.unpack(ev_cur.key())[0]
+            evs_it = ev_cur.iternext(keys=False, values=True)
+            ixs_it = ix_cur.iternext(keys=False, values=True)
+            evs: list[bytes] = []
+            ixs: list[bytes] = []
+            size = 0
+            while len(evs) < limit and size <= max_bytes:
+                n = min(256, limit - len(evs))
+                ev_chunk = list(islice(evs_it, n))
+                if not ev_chunk:
+                    break
+                ix_chunk = list(islice(ixs_it, len(ev_chunk)))
+                evs += ev_chunk
+                ixs += ix_chunk
+                size += sum(map(len, ev_chunk)) + sum(map(len, ix_chunk))
+                if len(ev_chunk) < n:
+                    break
+        if not evs:
+            return first, [], []
+        last = evs[-1]
+        if len(ixs) != len(evs) or int(last[6 : last.index(b",", 6)]) != first + len(evs) - 1:
+            return None
+        return first, evs, ixs
+
     def read_raw(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes, bytes]]:
-        """Up to ``limit`` stored ``(id, ev value, ix value)`` with ``id > since_id`` (about
-        ``max_bytes`` at most, one record at least), oldest first: what :meth:`append_raw`
-        takes (the NATS publisher's source)."""
+        """Up to ``limit`` stored ``(id, ev value, ix value)`` with ``id > since_id``, oldest
+        first (about ``max_bytes`` at most): what :meth:`append_raw` takes."""
+        cols = self.read_columns(since_id, limit, max_bytes)
+        if cols is not None:
+            first, evs, ixs = cols
+            return list(zip(range(first, first + len(evs)), evs, ixs, strict=True))
         out: list[tuple[int, bytes, bytes]] = []
         with self.env.begin(buffers=False) as txn:
             ev_cur = txn.cursor(db=self._ev)
@@ -634,14 +673,13 @@ class Journal:
             unpack = _ID.unpack
             size = 0
             for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
-                size += len(wire) + len(ix) + 16
+                size += len(wire) + len(ix)
                 if out and size > max_bytes:
                     break
                 out.append((unpack(k)[0], wire, ix))
                 if len(out) >= limit:
                     break
         return out
-
 
     def get_checkpoint(self, name: str) -> bytes | None:
         """Last checkpoint committed under ``name`` (None if never)."""

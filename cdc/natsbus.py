@@ -40,7 +40,13 @@ import json
 import logging
 import struct
 import time
+import sys
+from array import array
+from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
+from itertools import accumulate, repeat
+from operator import add, and_
 from typing import Any
 
 import msgspec
@@ -75,7 +81,7 @@ _NO_CF = 0xFFFF
 _LONG_CF = 0xFFFE
 
 MAX_MSG_RECORDS = 1000
-EAGER_INFLIGHT = 2
+EAGER_INFLIGHT = 1
 """Messages in flight below which new records go out at once; above it they wait for acks and
 leave together (up to the publisher's window of full messages)."""
 """Most records in one stream message."""
@@ -146,6 +152,7 @@ def ix_type_cf(ix: bytes) -> tuple[str, str | None]:
 
 
 _HEAD = struct.Struct(">QI")  # first id, record count
+_SWAP = sys.byteorder == "little"  # array("I") is native-endian; the payload is big-endian
 _lens_structs: dict[int, struct.Struct] = {}
 
 
@@ -158,19 +165,19 @@ def _lens_struct(n: int) -> struct.Struct:
     return st
 
 
+def _pack(first: int, wires: Sequence[bytes], ixs: Sequence[bytes]) -> bytes:
+    lens = array("I", map(len, wires))
+    lens.extend(map(len, ixs))
+    if _SWAP:
+        lens.byteswap()
+    return b"".join((_HEAD.pack(first, len(wires)), lens.tobytes(), b"".join(wires), b"".join(ixs)))
+
+
 def pack_records(items: list[tuple[int, bytes, bytes]]) -> bytes:
-    """Payload of one message: ``>QI`` (first id, n), ``n`` x ``>II`` (len(ev), len(ix)), then
-    each record's ev and ix bytes. The ids of a message are consecutive (first .. first+n-1)."""
-    lens: list[int] = []
-    parts: list[bytes] = [b""]
-    for it in items:
-        lens.append(len(it[1]))
-        lens.append(len(it[2]))
-        parts.append(it[1])
-        parts.append(it[2])
-    n = len(items)
-    parts[0] = _HEAD.pack(items[0][0], n) + _lens_struct(n).pack(*lens)
-    return b"".join(parts)
+    """Payload of one message: ``>QI`` (first id, n), ``n`` x ``>I`` len(ev), ``n`` x ``>I``
+    len(ix), every record's ev bytes, then every record's ix bytes. The ids of a message are
+    consecutive (first .. first+n-1)."""
+    return _pack(items[0][0], [it[1] for it in items], [it[2] for it in items])
 
 
 def unpack_records(data: bytes) -> list[tuple[int, bytes, bytes]]:
@@ -187,50 +194,62 @@ def unpack_records(data: bytes) -> list[tuple[int, bytes, bytes]]:
     p = _HEAD.size + 8 * n
     if p + sum(lens) != len(data):
         raise ValueError("payload size does not match the record lengths")
+    q = p + sum(lens[:n])  # start of the ix bytes
     out: list[tuple[int, bytes, bytes]] = []
     for i in range(n):
-        wl = lens[2 * i]
-        il = lens[2 * i + 1]
+        wl = lens[i]
+        il = lens[n + i]
         if il < 20:
             raise ValueError("record index too short")
-        out.append((first + i, data[p : p + wl], data[p + wl : p + wl + il]))
-        p += wl + il
+        out.append((first + i, data[p : p + wl], data[q : q + il]))
+        p += wl
+        q += il
     return out
 
 
-def build_messages(stream: str, items: list[tuple[int, bytes, bytes]]) -> list[tuple[str, bytes, int, int]]:
-    """Group consecutive records of one (type, cf) into messages: (subject, payload, first, last).
+def _run_end(ixs: Sequence[bytes], i: int, limit: int) -> int:
+    """First index in (i, limit] whose (type, cf) differs from ixs[i]'s (compared as raw bytes:
+    the length fields at ix[8:12] and the type+cf bytes after the 20-byte header), or limit.
+    C-level maps over growing windows: a long run costs little per record, a short one little."""
+    ix = ixs[i]
+    _ts, tl, cl = _IX_HEAD.unpack_from(ix)
+    region = tl + (cl if cl not in (_NO_CF, _LONG_CF) else (0 if cl == _NO_CF else 4 + _U32.unpack_from(ix, 20 + tl)[0]))
+    hdr = ix[8:12]
+    tc = ix[20 : 20 + region]
+    j = i + 1
+    step = 8
+    while j < limit:
+        hi = min(limit, j + step)
+        window = ixs[j:hi]
+        k = len(window)
+        ok = list(map(and_, map(bytes.startswith, window, repeat(hdr, k), repeat(8, k)), map(bytes.startswith, window, repeat(tc, k), repeat(20, k))))
+        if not all(ok):
+            return j + ok.index(False)
+        j = hi
+        step *= 8
+    return limit
 
-    ``items`` have consecutive ids. The (type, cf) of a record is compared as raw bytes (the
-    lengths at ix[8:12] and the type+cf bytes after the 20-byte header): decoded once per run."""
+
+def build_messages(stream: str, items: list[tuple[int, bytes, bytes]]) -> list[tuple[str, bytes, int, int]]:
+    """Group consecutive records of one (type, cf) into messages: (subject, payload, first, last),
+    at most MAX_MSG_RECORDS records and about MAX_MSG_BYTES each (one record at least)."""
+    if not items:
+        return []
+    return build_messages_cols(stream, items[0][0], [it[1] for it in items], [it[2] for it in items])
+
+
+def build_messages_cols(stream: str, first: int, wires: list[bytes], ixs: list[bytes]) -> list[tuple[str, bytes, int, int]]:
+    """:func:`build_messages` on columns (ids first, first+1, ...): no per-record Python work."""
+    n = len(ixs)
+    cum = list(accumulate(map(add, map(len, wires), map(len, ixs)), initial=0))  # bytes before index i
     out: list[tuple[str, bytes, int, int]] = []
-    start = 0
-    size = 0
-    prev_lens = b""
-    prev_tc = b""
-    subject = ""
-    for i, it in enumerate(items):
-        ix = it[2]
-        if prev_tc and ix.startswith(prev_lens, 8) and ix.startswith(prev_tc, 20):
-            same = True
-        else:
-            same = False
-            lens = ix[8:12]
-            etype, cf = ix_type_cf(ix)
-            tl, cl = _IX_HEAD.unpack_from(ix)[1:]
-            new_tc = bytes(ix[20 : 20 + tl + cl]) if cl not in (_NO_CF, _LONG_CF) else (bytes(ix[20 : 20 + tl]) if cl == _NO_CF else b"")
-        sz = len(it[1]) + len(ix) + 8
-        if i > start and (not same or i - start >= MAX_MSG_RECORDS or size + sz > MAX_MSG_BYTES):
-            run = items[start:i]
-            out.append((subject, pack_records(run), run[0][0], run[-1][0]))
-            start, size = i, 0
-        if not same:
-            subject = event_subject(stream, etype, cf)
-            prev_lens, prev_tc = lens, new_tc
-        size += sz
-    if start < len(items):
-        run = items[start:]
-        out.append((subject, pack_records(run), run[0][0], run[-1][0]))
+    i = 0
+    while i < n:
+        limit = min(n, i + MAX_MSG_RECORDS, max(i + 1, bisect_right(cum, cum[i] + MAX_MSG_BYTES) - 1))
+        j = _run_end(ixs, i, limit)
+        etype, cf = ix_type_cf(ixs[i])
+        out.append((event_subject(stream, etype, cf), _pack(first + i, wires[i:j], ixs[i:j]), first + i, first + j - 1))
+        i = j
     return out
 
 
@@ -468,12 +487,15 @@ class NatsPublisher:
                     ctx.metrics.inc("nats_publish_skipped_events", lost)
                     pos = journal.oldest_id - 1
                 if journal.latest_id - pos > 512:
-                    items = await asyncio.to_thread(journal.read_raw, pos, MAX_MSG_RECORDS * 4)
+                    cols = await asyncio.to_thread(journal.read_columns, pos, MAX_MSG_RECORDS * 4, MAX_MSG_BYTES * 4)
                 else:
-                    items = journal.read_raw(pos, MAX_MSG_RECORDS * 4)
-                if items and items[0][0] != pos + 1:
+                    cols = journal.read_columns(pos, MAX_MSG_RECORDS * 4, MAX_MSG_BYTES * 4)
+                if cols is None:  # not consecutive (never in a capture journal): record by record
+                    items = journal.read_raw(pos, MAX_MSG_RECORDS * 4, MAX_MSG_BYTES * 4)
+                    cols = (items[0][0], [it[1] for it in items], [it[2] for it in items]) if items else (pos + 1, [], [])
+                if cols[1] and cols[0] != pos + 1:
                     continue  # pruned meanwhile: the check above counts it
-                for subject, payload, first, last in build_messages(self.stream, items):
+                for subject, payload, first, last in build_messages_cols(self.stream, *cols):
                     if len(inflight) >= self.window:
                         break
                     hdr = {H_MSG_ID: f"{id_prefix}:{first}", H_FIRST: str(first), H_LAST: str(last), H_EXPECT_SEQ: str(expect)}
@@ -500,6 +522,7 @@ class NatsPublisher:
                     raise RuntimeError(f"stream out of step (ack seq {ack.get('seq')}, expected {seq}); resyncing")
                 self.published_id = last
                 self.messages += 1
+                ctx.metrics.inc("nats_published_messages")
                 continue
             # idle: wait for the next commit (hub.publish follows every commit; no await between
             # the check above and the wait, so none is missed) or a periodic re-check

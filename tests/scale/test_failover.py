@@ -161,6 +161,7 @@ async def test_cursor_from_a_faster_edge_waits_for_a_lagging_one(tmp_path, nats_
             slow.proc.send_signal(signal.SIGCONT)
         sub2 = ResumingSubscriber("mover", [slow], "values=1", since=latest).start()
         try:
+            await wait_for(lambda: cap.get("/events?since=0&timeout=0&limit=10000")[1]["cursor"] >= latest + 10, 30, "last writes captured")
             truth = [e for e in cap.all_events() if e["id"] > latest]
             await wait_caught_up([sub2], truth[-1]["id"])
             assert not sub2.resets, sub2.resets
