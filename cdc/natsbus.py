@@ -12,17 +12,19 @@ Conventions (the stream is the wire between capture node and edges):
   what the stream keeps).
 - A message holds a run of consecutive journal records of one type and cf, on subject
   ``cdc.<name>.<type>.<cf>`` (tokens escaped by :func:`subject_token`; ``~`` = no cf), so that a
-  consumer can filter by type and cf server-side. Payload: per record ``>QII`` (id, len(ev),
-  len(ix)) + the journal's stored ``ev`` value (the event's wire JSON with id, without value) +
-  its ``ix`` value (see cdc/journal.py): an edge stores them verbatim, so its frames are
-  byte-identical to the capture node's. Headers: ``Cdc-First-Id``, ``Cdc-Last-Id``,
+  consumer can filter by type and cf server-side. Payload (:func:`pack_records`): ``>QI`` (first
+  id, n), n ``>I`` lengths of the ``ev`` values, n of the ``ix`` values, then the journal's stored
+  ``ev`` values (the events' wire JSON with id, without value) and ``ix`` values (see
+  cdc/journal.py): an edge stores them verbatim, so its frames are byte-identical to the capture
+  node's. Ids within a message are consecutive. Headers: ``Cdc-First-Id``, ``Cdc-Last-Id``,
   ``Nats-Msg-Id: <epoch or stream>:<first id>`` and, when the journal has an identity,
   ``Cdc-Epoch``.
 - ``POST /publish`` on an edge is a NATS request to ``cdc.<name>.publish`` (outside the stream's
   subjects) with the validated event as JSON; the capture node answers ``{"id": N}`` or
   ``{"error": "...", "status": 400|503}``.
 
-Exactly once into the stream: the publisher has at most ``window`` messages in flight, each
+Exactly once into the stream: the publisher has at most ``window`` messages in flight (small
+ones only while fewer than ``EAGER_INFLIGHT`` are: the rest wait for acks and leave together), each
 with ``Nats-Expected-Last-Sequence`` (the stream's sequence it must follow) and a
 ``Nats-Msg-Id``: a message can only land right after its predecessor, so the stream never has a
 hole or a reordering, and a resend is de-duplicated. On any failure (timeout, NATS down,
