@@ -244,7 +244,9 @@ def edge_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
     config = _config_from_click(ctx, params)
     check_edge_config(config, bind=not check_config)
     if check_config:
-        click.echo(render_effective(config), nl=False)
+        skip = {n.replace("_", "-") for n in _EDGE_EXCLUDE}
+        lines = render_effective(config).splitlines()
+        click.echo("\n".join(ln for ln in lines if ln.split(" = ")[0].lstrip("# ") not in skip) + "\n", nl=False)
         sys.exit(EXIT_OK)
     from .logs import setup_logging
     from .preflight import acquire_state_lock, raise_nofile_limit

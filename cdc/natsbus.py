@@ -462,8 +462,9 @@ class NatsPublisher:
             )
             log.error("%s", self._problem)
             self._report(ctx)
-            async with asyncio.timeout(5.0):
-                await ctx.stop.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30.0):
+                    await ctx.stop.wait()
             return
         self._problem = ""
         if last_id == 0:
