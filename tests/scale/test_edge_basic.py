@@ -82,3 +82,27 @@ async def test_stream_subjects_filter_by_type_and_cf(tmp_path, nats_single, node
         finally:
             await nc.close()
     await asyncio.sleep(0)
+
+
+async def test_stream_of_another_journal_is_refused_loudly(tmp_path, nats_single, nodes):
+    """A stream that already holds ids beyond this journal (another journal's history) is not
+    published into: readiness says why, nothing is published (a loss is never silent)."""
+    import nats
+
+    nc = await nats.connect(nats_single.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="CDC", subjects=["cdc.CDC.*.*"])
+        await js.publish("cdc.CDC.key_change.~", b"x", headers={"Cdc-First-Id": "9999", "Cdc-Last-Id": "9999"})
+    finally:
+        await nc.close()
+    with StoreWriter(tmp_path / "db") as w:
+        w.put("boot", "1")
+        cap = nodes("capture", "serve", ["--db", w.path, "--nats-url", nats_single.url])
+
+        def refused() -> bool:
+            st, body = cap.get("/health/ready")
+            return st == 503 and "holds ids up to 9999" in body["reason"]
+
+        await wait_for(refused, 15, "readiness names the foreign stream")
+        assert "another journal" in cap.log()
