@@ -72,6 +72,7 @@ async def _run_scenario(w: StoreWriter, nodes: Any, urls: str, faults: Callable[
         assert len(truth) >= bw.n  # every write (plus health changes, start-up events)
         keys = {e["key"] for e in truth if e["type"] == "key_change"}
         assert {f"key{i:06d}" for i in range(bw.n)} <= keys
+        assert len(truth) == len({e["id"] for e in truth})
         for s in subs:
             assert_same_events(s, truth)
         await wait_for(lambda: cap.get("/health/ready")[0] == 200, 15, "capture ready again (nats_lag cleared)")
@@ -125,7 +126,15 @@ async def test_cluster_r3_kill_one_nats_node(tmp_path, nats_cluster: list[NatsSe
     async def faults(p: dict[str, Any], bw: BackgroundWriter) -> None:
         leader = await stream_leader()
         victim = next(s for s in nats_cluster if s.name == leader)  # the stream's leader: a leader change mid-stream
+        def latest() -> int:
+            body = p["cap"].get("/metrics")[1]
+            return int(float(body.split(b"\ncdc_journal_latest_id ")[1].split()[0]))
+
+        before = latest()
+        burst = asyncio.create_task(asyncio.to_thread(bw.w.put_many, 20_000, 100, "burst"))  # several messages in flight
+        await wait_for(lambda: latest() > before + 2000, 15, "burst under way")
         victim.kill9()
+        await burst
         await _writes(bw, 200)
         p["a"].kill9()
         await _writes(bw, 100)
