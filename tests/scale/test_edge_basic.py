@@ -106,3 +106,21 @@ async def test_stream_of_another_journal_is_refused_loudly(tmp_path, nats_single
 
         await wait_for(refused, 15, "readiness names the foreign stream")
         assert "another journal" in cap.log()
+
+
+async def test_capture_starts_and_serves_while_nats_is_down(tmp_path, nats_single, nodes):
+    """NATS down when the capture node starts: it captures and serves locally, readiness says
+    NATS is unreachable; once NATS is up the stream gets everything and an edge serves it."""
+    nats_single.stop()
+    with StoreWriter(tmp_path / "db") as w:
+        w.put("boot", "1")
+        cap = nodes("capture", "serve", ["--db", w.path, "--nats-url", nats_single.url, "--nats-max-down-s", "0.5"])
+        for i in range(20):
+            w.put(f"k{i}", "v")
+        await wait_for(lambda: cap.get("/events?since=0&timeout=0")[1]["cursor"] >= 21, 15, "local capture")
+        await wait_for(lambda: cap.get("/health/ready")[0] == 503, 15, "readiness fails while NATS is down")
+        assert "NATS unreachable" in cap.get("/health/ready")[1]["reason"]
+        nats_single.start()
+        await wait_for(lambda: cap.get("/health/ready")[0] == 200, 30, "ready once NATS is back")
+        edge = nodes("edge", "edge", ["--nats-url", nats_single.url], ready="ready")
+        await wait_for(lambda: edge.all_events() == cap.all_events(), 15, "edge has the whole journal")
