@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
         ["bench_dump_wal.py"] + (["--scale", "0.1", "--runs", "1"] if quick else []),
         ["bench_capture.py"],
         ["bench_delivery.py"],
+        ["bench_edge.py"] + (["latency", "cpu"] if quick else []),
         ["bench_ops.py"] + (["--mb", "5"] if quick else []),
         ["bench_frontend.py"] + (["--events", "10000", "--runs", "1"] if quick else []),
     ]

@@ -92,6 +92,11 @@ def _components(config: Config) -> list[Any]:
     if ops is not None:
         for cls in getattr(ops, "COMPONENTS", ()):
             comps.append(cls(config))
+    if getattr(config, "nats_url", ()):  # scale-out: publish the journal to JetStream
+        from .natsbus import NatsPublisher, require_nats
+
+        require_nats()
+        comps.append(NatsPublisher(config))
     return comps
 
 

@@ -114,9 +114,11 @@ def cli() -> None:
 _SERVE_ORDER = tuple(OPTIONS)  # declaration order of Config fields
 
 
-def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _serve_options(f: Callable[..., Any], exclude: frozenset[str] = frozenset()) -> Callable[..., Any]:
     """Add one click option per Config field (all parsed by cdc.config, so errors name the option)."""
     for name in reversed(_SERVE_ORDER):
+        if name in exclude:
+            continue
         opt = OPTIONS[name]
         help_text = f"{opt.help} [env: {env_name(name)}]"
         if opt.kind == "bool":
@@ -141,7 +143,7 @@ def _config_from_click(ctx: click.Context, params: dict[str, Any]) -> Config:
 
     cli_values: dict[str, Any] = {}
     for name in _SERVE_ORDER:
-        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+        if name not in params or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
         value = params[name]
         opt = OPTIONS[name]
@@ -154,7 +156,7 @@ def _config_from_click(ctx: click.Context, params: dict[str, Any]) -> Config:
             value = _from_text(opt, value, cli_name(name))
         cli_values[name] = value
     config_path = params.get("config_path") or os.environ.get("CDC_CONFIG") or None
-    return load_config(cli_values, os.environ, config_path)
+    return load_config(cli_values, os.environ, config_path, require_db="db" in params)
 
 
 def _print_config(config: Config, kind: str) -> None:
@@ -183,6 +185,10 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
         _print_config(config, kind)
         sys.exit(EXIT_OK)
     preflight(config)
+    if config.nats_url:
+        from .natsbus import require_nats
+
+        require_nats()  # one line naming the extra when nats-py is missing
     from .logs import setup_logging
     from .preflight import acquire_state_lock
 
@@ -216,6 +222,45 @@ def config_cmd(ctx: click.Context, **params: Any) -> None:
     config = _config_from_click(ctx, params)
     kind = preflight(config, bind=False)
     _print_config(config, kind)
+
+
+# --------------------------------------------------------------------------- edge
+
+_EDGE_EXCLUDE = frozenset({"db", "wal_dir", "snapshots_dir", "rescan_interval_s", "readiness_max_lag_bytes", "ops_manifest_grace_s", "journal_fsync", "nats_replicas"})
+
+
+@cli.command("edge", context_settings=_CONTEXT)
+@(lambda f: _serve_options(f, _EDGE_EXCLUDE))
+@click.option("--check-config", is_flag=True, help="Validate, print the effective configuration and exit.")
+@click.pass_context
+def edge_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
+    """Serve subscribers from the NATS JetStream stream of a `cdc serve --nats-url` node.
+
+    Same routes, auth, filters and ids as `cdc serve`; no store. The stream is mirrored into
+    <state-dir>/mirror; POST /publish is forwarded to the capture node.
+    """
+    from .edge import check_edge_config
+
+    config = _config_from_click(ctx, params)
+    check_edge_config(config, bind=not check_config)
+    if check_config:
+        skip = {n.replace("_", "-") for n in _EDGE_EXCLUDE}
+        lines = render_effective(config).splitlines()
+        click.echo("\n".join(ln for ln in lines if ln.split(" = ")[0].lstrip("# ") not in skip) + "\n", nl=False)
+        sys.exit(EXIT_OK)
+    from .logs import setup_logging
+    from .preflight import acquire_state_lock, raise_nofile_limit
+
+    lock_fd = acquire_state_lock(config.state_dir)
+    setup_logging(config.log_format, config.log_level)
+    raise_nofile_limit()
+    from .edge import edge_serve
+
+    try:
+        rc = edge_serve(config)
+    finally:
+        os.close(lock_fd)
+    sys.exit(int(rc or 0))
 
 
 # --------------------------------------------------------------------------- dump-wal

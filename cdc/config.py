@@ -19,6 +19,7 @@ Invariants of :func:`load_config`:
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -79,6 +80,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     rescan_interval_s: float = 1.0  # periodic rescan in case watch events are lost
     readiness_max_lag_bytes: int = 64 << 20
     ops_manifest_grace_s: float = 11.0  # info LOG quiet this long -> MANIFEST fallback for flush/compaction
+    # --- scale-out (NATS JetStream; cdc/natsbus.py, cdc/edge.py)
+    nats_url: tuple[str, ...] = ()  # serve: publish to JetStream; edge: read from it
+    nats_stream: str = "CDC"
+    nats_creds: str | None = None
+    nats_replicas: int = 1  # replicas of the stream when cdc creates it
+    nats_max_lag_events: int = 10_000  # readiness nats_lag: publisher (or edge) this far behind
+    nats_max_down_s: float = 10.0  # readiness nats_lag: NATS unreachable this long
     # --- process
     shutdown_timeout_s: float = 10.0
     log_format: str = "text"  # text | json
@@ -142,6 +150,12 @@ OPTIONS: dict[str, Option] = {
         Option("rescan_interval_s", "float", "periodic rescan of the store's files", 0.01, 3600),
         Option("readiness_max_lag_bytes", "int", "capture lag above which readiness fails", 0, 1 << 50),
         Option("ops_manifest_grace_s", "float", "info LOG silence before flush/compaction come from the MANIFEST", 0.1, 3600),
+        Option("nats_url", "list", "NATS server URL(s) (nats://host:4222, comma list): serve publishes to JetStream, edge reads from it"),
+        Option("nats_stream", "str", "JetStream stream name (subjects cdc.<stream>.<type>.<cf>)"),
+        Option("nats_creds", "path", "NATS credentials file (JWT + NKey seed)", secret_path=True),
+        Option("nats_replicas", "int", "replicas of the stream when cdc creates it", 1, 5),
+        Option("nats_max_lag_events", "int", "readiness fails (nats_lag) when NATS publishing / the edge is this many events behind", 1, 1 << 62),
+        Option("nats_max_down_s", "float", "readiness fails (nats_lag) when NATS is unreachable this long", 0.1, 86400),
         Option("shutdown_timeout_s", "float", "bound on graceful shutdown", 0.1, 3600),
         Option("log_format", "choice", "log line format", choices=("text", "json")),
         Option(
@@ -153,6 +167,8 @@ OPTIONS: dict[str, Option] = {
     )
 }
 assert set(OPTIONS) == set(Config.__struct_fields__), "every Config field needs an Option"
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -217,6 +233,10 @@ def _coerce(opt: Option, value: Any, where: str) -> Any:
     if opt.kind == "list":
         if isinstance(value, str):
             value = _from_text(opt, value, where)
+        if opt.name == "nats_url" and isinstance(value, list | tuple):
+            for v in value:
+                if isinstance(v, str) and v.strip() and not v.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                    raise ConfigError(f"{where}: expected nats://host:port (or tls://, ws://, wss://), got {v.strip()[:80]!r}")
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         out = tuple(v.strip() for v in value if v.strip())
@@ -240,6 +260,8 @@ def _coerce(opt: Option, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: path contains a NUL byte")
     if opt.name == "host" and not value:
         raise ConfigError(f"{where}: empty host")
+    if opt.name == "nats_stream" and not _STREAM_NAME.fullmatch(value):
+        raise ConfigError(f"{where}: a stream name is 1-64 letters, digits, '-' or '_', got {value[:80]!r}")
     return value
 
 
@@ -290,6 +312,8 @@ def load_config(
     cli_values: Mapping[str, Any],
     environ: Mapping[str, str],
     config_path: str | None = None,
+    *,
+    require_db: bool = True,
 ) -> Config:
     """Merge the sources (CLI > ``CDC_*`` env > TOML > defaults) into a checked Config.
 
@@ -321,7 +345,9 @@ def load_config(
         sd = environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
         if sd:
             values["state_dir"] = sd
-    if not values.get("db"):
+    if not require_db:  # cdc edge: no store
+        values.setdefault("db", "")
+    elif not values.get("db"):
         raise ConfigError("--db is required (the store directory to follow; or CDC_DB, or db in --config)")
     try:
         return msgspec.convert(values, Config)

@@ -41,6 +41,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 import lmdb
@@ -649,7 +650,136 @@ class Journal:
                 self._oldest = oldest if oldest is not None and self._count else self._next_id
             return n
 
+    def append_raw(self, items: Sequence[tuple[int, bytes, bytes]]) -> tuple[list[Record], int]:
+        """Mirror path (``cdc edge``): store records that already carry their ids.
+
+        ``items`` are ``(id, ev value, ix value)`` exactly as another journal stores them (see
+        :meth:`read_raw`), in increasing id order. Ids at or below :attr:`latest_id` are
+        duplicates and skipped (an id proves it). When the first new id is not ``latest_id + 1``
+        the ids in between are not available any more (pruned upstream): every older event is
+        deleted in the same transaction, so :attr:`oldest_id` moves past the hole and a cursor
+        before it gets ``reset`` instead of a silent gap. Returns (committed records, number
+        of ids missing in front of them).
+
+        Raises:
+            ValueError: ids not strictly increasing within ``items``.
+            JournalFull / JournalError: as :meth:`append` (nothing written).
+        """
+        with self._write_lock:
+            next_id = self._next_id
+            fresh = [it for it in items if it[0] >= next_id]
+            if not fresh:
+                return [], 0
+            for a, b in zip(fresh, fresh[1:], strict=False):
+                if b[0] <= a[0]:
+                    raise ValueError("append_raw: ids must be strictly increasing")
+            missing = sum(b[0] - a[0] - 1 for a, b in zip(fresh, fresh[1:], strict=False))
+            if missing:
+                raise ValueError("append_raw: ids must be consecutive within one call")
+            hole = fresh[0][0] - next_id if self._count or next_id > 1 else 0
+            records: list[Record] = []
+            try:
+                with self.env.begin(write=True) as txn:
+                    count, total = self._count, self._bytes
+                    if hole and count:
+                        for db in (self._ev, self._ix):
+                            txn.drop(db, delete=False)
+                        count, total = 0, 0
+                    ev_put = txn.cursor(db=self._ev).put
+                    ix_put = txn.cursor(db=self._ix).put
+                    added = 0
+                    for id_, wire, ix in fresh:
+                        k = _ID.pack(id_)
+                        ev_put(k, wire, append=True)
+                        ix_put(k, ix, append=True)
+                        added += len(wire) + len(ix)
+                        records.append(_unpack_record(id_, bytes(wire), bytes(ix)))
+                    next_id = fresh[-1][0] + 1
+                    total += added
+                    count += len(records)
+                    pruned_n, pruned_b, oldest = self._prune(txn, count, total, int(time.time() * 1000))
+                    total -= pruned_b
+                    count -= pruned_n
+                    txn.put(b"next_id", _U64.pack(next_id), db=self._meta)
+                    txn.put(b"bytes", _U64.pack(total), db=self._meta)
+            except lmdb.MapFullError as exc:
+                self.full = True
+                raise JournalFull(f"journal map full ({self.map_size} bytes at {self.path})") from exc
+            except lmdb.Error as exc:
+                raise JournalError(f"journal write failed: {exc}") from exc
+            self.full = False
+            self._next_id = next_id
+            self._bytes = total
+            self._count = count
+            if count == 0:
+                self._oldest = next_id
+            elif pruned_n and oldest is not None:
+                self._oldest = oldest
+            elif hole or count == len(records):
+                self._oldest = records[0].id
+            return records, hole
+
     # ------------------------------------------------------------------ reading
+
+    def read_columns(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> tuple[int, list[bytes], list[bytes]] | None:
+        """Up to ``limit`` stored records with ``id > since_id`` as columns ``(first id, ev values,
+        ix values)`` (ids first, first+1, ...), stopping after a chunk of 256 that passes
+        ``max_bytes``; ``(since_id + 1, [], [])`` when there is none; None when the ids there are
+        not consecutive (use :meth:`read_raw`). The NATS publisher's source (no per-record work)."""
+        with self.env.begin(buffers=False) as txn:
+            ev_cur = txn.cursor(db=self._ev)
+            ix_cur = txn.cursor(db=self._ix)
+            start = _ID.pack(since_id + 1)
+            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+                return since_id + 1, [], []
+            first = _ID.unpack(ev_cur.key())[0]
+            evs_it = ev_cur.iternext(keys=False, values=True)
+            ixs_it = ix_cur.iternext(keys=False, values=True)
+            evs: list[bytes] = []
+            ixs: list[bytes] = []
+            size = 0
+            while len(evs) < limit and size <= max_bytes:
+                n = min(256, limit - len(evs))
+                ev_chunk = list(islice(evs_it, n))
+                if not ev_chunk:
+                    break
+                ix_chunk = list(islice(ixs_it, len(ev_chunk)))
+                evs += ev_chunk
+                ixs += ix_chunk
+                size += sum(map(len, ev_chunk)) + sum(map(len, ix_chunk))
+                if len(ev_chunk) < n:
+                    break
+        if not evs:
+            return first, [], []
+        last = evs[-1]
+        if len(ixs) != len(evs) or int(last[6 : last.index(b",", 6)]) != first + len(evs) - 1:
+            return None
+        return first, evs, ixs
+
+    def read_raw(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes, bytes]]:
+        """Up to ``limit`` stored ``(id, ev value, ix value)`` with ``id > since_id``, oldest
+        first (about ``max_bytes`` at most): what :meth:`append_raw` takes."""
+        cols = self.read_columns(since_id, limit, max_bytes)
+        if cols is not None:
+            first, evs, ixs = cols
+            return list(zip(range(first, first + len(evs)), evs, ixs, strict=True))
+        out: list[tuple[int, bytes, bytes]] = []
+        with self.env.begin(buffers=False) as txn:
+            ev_cur = txn.cursor(db=self._ev)
+            ix_cur = txn.cursor(db=self._ix)
+            start = _ID.pack(since_id + 1)
+            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+                return out
+            unpack = _ID.unpack
+            size = 0
+            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
+                size += len(wire) + len(ix)
+                if out and size > max_bytes:
+                    break
+                out.append((unpack(k)[0], wire, ix))
+                if len(out) >= limit:
+                    break
+        return out
 
     def get_checkpoint(self, name: str) -> bytes | None:
         """Last checkpoint committed under ``name`` (None if never)."""

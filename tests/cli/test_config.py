@@ -98,7 +98,7 @@ def test_every_field_has_an_option_and_example_toml_is_complete() -> None:
     assert set(OPTIONS) == set(Config.__struct_fields__)
     example = read_toml(str(Path(__file__).resolve().parents[2] / "systemd" / "cdc.toml"))
     # the example documents every option except the commented-out paths and auth alternatives
-    commented = {"wal_dir", "snapshots_dir", "state_dir", "tokens_file", "insecure_no_auth"}
+    commented = {"wal_dir", "snapshots_dir", "state_dir", "tokens_file", "insecure_no_auth", "nats_url", "nats_creds"}
     assert set(example) | commented == set(OPTIONS)
 
 

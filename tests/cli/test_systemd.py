@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "cdc.service"
+EDGE_UNIT = UNIT.with_name("cdc-edge.service")
 ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (apt-get install systemd)")
 
@@ -59,3 +60,20 @@ def test_unit_has_the_operational_settings() -> None:
         "LimitNOFILE=65536",  # many subscribers / half-open connections must not starve capture of fds
     ]:
         assert line in text, line
+
+
+def test_edge_unit_verify_and_exposure(tmp_path: Path) -> None:
+    """systemd/cdc-edge.service: as hardened as cdc.service (same checks)."""
+    text = EDGE_UNIT.read_text()
+    assert "ExecStart=/usr/local/bin/cdc edge" in text
+    for line in ["Type=notify", "WatchdogSec=", "RestartPreventExitStatus=2", "StateDirectory=cdc-edge", "ProtectSystem=strict", "NoNewPrivileges=yes", "EnvironmentFile=-/etc/cdc/cdc-edge.env"]:
+        assert line in text, line
+    unit = tmp_path / "cdc-edge.service"
+    unit.write_text(text.replace("ExecStart=/usr/local/bin/cdc", f"ExecStart={_exec_start_target()}"))
+    p = subprocess.run([ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert [ln for ln in p.stderr.splitlines() if "cdc-edge.service" in ln] == [], p.stderr
+    p = subprocess.run([ANALYZE, "security", "--offline=yes", "--no-pager", str(EDGE_UNIT)], capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for cdc-edge\.service:\s*([0-9.]+)", p.stdout + p.stderr)
+    assert m, p.stdout + p.stderr
+    assert float(m.group(1)) < 2.0, p.stdout
