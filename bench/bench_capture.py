@@ -125,9 +125,9 @@ async def bench_latency(subs: int = 20, count: int = 5000, rate: int = 1000) -> 
 
 
 def bench_stages(profile: bool = False) -> dict[str, Any]:
-    from cdc.capture import WalCapture
-    from cdc.journal import Journal
-    from cdc.wal import WalReader
+    from cdc.capture.wal_capture import WalCapture
+    from cdc.journal.lmdb_journal import Journal
+    from cdc.format.wal import WalReader
 
     tmp = tempfile.mkdtemp(prefix="cdcbench-stages-")
     try:

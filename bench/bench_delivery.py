@@ -103,10 +103,10 @@ async def bare_server(port: int) -> None:
 
 
 async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> None:
-    from cdc.app import App
-    from cdc.config import Config
-    from cdc.events import KeyChange
-    from cdc.journal import Journal
+    from cdc.daemon.app import App
+    from cdc.model.config import Config
+    from cdc.model.events import KeyChange
+    from cdc.journal.lmdb_journal import Journal
 
     if prefill:
         j = Journal(os.path.join(state, "journal"), map_size=8 << 30, retention_bytes=0, retention_count=0, sync=False)

@@ -111,7 +111,7 @@ def time_cmds(cmds: dict[str, list[str]], runs: int) -> dict[str, tuple[float, f
 
 
 def time_library(wal: str, runs: int) -> tuple[float, int]:
-    from cdc.wal import WalReader
+    from cdc.format.wal import WalReader
 
     number = int(os.path.basename(wal).split(".")[0])
     best = float("inf")
@@ -163,7 +163,7 @@ def main() -> None:
     ap.add_argument("--before", metavar="DIR", help="baseline checkout for the no-values row")
     args = ap.parse_args()
     ldb = shutil.which("ldb")
-    cdc = [sys.executable, "-m", "cdc.cli"]
+    cdc = [sys.executable, "-m", "cdc"]
     na, nb = int(1_000_000 * args.scale), int(200_000 * args.scale)
     workloads = [
         (f"A: {na:,} puts, batches of 1,000, 100 B values", na, 1000, False),
@@ -184,7 +184,7 @@ def main() -> None:
                 "cdc_nv": [*cdc, "dump-wal", wal],
             }
             if args.before:
-                cmds["cdc_nv_before"] = [f"PYTHONPATH={args.before}", sys.executable, "-m", "cdc.cli", "dump-wal", wal]
+                cmds["cdc_nv_before"] = [f"PYTHONPATH={args.before}", sys.executable, "-m", "cdc", "dump-wal", wal]
             if ldb:
                 cmds["ldb"] = [ldb, "dump_wal", f"--walfile={wal}", "--print_value"]
                 cmds["ldb_nv"] = [ldb, "dump_wal", f"--walfile={wal}"]

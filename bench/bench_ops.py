@@ -28,7 +28,7 @@ import msgspec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cdc.infolog import CompactionTracker, parse_log_bytes, parse_notice  # noqa: E402
+from cdc.format.infolog import CompactionTracker, parse_log_bytes, parse_notice  # noqa: E402
 
 
 def make_log(tmp: str) -> bytes:

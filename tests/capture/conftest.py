@@ -18,11 +18,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from cdc.bus import EventBus  # noqa: E402
-from cdc.capture import WalCapture  # noqa: E402
-from cdc.config import Config  # noqa: E402
-from cdc.journal import Journal, Record  # noqa: E402
-from cdc.store import detect_store  # noqa: E402
+from cdc.delivery.bus import EventBus  # noqa: E402
+from cdc.capture.wal_capture import WalCapture  # noqa: E402
+from cdc.model.config import Config  # noqa: E402
+from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
+from cdc.sources.store import detect_store  # noqa: E402
 from tests.writer import StoreWriter  # noqa: E402
 
 from tests.waiting import TIMEOUT_FACTOR, wait_for  # noqa: E402,F401  (re-exported)

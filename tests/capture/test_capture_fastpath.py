@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
+from cdc.capture.wal_capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
 from cdc.errors import JournalError
-from cdc.events import KeyChange
-from cdc.journal import FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal, encode_event
-from cdc.wal import Batch, Op
+from cdc.model.events import KeyChange
+from cdc.journal.lmdb_journal import FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal, encode_event
+from cdc.format.wal import Batch, Op
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 
@@ -168,7 +168,7 @@ def test_resume_and_rewind_keep_ts_sizes(tmp_path):
     """A checkpoint taken mid-WAL carries the UDT sizes into the resumed reader (and rewinds keep them)."""
     import os
 
-    from cdc.capture import _Tail
+    from cdc.capture.wal_capture import _Tail
 
     wal = tmp_path / "000007.log"
     wal.write_bytes(b"\0" * 200)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from cdc.capture import (
+from cdc.capture.wal_capture import (
     WalCheckpoint,
     decode_checkpoint,
     decode_prepared,
     encode_checkpoint,
     encode_prepared,
 )
-from cdc.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Op
+from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Op
 from tests.capture.conftest import CaptureRig, wait_for
 
 

@@ -15,7 +15,7 @@ import signal
 import pytest
 import websockets
 
-import cdc.store as store
+import cdc.sources.store as store
 from tests.capture.conftest import wait_for
 from tests.conftest import http_request, recv_events, recv_json
 from tests.writer import StoreWriter
@@ -308,7 +308,7 @@ async def test_store_without_wal_archiving_is_reported(daemon_factory, tmp_path,
 
 
 def test_demo_store_archives_wals(tmp_path):
-    from cdc.demo import DemoWriter
+    from cdc.cli.demo import DemoWriter
 
     writer = DemoWriter(str(tmp_path / "demo-db"))
     try:

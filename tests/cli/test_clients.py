@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cdc.errors import ConfigError
-from cdc.publishcmd import build_body, publish_url
-from cdc.tailcmd import TailOptions, _Tail, format_pretty, normalize_ws_url
+from cdc.cli.publish import build_body, publish_url
+from cdc.cli.tail import TailOptions, _Tail, format_pretty, normalize_ws_url
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_format_pretty() -> None:
 
 
 def test_every_client_option_reads_cdc_env() -> None:
-    from cdc.cli import cli
+    from cdc.cli.main import cli
 
     for name, cmd in cli.commands.items():
         if name in ("serve", "config", "edge"):

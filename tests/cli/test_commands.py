@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from .conftest import REPO, cdc_env, free_port, http_get, ndjson, run_cdc, wait_for
+from .conftest import REPO, cdc_env, free_port, http_get, ndjson, run_cdc
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.config import OPTIONS, Config, effective_config, load_config, read_toml, render_effective
+from cdc.model.config import OPTIONS, Config, effective_config, load_config, read_toml, render_effective
 from cdc.errors import ConfigError
 
 

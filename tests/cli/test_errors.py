@@ -178,7 +178,7 @@ def test_demo_port_in_use_and_missing_rocksdict(tmp_path: Path) -> None:
 
 
 def test_unexpected_error_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], clean_env) -> None:
-    import cdc.tailcmd
+    import cdc.cli.tail
     from cdc import cli
 
     def boom(opts):

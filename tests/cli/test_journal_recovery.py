@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cdc.journal import Journal
+from cdc.journal.lmdb_journal import Journal
 
 from .conftest import assert_one_line_error, run_cdc
 
@@ -96,7 +96,7 @@ def test_error_paths_ending_in_secret_are_not_redacted(tmp_path: Path) -> None:
 
 
 def test_token_with_hash_is_one_token_for_the_check_and_the_authenticator(tmp_path: Path, rocks_db: Path) -> None:
-    from cdc.auth import Authenticator, parse_tokens
+    from cdc.delivery.auth import Authenticator, parse_tokens
     from cdc.errors import AuthError
 
     tokens = tmp_path / "tokens"
@@ -117,7 +117,7 @@ def test_token_with_hash_is_one_token_for_the_check_and_the_authenticator(tmp_pa
 def test_tail_sends_the_epoch_with_its_cursor_and_reports_another_journal() -> None:
     import io
 
-    from cdc.tailcmd import TailOptions, _Tail
+    from cdc.cli.tail import TailOptions, _Tail
 
     err = io.StringIO()
     t = _Tail(TailOptions(url="http://127.0.0.1:1", since=40, epoch="aaaa"), io.StringIO(), err)

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from cdc.logs import redact, setup_logging
+from cdc.daemon.logs import redact, setup_logging
 
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2lnbmF0dXJlLWhlcmU"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cdc.cli import cli
-from cdc.config import OPTIONS, cli_name, env_name
+from cdc.cli.main import cli
+from cdc.model.config import OPTIONS, cli_name, env_name
 
 from .conftest import REPO
 

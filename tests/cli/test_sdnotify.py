@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.sdnotify import Notifier
+from cdc.daemon.sdnotify import Notifier
 
 
 def _recv_all(sock: socket.socket) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import websockets
 
-from cdc.preflight import raise_nofile_limit
+from cdc.daemon.preflight import raise_nofile_limit
 from tests.conftest import http_request_sync
 
 from .conftest import debug_serve

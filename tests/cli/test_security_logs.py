@@ -24,7 +24,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from cdc.auth import mint_token
+from cdc.delivery.auth import mint_token
 from tests.conftest import http_request_sync
 
 from .conftest import debug_serve

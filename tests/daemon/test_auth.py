@@ -12,9 +12,9 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from cdc.auth import Authenticator, mint_token, narrow
+from cdc.delivery.auth import Authenticator, mint_token, narrow
 from cdc.errors import AuthError, ConfigError
-from cdc.events import KeyChange, SyncEvent
+from cdc.model.events import KeyChange, SyncEvent
 from tests.conftest import OPAQUE_TOKEN, SECRET, http_request, publish, recv_events, recv_json, token
 
 

@@ -7,9 +7,9 @@ import asyncio
 import time
 from typing import Any
 
-from cdc.events import KeyChange, SyncEvent
-from cdc.hub import Coalescer, coalesce_page
-from cdc.journal import Record
+from cdc.model.events import KeyChange, SyncEvent
+from cdc.delivery.hub import Coalescer, coalesce_page
+from cdc.journal.lmdb_journal import Record
 from tests.conftest import http_request, recv_events, recv_json
 
 

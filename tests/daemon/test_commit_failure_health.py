@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cdc.events import SyncEvent
+from cdc.model.events import SyncEvent
 from tests.conftest import http_request, wait_for
 
 pytestmark = pytest.mark.integration

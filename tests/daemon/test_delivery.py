@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from cdc.events import KeyChange, SyncEvent
+from cdc.model.events import KeyChange, SyncEvent
 from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cdc.hub import Filter, build_frames, prefix_successor
-from cdc.journal import FORMAT_JSON, FORMAT_MSGPACK, Record
+from cdc.delivery.hub import Filter, build_frames, prefix_successor
+from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_MSGPACK, Record
 
 import msgspec
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cdc.events import KeyChange
-from cdc.journal import FORMAT_JSON, Journal
+from cdc.model.events import KeyChange
+from cdc.journal.lmdb_journal import FORMAT_JSON, Journal
 from tests.conftest import recv_events
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 
-from cdc.events import KeyChange
-from cdc.health import Health
+from cdc.model.events import KeyChange
+from cdc.delivery.health import Health
 from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
 
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from cdc.hub import Filter
-from cdc.journal import Record
+from cdc.delivery.hub import Filter
+from cdc.journal.lmdb_journal import Record
 
 
 def _records(n: int = 2000) -> list[Record]:

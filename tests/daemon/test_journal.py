@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
 from cdc.errors import JournalFull
-from cdc.events import KeyChange, SyncEvent
-from cdc.journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal
+from cdc.model.events import KeyChange, SyncEvent
+from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal
 
 import msgspec
 

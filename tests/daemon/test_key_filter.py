@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import websockets
 
-from cdc.events import KeyChange, SyncEvent
-from cdc.hub import Filter
-from cdc.journal import Record
+from cdc.model.events import KeyChange, SyncEvent
+from cdc.delivery.hub import Filter
+from cdc.journal.lmdb_journal import Record
 from tests.conftest import http_request, recv_events, recv_json, token
 
 

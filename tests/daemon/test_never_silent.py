@@ -23,7 +23,7 @@ from typing import Any
 
 import websockets
 
-from cdc.events import KeyChange
+from cdc.model.events import KeyChange
 from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
 
 PAGE = 4096
@@ -324,7 +324,7 @@ async def test_insecure_no_auth_checks_host_against_served_addresses(daemon_fact
 
 
 def test_journal_epoch_survives_reopen_and_can_be_adopted(tmp_path: Any) -> None:
-    from cdc.journal import Journal
+    from cdc.journal.lmdb_journal import Journal
 
     j = Journal(str(tmp_path / "j"), sync=False)
     e = j.epoch

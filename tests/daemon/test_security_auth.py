@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from cdc.auth import CLOCK_SKEW_S, MAX_SCOPE_ITEMS, Authenticator
+from cdc.delivery.auth import CLOCK_SKEW_S, MAX_SCOPE_ITEMS, Authenticator
 from cdc.errors import AuthError
 from tests.conftest import SECRET, http_request, recv_json
 
@@ -152,7 +152,7 @@ def test_reason_names_the_claim() -> None:
 
 
 def test_mint_token_refuses_what_the_verifier_would_refuse() -> None:
-    from cdc.auth import mint_token
+    from cdc.delivery.auth import mint_token
     from cdc.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--prefix"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cdc.published import MAX_KEY_LEN, MAX_NAME_BYTES, MAX_STRING_BYTES
+from cdc.model.published import MAX_KEY_LEN, MAX_NAME_BYTES, MAX_STRING_BYTES
 from tests.conftest import publish, recv_events
 
 BIG = 70_000

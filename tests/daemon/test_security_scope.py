@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdc.events import CaptureGap, CompactionStatus, KeyChange, SnapshotEvent, SyncEvent
+from cdc.model.events import CaptureGap, CompactionStatus, KeyChange, SnapshotEvent, SyncEvent
 from tests.conftest import recv_events, recv_json, token
 
 

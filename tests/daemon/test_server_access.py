@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from cdc.logs import TextFormatter
+from cdc.daemon.logs import TextFormatter
 from tests.conftest import http_request, recv_json, token, wait_for
 
 

@@ -14,7 +14,6 @@ import socket
 import time
 from typing import Any
 
-import msgspec
 import pytest
 import websockets
 

@@ -6,10 +6,9 @@ import socket
 
 import pytest
 
-from cdc.app import App, serve
-from cdc.config import OPTIONS, Config, load_config
+from cdc.daemon.app import App, serve
+from cdc.model.config import OPTIONS, Config, load_config
 from cdc.errors import ConfigError
-from cdc.preflight import StartupError
 from tests.writer import StoreWriter
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import websockets
 
-from cdc.stats import StatsCollector
+from cdc.delivery.stats import StatsCollector
 from tests.conftest import http_request, recv_json, token
 from tests.writer import StoreWriter
 

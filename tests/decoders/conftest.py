@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from crc32c import crc32c
 
-from cdc.logformat import BLOCK_SIZE, mask_crc
+from cdc.format.blocks import BLOCK_SIZE, mask_crc
 
 PRELUDE = textwrap.dedent(
     """

@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from cdc.dumpwal import run
+from cdc.cli.dumpwal import run
 
 from .conftest import batch, physical, run_writer, varint, varstr, write_log
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cdc.cli", "dump-wal", *args], capture_output=True, timeout=60
+        [sys.executable, "-m", "cdc", "dump-wal", *args], capture_output=True, timeout=60
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.dumpwal import run
+from cdc.cli.dumpwal import run
 
 from .conftest import batch, physical, run_writer, varstr, write_log
 
@@ -94,7 +94,7 @@ def _uniform_file(tmp_path, n_single: int = 400, vlen: int = 100) -> tuple[str, 
 
 
 def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
-    import cdc.dumpwal as dumpwal
+    import cdc.cli.dumpwal as dumpwal
 
     rendered: list[int] = []
     scan = dumpwal._KeysOnly.records

@@ -13,7 +13,7 @@ from tests.writer import StoreWriter
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cdc.cli", "dump-wal", *args], capture_output=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "cdc", "dump-wal", *args], capture_output=True, timeout=60)
 
 
 def wal_files(path: str) -> list[str]:

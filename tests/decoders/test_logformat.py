@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.errors import CorruptRecord, FormatError
-from cdc.logformat import BLOCK_SIZE, LogReader, mask_crc, unmask_crc
+from cdc.format.blocks import BLOCK_SIZE, LogReader, mask_crc, unmask_crc
 
 from .conftest import batch, physical, write_log
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.errors import CorruptRecord, FormatError, StoreError
-from cdc.manifest import ManifestState, decode_manifest, decode_version_edit
-from cdc.store import detect_store, list_wal_files, load_manifest
+from cdc.format.manifest import ManifestState, decode_manifest, decode_version_edit
+from cdc.sources.store import detect_store, list_wal_files, load_manifest
 
 from .conftest import ldb_available, run_writer, varint, varstr, write_log
 

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from cdc.dumpwal import run as dump_run
-from cdc.store import detect_store, list_wal_files, load_manifest
-from cdc.wal import WalReader, decode_entity
+from cdc.cli.dumpwal import run as dump_run
+from cdc.sources.store import detect_store, list_wal_files, load_manifest
+from cdc.format.wal import WalReader, decode_entity
 
 from .conftest import ldb_available, run_writer
 
@@ -335,7 +335,7 @@ def test_leveldb_plyvel(tmp_path):
     assert got[2001] == (2002, "delete", "default", b"k00001", None, None)
     assert got[2002] == (2003, "delete", "default", b"k00002", None, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "cdc.cli", "dump-wal", path], capture_output=True, text=True
+        [sys.executable, "-m", "cdc", "dump-wal", path], capture_output=True, text=True
     )
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2003
 

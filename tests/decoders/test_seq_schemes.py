@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.dumpwal import run
-from cdc.wal import (
+from cdc.cli.dumpwal import run
+from cdc.format.wal import (
     SEQ_PER_BATCH,
     SEQ_PER_KEY,
     SeqNumbering,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.errors import CorruptRecord, FormatError, UnsupportedRecord
-from cdc.wal import Op, WalReader, decode_write_batch
+from cdc.format.wal import Op, WalReader, decode_write_batch
 
 from .conftest import batch, physical, varint, varstr, write_log
 
@@ -244,7 +244,7 @@ def test_walreader_framed_garbage_batches(body):
 
 
 def test_decode_entity_v1_v2_and_errors():
-    from cdc.wal import decode_entity
+    from cdc.format.wal import decode_entity
 
     v1 = varint(1) + varint(2) + varstr(b"") + varint(2) + varstr(b"c1") + varint(1) + b"dv" + b"x"
     assert decode_entity(v1) == [(b"", b"dv"), (b"c1", b"x")]
@@ -263,7 +263,7 @@ def test_decode_entity_v1_v2_and_errors():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_decode_entity_arbitrary(data):
-    from cdc.wal import decode_entity
+    from cdc.format.wal import decode_entity
 
     try:
         decode_entity(data)
@@ -273,7 +273,7 @@ def test_decode_entity_arbitrary(data):
 
 def _reference(data: bytes, log_number: int = 8):
     """The plain path: LogReader.read() + decode_write_batch, stopping at the first error."""
-    from cdc.logformat import LogReader
+    from cdc.format.blocks import LogReader
 
     r = LogReader(log_number)
     r.feed(data)

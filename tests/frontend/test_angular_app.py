@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from cdc.auth import mint_token
+from cdc.delivery.auth import mint_token
 from tests.writer import StoreWriter
 
 from .conftest import SECRET, TOKEN, Daemon, free_port, wait_for

@@ -247,7 +247,7 @@ def test_batch_frames_values_and_byte_exact_keys(daemon: Daemon, harness: Harnes
 
 
 def test_set_token_refreshes_on_the_open_connection(daemon: Daemon, harness: Harness) -> None:
-    from cdc.auth import mint_token
+    from cdc.delivery.auth import mint_token
 
     from .conftest import SECRET
 
@@ -318,7 +318,7 @@ def test_slow_consumer_4429_reconnects_and_loses_nothing(daemon_factory: Any, ha
 
 
 def test_get_token_refreshes_before_expiry(daemon: Daemon, harness: Harness) -> None:
-    from cdc.auth import mint_token
+    from cdc.delivery.auth import mint_token
 
     from .conftest import SECRET
 

@@ -3,7 +3,7 @@ onKey() / onStats() filter changes, skipOrigin, stats frames kept off the event 
 
 from __future__ import annotations
 
-from cdc.events import EVENT_TYPES
+from cdc.model.events import EVENT_TYPES
 
 from .test_client_node import _node
 

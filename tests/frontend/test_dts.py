@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cdc.events import Event
+from cdc.model.events import Event
 
 STATIC = Path(__file__).resolve().parents[2] / "cdc" / "static"
 DTS = (STATIC / "cdc.d.ts").read_text()
@@ -167,7 +167,7 @@ def test_daemon_serves_the_schema_and_the_static_files(daemon) -> None:  # type:
             return r.headers.get("Content-Type", ""), r.read()
 
     ctype, body = get("/schema.json")
-    from cdc.events import schema_document
+    from cdc.model.events import schema_document
 
     served = json.loads(body)
     assert ctype.startswith("application/json") and served == json.loads(msgspec.json.encode(schema_document()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from cdc.events import StatsFrame, schema_document
+from cdc.model.events import StatsFrame, schema_document
 
 from .test_dts import _aliases, _interfaces, _schema_kinds, _ts_kinds
 

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from cdc.config import Config  # noqa: E402
+from cdc.model.config import Config  # noqa: E402
 
 
 @pytest.fixture

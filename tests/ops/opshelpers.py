@@ -10,9 +10,9 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from cdc.bus import EventBus  # noqa: E402
-from cdc.config import Config  # noqa: E402
-from cdc.journal import Journal, Record  # noqa: E402
+from cdc.delivery.bus import EventBus  # noqa: E402
+from cdc.model.config import Config  # noqa: E402
+from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
 
 from tests.waiting import wait_for as _wait_for  # noqa: E402
 
@@ -54,7 +54,7 @@ async def run_components(config: Config, state_dir: str, classes: list[type]) ->
     bus = EventBus(journal, on_commit=records.extend)
     ctx = Ctx(config, journal, bus)
     try:
-        from cdc.store import detect_store
+        from cdc.sources.store import detect_store
 
         ctx.store = detect_store(config.db)
     except Exception:  # not a store yet: the components cope

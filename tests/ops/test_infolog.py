@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.events import CompactionStatus, FlushStatus
-from cdc.infolog import (
+from cdc.model.events import CompactionStatus, FlushStatus
+from cdc.format.infolog import (
     BackgroundError,
     CompactedTo,
     CompactionError,
@@ -248,7 +248,7 @@ def test_real_lines_cut_anywhere_never_raise(real_log, data):
 
 
 def test_parse_log_bytes_equals_every_line(real_log):
-    from cdc.infolog import parse_log_bytes
+    from cdc.format.infolog import parse_log_bytes
 
     data = real_log.encode()
     assert parse_log_bytes(data) == parse_lines(real_log)

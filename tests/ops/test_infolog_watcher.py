@@ -8,7 +8,7 @@ import os
 import msgspec
 import pytest
 
-from cdc.ops import InfoLogWatcher
+from cdc.ops.watchers import InfoLogWatcher
 from tests.ops.opshelpers import run_components, wait_for
 from tests.ops.opswriter import OpsWriter
 
@@ -185,7 +185,7 @@ async def test_leveldb_compactions_from_manifest(tmp_path, ops_config):
             db.put(b"k%06d" % i, os.urandom(200))
         async with run_components(ops_config(path), str(tmp_path), [InfoLogWatcher]) as h:
             await wait_for(lambda: h.ctx.journal.get_checkpoint("infolog_files") is not None)
-            from cdc.store import load_manifest
+            from cdc.sources.store import load_manifest
 
             before = set(load_manifest(path, leveldb=True).files)
             for _ in range(10):  # overwrite until LevelDB compacts some file away

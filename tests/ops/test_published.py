@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.events import CompactionStatus, SnapshotEvent, SyncEvent, json_encoder
-from cdc.published import validate_published
+from cdc.model.events import CompactionStatus, SnapshotEvent, SyncEvent, json_encoder
+from cdc.model.published import validate_published
+
+NOW = 1_700_000_000_000  # the clock is the caller's: validate_published is pure
 
 
 def test_sync_event_ok_and_timestamp_filled():
     ev = validate_published({"type": "sync_event", "status": "conflict", "details": {"key": "a", "peer": "b"}}, now_ms=42)
     assert isinstance(ev, SyncEvent) and ev.timestamp == 42 and ev.status == "conflict"
     assert ev.details == {"key": "a", "peer": "b"}
-    ev = validate_published({"type": "sync_event", "status": "started", "timestamp": 7})
+    ev = validate_published({"type": "sync_event", "status": "started", "timestamp": 7}, now_ms=NOW)
     assert ev.timestamp == 7 and ev.details == {}
     for s in ("started", "completed", "conflict"):
-        assert validate_published({"type": "sync_event", "status": s}).status == s
+        assert validate_published({"type": "sync_event", "status": s}, now_ms=NOW).status == s
 
 
 def test_other_builtins_are_marked_published():
-    ev = validate_published({"type": "snapshot_event", "status": "completed", "name": "s3://b/1", "details": {"bytes": 5}})
+    ev = validate_published({"type": "snapshot_event", "status": "completed", "name": "s3://b/1", "details": {"bytes": 5}}, now_ms=NOW)
     assert isinstance(ev, SnapshotEvent) and ev.details == {"bytes": 5, "source": "published"}
-    ev = validate_published({"type": "compaction_status", "status": "running", "cf": "x", "job": 3})
+    ev = validate_published({"type": "compaction_status", "status": "running", "cf": "x", "job": 3}, now_ms=NOW)
     assert isinstance(ev, CompactionStatus) and ev.cf == "x" and ev.details["source"] == "published"
-    assert validate_published({"type": "flush_status", "status": "completed"}).details == {"source": "published"}
+    assert validate_published({"type": "flush_status", "status": "completed"}, now_ms=NOW).details == {"source": "published"}
 
 
 def test_custom_namespaced_event_keeps_fields():
     ev = validate_published({"type": "myapp.reindex", "progress": 0.5, "tags": ["a"], "nested": {"x": None}}, now_ms=9)
     assert ev == {"type": "myapp.reindex", "timestamp": 9, "progress": 0.5, "tags": ["a"], "nested": {"x": None}}
-    assert validate_published({"type": "a.b.c_d", "timestamp": 1})["timestamp"] == 1
+    assert validate_published({"type": "a.b.c_d", "timestamp": 1}, now_ms=NOW)["timestamp"] == 1
     json_encoder.encode(ev)
 
 
@@ -70,7 +72,7 @@ def test_custom_namespaced_event_keeps_fields():
 )
 def test_rejections_have_clear_messages(body, message):
     with pytest.raises(ValueError) as exc:
-        validate_published(body)
+        validate_published(body, now_ms=NOW)
     text = str(exc.value)
     assert message in text, text
     assert "\n" not in text
@@ -83,4 +85,4 @@ def test_deep_nesting_rejected():
         cur["x"] = {}
         cur = cur["x"]
     with pytest.raises(ValueError, match="nests deeper"):
-        validate_published(body)
+        validate_published(body, now_ms=NOW)

@@ -77,7 +77,7 @@ async def test_stream_subjects_filter_by_type_and_cf(tmp_path, nats_single, node
             js = nc.jetstream()
             sub = await js.subscribe("cdc.S1.key_change.users", ordered_consumer=True)
             msg = await sub.next_msg(timeout=5)
-            from cdc.natsbus import unpack_records
+            from cdc.delivery.natsbus import unpack_records
 
             recs = unpack_records(msg.data)
             assert len(recs) == 1 and b'"key":"a"' in recs[0][1] and b'"cf":"users"' in recs[0][1]

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.config import load_config
+from cdc.model.config import load_config
 from cdc.errors import ConfigError
-from cdc.events import KeyChange, SyncEvent
-from cdc.journal import Journal
-from cdc.natsbus import build_messages, event_subject, ix_type_cf, pack_records, subject_token, unpack_records
+from cdc.model.events import KeyChange, SyncEvent
+from cdc.journal.lmdb_journal import Journal
+from cdc.delivery.natsbus import build_messages, event_subject, ix_type_cf, subject_token, unpack_records
 from tests.conftest import ROOT
 
 
@@ -61,7 +61,7 @@ def test_pack_roundtrip_and_grouping(tmp_path) -> None:
 
 
 def test_message_size_bounds(tmp_path, monkeypatch) -> None:
-    import cdc.natsbus as nb
+    import cdc.delivery.natsbus as nb
 
     monkeypatch.setattr(nb, "MAX_MSG_RECORDS", 4)
     j = _journal(tmp_path)

@@ -55,8 +55,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from cdc.auth import mint_token
-from cdc.events import decode_bytes
+from cdc.delivery.auth import mint_token
+from cdc.model.events import decode_bytes
 from tests.conftest import free_port, http_request, http_request_sync, wait_serving
 from tests.waiting import TIMEOUT_FACTOR, wait_for
 from tests.writer import StoreWriter, _enc
@@ -796,7 +796,7 @@ async def test_chaos_soak(tmp_path: Path, request: pytest.FixtureRequest) -> Non
 
 def _event(e: Entry, id_: int) -> dict[str, Any]:
     """``e`` as the daemon sends it with values=1."""
-    from cdc.events import encode_bytes
+    from cdc.model.events import encode_bytes
 
     ev: dict[str, Any] = {"id": id_, "type": "key_change", "timestamp": 0, "operation": e.op, "cf": e.cf, "seq": e.seq}
     for name, data in (("key", e.key), ("end_key", e.end_key), ("value", e.value)):

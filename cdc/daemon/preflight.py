@@ -1,0 +1,312 @@
+"""Start-up checks of a Config against the machine: paths, secret files, state dir, port.
+
+Rule: everything here is I/O and runs once before the daemon starts, so that a user's mistake
+ends with one clear line instead of a failure deep inside start-up.
+
+Invariants:
+- every failure raises :class:`ConfigError` (user-fixable: exit 2) or :class:`StartupError`
+  (the environment, e.g. port in use: exit 3) with one line naming the option;
+- the contents of token/secret files are read only to check that they are usable and never
+  appear in a message;
+- nothing is written except a probe file in the state dir (created and removed).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import socket
+import stat
+
+from cdc.model.config import Config, cli_name
+from cdc.errors import CdcError, ConfigError
+
+__all__ = [
+    "StartupError",
+    "acquire_state_lock",
+    "check_config",
+    "check_journal",
+    "check_port",
+    "check_store_dir",
+    "raise_nofile_limit",
+    "read_secret_file",
+]
+
+
+class StartupError(CdcError):
+    """The environment prevents start-up (port in use, ...): exit 3."""
+
+
+def _dir_ok(path: str, option: str, *, write: bool = False) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: {path}: no such directory") from None
+    except PermissionError:
+        raise ConfigError(f"{option}: {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{option}: {path}: not a directory")
+    mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        what = "writable" if write else "readable"
+        raise ConfigError(f"{option}: {path}: directory is not {what} by this user")
+
+
+def check_store_dir(db: str, wal_dir: str | None = None) -> str:
+    """Check that ``db`` is a readable RocksDB or LevelDB directory; return its kind.
+
+    Uses ``cdc.store.detect_store`` when present, else a CURRENT-file heuristic.
+    """
+    _dir_ok(db, "--db")
+    if wal_dir:
+        _dir_ok(wal_dir, "--wal-dir")
+    try:
+        from cdc.sources.store import detect_store
+    except ImportError:  # pragma: no cover - before the decoders' store module lands
+        detect_store = None
+    if detect_store is not None:
+        try:
+            return str(detect_store(db, wal_dir).kind)
+        except CdcError as exc:
+            raise ConfigError(f"--db: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"--db: {db}: {exc.strerror or exc}") from None
+    current = os.path.join(db, "CURRENT")
+    if not os.path.isfile(current):
+        raise ConfigError(f"--db: {db}: not a RocksDB or LevelDB store (no CURRENT file)")
+    if not os.access(current, os.R_OK):
+        raise ConfigError(f"--db: {current}: permission denied")
+    return "rocksdb"
+
+
+def read_secret_file(path: str, option: str) -> str:
+    """Read a secret/token file, stripped; ConfigError (never quoting contents) when unusable."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{option}: {path}: is a directory")
+        with open(path, "rb") as f:
+            raw = f.read((1 << 20) + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: {path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{option}: {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+    if len(raw) > 1 << 20:
+        raise ConfigError(f"{option}: {path}: larger than 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option}: {path}: not UTF-8 text") from None
+    return text.strip()
+
+
+def _check_tokens_file(path: str) -> None:
+    from cdc.delivery.auth import parse_tokens  # the one parser, shared with the authenticator
+
+    text = read_secret_file(path, "--tokens-file")
+    try:
+        tokens = parse_tokens(text)
+    except ValueError as exc:
+        raise ConfigError(f"--tokens-file: {path}: {exc}") from None
+    if not tokens:
+        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line; lines starting with # are comments)")
+
+
+def _check_secret_file(path: str) -> None:
+    secret = read_secret_file(path, "--jwt-secret-file")
+    if not secret:
+        raise ConfigError(f"--jwt-secret-file: {path}: the file is empty")
+
+
+def _check_state_dir(path: str) -> None:
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except PermissionError:
+            raise ConfigError(f"--state-dir: {path}: cannot create (permission denied in {parent})") from None
+        except OSError as exc:
+            raise ConfigError(f"--state-dir: {path}: cannot create ({exc.strerror or exc})") from None
+    _dir_ok(path, "--state-dir", write=True)
+    probe = os.path.join(path, f".cdc-write-probe-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir: {path}: not writable ({exc.strerror or exc})") from None
+
+
+def check_journal(path: str) -> None:
+    """Refuse a journal that cannot be trusted before the daemon maps it (StartupError, exit 3).
+
+    A ``data.mdb`` shorter than the last page its meta pages record would kill the process with
+    SIGBUS when mapped; garbage pages would fail every replay later. Both are found here: the meta
+    pages are read with plain reads, then (when no other cdc holds the journal) every tree is
+    walked read-only. A missing journal is fine (it is created).
+    """
+    from cdc.errors import JournalError
+    from cdc.journal.lmdb_journal import LOCK_FILE, check_journal_file, verify_env
+
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return
+    try:
+        check_journal_file(path)
+    except JournalError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # the daemon's own open reports it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # another cdc has it open: the state lock refuses this start anyway
+        import lmdb
+
+        try:
+            env = lmdb.open(path, readonly=True, lock=False, max_dbs=4, readahead=False)
+        except lmdb.Error as exc:
+            raise StartupError(str(_corrupt(path, exc))) from None
+        try:
+            try:
+                dbs = [env.open_db(name, create=False) for name in (b"ev", b"ix", b"meta")]
+            except lmdb.NotFoundError:
+                return  # created but never used
+            verify_env(env, path, *dbs)
+        except JournalError as exc:
+            raise StartupError(str(exc)) from None
+        except lmdb.Error as exc:
+            raise StartupError(str(_corrupt(path, exc))) from None
+        finally:
+            env.close()
+    finally:
+        os.close(fd)
+
+
+def _corrupt(path: str, exc: BaseException) -> Exception:
+    from cdc.errors import JournalCorrupt
+
+    return JournalCorrupt(path, f"{type(exc).__name__}: {str(exc)[:120]}")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise StartupError when ``host:port`` cannot be bound (in use, bad address)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host: {host}: cannot resolve ({exc.strerror})") from None
+    family, socktype, proto, _, addr = infos[0]
+    s = socket.socket(family, socktype, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"--port: {host}:{port} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(f"--port: {host}:{port}: permission denied (ports below 1024 need privileges)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host: {host}: not an address of this machine") from None
+        raise StartupError(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        s.close()
+
+
+def check_config(config: Config, *, bind: bool = True) -> str:
+    """Run every start-up check; return the store kind ("rocksdb" | "leveldb").
+
+    Raises:
+        ConfigError: a user-fixable problem (exit 2).
+        StartupError: the port cannot be bound (exit 3).
+    """
+    kind = check_store_dir(config.db, config.wal_dir)
+    if config.snapshots_dir:
+        _dir_ok(config.snapshots_dir, cli_name("snapshots_dir"))
+    if config.tokens_file:
+        _check_tokens_file(config.tokens_file)
+    if config.jwt_secret_file:
+        _check_secret_file(config.jwt_secret_file)
+    if not (config.tokens_file or config.jwt_secret_file or config.insecure_no_auth):
+        raise ConfigError(
+            "no auth source: give --tokens-file and/or --jwt-secret-file "
+            "(or --insecure-no-auth for a trusted local test)"
+        )
+    _check_state_dir(config.state_dir)
+    check_journal(os.path.join(config.state_dir, "journal"))
+    if bind:
+        check_port(config.host, config.port)
+    return kind
+
+
+LOCK_NAME = "cdc.lock"
+
+
+def acquire_state_lock(state_dir: str) -> int:
+    """Take an exclusive ``flock`` on ``<state_dir>/cdc.lock`` for the life of the process.
+
+    Two daemons on one journal would both assign event ids; the second one is refused with a
+    StartupError (exit 3) naming the holder's pid. Returns the lock's file descriptor: keep it
+    open (closing it, or exiting, releases the lock; a kill -9 releases it too).
+    """
+    path = os.path.join(state_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir: {state_dir}: cannot create {LOCK_NAME} ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = ""
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            pass
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise StartupError(f"--state-dir: {state_dir} is in use by another cdc{who}") from None
+        raise StartupError(f"--state-dir: {state_dir}: cannot lock ({exc.strerror or exc})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+_NR_OPEN_FALLBACK = 1 << 20
+
+
+def raise_nofile_limit() -> tuple[int, int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft before, soft now, hard).
+
+    Every subscriber, half-open connection and tailed file costs a descriptor; the usual soft
+    default (1024) lets a few hundred idle connections blind the capture (EMFILE). An unlimited
+    hard limit is capped at ``/proc/sys/fs/nr_open`` (the kernel's ceiling). Never raises: when
+    the limit cannot be changed the current one is kept and returned.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover - no such resource on this platform
+        return -1, -1, -1
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read().strip())
+        except (OSError, ValueError):
+            target = _NR_OPEN_FALLBACK
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft, hard
+        return soft, target, hard
+    return soft, soft, hard
