@@ -184,7 +184,7 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, ca
     def boom(opts):
         raise RuntimeError("kaboom Bearer abc.def")
 
-    monkeypatch.setattr(cdc.tailcmd, "run_tail", boom)
+    monkeypatch.setattr(cdc.cli.tail, "run_tail", boom)
     with pytest.raises(SystemExit) as ei:
         cli.main(["tail", "http://127.0.0.1:1"])
     assert ei.value.code == 1

@@ -140,7 +140,7 @@ def test_markers_and_large_block_spanning(tmp_path):
 
 def test_broken_pipe_is_quiet(small_db):
     p = subprocess.run(
-        f"{sys.executable} -m cdc.cli dump-wal {small_db} | head -1",
+        f"{sys.executable} -m cdc dump-wal {small_db} | head -1",
         shell=True, capture_output=True, timeout=60,
     )
     assert len(p.stdout.splitlines()) == 1 and b"Traceback" not in p.stderr
