@@ -127,6 +127,14 @@ class FrontConnection(ServerConnection):
     def abort(self) -> None:
         self.transport.abort()
 
+    def write_and_close(self, data: bytes) -> None:
+        """Write bytes outside websockets' protocol (a plain HTTP answer), then close the TCP
+        connection once they are flushed (a no-op when it is already gone)."""
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(data)
+            transport.close()
+
     def call_later(self, delay: float, callback: Any) -> asyncio.TimerHandle:
         return self.loop.call_later(delay, callback)
 

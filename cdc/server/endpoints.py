@@ -40,10 +40,10 @@ Invariants:
 - Auth happens after the upgrade for WebSockets (browsers cannot read HTTP statuses), with
   close codes 4401 / 4403; bad query parameters close with 4400. HTTP endpoints answer
   401 / 403 / 400.
-- Requests are parsed by h11 (``cdc.server.http``): the whole request (body limited to
-  ``max_message_bytes``) is read there, then handed to websockets as a bodiless GET built from
-  h11's parsed head; websockets routes it through ``process_request`` and writes the answer or
-  performs the upgrade. The method and body are kept on the connection object.
+- Requests are parsed by h11 (``cdc.server.http``; body limited to ``max_message_bytes``). A
+  WebSocket upgrade is handed to websockets (``process_request`` runs the routes' checks, then
+  the handshake); every other request is routed by the same ``_process_request`` and answered
+  with h11, never by websockets. The method and body are kept on the connection object.
 - Control frames (hello, heartbeat, pong, error, subscribed, authenticated, reset) carry no
   ``id``; every event frame does.
 - Access log (logger ``cdc.access``, INFO): one ``ws open`` line per accepted WebSocket and one
@@ -133,10 +133,13 @@ class Server(HttpRoutes, WsSessions):
         limit = self.max_message_bytes
 
         gate = self.gate
+        server_header = f"cdc/{__version__}"
 
         class Conn(_Connection):
             cdc_limit = limit
             cdc_gate = gate
+            cdc_router = staticmethod(self._process_request)
+            cdc_server_header = server_header
 
         self._install_accept_error_handler()
 
@@ -153,7 +156,7 @@ class Server(HttpRoutes, WsSessions):
             open_timeout=self.max_poll_timeout_s + 10.0,
             close_timeout=5.0,
             logger=_ws_logger(),
-            server_header=f"cdc/{__version__}",
+            server_header=server_header,
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]

@@ -1,13 +1,17 @@
-"""HTTP/1.1 requests on the shared port: parsed by h11, answered through websockets' handshake.
+"""HTTP/1.1 on the shared port: every request parsed by h11; plain requests answered with h11.
 
 Every connection's first bytes go to an ``h11.Connection`` (server role), which parses the
-request line, headers, ``Content-Length`` / chunked framing and the head-size limit. Once h11 has
-the whole request (head and body), :class:`_Connection` hands websockets a head it builds from
-h11's parsed event: ``GET <target> HTTP/1.1`` with the same headers minus the body framing ones.
-websockets then calls ``Server._process_request`` (routes) and writes the answer, or performs the
-WebSocket upgrade. So for a request that is not an upgrade, h11 parses and websockets only
-serializes our ``Response``; the method and body stay on the connection (``cdc_method``,
-``cdc_body``).
+request line, headers, ``Content-Length`` / chunked framing and the head-size limit. Once the
+request is complete (head and body), :class:`_Connection` decides:
+
+- a bodiless ``GET`` with ``Upgrade: websocket``: the client's own bytes go to websockets, which
+  calls ``Server._process_request`` (the same routes: Origin/Host, limits) and performs the
+  handshake; the session is ``cdc.server.ws``;
+- anything else (including a refused or malformed request): routed by the same
+  ``Server._process_request`` and answered here, serialized by h11 (``Server: cdc/<version>``
+  added as websockets adds it), then the connection is closed. websockets never sees it.
+
+The method and body stay on the connection (``cdc_method``, ``cdc_body``).
 
 Rules kept here (module docstring of ``endpoints`` has the full list):
 - a request must be complete within ``HEADER_TIMEOUT_S``; unfinished ones are capped in total and
@@ -24,17 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
 import msgspec
 from websockets.datastructures import Headers
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 
 from cdc.delivery.wsconn import FrontConnection
 
 __all__ = ["HEADER_TIMEOUT_S", "MAX_UNFINISHED", "MAX_UNFINISHED_PER_IP", "MAX_HEAD_BYTES", "_Gate", "_Connection", "_response", "_json_response", "_error", "_SINGLE_HEADERS"]
 
+log = logging.getLogger("cdc.server")
 _json = msgspec.json.Encoder()
 
 MAX_HEAD_BYTES = 16384
@@ -97,7 +104,8 @@ class _Gate:
 
 
 class _Connection(FrontConnection):
-    """One TCP connection: h11 parses its request, websockets answers it (or upgrades).
+    """One TCP connection: h11 parses its request; a WebSocket upgrade is handed to websockets,
+    any other request is answered here with h11.
 
     ``cdc_method`` / ``cdc_body`` hold the request's method and body; ``cdc_error`` an HTTP status
     when the request cannot be served (400 malformed, 411, 413, 431) with ``cdc_error_msg``;
@@ -118,6 +126,10 @@ class _Connection(FrontConnection):
     _no_host = False
     _skipping = False
     _handed_over = False
+    _plain = False
+    _answer_task: asyncio.Task[None] | None = None
+    cdc_router: Callable[[_Connection, Request], Awaitable[Response | None]] | None = None
+    cdc_server_header = ""
     _gate_ip: str | None = None
     _gate_timer: asyncio.TimerHandle | None = None
 
@@ -167,7 +179,7 @@ class _Connection(FrontConnection):
 
     def on_bytes(self, data: bytes) -> None:
         if self._handed_over:
-            if self.awaiting_answer():
+            if self._plain or self.awaiting_answer():
                 # Bytes after a complete request, before our answer: never hand them to
                 # websockets' parser (it would take them for frames); the answer closes.
                 self.cdc_extra = True
@@ -217,7 +229,6 @@ class _Connection(FrontConnection):
     def _on_head(self, event: h11.Request) -> bool:
         """Check the head's body framing; True when the request is answered without its body."""
         self._head = event
-        self._raw = None
         self.cdc_method = event.method.decode("ascii", "replace").upper()
         length: int | None = None
         chunked = False
@@ -261,27 +272,78 @@ class _Connection(FrontConnection):
         self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give websockets the request as a bodiless GET built from h11's event (or a stand-in
-        when the head could not be parsed: the route answers ``cdc_error`` first)."""
-        conn, head, body = self._h11, self._head, self._body
+        """The request is complete (or refused early): a WebSocket upgrade goes to websockets as
+        the client's own bytes; anything else is answered here (:meth:`_answer`)."""
+        conn, head, body, raw = self._h11, self._head, self._body, self._raw
         self._h11 = self._head = self._body = self._raw = None
         self._handed_over = True
-        if conn is not None:
-            rest, _closed = conn.trailing_data
-            if rest:
-                self.cdc_extra = True  # never parsed (no pipelining): the answer closes
-        if head is None:
-            self.pass_to_websockets(b"GET / HTTP/1.1\r\n\r\n")
+        self._gate_release()  # the request is complete: no longer counted as unfinished
+        assert conn is not None
+        rest, _closed = conn.trailing_data
+        if rest:
+            self.cdc_extra = True  # never parsed (no pipelining): the answer closes
+        if head is not None and not self.cdc_error and raw is not None and _is_upgrade(head):
+            # h11 has checked the head; websockets parses it again and performs the handshake
+            self.pass_to_websockets(bytes(raw[: len(raw) - len(rest)]))
             return
+        self._plain = True
         if not self.cdc_error and body:
             self.cdc_body = bytes(body)
-        lines = [b"GET " + head.target + b" HTTP/1.1"]
-        for name, value in head.headers.raw_items():
-            low = name.lower()
-            if low in (b"content-length", b"transfer-encoding") or (self._no_host and low == b"host" and not value):
-                continue
-            lines.append(name + b": " + value)
-        self.pass_to_websockets(b"\r\n".join(lines) + b"\r\n\r\n")
+        if head is None:
+            request = Request("/", Headers())
+        else:
+            request = Request(
+                head.target.decode("ascii", "surrogateescape"),
+                Headers(
+                    (name.decode("ascii"), value.decode("ascii", "surrogateescape"))
+                    for name, value in head.headers.raw_items()
+                    if not (self._no_host and not value and name.lower() == b"host")
+                ),
+            )
+        self._answer_task = self.loop.create_task(self._answer(conn, request), name="cdc-http")
+
+    async def _answer(self, conn: h11.Connection, request: Request) -> None:
+        """Route a plain HTTP request (``cdc_router``), write the answer with h11, close."""
+        try:
+            assert self.cdc_router is not None
+            response = await self.cdc_router(self, request)
+        except Exception:  # noqa: BLE001 - a bug must not leave the client hanging
+            log.error("HTTP request failed", exc_info=True)
+            response = _error(500, "internal error; see the server log")
+        if response is None:  # /ws/events without an upgrade
+            response = _error(426, "not a WebSocket upgrade: /ws/events needs a WebSocket client", [("Upgrade", "websocket")])
+        headers = response.headers
+        if self.cdc_server_header:
+            headers["Server"] = self.cdc_server_header
+        try:
+            data = conn.send(
+                h11.Response(
+                    status_code=response.status_code,
+                    reason=response.reason_phrase.encode("ascii", "replace"),
+                    headers=[(k.encode("ascii"), v.encode("latin-1", "replace")) for k, v in headers.raw_items()],
+                )
+            ) or b""
+            if response.body and self.cdc_method != "HEAD":
+                data += conn.send(h11.Data(data=response.body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:  # pragma: no cover - our own response is malformed
+            log.error("HTTP response not sent: %s", exc)
+            self.abort()
+            return
+        self.write_and_close(data)
+
+
+def _is_upgrade(head: h11.Request) -> bool:
+    """A bodiless GET asking for ``Upgrade: websocket``."""
+    if head.method != b"GET":
+        return False
+    upgrade = False
+    for name, value in head.headers:
+        if name == b"upgrade" and b"websocket" in value.lower():
+            upgrade = True
+        elif name in (b"content-length", b"transfer-encoding") and value != b"0":
+            return False
+    return upgrade
 
 
 def _response(status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None) -> Response:
