@@ -19,8 +19,8 @@ Rules kept here (module docstring of ``endpoints`` has the full list):
 - ``Content-Length`` must be ASCII digits and repeated values must agree (400, h11's check);
   ``Transfer-Encoding`` or a POST without ``Content-Length`` -> 411; a body over
   ``max_message_bytes`` -> 413 (read and dropped up to 64 MiB so that the client sees it);
-  a head over 16 KiB -> 431; any other malformed head (including a repeated or, for HTTP/1.1,
-  missing ``Host``) -> 400;
+  a head over 16 KiB -> 431; a repeated ``Host`` or any other malformed head -> 400 (a request
+  without ``Host``, which h11 refuses for HTTP/1.1, is served as before: see ``_without_host``);
 - bytes after the request (pipelining, junk) are never parsed: the answer closes the connection.
 """
 
