@@ -126,7 +126,7 @@ class _Connection(FrontConnection):
     _no_host = False
     _skipping = False
     _handed_over = False
-    _plain = False
+    cdc_plain = False  # answered here, never a WebSocket (websockets' own lines about it are noise)
     _answer_task: asyncio.Task[None] | None = None
     cdc_router: Callable[[_Connection, Request], Awaitable[Response | None]] | None = None
     cdc_server_header = ""
@@ -179,7 +179,7 @@ class _Connection(FrontConnection):
 
     def on_bytes(self, data: bytes) -> None:
         if self._handed_over:
-            if self._plain or self.awaiting_answer():
+            if self.cdc_plain or self.awaiting_answer():
                 # Bytes after a complete request, before our answer: never hand them to
                 # websockets' parser (it would take them for frames); the answer closes.
                 self.cdc_extra = True
@@ -230,6 +230,11 @@ class _Connection(FrontConnection):
         """Check the head's body framing; True when the request is answered without its body."""
         self._head = event
         self.cdc_method = event.method.decode("ascii", "replace").upper()
+        assert self._h11 is not None and self._raw is not None
+        if len(self._raw) - len(self._h11.trailing_data[0]) > MAX_HEAD_BYTES:  # h11 checks only while incomplete
+            self._fail(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
+            self._hand_over()
+            return True
         length: int | None = None
         chunked = False
         for name, value in event.headers:  # names lower-cased; repeated Content-Length merged by h11
@@ -286,7 +291,7 @@ class _Connection(FrontConnection):
             # h11 has checked the head; websockets parses it again and performs the handshake
             self.pass_to_websockets(bytes(raw[: len(raw) - len(rest)]))
             return
-        self._plain = True
+        self.cdc_plain = True
         if not self.cdc_error and body:
             self.cdc_body = bytes(body)
         if head is None:

@@ -7,6 +7,8 @@ import logging
 import re
 from typing import Any
 
+from cdc.server.http import _Connection
+
 __all__ = ["_redact", "_redact_ws", "_peer", "_clean", "_RedactFilter", "_ws_logger"]
 
 _TOKEN_RE = re.compile(r"(token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
@@ -56,6 +58,8 @@ class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         conn = record.__dict__.pop("websocket", None)
         if conn is not None:
+            if record.levelno < logging.INFO and isinstance(conn, _Connection) and conn.cdc_plain:
+                return False  # a plain HTTP request websockets never handled ("no valid HTTP request" at its EOF)
             record.peer = _peer(conn)
         try:
             msg = record.getMessage()
