@@ -12,13 +12,18 @@ websockets' handshake parser does. Neither is public API, so both live here:
 - :func:`forget_handshake`: drops ``request`` / ``response`` after the upgrade (memory);
 - :class:`FrontConnection`: a ``ServerConnection`` whose ``connection_made`` /
   ``data_received`` / ``process_event`` / ``connection_lost`` call overridable hooks, so the
-  server's HTTP front-end (``cdc.server.http``) never subclasses websockets itself.
+  server's HTTP front-end (``cdc.server.http``, h11) sees the bytes first, hands a WebSocket
+  upgrade to websockets (:meth:`~FrontConnection.pass_to_websockets`) and answers anything else
+  itself (:meth:`~FrontConnection.write_and_close`, straight on the transport). For such a
+  plain request websockets' handshake task just waits for ``connection_lost``.
 
 pyproject pins ``websockets>=17.0,<18``. On an upgrade re-check, in websockets' source:
 ``asyncio/connection.py`` (``send_data``, ``paused``, ``drain``, ``connection_lost_waiter``,
 ``data_received``/``process_event`` being the only entry for received bytes),
-``asyncio/server.py`` (``ServerConnection.handshake`` reads ``self.request`` once and sends
-``self.response``; ``process_event`` takes the first ``Request`` as the handshake),
+``asyncio/server.py`` (``ServerConnection.handshake`` waits for ``request_rcvd`` *or*
+``connection_lost_waiter``, reads ``self.request`` once and sends ``self.response``;
+``process_event`` takes the first ``Request`` as the handshake; the protocol handler aborts a
+connection that is not OPEN after the handshake),
 ``protocol.py`` (``State``, ``send_text``/``send_binary`` queue bytes that ``send_data`` writes),
 ``broadcast()`` (still writes this way). Then run ``tests/daemon`` and ``tests/cli/test_security_*``.
 """
