@@ -38,7 +38,7 @@ from cdc.daemon.sdnotify import Notifier
 from cdc.capture.wal_capture import WalCapture
 from cdc.delivery.natsbus import NatsPublisher, require_nats
 from cdc.ops.watchers import COMPONENTS as OPS_COMPONENTS
-from cdc.server.endpoints import Server
+from cdc.server import Server
 from cdc.sources.store import StoreInfo, detect_store
 
 __all__ = ["AppContext", "run_app", "serve", "App"]

@@ -465,7 +465,7 @@ class EdgeApp:
             ctx.bus = ForwardingBus(source)
             metrics.bind(hub=hub, journal=journal, health=health)
             health.set("readiness", "nats_lag", False, "mirror not caught up with the stream yet")
-            from cdc.server.endpoints import Server
+            from cdc.server import Server
 
             server = Server(ctx, hub, auth)  # type: ignore[arg-type]
             ctx.server = server
