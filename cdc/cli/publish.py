@@ -82,7 +82,7 @@ def _reason(data: bytes) -> str:
 
 def publish(url: str, body: dict[str, Any], token: str | None, *, timeout_s: float = 10.0) -> int:
     """POST the body; print the answer. Raises UserError (one line + exit code) on failure."""
-    from cdc.cli.main import UserError
+    from cdc.errors import UserError
 
     target = publish_url(url)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -276,7 +276,7 @@ class _Tail:
 
 def run_tail(opts: TailOptions, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Run ``cdc tail``; returns the exit code. Raises UserError (one line) on failures."""
-    from cdc.cli.main import UserError
+    from cdc.errors import UserError
 
     try:
         normalize_ws_url(opts.url)

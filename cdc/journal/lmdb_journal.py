@@ -32,7 +32,6 @@ noticed (:attr:`Journal.replaced`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -48,6 +47,7 @@ import lmdb
 import msgspec
 
 from cdc.errors import JournalCorrupt, JournalError, JournalFull
+from cdc.journal.lock import lock_journal, unlock_journal
 from cdc.model.events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
 
 __all__ = ["Journal", "check_journal_file", "verify_env", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
@@ -287,7 +287,7 @@ class Journal:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             raise JournalError(f"cannot open journal at {path}: {exc.strerror or exc}") from exc
-        self._lock_fd = _lock_dir(path)
+        self._lock_fd = lock_journal(path)
         try:
             check_journal_file(path)  # before LMDB maps the file: a truncated one would SIGBUS
         except JournalError:
@@ -864,35 +864,7 @@ class Journal:
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)  # releases the flock
-            except OSError:  # pragma: no cover
-                pass
-
-
-LOCK_FILE = "journal.lock"
-
-
-def _lock_dir(path: str) -> int:
-    """Exclusive ``flock`` on ``<path>/journal.lock`` (one Journal per directory, any process).
-
-    The lock is tied to the open file description: it conflicts with a second Journal in the
-    same process too, and a ``kill -9`` releases it. Raises JournalError when it is held.
-    """
-    lock_path = os.path.join(path, LOCK_FILE)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise JournalError(f"cannot open journal lock {lock_path}: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise JournalError(f"journal {path} is in use by another cdc (lock {lock_path} is held)") from None
-        raise JournalError(f"cannot lock journal {path}: {exc.strerror or exc}") from None
-    return fd
+        unlock_journal(fd)
 
 
 # ---------------------------------------------------------------------- integrity
