@@ -466,10 +466,9 @@ class _KeysOnly:
         the block boundary are taken too. It stops before anything else, which the general path
         then handles (and reports) exactly as without this scanner.
         """
-        buf = log._buf
-        base = log._base
+        buf, base, i = log.window()
         nbuf = len(buf)
-        i = done = log._pos - base
+        done = i
         parts: list[bytes] = []
         while True:
             blk_end = i + 32768 - (base + i) % 32768
@@ -495,8 +494,7 @@ class _KeysOnly:
             i = done = end
         if not parts:
             return []
-        log._pos = log.offset = base + done
-        log._legacy_seen = True
+        log.consume(base + done)
         self.rendered += 1
         return [b"".join(parts)]
 

@@ -671,10 +671,8 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
     as without this function. Precondition: the reader is not corrupt/ended and holds no
     fragments.
     """
-    buf = log._buf
-    base = log._base
+    buf, base, i = log.window()
     nbuf = len(buf)
-    i = log._pos - base
     start_i = i
     boff = base % 32768
     log_number = log.log_number
@@ -740,8 +738,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
         if i < lim:
             break
     if i != start_i:
-        log._pos = log.offset = base + i
-        log._legacy_seen = True
+        log.consume(base + i)
     return out
 
 
@@ -831,8 +828,8 @@ class WalReader:
         log = self._log
         while True:
             fast = None if (self.compression or self.ts_sizes) else decode
-            if fast is not None and not log._recycled:
-                if not log._frags:
+            if fast is not None and not log.recycled:
+                if not log.in_fragment:
                     if scan is not None:
                         out += scan(log)
                     out += _scan_simple_records(log, leveldb, custom)
