@@ -578,6 +578,7 @@ class _KeysOnly:
         unsafe = _JSON_UNSAFE
         args: list[Any] = []
         ext = args.extend
+        # inlined for speed: header + CRC + single-Put parse as in wal._scan_simple_records, but rendering lines, no Op
         while i + 22 <= lim:
             masked, length, rtype, seq, count, tag = unpack(buf, i)
             e = i + 7 + length

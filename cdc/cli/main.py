@@ -250,18 +250,9 @@ def _split_list(values: tuple[str, ...] | str | None) -> list[str] | None:
 
 def _read_token(token: str | None, token_file: str | None) -> str | None:
     if token_file:
-        from cdc.daemon.preflight import read_secret_file
+        from cdc.daemon.preflight import read_tokens_file
 
-        from cdc.delivery.auth import parse_tokens
-
-        text = read_secret_file(token_file, "--token-file")
-        try:
-            lines = parse_tokens(text)
-        except ValueError as exc:
-            raise ConfigError(f"--token-file: {token_file}: {exc}") from None
-        if not lines:
-            raise ConfigError(f"--token-file: {token_file}: contains no token")
-        return lines[0]
+        return read_tokens_file(token_file, "--token-file")[0]
     if token is not None and not token.strip():
         raise ConfigError("--token: empty token")
     return token.strip() if token else None
@@ -370,11 +361,9 @@ def token_cmd(
     values: bool,
 ) -> None:
     """Mint an HS256 JWT for `serve --jwt-secret-file` and print it."""
-    from cdc.daemon.preflight import read_secret_file
+    from cdc.daemon.preflight import read_jwt_secret
 
-    secret = read_secret_file(secret_file, "--secret-file")
-    if not secret:
-        raise ConfigError(f"--secret-file: {secret_file}: the file is empty")
+    secret = read_jwt_secret(secret_file, "--secret-file")
     click.echo(
         mint(
             secret,

@@ -29,7 +29,9 @@ __all__ = [
     "check_port",
     "check_store_dir",
     "raise_nofile_limit",
+    "read_jwt_secret",
     "read_secret_file",
+    "read_tokens_file",
     "require_auth_source",
 ]
 
@@ -45,15 +47,22 @@ def require_auth_source(config: Config) -> None:
         raise ConfigError(NO_AUTH_SOURCE)
 
 
+def _os_problem(option: str, path: str, exc: OSError, missing: str) -> ConfigError:
+    """The one line for an OSError on a path an option names (``missing``: "no such file"...)."""
+    if isinstance(exc, FileNotFoundError):
+        why = missing
+    elif isinstance(exc, PermissionError):
+        why = "permission denied"
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigError(f"{option}: {path}: {why}")
+
+
 def _dir_ok(path: str, option: str, *, write: bool = False) -> None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{option}: {path}: no such directory") from None
-    except PermissionError:
-        raise ConfigError(f"{option}: {path}: permission denied") from None
     except OSError as exc:
-        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+        raise _os_problem(option, path, exc, "no such directory") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{option}: {path}: not a directory")
     mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
@@ -97,12 +106,8 @@ def read_secret_file(path: str, option: str) -> str:
             raise ConfigError(f"{option}: {path}: is a directory")
         with open(path, "rb") as f:
             raw = f.read((1 << 20) + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{option}: {path}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{option}: {path}: permission denied") from None
     except OSError as exc:
-        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+        raise _os_problem(option, path, exc, "no such file") from None
     if len(raw) > 1 << 20:
         raise ConfigError(f"{option}: {path}: larger than 1 MiB")
     try:
@@ -112,22 +117,35 @@ def read_secret_file(path: str, option: str) -> str:
     return text.strip()
 
 
-def _check_tokens_file(path: str) -> None:
-    from cdc.delivery.auth import parse_tokens  # the one parser, shared with the authenticator
+def read_tokens_file(path: str, option: str = "--tokens-file") -> list[str]:
+    """The tokens of a tokens file (at least one), parsed by the one parser (``parse_tokens``);
+    ConfigError naming ``option`` and never quoting a token otherwise."""
+    from cdc.delivery.auth import parse_tokens
 
-    text = read_secret_file(path, "--tokens-file")
+    text = read_secret_file(path, option)
     try:
         tokens = parse_tokens(text)
     except ValueError as exc:
-        raise ConfigError(f"--tokens-file: {path}: {exc}") from None
+        raise ConfigError(f"{option}: {path}: {exc}") from None
     if not tokens:
-        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line; lines starting with # are comments)")
+        raise ConfigError(f"{option}: {path}: contains no token (one per line; lines starting with # are comments)")
+    return tokens
+
+
+def read_jwt_secret(path: str, option: str = "--jwt-secret-file") -> str:
+    """The JWT secret of a secret file (not empty); ConfigError naming ``option`` otherwise."""
+    secret = read_secret_file(path, option)
+    if not secret:
+        raise ConfigError(f"{option}: {path}: the file is empty")
+    return secret
+
+
+def _check_tokens_file(path: str) -> None:
+    read_tokens_file(path)
 
 
 def _check_secret_file(path: str) -> None:
-    secret = read_secret_file(path, "--jwt-secret-file")
-    if not secret:
-        raise ConfigError(f"--jwt-secret-file: {path}: the file is empty")
+    read_jwt_secret(path)
 
 
 def _check_state_dir(path: str) -> None:

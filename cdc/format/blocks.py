@@ -238,6 +238,7 @@ class LogReader:
                 break
             masked, length, rtype = unpack_header(buf, i)
             if rtype == 1 and not frags:
+                # inlined for speed: the FULL branch below, without the general checks (legacy, no fragment)
                 # Fast path: a whole record in a legacy header (the common case).
                 e = i + 7 + length
                 if 7 + length > block_left:
@@ -321,7 +322,7 @@ class LogReader:
                 recycled = True
             elif rtype <= LAST_TYPE:
                 legacy_seen = True
-            # --- logical assembly
+            # --- logical assembly (inlined for speed: each branch updates the loop's locals itself)
             if rtype == FULL_TYPE or rtype == RECYCLABLE_FULL_TYPE:
                 if frags:
                     self._corrupt("partial record without end", self._frag_offset)

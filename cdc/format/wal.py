@@ -321,6 +321,7 @@ def _decode_batch(payload: bytes, log_number: int, offset: int, leveldb: bool) -
                     cf, pos = _varint_slow(payload, pos - 1, 28)
             key = value = end_key = None
             if nfields:
+                # inlined for speed: the key's and the value's length-prefixed slices (no call per field)
                 ln = payload[pos]
                 pos += 1
                 if ln >= 0x80:
@@ -691,6 +692,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
         if i + 20 > lim:
             break
         block_start_i = i
+        # inlined for speed: LogReader.read_raw's FULL-record framing + CRC fused with batch decoding
         while i + 20 <= lim:
             masked, length, rtype, seq, count, tag = unpack(buf, i)
             e = i + 7 + length

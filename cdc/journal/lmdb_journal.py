@@ -571,17 +571,8 @@ class Journal:
                     self.full = True
                     raise JournalFull(f"disk full under journal {self.path}") from exc
                 raise JournalError(f"journal write failed: {exc}") from exc
-            self.full = False
-            was_empty = self._count == 0
-            self._next_id = next_id
-            self._bytes = total
-            self._count = count
-            if count == 0:
-                self._oldest = next_id
-            elif pruned_n and oldest is not None:
-                self._oldest = oldest
-            elif was_empty and records:
-                self._oldest = records[0].id
+            first = records[0].id if self._count == 0 and records else None
+            self._committed(next_id, total, count, oldest if pruned_n else None, first)
             return records
 
     rejected = 0
@@ -707,16 +698,8 @@ class Journal:
                 raise JournalFull(f"journal map full ({self.map_size} bytes at {self.path})") from exc
             except lmdb.Error as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
-            self.full = False
-            self._next_id = next_id
-            self._bytes = total
-            self._count = count
-            if count == 0:
-                self._oldest = next_id
-            elif pruned_n and oldest is not None:
-                self._oldest = oldest
-            elif hole or count == len(records):
-                self._oldest = records[0].id
+            first = records[0].id if records and (hole or count == len(records)) else None
+            self._committed(next_id, total, count, oldest if pruned_n else None, first)
             return records, hole
 
     # ------------------------------------------------------------------ reading
@@ -850,6 +833,21 @@ class Journal:
                 return
             yield from batch
             since = batch[-1].id
+
+    def _committed(self, next_id: int, total: int, count: int, pruned_oldest: int | None, first_new: int | None) -> None:
+        """The counters after a commit: the oldest id is the next one when empty, else the
+        oldest left by pruning, else ``first_new`` (the first appended when the journal was
+        empty before), else unchanged."""
+        self.full = False
+        self._next_id = next_id
+        self._bytes = total
+        self._count = count
+        if count == 0:
+            self._oldest = next_id
+        elif pruned_oldest is not None:
+            self._oldest = pruned_oldest
+        elif first_new is not None:
+            self._oldest = first_new
 
     def close(self) -> None:
         """Close the environment and release the directory lock (idempotent)."""
