@@ -748,21 +748,26 @@ class Journal:
             return list(zip(range(first, first + len(evs)), evs, ixs, strict=True))
         out: list[tuple[int, bytes, bytes]] = []
         with self.env.begin(buffers=False) as txn:
-            ev_cur = txn.cursor(db=self._ev)
-            ix_cur = txn.cursor(db=self._ix)
-            start = _ID.pack(since_id + 1)
-            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-                return out
-            unpack = _ID.unpack
             size = 0
-            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
-                size += len(wire) + len(ix)
+            for item in self._after(txn, since_id):
+                size += len(item[1]) + len(item[2])
                 if out and size > max_bytes:
                     break
-                out.append((unpack(k)[0], wire, ix))
+                out.append(item)
                 if len(out) >= limit:
                     break
         return out
+
+    def _after(self, txn: Any, since_id: int) -> Iterable[tuple[int, bytes, bytes]]:
+        """``(id, ev value, ix value)`` of the records after ``since_id``, in id order (the two
+        trees walked together)."""
+        ev_cur = txn.cursor(db=self._ev)
+        ix_cur = txn.cursor(db=self._ix)
+        start = _ID.pack(since_id + 1)
+        if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+            return ()
+        unpack = _ID.unpack
+        return ((unpack(k)[0], wire, ix) for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False))
 
     def get_checkpoint(self, name: str) -> bytes | None:
         """Last checkpoint committed under ``name`` (None if never)."""
@@ -784,14 +789,8 @@ class Journal:
     def _read(self, since_id: int, limit: int) -> list[Record]:
         out: list[Record] = []
         with self.env.begin(buffers=False) as txn:
-            ev_cur = txn.cursor(db=self._ev)
-            ix_cur = txn.cursor(db=self._ix)
-            start = _ID.pack(since_id + 1)
-            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-                return out
-            unpack = _ID.unpack
-            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
-                out.append(_unpack_record(unpack(k)[0], wire, ix))
+            for id_, wire, ix in self._after(txn, since_id):
+                out.append(_unpack_record(id_, wire, ix))
                 if len(out) >= limit:
                     break
         return out
