@@ -910,14 +910,14 @@ def _run(path: str, values: bool, out: BinaryIO | None, err, db: str | None = No
         except OSError:
             pass
         return 0
-    except IsADirectoryError as exc:
-        print(f"cdc: {exc.filename}: is a directory", file=err)
-        return 2
-    except PermissionError as exc:
-        print(f"cdc: {exc.filename or path}: permission denied", file=err)
-        return 2
     except OSError as exc:
-        print(f"cdc: {getattr(exc, 'filename', None) or path}: {exc.strerror or exc}", file=err)
+        if isinstance(exc, IsADirectoryError):
+            why = f"{exc.filename}: is a directory"
+        elif isinstance(exc, PermissionError):
+            why = f"{exc.filename or path}: permission denied"
+        else:
+            why = f"{getattr(exc, 'filename', None) or path}: {exc.strerror or exc}"
+        print(f"cdc: {why}", file=err)
         return 2
     except CdcError as exc:
         print(f"cdc: {exc}", file=err)
