@@ -10,7 +10,7 @@ Fixtures:
   ones (WalCapture + ops watchers) against ``d.db``.
 - ``daemon``: one in-process daemon without components (publish-driven events).
 - ``daemon_proc_factory``: ``p = daemon_proc_factory(**config_overrides)`` starts
-  ``python -m cdc.daemon.app CONFIG.json`` and waits until ``/health/startup`` answers 200;
+  ``python -m cdc.cli.serve_json CONFIG.json`` and waits until ``/health/startup`` answers 200;
   ``p.kill9()``, ``p.terminate()``, ``p.restart()``.
 """
 
@@ -230,7 +230,7 @@ def wait_serving(proc: subprocess.Popen[bytes], port: int, log: Callable[[], str
 
 
 class DaemonProcess:
-    """``python -m cdc.daemon.app CONFIG.json`` in a subprocess on a fixed free port."""
+    """``python -m cdc.cli.serve_json CONFIG.json`` in a subprocess on a fixed free port."""
 
     def __init__(self, tmp: str, **overrides: Any) -> None:
         overrides.setdefault("port", free_port())
@@ -247,7 +247,7 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         env = dict(os.environ, PYTHONPATH=ROOT, CDC_LOG_LEVEL="INFO")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cdc.daemon.app", self.cfg_path], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "cdc.cli.serve_json", self.cfg_path], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
         wait_serving(self.proc, self.port, self.log)
         return self
