@@ -134,7 +134,7 @@ from cdc.capture.checkpoint import (
     decode_prepared,
     encode_checkpoint,
 )
-from cdc.capture.health import HealthMixin, metric_inc, short_error
+from cdc.capture.health import HealthMixin, short_error
 from cdc.capture.identity import StoreHistoryMixin
 from cdc.capture.sealing import SealMixin
 from cdc.capture.twophase import PreparedSections
@@ -264,6 +264,7 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
         self._watch_restart: asyncio.Event | None = None
         self._grabber: WalGrabber | None = None
         self._prepared = PreparedSections()  # 2PC: xid -> (scheme, prepared ops); checkpoint wal_2pc
+        self._unmatched_reported = 0  # PreparedSections.unmatched_commits already counted in metrics
         self._grabbed: collections.deque[tuple[int, str, int]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._now_ms: Callable[[], int] = now_ms if now_ms is not None else _wall_ms
@@ -314,6 +315,7 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
             if raw_prep and prepared is None:
                 log.warning("2PC checkpoint of %d bytes is not understood: prepared transactions are forgotten", len(raw_prep))
             self._prepared = PreparedSections(prepared)
+            self._unmatched_reported = 0
         else:
             self._resume = None
             log.info("no capture checkpoint: starting at the oldest WAL in %s", self._wal_dir)
@@ -422,8 +424,7 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
                 self._beat()  # a long catch-up is progress too
                 self.pos += len(data)
                 self.bytes_read += len(data)
-                if self._metrics is not None:
-                    metric_inc(self._metrics, "wal_bytes_read", len(data))
+                self._count("wal_bytes_read", len(data))
                 if len(data) >= self.thread_min_bytes:
                     dec = await asyncio.to_thread(self._decode, reader, data)
                 else:
@@ -512,8 +513,7 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
                     MAX_ORIGIN_BYTES,
                 )
             self.origins_ignored += dec.bad_origins
-            if self._metrics is not None:
-                metric_inc(self._metrics, "origin_markers_ignored", dec.bad_origins)
+            self._count("origin_markers_ignored", dec.bad_origins)
         seq_wal_moved = False
         if dec.batches:
             cur.has_record = True
@@ -527,6 +527,10 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
             self._resume_missing = False
             self._done = (cur.number, reader.offset)
             self._done_ino = cur.ino
+        unmatched = self._prepared.unmatched_commits
+        if unmatched != self._unmatched_reported:
+            self._count("capture_unmatched_commits", unmatched - self._unmatched_reported)
+            self._unmatched_reported = unmatched
         if self.seq_guesses != self._guesses_reported:
             n = self.seq_guesses - self._guesses_reported
             self._guesses_reported = self.seq_guesses
@@ -536,8 +540,7 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
                 cur.number,
                 n,
             )
-            if self._metrics is not None:
-                metric_inc(self._metrics, "capture_seq_guesses", n)
+            self._count("capture_seq_guesses", n)
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
         if dec.batches or dec.events:

@@ -116,14 +116,15 @@ class HealthMixin:
         log.warning("%s", reason)
         self._set_cond("readiness", "capture_gap", False, reason)
         self._gap_until = time.monotonic() + self.gap_hold_s
-        m = getattr(self._ctx, "metrics", None)
-        if m is not None:
-            metric_inc(m, "capture_gaps", 1)
+        self._count("capture_gaps", 1)
+
+    def _count(self, name: str, n: int) -> None:
+        """Add ``n`` to counter ``name`` of ``ctx.metrics`` (when the daemon has metrics)."""
+        if self._metrics is not None:
+            metric_inc(self._metrics, name, n)
 
     def _export_counters(self, n_events: int) -> None:
-        m = getattr(self._ctx, "metrics", None)
-        if m is not None:
-            metric_inc(m, "events_captured", n_events)
+        self._count("events_captured", n_events)
 
     def _export(self) -> None:
         lag = 0

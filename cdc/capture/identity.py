@@ -36,7 +36,7 @@ from cdc.capture.checkpoint import (
     encode_checkpoint,
     encode_identity,
 )
-from cdc.capture.health import metric_inc, metric_set
+from cdc.capture.health import metric_set
 from cdc.capture.walset import Tail
 from cdc.format.wal import SeqNumbering, WalReader
 from cdc.model.events import CaptureGap, StoreReset
@@ -215,8 +215,7 @@ class StoreHistoryMixin:
         log.warning("store_reset (%s): %s", reason, text)
         self._set_cond("readiness", "capture_reset", False, text)
         self._reset_until = time.monotonic() + self.gap_hold_s
-        if self._metrics is not None:
-            metric_inc(self._metrics, "store_resets", 1)
+        self._count("store_resets", 1)
         ev = StoreReset(
             timestamp=self._now_ms(), reason=reason, old_wal=old_wal, old_offset=old_off, old_seq=old_seq,
             new_wal=new_wal, new_offset=new_off, new_seq=new_seq, old_db_id=old_id, new_db_id=self.db_id, message=text,

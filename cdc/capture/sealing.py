@@ -20,7 +20,6 @@ import logging
 import time
 
 from cdc.capture.checkpoint import CHECKPOINT_NAME
-from cdc.capture.health import metric_inc
 from cdc.capture.walset import Tail, skip_orphan_fragments
 from cdc.errors import FormatError
 from cdc.format.blocks import BLOCK_SIZE
@@ -67,12 +66,7 @@ class SealMixin:
             else:
                 self._decode_error(err, f"WAL {cur.number:06d} ends with an incomplete record ({why}): {err}")
         log.debug("WAL %06d done (%s) at offset %d", cur.number, why, reader.offset)
-        self.tails.pop(cur.number, None)
-        self._close_tail(cur)
-        self.cur = None
-        self.reader = None
-        self.floor = cur.number + 1
-        return await self._move_on()
+        return await self._try_seal_end(cur, reader)
 
     async def _move_on(self) -> bool:
         """Open the next WAL (lowest number >= floor) as current. Unless a directory scan saw
@@ -172,6 +166,7 @@ class SealMixin:
         return True
 
     async def _try_seal_end(self, cur: Tail, reader: WalReader) -> bool:
+        """Current is complete: close it and move on to the next WAL. True if moved."""
         self.tails.pop(cur.number, None)
         self._close_tail(cur)
         self.cur = None
@@ -190,6 +185,4 @@ class SealMixin:
         log.warning("%s", reason)
         self._set_cond("readiness", "capture_decode", False, reason)
         self._corrupt_until = time.monotonic() + self.corrupt_hold_s
-        m = getattr(self._ctx, "metrics", None)
-        if m is not None:
-            metric_inc(m, "decode_errors", 1)
+        self._count("decode_errors", 1)
