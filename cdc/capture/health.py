@@ -27,22 +27,23 @@ def short_error(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def metric_inc(m: Any, name: str, n: int) -> None:
-    fn = getattr(m, "inc", None)
-    if fn is not None:
-        try:
-            fn(name, n)
-        except Exception:  # noqa: BLE001 - metrics are best effort
-            pass
-
-
-def metric_set(m: Any, name: str, value: float) -> None:
-    fn = getattr(m, "set", None)
+def _metric(m: Any, method: str, name: str, value: float) -> None:
+    fn = getattr(m, method, None)
     if fn is not None:
         try:
             fn(name, value)
         except Exception:  # noqa: BLE001 - metrics are best effort
             pass
+
+
+def metric_inc(m: Any, name: str, n: int) -> None:
+    """``m.inc(name, n)``, best effort."""
+    _metric(m, "inc", name, n)
+
+
+def metric_set(m: Any, name: str, value: float) -> None:
+    """``m.set(name, value)``, best effort."""
+    _metric(m, "set", name, value)
 
 
 class HealthMixin:
