@@ -141,9 +141,9 @@ from cdc.capture.twophase import PreparedSections
 from cdc.capture.walset import Tail, WalSetMixin
 from cdc.capture.watching import WatchMixin
 from cdc.errors import CdcError
+from cdc.format.manifest import ManifestState
 from cdc.format.wal import Batch, SeqNumbering, WalReader
 from cdc.sources.inotify import WalGrabber
-from cdc.format.manifest import ManifestState
 from cdc.sources.manifest import ManifestFollower
 
 __all__ = ["WalCapture"]

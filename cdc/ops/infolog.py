@@ -48,11 +48,11 @@ from typing import Any
 
 import msgspec
 
+from cdc.format.infolog import CompactionJob, CompactionTracker, parse_log_bytes
+from cdc.format.manifest import ManifestState
 from cdc.model.events import CompactionStatus
 from cdc.ops.common import count_events, sleep_or_stop
 from cdc.ops.common import now_ms as _now_ms
-from cdc.format.infolog import CompactionJob, CompactionTracker, parse_log_bytes
-from cdc.format.manifest import ManifestState
 from cdc.sources.manifest import ManifestCursor, ManifestFollower
 from cdc.sources.store import open_readonly, read_store_file
 

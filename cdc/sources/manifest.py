@@ -3,8 +3,9 @@
 :class:`ManifestFollower` follows the MANIFEST named by ``CURRENT`` incrementally: each
 :meth:`~ManifestFollower.refresh` reads only the bytes appended since the last one, decodes the
 new VersionEdits and applies them to one :class:`~cdc.format.manifest.ManifestState`. A new
-MANIFEST (``CURRENT`` switched, or the file under the name is another inode, or it shrank)
-starts over from its first byte. Consumers:
+MANIFEST (``CURRENT`` switched, or the file under the name is another inode, or it shrank,
+or its first / last bytes read differ: a store created again at the same path) starts over from
+its first byte. Consumers:
 
 - capture reads the state (column family names, last sequence, log numbers, next file number,
   DB id) after :meth:`refresh`, gated by the cheap :meth:`signature` (stat of CURRENT and the
@@ -29,7 +30,12 @@ from typing import NamedTuple, TypeVar
 
 from cdc.errors import FormatError, StoreError
 from cdc.format.blocks import LogReader
-from cdc.format.manifest import CorruptRecord, ManifestState, VersionEdit, decode_version_edit
+from cdc.format.manifest import (
+    CorruptRecord,
+    ManifestState,
+    VersionEdit,
+    decode_version_edit,
+)
 from cdc.sources.store import open_readonly, read_store_file
 
 __all__ = ["ManifestFollower", "ManifestCursor", "ManifestEdit", "ManifestUpdate"]
@@ -37,6 +43,7 @@ __all__ = ["ManifestFollower", "ManifestCursor", "ManifestEdit", "ManifestUpdate
 T = TypeVar("T")
 _MANIFEST_RE = re.compile(r"^MANIFEST-(\d+)$")
 _MAX_READ = 4 << 20
+_FINGERPRINT = 256
 
 
 class ManifestEdit(NamedTuple):
@@ -98,6 +105,7 @@ class ManifestFollower:
         self.reads = 0  # bytes read (tests / metrics: the I/O the consumers share)
         self._ino = -1
         self._pos = 0
+        self._head = self._tail = b""  # first / last bytes read (see _same_prefix)
         self._reader: LogReader | None = None
         self._cursors: list[ManifestCursor] = []
         self._lock = threading.Lock()
@@ -198,7 +206,7 @@ class ManifestFollower:
                 return None
             try:
                 st = os.fstat(fd)
-                if name != self.name or st.st_ino != self._ino or st.st_size < self._pos:
+                if name != self.name or st.st_ino != self._ino or st.st_size < self._pos or not self._same_prefix(fd):
                     self._restart(name, st.st_ino)
                 self._read(fd, st.st_size)
             except FormatError:
@@ -210,6 +218,17 @@ class ManifestFollower:
         if strict:
             raise StoreError(f"{db}: MANIFEST named by CURRENT keeps disappearing")
         return None
+
+    def _same_prefix(self, fd: int) -> bool:
+        """Do the bytes already read still start and end as they did? (A store deleted and
+        created again can get a MANIFEST of the same name on a reused inode.)"""
+        if self._pos == 0:
+            return True
+        n = min(_FINGERPRINT, self._pos)
+        try:
+            return os.pread(fd, n, 0) == self._head and os.pread(fd, n, self._pos - n) == self._tail
+        except OSError:
+            return False
 
     def _read(self, fd: int, size: int) -> None:
         reader, state = self._reader, self.state
@@ -239,3 +258,7 @@ class ManifestFollower:
             if reader.state == "corrupt":
                 assert reader.error is not None
                 raise reader.error
+        if self._pos:
+            n = min(_FINGERPRINT, self._pos)
+            self._head = os.pread(fd, n, 0)
+            self._tail = os.pread(fd, n, self._pos - n)

@@ -17,7 +17,7 @@ def _manifest_size(db: str) -> int:
         return os.path.getsize(os.path.join(db, f.read().strip()))
 
 
-def _same_state(a, b) -> None:  # noqa: ANN001 - two ManifestStates
+def _same_state(a, b) -> None:
     for field in ("cf_names", "dropped_cfs", "log_number", "min_log_number_to_keep", "last_sequence", "next_file_number", "db_id"):
         assert getattr(a, field) == getattr(b, field), field
     assert set(a.files) == set(b.files)
@@ -78,7 +78,7 @@ def test_concurrent_consumers_share_one_state(tmp_path) -> None:
             try:
                 for _ in range(50):
                     cursor.poll(lambda s: dict(s.files))
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         t = threading.Thread(target=ops)
@@ -99,3 +99,27 @@ def test_identity_checkpoint_reads_every_shape_written() -> None:
     assert decode_identity(b'{"db_id":"abc"}') == StoreIdentity("abc", None, 0)  # before seq_wal / ino
     assert decode_identity(b'{"db_id":null,"seq_wal":-1,"ino":0}') == StoreIdentity(None, -1, 0)
     assert decode_identity(b"[1]") is None and decode_identity(b"{") is None and decode_identity(None) is None
+
+
+def test_manifest_rewritten_on_the_same_inode_is_read_again(tmp_path) -> None:
+    """A store created again at the same path can get its MANIFEST name on a reused inode: the
+    follower notices that the bytes it read changed and starts the file over."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with StoreWriter(a) as w:
+        w.put("k", "v")
+    with StoreWriter(b) as w:
+        w.create_cf("other")
+        w.put("k", "v", cf="other")
+        w.flush(cf="other")
+    f = ManifestFollower(a)
+    assert "other" not in f.refresh().cf_names.values()
+    with open(os.path.join(a, "CURRENT")) as c:
+        target = os.path.join(a, c.read().strip())
+    with open(os.path.join(b, "CURRENT")) as c:
+        data = open(os.path.join(b, c.read().strip()), "rb").read()
+    ino = os.stat(target).st_ino
+    with open(target, "r+b") as out:  # same inode, other content
+        out.truncate(0)
+        out.write(data)
+    assert os.stat(target).st_ino == ino
+    assert "other" in f.refresh().cf_names.values()
