@@ -109,8 +109,9 @@ def test_manifest_rewritten_on_the_same_inode_is_read_again(tmp_path) -> None:
         w.put("k", "v")
     with StoreWriter(b) as w:
         w.create_cf("other")
-        w.put("k", "v", cf="other")
-        w.flush(cf="other")
+        for i in range(4):
+            w.put(f"k{i}", "v", cf="other")
+            w.flush(cf="other")
     f = ManifestFollower(a)
     assert "other" not in f.refresh().cf_names.values()
     with open(os.path.join(a, "CURRENT")) as c:
@@ -118,8 +119,12 @@ def test_manifest_rewritten_on_the_same_inode_is_read_again(tmp_path) -> None:
     with open(os.path.join(b, "CURRENT")) as c:
         data = open(os.path.join(b, c.read().strip()), "rb").read()
     ino = os.stat(target).st_ino
+    assert len(data) > os.path.getsize(target), "the new content is longer: no shrink to tell"
     with open(target, "r+b") as out:  # same inode, other content
         out.truncate(0)
         out.write(data)
     assert os.stat(target).st_ino == ino
-    assert "other" in f.refresh().cf_names.values()
+    state = f.refresh()
+    assert "other" in state.cf_names.values()
+    assert state.edits == load_manifest(a).edits, "every edit of the new content, none of the old"
+    _same_state(state, load_manifest(a))
