@@ -10,7 +10,7 @@ Run: ``python bench/bench_capture.py [keepup] [latency] [stages]`` (all by defau
   the wall time of the write, so latency = receive time - write time (p50/p99/max), and the
   capture part = event timestamp (taken by capture) - write time. Target p99 <= 10 ms.
 - stages: the same 300,000-put WAL processed stage by stage in this process (no daemon): read +
-  framing/WriteBatch decode (cdc.wal), event building (WalCapture._build), journal append
+  framing/WriteBatch decode (cdc.wal), event building (WalCapture.build), journal append
   (cdc.journal, 20,000 events per transaction, sync off); the baseline is the writer's time.
   ``--profile`` adds a pyinstrument profile of decode + build.
 
@@ -125,7 +125,7 @@ async def bench_latency(subs: int = 20, count: int = 5000, rate: int = 1000) -> 
 
 
 def bench_stages(profile: bool = False) -> dict[str, Any]:
-    from cdc.capture.wal_capture import WalCapture
+    from cdc.capture import WalCapture
     from cdc.journal.lmdb_journal import Journal
     from cdc.format.wal import WalReader
 
@@ -162,7 +162,7 @@ def bench_stages(profile: bool = False) -> dict[str, Any]:
             os.close(fd)
             t1 = time.perf_counter()
             cap = WalCapture()
-            dec = cap._build(batches)
+            dec = cap.build(batches)
             t2 = time.perf_counter()
             if prof is not None and run == 2:
                 prof.stop()

@@ -35,9 +35,11 @@ from cdc.delivery.metrics import Metrics
 from cdc.errors import StartupError
 from cdc.daemon.preflight import require_auth_source
 from cdc.daemon.sdnotify import Notifier
-from cdc.capture.wal_capture import WalCapture
+from cdc.capture import WalCapture
 from cdc.delivery.natsbus import NatsPublisher, require_nats
 from cdc.ops.watchers import COMPONENTS as OPS_COMPONENTS
+from cdc.ops.watchers import InfoLogWatcher
+from cdc.sources.manifest import ManifestFollower
 from cdc.server import Server
 from cdc.sources.store import StoreInfo, detect_store
 
@@ -79,8 +81,9 @@ class AppContext:
 
 
 def _components(config: Config) -> list[Any]:
-    comps: list[Any] = [WalCapture()]
-    comps.extend(cls(config) for cls in OPS_COMPONENTS)
+    manifest = ManifestFollower(config.db)  # one MANIFEST reader for capture and the compaction fallback
+    comps: list[Any] = [WalCapture(manifest=manifest)]
+    comps.extend(cls(config, manifest=manifest) if cls is InfoLogWatcher else cls(config) for cls in OPS_COMPONENTS)
     if config.nats_url:  # scale-out: publish the journal to JetStream
         require_nats()
         comps.append(NatsPublisher(config))

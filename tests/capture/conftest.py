@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cdc.delivery.bus import EventBus  # noqa: E402
-from cdc.capture.wal_capture import WalCapture  # noqa: E402
+from cdc.capture import WalCapture  # noqa: E402
 from cdc.model.config import Config  # noqa: E402
 from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
 from cdc.sources.store import detect_store  # noqa: E402
@@ -109,7 +109,7 @@ class CaptureRig:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        self.capture._close_all()  # type: ignore[union-attr]
+        self.capture.close()  # type: ignore[union-attr]
         self.ctx.journal.close()
         self.ctx = None
 

@@ -40,7 +40,7 @@ async def test_torn_write_at_live_tail_is_waited_for(rig, writer_factory, tmp_pa
     with open(wal, "r+b") as f:
         f.seek(cut)
         f.write(b"\0" * 30)
-    await wait_for(lambda: rig.capture._corrupt_key is not None, what="bad record seen")
+    await wait_for(lambda: rig.capture.retrying_bad_record, what="bad record seen")
     with open(wal, "r+b") as f:
         f.seek(cut)
         f.write(data[cut:])
@@ -105,7 +105,7 @@ async def test_any_flipped_byte_loses_at_most_a_block_and_reports_it(rig, writer
     await rig.start(corrupt_retry_s=0.05)
     # the last record is intact unless the flip hit it: wait for it, or for the reader to settle
     await wait_for(
-        lambda: (rig.key_changes() and rig.key_changes()[-1]["key"] == "end") or rig.capture._corrupt_key is not None,
+        lambda: (rig.key_changes() and rig.key_changes()[-1]["key"] == "end") or rig.capture.retrying_bad_record,
         timeout=20,
         what="end of the WAL",
     )

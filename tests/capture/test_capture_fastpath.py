@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.capture.wal_capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
+from cdc.capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
 from cdc.errors import JournalError
 from cdc.model.events import KeyChange
 from cdc.journal.lmdb_journal import FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal, encode_event
@@ -21,19 +21,17 @@ _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=2
 @settings(max_examples=200, deadline=None)
 @given(key=_text, value=_text, cf=st.sampled_from(["default", 'we"ird\\cf', "\u00e9t\u00e9"]), seq=st.integers(0, 1 << 56))
 def test_fast_put_is_byte_identical_to_the_struct(key, value, cf, seq):
-    cap = WalCapture()
+    cap = WalCapture(now_ms=lambda: 1_700_000_000_123)
     cap.cf_names = {0: "default", 3: cf}
-    cap._now_ms = lambda: 1_700_000_000_123
     b = Batch(7, 0, seq, 1, [Op(seq, "put", 3, key.encode(), value.encode(), None)])
-    (fast,) = cap._build([b]).events
+    (fast,) = cap.build([b]).events
     assert type(fast) is tuple
     slow = encode_event(KeyChange(timestamp=1_700_000_000_123, operation="put", key=key, cf=cf, seq=seq, value=value), 0)
     assert fast == slow
 
 
 def test_fast_and_slow_paths_journal_the_same(tmp_path):
-    cap = WalCapture()
-    cap._now_ms = lambda: 5
+    cap = WalCapture(now_ms=lambda: 5)
     ops = [
         Op(1, "put", 0, b"a", b"v1", None),
         Op(2, "put", 0, b"\xff", b"v2", None),  # binary key: slow path
@@ -41,7 +39,7 @@ def test_fast_and_slow_paths_journal_the_same(tmp_path):
         Op(4, "put", 9, b"b", b"v4", None),  # unknown cf: slow path
         Op(5, "put", 0, b"c", b"\xfe", None),  # binary value: slow path
     ]
-    dec = cap._build([Batch(1, 0, 1, 5, ops)])
+    dec = cap.build([Batch(1, 0, 1, 5, ops)])
     assert [type(e) is tuple for e in dec.events] == [True, False, False, False, False]
     assert dec.unknown_cfs == [(3, 9)]
     dec.events[3].cf = "cf9"
@@ -92,11 +90,10 @@ def test_journal_locks_its_directory(tmp_path):
 )
 def test_batch_comprehension_equals_per_op_path(ops):
     """Mixed batches: every pre-encoded event equals encoding its op's KeyChange (order, seq, cf)."""
-    cap = WalCapture()
+    cap = WalCapture(now_ms=lambda: 42)
     cap.cf_names = {0: "default", 3: "three"}
-    cap._now_ms = lambda: 42
     batch = Batch(1, 0, 100, len(ops), [Op(100 + i, name, cf, k, v, None) for i, (name, cf, k, v) in enumerate(ops)])
-    dec = cap._build([batch])
+    dec = cap.build([batch])
     assert dec.last_seq == 100 + len(ops) - 1 and len(dec.events) == len(ops)
     for i, cf_id in dec.unknown_cfs:
         dec.events[i].cf = f"cf{cf_id}"
@@ -120,14 +117,13 @@ def test_batch_comprehension_equals_per_op_path(ops):
 def test_origin_and_batch_marks_fast_equals_struct(origin, n, where, key):
     """cdc-origin: LogData -> origin on every key_change of the record (byte-identical both paths);
     batch_seq/batch_count when it holds more than one change; a marker over 256 bytes is ignored."""
-    cap = WalCapture()
-    cap._now_ms = lambda: 7
+    cap = WalCapture(now_ms=lambda: 7)
     data = [Op(50 + i, "put", 0, key.encode() + b"%d" % i, b"v", None) for i in range(n)]
     data.append(Op(50 + n, "put", 0, b"\xff", b"v", None))  # slow path in the same record
     marker = Op(-1, "log_data", 0, b"cdc-origin:" + origin.encode(), None, None)
     pos = {"first": 0, "last": len(data), "middle": 1}[where]
     ops = data[:pos] + [marker] + data[pos:]
-    dec = cap._build([Batch(1, 0, 50, n + 1, ops)])
+    dec = cap.build([Batch(1, 0, 50, n + 1, ops)])
     assert len(dec.events) == n + 1
     valid = len(origin.encode()) <= 256
     assert dec.bad_origins == (0 if valid else 1)
@@ -143,12 +139,11 @@ def test_origin_and_batch_marks_fast_equals_struct(origin, n, where, key):
 
 
 def test_single_change_has_no_batch_marks_and_origins_per_writer():
-    cap = WalCapture()
-    cap._now_ms = lambda: 7
-    one = cap._build([Batch(1, 0, 5, 1, [Op(-1, "log_data", 0, b"cdc-origin:me", None, None), Op(5, "put", 0, b"k", b"v", None)])])
+    cap = WalCapture(now_ms=lambda: 7)
+    one = cap.build([Batch(1, 0, 5, 1, [Op(-1, "log_data", 0, b"cdc-origin:me", None, None), Op(5, "put", 0, b"k", b"v", None)])])
     (ev,) = one.events
     assert b'"seq":5,"origin":"me"}' in ev[0] and b"batch" not in ev[0]
-    plain = cap._build([Batch(1, 0, 6, 1, [Op(6, "put", 0, b"k", b"v", None), Op(-1, "log_data", 0, b"other", None, None)])])
+    plain = cap.build([Batch(1, 0, 6, 1, [Op(6, "put", 0, b"k", b"v", None), Op(-1, "log_data", 0, b"other", None, None)])])
     assert b"origin" not in plain.events[0][0]
     # a merged write group: each writer's marker names the changes after it
     grp = [
@@ -157,10 +152,10 @@ def test_single_change_has_no_batch_marks_and_origins_per_writer():
         Op(-1, "log_data", 0, b"cdc-origin:b", None, None),
         Op(11, "delete", 0, b"k2", None, None),
     ]
-    evs = cap._build([Batch(1, 0, 10, 2, grp)]).events
+    evs = cap.build([Batch(1, 0, 10, 2, grp)]).events
     assert b'"origin":"a","batch_seq":10,"batch_count":2}' in evs[0][0]
     assert evs[1].origin == "b" and evs[1].batch_seq == 10 and evs[1].batch_count == 2
-    bad = cap._build([Batch(1, 0, 12, 1, [Op(-1, "log_data", 0, b"cdc-origin:\xff", None, None), Op(12, "put", 0, b"k", b"v", None)])])
+    bad = cap.build([Batch(1, 0, 12, 1, [Op(-1, "log_data", 0, b"cdc-origin:\xff", None, None), Op(12, "put", 0, b"k", b"v", None)])])
     assert bad.bad_origins == 1 and b"origin" not in bad.events[0][0]
 
 
@@ -168,14 +163,14 @@ def test_resume_and_rewind_keep_ts_sizes(tmp_path):
     """A checkpoint taken mid-WAL carries the UDT sizes into the resumed reader (and rewinds keep them)."""
     import os
 
-    from cdc.capture.wal_capture import _Tail
+    from cdc.capture.walset import Tail
 
     wal = tmp_path / "000007.log"
     wal.write_bytes(b"\0" * 200)
     fd = os.open(str(wal), os.O_RDONLY)
     cap = WalCapture()
     try:
-        cap.tails[7] = _Tail(7, str(wal), fd, os.fstat(fd).st_ino)
+        cap.tails[7] = Tail(7, str(wal), fd, os.fstat(fd).st_ino)
         cap._resume = WalCheckpoint(7, 100, 55, 0, ((2, 8),))
         cap.floor = 7
         cap._pick_current()
@@ -186,4 +181,4 @@ def test_resume_and_rewind_keep_ts_sizes(tmp_path):
         cap._rewind(cap.cur, 100, 0)
         assert cap.reader.ts_sizes == {2: 8}
     finally:
-        cap._close_all()
+        cap.close()

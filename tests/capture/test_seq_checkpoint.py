@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from cdc.capture.wal_capture import (
+from cdc.capture import (
     WalCheckpoint,
     decode_checkpoint,
     decode_prepared,

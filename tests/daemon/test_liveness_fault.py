@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cdc.capture.wal_capture import WalCapture
+from cdc.capture import WalCapture
 from tests.conftest import http_request, recv_json, wait_for
 from tests.writer import StoreWriter
 

@@ -8,7 +8,7 @@ import os
 import msgspec
 import pytest
 
-from cdc.ops.watchers import InfoLogWatcher
+from cdc.ops.infolog import InfoLogWatcher
 from tests.ops.opshelpers import run_components, wait_for
 from tests.ops.opswriter import OpsWriter
 

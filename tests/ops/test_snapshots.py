@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cdc.ops.watchers import SnapshotWatcher
+from cdc.ops.snapshots import SnapshotWatcher
 from tests.ops.opshelpers import run_components, wait_for
 from tests.ops.opswriter import OpsWriter
 
