@@ -123,6 +123,7 @@ import msgspec
 
 from cdc.errors import CdcError, FormatError
 from cdc.model.events import CaptureGap, KeyChange, StoreReset
+from cdc.model.wire import PUT_BODY, PUT_HEAD, VALUE_KEY, PreEncoded, marks_tail
 from cdc.format.blocks import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
 from cdc.sources.store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
 from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader
@@ -363,15 +364,6 @@ def _add_count(counts: dict[int, list[int]], cf_id: int, slot: int, n: int, nbyt
     c[slot] += n
     c[slot + 1] += nbytes
 
-
-def _marks_tail(origin: str | None, batch_seq: int | None, batch_count: int | None) -> bytes:
-    """The end of a pre-encoded key_change after "seq": as msgspec encodes these fields."""
-    out = b""
-    if origin is not None:
-        out += b',"origin":' + _json_encode(origin)
-    if batch_seq is not None:
-        out += b',"batch_seq":%d,"batch_count":%d' % (batch_seq, batch_count)
-    return out + b"}"
 
 _IN_CREATE = 0x100
 _IN_MOVED_TO = 0x80
@@ -1353,7 +1345,8 @@ class WalCapture:
         key_ops = _KEY_OPS
         cf_json = self._cf_json()
         enc = _json_encode
-        put_head = b'{"type":"key_change","timestamp":%d,"operation":"put","key":' % ts
+        put_head = PUT_HEAD % ts
+        new_pre = tuple.__new__  # PreEncoded built at C speed (hot loop)
         counts: dict[int, list[int]] = {}
         put_cf, put_n, put_b = -1, 0, 0
         bad_origins = 0
@@ -1408,7 +1401,7 @@ class WalCapture:
                 many = marks is not None and len(marks) > 1
                 b_seq = bseq if n_kc > 1 else None
                 b_count = n_kc if n_kc > 1 else None
-                tail = _marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
+                tail = marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
             if consumed:
                 last_seq = bseq + consumed - 1
             for op in ops:
@@ -1418,7 +1411,7 @@ class WalCapture:
                 opname = op[1]
                 if many:
                     origin = _origin_at(marks, s)  # type: ignore[arg-type]
-                    tail = _marks_tail(origin, b_seq, b_count)
+                    tail = marks_tail(origin, b_seq, b_count)
                 if opname == "put":
                     cfj = cf_json.get(op[2])
                     if cfj is not None:
@@ -1431,15 +1424,11 @@ class WalCapture:
                         put_n += 1
                         put_b += len(k) + len(v)
                         try:
-                            # pre-encoded for the journal: byte-identical to encoding the KeyChange
+                            # pre-encoded for the journal: byte-identical to wire.encode_event(KeyChange)
                             append(
-                                (
-                                    b'%b%b,"cf":%b,"seq":%d%b' % (put_head, enc(k.decode()), cfj[1], s, tail),
-                                    b',"value":' + enc(v.decode()),
-                                    "key_change",
-                                    cfj[0],
-                                    k,
-                                    None,
+                                new_pre(
+                                    PreEncoded,
+                                    (PUT_BODY % (put_head, enc(k.decode()), cfj[1], s, tail), VALUE_KEY + enc(v.decode()), "key_change", cfj[0], k, None),
                                 )
                             )
                             continue

@@ -30,7 +30,8 @@ import msgspec
 
 from cdc.errors import JournalError
 from cdc.model.events import Event
-from cdc.journal.lmdb_journal import Journal, Record
+from cdc.journal.lmdb_journal import Journal
+from cdc.model.wire import PreEncoded, Record
 
 __all__ = ["EventBus", "event_size"]
 
@@ -45,7 +46,7 @@ _EVENT_OVERHEAD = 128
 def event_size(ev: Any) -> int:
     """Bytes an event holds while queued: its encoded parts for a pre-encoded tuple, else its
     key, end key, value, cf and details (the variable-size fields) plus a fixed overhead."""
-    if type(ev) is tuple:
+    if type(ev) is PreEncoded:
         try:
             return len(ev[0]) + len(ev[1]) + _EVENT_OVERHEAD
         except (IndexError, TypeError):
@@ -57,10 +58,10 @@ def event_size(ev: Any) -> int:
             return _EVENT_OVERHEAD
     n = _EVENT_OVERHEAD
     for name in ("key", "end_key", "value", "cf", "origin"):
-        v = getattr(ev, name, None)
+        v = getattr(ev, name, None)  # a Struct field by name (the event types have different fields)
         if isinstance(v, str | bytes):
             n += len(v)
-    details = getattr(ev, "details", None)
+    details = getattr(ev, "details", None)  # likewise
     if details:
         try:
             n += len(_json_encode(details))
@@ -79,7 +80,7 @@ _VALUE = operator.itemgetter(1)
 def _batch_size(events: Sequence[Any]) -> int:
     """Sum of :func:`event_size`, fast for capture's pre-encoded tuples (their core JSON already
     holds the key)."""
-    if events and type(events[0]) is tuple:
+    if events and type(events[0]) is PreEncoded:
         try:
             return sum(map(len, map(_CORE, events))) + sum(map(len, map(_VALUE, events))) + _EVENT_OVERHEAD * len(events)
         except (TypeError, IndexError, KeyError):

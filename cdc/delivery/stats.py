@@ -31,7 +31,7 @@ import os
 import time
 from typing import Any
 
-from cdc.delivery.hub import LIVE, control_frame
+from cdc.model.wire import SubState, control_frame
 
 __all__ = ["StatsCollector", "STATS_TYPE", "OP_KEYS"]
 
@@ -180,7 +180,7 @@ class StatsCollector:
             if flt.types is None or STATS_TYPE not in flt.types:
                 continue
             for sub in list(g.subs.values()):
-                if sub.state != LIVE:
+                if sub.state != SubState.LIVE:
                     continue
                 k = (sub.text, flt.cfs)
                 f = frames.get(k)

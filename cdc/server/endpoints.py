@@ -76,7 +76,8 @@ from cdc.delivery.auth import Authenticator, Grant, narrow
 from cdc.errors import AuthError, JournalCorrupt
 from cdc.model.events import EVENT_TYPES, Event
 from cdc.model.published import validate_published
-from cdc.delivery.hub import LIVE, Filter, Hub, Subscriber, build_frames, check_filter_lists, coalesce_page, control_frame, fmt_index
+from cdc.delivery.hub import Filter, Hub, Subscriber, check_filter_lists, coalesce_page
+from cdc.model.wire import MAX_ID, Auth, ClientMessageError, Ping, Subscribe, SubState, WireFormat, build_frames, control_frame, decode_client_message
 from cdc.delivery.stats import STATS_TYPE, StatsCollector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,9 +102,6 @@ _HEALTH = {"/health/live": "liveness", "/health/ready": "readiness", "/health/st
 MAX_POLL_LIMIT = 10_000
 DEFAULT_POLL_LIMIT = 1000
 DEFAULT_POLL_TIMEOUT_S = 25.0
-MAX_ID = (1 << 63) - 1
-"""Largest ``since`` accepted (ids are int64 on the wire; msgpack cannot carry more)."""
-MAX_REF_CHARS = 256
 MAX_COALESCE_MS = 60_000
 """Longest ``coalesce`` window (milliseconds)."""
 
@@ -287,17 +285,14 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
     return req
 
 
-def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
-    """(present, value) of an optional list-of-strings field of a client message."""
-    if name not in m:
+def _list_field(v: list[str] | str | None | msgspec.UnsetType, name: str) -> tuple[bool, list[str] | None]:
+    """(present, value) of an optional filter list of a ``subscribe`` message (types checked by msgspec)."""
+    if v is msgspec.UNSET:
         return False, None
-    v = m[name]
     if v is None:
         return True, None
     if isinstance(v, str):
         v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ValueError(f"{name} must be a list of strings")
     raw = [x.encode("utf-8", "surrogateescape") for x in v] if name in ("prefix", "key") else None
     check_filter_lists(v if name == "types" else None, v if name == "cf" else None, raw if name == "prefix" else None, raw if name == "key" else None)
     return True, v
@@ -316,15 +311,6 @@ def narrow_keys(grant: Grant, keys: list[bytes] | None) -> frozenset[bytes] | No
             if not k.startswith(grant.prefixes):
                 raise AuthError("token does not allow this key", 4403)
     return frozenset(keys)
-
-
-def _ref_ok(ref: Any) -> bool:
-    """A client ``ref`` is echoed only when every format can carry it: an int64 or a short string."""
-    if isinstance(ref, bool):
-        return True
-    if type(ref) is int:
-        return -MAX_ID - 1 <= ref <= MAX_ID
-    return isinstance(ref, str) and len(ref) <= MAX_REF_CHARS
 
 
 # ---------------------------------------------------------------------------- HTTP plumbing
@@ -976,7 +962,7 @@ class Server:
             return _error(403, str(exc), cors)
         flt = Filter(types, cfs, prefixes, keys)
         want_stats = types is not None and STATS_TYPE in types
-        fmt = fmt_index(False, req.values)
+        fmt = WireFormat.of(False, req.values)
         hub = self.hub
         journal = hub.journal
         timeout = DEFAULT_POLL_TIMEOUT_S if req.timeout_s is None else req.timeout_s
@@ -1131,7 +1117,7 @@ class Server:
         recv = conn.recv
         try:
             await hub.start(sub, since, epoch=epoch)
-            if sub.state != LIVE:
+            if sub.state != SubState.LIVE:
                 # closed during replay (damage, 4429, expiry): returning would close with 1000
                 # before the close task sends the code; wait for it (bounded: hub.CLOSE_BOUND_S)
                 try:
@@ -1148,8 +1134,8 @@ class Server:
             if sub.exp_handle is not None:
                 sub.exp_handle.cancel()
                 sub.exp_handle = None
-            if sub.state != 2:
-                sub.state = 2
+            if sub.state != SubState.CLOSED:
+                sub.state = SubState.CLOSED
                 hub.remove(sub)
                 sub.pending = None
             if sub.drainer is not None:
@@ -1223,47 +1209,45 @@ class Server:
         except RecursionError:
             sub.send_control({"type": "error", "error": "message is nested too deeply"})
             return
-        if not isinstance(m, dict) or not isinstance(m.get("op"), str):
-            sub.send_control({"type": "error", "error": 'message must be an object with an "op" string'})
-            return
-        op = m["op"]
-        ref = m.get("ref")
-        if ref is not None and not _ref_ok(ref):  # checked first: the op is not applied
-            sub.send_control({"type": "error", "error": f"ref must be an int64 or a string of at most {MAX_REF_CHARS} characters", "op": op[:40]})
-            return
         try:
-            if op == "ping":
+            msg = decode_client_message(m)
+        except ClientMessageError as exc:
+            err: dict[str, Any] = {"type": "error", "error": str(exc)}
+            if exc.op is not None:
+                err["op"] = exc.op
+            sub.send_control(err)
+            return
+        op = msg.__struct_config__.tag
+        ref = msg.ref
+        try:
+            if isinstance(msg, Ping):
                 out: dict[str, Any] = {"type": "pong", "latest_id": self.hub.latest_id}
-            elif op == "subscribe":
-                out = self._subscribe(sub, m)
-            elif op == "auth":
-                out = self._reauth(sub, m)
+            elif isinstance(msg, Subscribe):
+                out = self._subscribe(sub, msg)
+            else:
+                out = self._reauth(sub, msg)
                 if not out:
                     return
-            else:
-                out = {"type": "error", "error": f"unknown op {op[:40]!r}", "op": op[:40]}
         except ValueError as exc:
-            out = {"type": "error", "error": str(exc), "op": op[:40]}
+            out = {"type": "error", "error": str(exc), "op": op}
         except AuthError as exc:
-            out = {"type": "error", "error": str(exc), "op": op[:40], "code": exc.code}
+            out = {"type": "error", "error": str(exc), "op": op, "code": exc.code}
         if ref is not None:
             out["ref"] = ref
         sub.send_control(out)
 
-    def _subscribe(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any]:
+    def _subscribe(self, sub: Subscriber, m: Subscribe) -> dict[str, Any]:
         cur = sub.filter
-        has_t, types = _list_field(m, "types")
-        has_c, cfs = _list_field(m, "cf")
-        has_p, prefixes = _list_field(m, "prefix")
-        has_k, keys = _list_field(m, "key")
+        has_t, types = _list_field(m.types, "types")
+        has_c, cfs = _list_field(m.cf, "cf")
+        has_p, prefixes = _list_field(m.prefix, "prefix")
+        has_k, keys = _list_field(m.key, "key")
         if has_t and types is not None:
             for t in types:
                 if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                     raise ValueError(f"unknown event type {t[:40]!r}")
-        values = m.get("values")
-        if values is not None and not isinstance(values, bool):
-            raise ValueError("values must be a boolean")
-        want_values = values if values is not None else sub.fmt in (1, 3)
+        values = m.values
+        want_values = values if values is not None else sub.fmt.values
         t = types if has_t else (sorted(cur.types) if cur.types is not None else None)
         c = cfs if has_c else (sorted(cur.cfs) if cur.cfs is not None else None)
         p = [x.encode() for x in prefixes] if has_p and prefixes is not None else (None if has_p else (list(cur.prefixes) if cur.prefixes is not None else None))
@@ -1271,15 +1255,12 @@ class Server:
         nt, nc, np_ = narrow(sub.grant, t, c, p, want_values)  # AuthError 4403 -> error frame, filter kept
         nk = narrow_keys(sub.grant, k)
         self.hub.set_filter(sub, Filter(nt, nc, np_, nk))
-        sub.fmt = fmt_index(not sub.text, want_values)
+        sub.fmt = WireFormat.of(not sub.text, want_values)
         return {"type": "subscribed", "filter": sub.filter.to_json(), "values": want_values}
 
-    def _reauth(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any] | None:
-        token = m.get("token")
-        if not isinstance(token, str):
-            raise ValueError("auth needs a token string")
+    def _reauth(self, sub: Subscriber, m: Auth) -> dict[str, Any] | None:
         try:
-            grant = self.auth.verify(token)
+            grant = self.auth.verify(m.token)
         except AuthError as exc:
             sub.close(exc.code, str(exc))
             return None
@@ -1290,7 +1271,7 @@ class Server:
                 sorted(flt.types) if flt.types is not None else None,
                 sorted(flt.cfs) if flt.cfs is not None else None,
                 list(flt.prefixes) if flt.prefixes is not None else None,
-                sub.fmt in (1, 3),
+                sub.fmt.values,
             )
             narrow_keys(grant, list(flt.keys) if flt.keys is not None else None)
             if flt.types is None and grant.types is not None or flt.cfs is None and grant.cfs is not None or flt.prefixes is None and grant.prefixes is not None:

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from cdc.delivery.bus import EventBus  # noqa: E402
 from cdc.capture.wal_capture import WalCapture  # noqa: E402
 from cdc.model.config import Config  # noqa: E402
-from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
+from cdc.journal.lmdb_journal import Journal  # noqa: E402
+from cdc.model.wire import Record
 from cdc.sources.store import detect_store  # noqa: E402
 from tests.writer import StoreWriter  # noqa: E402
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from cdc.delivery.bus import EventBus  # noqa: E402
 from cdc.model.config import Config  # noqa: E402
-from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
+from cdc.journal.lmdb_journal import Journal  # noqa: E402
+from cdc.model.wire import Record
 
 from tests.waiting import wait_for as _wait_for  # noqa: E402
 
