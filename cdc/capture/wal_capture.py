@@ -123,6 +123,7 @@ import msgspec
 
 from cdc.errors import CdcError, FormatError
 from cdc.model.events import CaptureGap, KeyChange, StoreReset
+from cdc.model.context import Context, MetricsSink
 from cdc.model.wire import PUT_BODY, PUT_HEAD, VALUE_KEY, PreEncoded, marks_tail
 from cdc.format.blocks import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
 from cdc.sources.store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
@@ -535,8 +536,8 @@ class WalCapture:
         self.origins_ignored = 0  # cdc-origin: markers not UTF-8 or longer than 256 bytes
         self.idle_at = time.monotonic()  # last time capture had read everything there was
         # internals
-        self._ctx: Any = None
-        self._metrics: Any = None
+        self._ctx: Context | None = None  # set by run(); the pure parts (tests) run without one
+        self._metrics: MetricsSink | None = None
         self._leveldb = False
         self._wal_dir = ""
         self._db_dir = ""
@@ -575,10 +576,11 @@ class WalCapture:
 
     # ------------------------------------------------------------------ component
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: Context) -> None:
         """Capture until ``ctx.stop`` is set. Never raises on the store's content."""
+        assert ctx.store is not None, "capture needs a store"
         self._ctx = ctx
-        self._metrics = getattr(ctx, "metrics", None)
+        self._metrics = ctx.metrics
         self._leveldb = ctx.store.kind == "leveldb"
         self._wal_dir = ctx.store.wal_dir
         self._db_dir = ctx.store.db_dir
@@ -866,7 +868,7 @@ class WalCapture:
             return None
         return read_identity(self._db_dir) or self.manifest_db_id
 
-    async def _start_identity(self, ctx: Any, cp: WalCheckpoint | None) -> None:
+    async def _start_identity(self, ctx: Context, cp: WalCheckpoint | None) -> None:
         """Compare the store with the identity the checkpoint belongs to; remember it."""
         raw = ctx.journal.get_checkpoint(IDENTITY_CHECKPOINT)
         saved: str | None = None
@@ -920,8 +922,8 @@ class WalCapture:
             return
         self.wal_archiving = on
         if self._metrics is not None:
-            _metric_set(self._metrics, "wal_archiving_enabled", 1 if on else 0)
-        h = getattr(self._ctx, "health", None)
+            self._metrics.set("wal_archiving_enabled", 1 if on else 0)
+        h = self._ctx.health if self._ctx is not None else None
         text = None
         if not on:
             text = (
@@ -933,11 +935,8 @@ class WalCapture:
         elif not initial:
             log.info("the store now archives WALs (WAL_ttl_seconds=%d, WAL_size_limit_MB=%d)",
                      opts["WAL_ttl_seconds"], opts["WAL_size_limit_MB"])
-        if h is not None and hasattr(h, "warn"):
-            try:
-                h.warn("readiness", "wal_archiving", text)
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.warn failed", exc_info=True)
+        if h is not None:
+            h.warn("readiness", "wal_archiving", text)
 
     async def _reset_store(self, reason: str, why: str) -> None:
         """The store went back in time: capture its new history from its oldest WAL, and say so.
@@ -1018,7 +1017,7 @@ class WalCapture:
         self._set_cond("readiness", "capture_reset", False, text)
         self._reset_until = time.monotonic() + self.gap_hold_s
         if self._metrics is not None:
-            _metric_inc(self._metrics, "store_resets", 1)
+            self._metrics.inc("store_resets", 1)
         ev = StoreReset(
             timestamp=self._now_ms(), reason=reason, old_wal=old_wal, old_offset=old_off, old_seq=old_seq,
             new_wal=new_wal, new_offset=new_off, new_seq=new_seq, old_db_id=old_id, new_db_id=self.db_id, message=text,
@@ -1288,7 +1287,7 @@ class WalCapture:
                 self.pos += len(data)
                 self.bytes_read += len(data)
                 if self._metrics is not None:
-                    _metric_inc(self._metrics, "wal_bytes_read", len(data))
+                    self._metrics.inc("wal_bytes_read", len(data))
                 if len(data) >= self.thread_min_bytes:
                     dec = await asyncio.to_thread(self._decode, reader, data)
                 else:
@@ -1559,7 +1558,7 @@ class WalCapture:
                         op[3],
                     )
                     if self._metrics is not None:
-                        _metric_inc(self._metrics, "capture_unmatched_commits", 1)
+                        self._metrics.inc("capture_unmatched_commits", 1)
                 else:
                     self._prepared_dirty = True
                     if entry[0] == SEQ_PER_BATCH:
@@ -1607,7 +1606,7 @@ class WalCapture:
                 )
             self.origins_ignored += dec.bad_origins
             if self._metrics is not None:
-                _metric_inc(self._metrics, "origin_markers_ignored", dec.bad_origins)
+                self._metrics.inc("origin_markers_ignored", dec.bad_origins)
         seq_wal_moved = False
         if dec.batches:
             cur.has_record = True
@@ -1631,7 +1630,7 @@ class WalCapture:
                 n,
             )
             if self._metrics is not None:
-                _metric_inc(self._metrics, "capture_seq_guesses", n)
+                self._metrics.inc("capture_seq_guesses", n)
         for a, b in dec.gaps:
             self._gap(a, b, f"gap in sequence numbers {a}..{b}")
         if dec.batches or dec.events:
@@ -1652,8 +1651,9 @@ class WalCapture:
     async def _emit(self, events: list[Any], checkpoints: dict[str, bytes]) -> None:
         """bus.emit; while it waits on backpressure (journal slow or full) keep beating: capture
         is not stuck, the journal is (readiness reports that)."""
+        assert self._ctx is not None
         bus = self._ctx.bus
-        if getattr(bus, "pending", 0) < getattr(bus, "max_pending", 1 << 62):
+        if bus.pending < bus.max_pending:
             await bus.emit(events, checkpoints=checkpoints)
             return
         task = asyncio.ensure_future(bus.emit(events, checkpoints=checkpoints))
@@ -1688,9 +1688,9 @@ class WalCapture:
         log.warning("%s", reason)
         self._set_cond("readiness", "capture_gap", False, reason)
         self._gap_until = time.monotonic() + self.gap_hold_s
-        m = getattr(self._ctx, "metrics", None)
+        m = self._metrics
         if m is not None:
-            _metric_inc(m, "capture_gaps", 1)
+            m.inc("capture_gaps", 1)
 
     async def _check_missing_resume(self) -> None:
         """The checkpointed WAL was gone and nothing newer was read: ask the MANIFEST."""
@@ -1934,9 +1934,9 @@ class WalCapture:
         log.warning("%s", reason)
         self._set_cond("readiness", "capture_decode", False, reason)
         self._corrupt_until = time.monotonic() + self.corrupt_hold_s
-        m = getattr(self._ctx, "metrics", None)
+        m = self._metrics
         if m is not None:
-            _metric_inc(m, "decode_errors", 1)
+            m.inc("decode_errors", 1)
 
     # ------------------------------------------------------------------ MANIFEST
 
@@ -1968,20 +1968,20 @@ class WalCapture:
             return
         self._manifest_sig = sig
         self._manifest_dirty = False
-        names = dict(getattr(state, "cf_names", {}) or {0: "default"})
-        for cf_id, name in (getattr(state, "dropped_cfs", {}) or {}).items():
+        names = dict(state.cf_names or {0: "default"})
+        for cf_id, name in state.dropped_cfs.items():
             names.setdefault(cf_id, name)
         names.setdefault(0, "default")
         self.cf_names = names
-        self.manifest_last_seq = int(getattr(state, "last_sequence", -1) or -1)
-        keep = int(getattr(state, "min_log_number_to_keep", 0) or 0)
-        lognums = getattr(state, "log_number", {}) or {}
+        self.manifest_last_seq = state.last_sequence or -1
+        keep = state.min_log_number_to_keep
+        lognums = state.log_number
         live = [v for k, v in lognums.items() if k in state.cf_names] if lognums else []
         if live:
             keep = max(keep, min(live))
         self.manifest_keep = keep
-        self.manifest_next_file = int(getattr(state, "next_file_number", 0) or 0)
-        self.manifest_db_id = getattr(state, "db_id", None) or None
+        self.manifest_next_file = state.next_file_number
+        self.manifest_db_id = state.db_id or None
         if self.last_seq >= 0 and self.manifest_last_seq > self.last_seq:
             self.lag_seq = self.manifest_last_seq - self.last_seq
         else:
@@ -2005,12 +2005,8 @@ class WalCapture:
             self._set_cond("startup", "capture", True, "")
 
     def _beat(self) -> None:
-        h = getattr(self._ctx, "health", None)
-        if h is not None:
-            try:
-                h.beat("capture")
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.beat failed", exc_info=True)
+        if self._ctx is not None:
+            self._ctx.health.beat("capture")
 
     def _set_cond(self, probe: str, name: str, ok: bool, reason: str) -> None:
         """Report a health condition to ``ctx.health`` on transitions (and reason changes) only."""
@@ -2023,17 +2019,13 @@ class WalCapture:
             return
         self._conds[key] = ok
         self._cond_reasons[key] = reason
-        h = getattr(self._ctx, "health", None)
-        if h is not None:
-            try:
-                h.set(probe, name, ok=ok, reason=reason)
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.set failed", exc_info=True)
+        if self._ctx is not None:
+            self._ctx.health.set(probe, name, ok=ok, reason=reason)
 
     def _export_counters(self, n_events: int) -> None:
-        m = getattr(self._ctx, "metrics", None)
+        m = self._metrics
         if m is not None:
-            _metric_inc(m, "events_captured", n_events)
+            m.inc("events_captured", n_events)
 
     def _export(self) -> None:
         lag = 0
@@ -2051,11 +2043,11 @@ class WalCapture:
             self._set_cond("readiness", "capture_lag", False, f"capture is {lag} bytes behind the WAL (limit {limit})")
         elif self._conds.get(("readiness", "capture_lag")) is False:
             self._set_cond("readiness", "capture_lag", True, "")
-        m = getattr(self._ctx, "metrics", None)
+        m = self._metrics
         if m is not None:
-            _metric_set(m, "capture_lag_bytes", lag)
-            _metric_set(m, "capture_lag_seq", self.lag_seq)
-            _metric_set(m, "capture_last_seq", self.last_seq)
+            m.set("capture_lag_bytes", lag)
+            m.set("capture_lag_seq", self.lag_seq)
+            m.set("capture_last_seq", self.last_seq)
 
 
 def _short(exc: BaseException) -> str:
@@ -2063,19 +2055,3 @@ def _short(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def _metric_inc(m: Any, name: str, n: int) -> None:
-    fn = getattr(m, "inc", None)
-    if fn is not None:
-        try:
-            fn(name, n)
-        except Exception:  # noqa: BLE001 - metrics are best effort
-            pass
-
-
-def _metric_set(m: Any, name: str, value: float) -> None:
-    fn = getattr(m, "set", None)
-    if fn is not None:
-        try:
-            fn(name, value)
-        except Exception:  # noqa: BLE001 - metrics are best effort
-            pass

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from cdc.errors import JournalError
-from cdc.model.events import Event
+from cdc.model.events import EVENT_TYPES, Event
 from cdc.journal.lmdb_journal import Journal
 from cdc.model.wire import PreEncoded, Record
 
@@ -41,6 +41,13 @@ _Item = tuple[Sequence[Any], "dict[str, bytes] | None", int, "asyncio.Future[lis
 
 _EVENT_OVERHEAD = 128
 """Bytes counted per event besides its variable fields (ids, timestamps, JSON punctuation)."""
+
+
+_SIZED_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f for f in ("key", "end_key", "value", "cf", "origin") if f in cls.__struct_fields__)  # type: ignore[attr-defined]
+    for cls in EVENT_TYPES.values()
+}
+_WITH_DETAILS = frozenset(cls for cls in EVENT_TYPES.values() if "details" in cls.__struct_fields__)  # type: ignore[attr-defined]
 
 
 def event_size(ev: Any) -> int:
@@ -57,11 +64,11 @@ def event_size(ev: Any) -> int:
         except Exception:  # noqa: BLE001 - the journal rejects it later; count it small
             return _EVENT_OVERHEAD
     n = _EVENT_OVERHEAD
-    for name in ("key", "end_key", "value", "cf", "origin"):
-        v = getattr(ev, name, None)  # a Struct field by name (the event types have different fields)
+    for name in _SIZED_FIELDS.get(type(ev), ()):
+        v = getattr(ev, name)  # a Struct field by name (the event types have different fields)
         if isinstance(v, str | bytes):
             n += len(v)
-    details = getattr(ev, "details", None)  # likewise
+    details = ev.details if type(ev) in _WITH_DETAILS else None
     if details:
         try:
             n += len(_json_encode(details))
@@ -210,7 +217,7 @@ class EventBus:
 
     async def run(self) -> None:
         """The writer loop; returns after :meth:`close` once the queue is drained."""
-        replaced = getattr(self.journal, "replaced", None)
+        replaced = self.journal.replaced
         if replaced:  # a new journal where another one was: announce it (README "Recovering the journal")
             self.emit_nowait([{"type": "cdc.journal_replaced", "timestamp": int(time.time() * 1000), **replaced}])
         retry_s = 0.05
@@ -238,7 +245,7 @@ class EventBus:
                     checkpoints.update(item[1])
             t0 = time.perf_counter()
             try:
-                if len(events) <= self.inline_max and not getattr(self.journal, "sync", True):
+                if len(events) <= self.inline_max and not self.journal.sync:
                     # no fsync: a small commit takes ~50 us, less than the hop to a worker thread
                     records = self.journal.append(events, checkpoints or None)
                 else:

@@ -51,7 +51,7 @@ from cdc.errors import JournalCorrupt
 from cdc.journal.lmdb_journal import Journal
 from cdc.model.wire import Record, SubState, WireFormat, build_frames, control_frame
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
 __all__ = ["Filter", "Subscriber", "Hub", "prefix_successor", "check_filter_lists", "MAX_FILTER_ENTRIES", "MAX_FILTER_ENTRY_BYTES"]
@@ -578,6 +578,11 @@ class Hub:
         elif hi > sub.last_id:
             sub.last_id = hi
 
+    async def catch_up(self, since: int, timeout_s: float = 0.0) -> None:
+        """Wait (bounded) until ``latest_id`` reaches ``since`` when that may still happen. The
+        daemon's hub holds everything its journal does: nothing to wait for. (An edge's hub,
+        whose mirror may be a little behind its stream, waits: ``cdc.daemon.edge.EdgeHub``.)"""
+
     async def wait_published(self, timeout_s: float) -> bool:
         """Wait until the next publish (True) or the timeout (False)."""
         if self._published is None:
@@ -622,7 +627,7 @@ class Hub:
             sub.last_id = self.latest_id
             sub.state = LIVE
             return
-        other_epoch = bool(since) and epoch is not None and epoch != getattr(self.journal, "epoch", epoch)
+        other_epoch = bool(since) and epoch is not None and epoch != self.journal.epoch
         if other_epoch or self.cursor_expired(since):
             sub.last_id = self.latest_id
             sub.state = LIVE
@@ -634,7 +639,7 @@ class Hub:
                     "since": since,
                     "oldest_id": self.journal.oldest_id,
                     "latest_id": self.latest_id,
-                    "epoch": getattr(self.journal, "epoch", None),
+                    "epoch": self.journal.epoch,
                 }
             )
             return

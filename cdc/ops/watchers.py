@@ -46,6 +46,8 @@ from typing import Any
 
 import msgspec
 
+from cdc.model.config import Config
+from cdc.model.context import Context
 from cdc.model.events import CompactionStatus, SnapshotEvent
 from cdc.format.infolog import CompactionJob, CompactionTracker, parse_log_bytes
 from cdc.sources.store import open_readonly, read_store_file
@@ -94,20 +96,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _count(ctx: Any, events: list[Any]) -> None:
-    """Count emitted events in ``ctx.metrics.ops_events`` (label ``type``) when present."""
-    counter = getattr(getattr(ctx, "metrics", None), "ops_events", None)
-    if counter is None or not events:
+def _count(ctx: Context, events: list[Any]) -> None:
+    """Count emitted events in ``cdc_ops_events_total{type}``."""
+    if not events:
         return
     by_type: dict[str, int] = {}
     for e in events:
         t = e.__struct_config__.tag
         by_type[t] = by_type.get(t, 0) + 1
-    try:
-        for t, n in by_type.items():
-            counter.labels(type=t).inc(n)
-    except Exception:  # metrics must never stop the component
-        pass
+    ctx.metrics.count_ops(by_type)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -181,13 +178,11 @@ class InfoLogWatcher:
     manifest_grace_s = 11.0
     idle_checkpoint_s = 2.0
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.db_dir: str = config.db
         self._locate_log()
-        grace = getattr(config, "ops_manifest_grace_s", None)
-        if isinstance(grace, (int, float)):
-            self.manifest_grace_s = float(grace)
+        self.manifest_grace_s = float(config.ops_manifest_grace_s)
         self.tracker = CompactionTracker()
         self._fd: int | None = None
         self._ino = 0
@@ -216,9 +211,8 @@ class InfoLogWatcher:
         self.stats = {"lines": 0, "events": 0, "rotations": 0, "restarts": 0, "manifest_reports": 0}
 
     # ------------------------------------------------------------------ run
-    async def run(self, ctx: Any) -> None:
-        store = getattr(ctx, "store", None)
-        self._leveldb = getattr(store, "kind", "rocksdb") == "leveldb"
+    async def run(self, ctx: Context) -> None:
+        self._leveldb = ctx.store is not None and ctx.store.kind == "leveldb"
         if self._leveldb:  # LevelDB logs no EVENT_LOG_v1: the MANIFEST is the only source
             self.manifest_grace_s = min(self.manifest_grace_s, 0.5)
         self._locate_log()
@@ -239,9 +233,9 @@ class InfoLogWatcher:
         self.log_path = os.path.join(self.log_dir, self.log_name)
         self._old_re = re.compile("^" + re.escape(self.log_name) + r"\.old\.(\d+)$")
 
-    def _restore(self, ctx: Any) -> None:
-        journal = getattr(ctx, "journal", None)
-        raw = journal.get_checkpoint("infolog") if journal is not None else None
+    def _restore(self, ctx: Context) -> None:
+        journal = ctx.journal
+        raw = journal.get_checkpoint("infolog")
         if raw:
             try:
                 cp = _cp_dec.decode(raw)
@@ -255,7 +249,7 @@ class InfoLogWatcher:
                     self.tracker._cover(cj.input_numbers)
             except (msgspec.DecodeError, OSError) as exc:
                 log.warning("infolog: ignoring unreadable checkpoint: %s", exc)
-        files_raw = journal.get_checkpoint("infolog_files") if journal is not None else None
+        files_raw = journal.get_checkpoint("infolog_files")
         if files_raw:
             try:
                 fcp = _files_dec.decode(files_raw)
@@ -263,6 +257,18 @@ class InfoLogWatcher:
                 self._cp_manifest, self._cp_offset = fcp.manifest, fcp.offset
             except msgspec.DecodeError:
                 self._files = None
+
+    def sst_bytes(self) -> dict[str, dict[str, int]]:
+        """Live SST bytes by cf name and level (``"0"``, ``"1"``, ...) as the MANIFEST says (stats frames)."""
+        sst: dict[str, dict[str, int]] = {}
+        for level, cf_id, size in list((self._files or {}).values()):
+            per = sst.setdefault(self._cf_names.get(cf_id, f"cf{cf_id}"), {})
+            per[str(level)] = per.get(str(level), 0) + int(size)
+        return sst
+
+    def running_compactions(self) -> int:
+        """Compactions started and not finished (stats frames)."""
+        return len(self.tracker.running())
 
     def _open_resume(self, ino: int, offset: int) -> None:
         """Open the file with inode ``ino`` (LOG or a LOG.old.*) at ``offset``."""
@@ -290,7 +296,7 @@ class InfoLogWatcher:
             self._fd = None
 
     # ------------------------------------------------------------------ step
-    async def _step(self, ctx: Any) -> None:
+    async def _step(self, ctx: Context) -> None:
         now_s = time.monotonic()
         events: list[Any] = await asyncio.to_thread(self._tail_and_progress, now_s)
         try:
@@ -791,18 +797,17 @@ class SnapshotWatcher:
     poll_s = 0.2
     stale_s = 300.0
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.root: str | None = getattr(config, "snapshots_dir", None)
+        self.root: str | None = config.snapshots_dir
         self.known: dict[str, _Snap] = {}
         self._first_start = True
         self.scans = 0  # passes over the snapshots dir so far
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: Context) -> None:
         if not self.root:
             return
-        journal = getattr(ctx, "journal", None)
-        raw = journal.get_checkpoint("snapshots") if journal is not None else None
+        raw = ctx.journal.get_checkpoint("snapshots")
         if raw:
             try:
                 self.known = dict(_snap_dec.decode(raw))

@@ -80,8 +80,8 @@ from cdc.delivery.hub import Filter, Hub, Subscriber, check_filter_lists, coales
 from cdc.model.wire import MAX_ID, Auth, ClientMessageError, Ping, Subscribe, SubState, WireFormat, build_frames, control_frame, decode_client_message
 from cdc.delivery.stats import STATS_TYPE, StatsCollector
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cdc.model.context import Context as AppContext
+if TYPE_CHECKING:
+    from cdc.delivery.context import ServerContext
 
 __all__ = ["Server", "parse_subscription", "SubscriptionRequest"]
 
@@ -572,13 +572,13 @@ _DONE_REQUEST = Request("/", Headers())
 class Server:
     """Binds the port and serves every route; see the module docstring."""
 
-    def __init__(self, ctx: AppContext, hub: Hub, auth: Authenticator) -> None:
+    def __init__(self, ctx: ServerContext, hub: Hub, auth: Authenticator) -> None:
         self.ctx = ctx
         self.hub = hub
         self.auth = auth
         cfg = ctx.config
         self.allow_origin = frozenset(o.rstrip("/") for o in cfg.allow_origin)
-        self.allow_host = frozenset(h.lower().rstrip(".") for h in getattr(cfg, "allow_host", ()))
+        self.allow_host = frozenset(h.lower().rstrip(".") for h in cfg.allow_host)
         self.max_subscribers = cfg.max_subscribers
         self.heartbeat_ms = cfg.heartbeat_ms
         self.max_poll_timeout_s = min(cfg.max_poll_timeout_s, 30.0)
@@ -599,15 +599,10 @@ class Server:
         self._accept_error_logged = 0.0
         self._damage_logged: set[str] = set()
         hub.on_journal_damage = self._journal_damaged
-        self.stats = StatsCollector(ctx, hub, getattr(cfg, "stats_interval_ms", 1000))
+        self.stats = StatsCollector(ctx, hub, cfg.stats_interval_ms)
         """``stats`` frames: computed every ``stats_interval_ms`` (also the ``stats`` field of /events)."""
         self._stats_task: asyncio.Task[None] | None = None
-        bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
-        if bind is not None:
-            try:
-                bind(server=self)
-            except TypeError:  # pragma: no cover - an older Metrics without the server source
-                pass
+        ctx.metrics.bind(server=self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -640,8 +635,7 @@ class Server:
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
-        stop = getattr(self.ctx, "stop", None) or asyncio.Event()
-        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(stop), name="cdc-stats")
+        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(self.ctx.stop), name="cdc-stats")
 
     def _install_accept_error_handler(self) -> None:
         """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs
@@ -745,12 +739,7 @@ class Server:
         """Replay met a damaged journal: readiness ``journal_corrupt``, a metric, one log line."""
         health = self.ctx.health
         health.set("readiness", "journal_corrupt", False, f"journal damaged ({reason}); see README \"Recovering the journal\"")
-        metrics = getattr(self.ctx, "metrics", None)
-        if metrics is not None:
-            try:
-                metrics.inc("cdc_journal_damage_reads")
-            except Exception:  # noqa: BLE001 - pragma: no cover - metrics are best effort
-                pass
+        self.ctx.metrics.inc("cdc_journal_damage_reads")
         if reason not in self._damage_logged and len(self._damage_logged) < 16:
             self._damage_logged.add(reason)
             log.error(
@@ -973,7 +962,7 @@ class Server:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
-        epoch = getattr(journal, "epoch", None)
+        epoch = journal.epoch
         tail = b',"epoch":' + _json.encode(epoch) + b"}"
 
         def stats_field() -> bytes:
@@ -995,7 +984,7 @@ class Server:
 
         if since and req.since is not None and req.epoch is not None and req.epoch != epoch:
             return reset(since, "epoch_changed")
-        if since > hub.latest_id and hasattr(hub, "catch_up"):  # cdc edge: its mirror may be a little behind
+        if since > hub.latest_id:  # cdc edge: its mirror may be a little behind
             await hub.catch_up(since)
         if since > hub.latest_id:
             return reset(since, "cursor_ahead")
@@ -1080,7 +1069,7 @@ class Server:
             "latest_id": latest,
             "oldest_id": hub.journal.oldest_id,
             "heartbeat_ms": self.heartbeat_ms,
-            "epoch": getattr(hub.journal, "epoch", None),
+            "epoch": hub.journal.epoch,
             "filter": sub.filter.to_json(),
             "values": req.values,
         }
@@ -1155,7 +1144,7 @@ class Server:
     @staticmethod
     def _closed_line(conn: ServerConnection, sub: Subscriber, started: float) -> None:
         """The ``ws closed`` access line: peer, subject, close code/reason (ours or the peer's)."""
-        code: int | None = getattr(sub, "close_code", None)
+        code = sub.close_code
         try:
             if code is None:
                 code = conn.close_code
