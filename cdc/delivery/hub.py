@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -417,15 +418,10 @@ class Subscriber:
                 pass
             waiter = conn.connection_lost_waiter
             if not waiter.done():
-                try:
-                    conn.transport.abort()
-                except Exception:  # noqa: BLE001 - pragma: no cover - already gone
-                    pass
-                try:
+                conn.transport.abort()  # ends the connection (idempotent on a closed transport)
+                with contextlib.suppress(TimeoutError):  # bounded all the same
                     async with asyncio.timeout(CLOSE_BOUND_S):
                         await asyncio.shield(waiter)
-                except TimeoutError:  # pragma: no cover - abort always ends the connection
-                    pass
         finally:
             hub.closing -= 1
 
@@ -505,11 +501,7 @@ class Hub:
 
     def spawn(self, coro: Any) -> None:
         """Run a fire-and-forget coroutine, keeping a reference until it ends."""
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:  # pragma: no cover - no loop (closing)
-            coro.close()
-            return
+        task = asyncio.get_running_loop().create_task(coro)  # callers run in the loop
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
