@@ -139,73 +139,16 @@ class Metrics:
             yield c
             yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
             gate = server.gate
-        if health is not None:
-            self._health = health
-        if server is not None:
-            self._server = server
-
-    def count_ops(self, by_type: Mapping[str, int]) -> None:
-        """Count emitted operational notices (``cdc_ops_events_total{type}``)."""
-        for t, n in by_type.items():
-            self.ops_events.labels(type=t).inc(n)
-
-    def capture_lag(self) -> float:
-        """The current ``cdc_capture_lag_bytes``."""
-        return float(self.capture_lag_bytes._value.get())  # noqa: SLF001 - our own gauge
-
-    def _collect(self) -> Iterator[Any]:
-        hub = self._hub
-        bus = self._bus
-        journal = self._journal
-        health = self._health
-        if hub is not None:
-            c = CounterMetricFamily("cdc_events_captured", "events journaled and published, by type", labels=["type"])
-            for t, n in sorted(hub.published_by_type.items()):
-                c.add_metric([t], n)
-            yield c
-            yield CounterMetricFamily("cdc_events_delivered", "events handed to subscriber connections", value=hub.delivered)
-            yield GaugeMetricFamily("cdc_subscribers", "connected WebSocket subscribers", value=hub.count)
-            yield GaugeMetricFamily("cdc_subscribers_closing", "subscribers closed by the server whose connection is not gone yet", value=hub.closing)
-            c = CounterMetricFamily("cdc_subscribers_closed", "subscribers closed by the server, by close code", labels=["code"])
-            for code, n in sorted(hub.closed_by_code.items()):
-                c.add_metric([str(code)], n)
-            yield c
-        if bus is not None:
-            yield GaugeMetricFamily("cdc_bus_pending_events", "events emitted and not yet committed", value=bus.pending)
-            yield GaugeMetricFamily("cdc_bus_pending_bytes", "bytes of events emitted and not yet committed", value=bus.pending_bytes)
-            yield CounterMetricFamily("cdc_journal_commits", "journal write transactions", value=bus.commits)
-            yield CounterMetricFamily(
-                "cdc_journal_commit_failures", "commits that failed for another reason than a full journal (retried event by event)",
-                value=bus.failed_batches,
+            c = CounterMetricFamily(
+                "cdc_http_connections_refused",
+                "connections closed before their request completed, by reason "
+                "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
+                labels=["reason"],
             )
-            yield CounterMetricFamily("cdc_events_dropped", "events that could not be committed at all", value=bus.dropped_events)
-        if journal is not None:
-            yield GaugeMetricFamily("cdc_journal_bytes", "stored bytes of retained events", value=journal.size_bytes)
-            yield GaugeMetricFamily("cdc_journal_events", "retained events", value=journal.count)
-            yield GaugeMetricFamily("cdc_journal_latest_id", "id of the last committed event", value=journal.latest_id)
-            yield GaugeMetricFamily("cdc_journal_oldest_id", "id of the oldest retained event", value=journal.oldest_id)
-            yield GaugeMetricFamily("cdc_journal_map_bytes", "LMDB map size", value=journal.map_size)
-            yield GaugeMetricFamily("cdc_journal_full", "1 while the journal refuses writes", value=1 if journal.full else 0)
-            yield CounterMetricFamily("cdc_journal_rejected_events", "events skipped because they cannot be stored", value=journal.rejected)
-        server = self._server
-        if server is not None:
-            c = CounterMetricFamily("cdc_ws_connections", "WebSocket /ws/events attempts by result", labels=["result"])
-            for result, n in sorted(server.ws_results.items()):
-                c.add_metric([result], n)
+            for reason, n in sorted(gate.refused.items()):
+                c.add_metric([reason], n)
             yield c
-            yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
-            gate = server.gate
-            if True:  # noqa: SIM108 - kept as a block (the server always has a gate)
-                c = CounterMetricFamily(
-                    "cdc_http_connections_refused",
-                    "connections closed before their request completed, by reason "
-                    "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
-                    labels=["reason"],
-                )
-                for reason, n in sorted(gate.refused.items()):
-                    c.add_metric([reason], n)
-                yield c
-                yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
+            yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
         if health is not None:
             g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])
             for probe in ("liveness", "readiness", "startup"):
