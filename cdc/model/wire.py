@@ -73,6 +73,10 @@ class WireFormat(IntEnum):
         return self >= WireFormat.MSGPACK
 
 
+# plain ints for the per-record hot paths (an enum attribute lookup costs more than the compare)
+_JSON, _JSON_VALUES, _MSGPACK = int(WireFormat.JSON), int(WireFormat.JSON_VALUES), int(WireFormat.MSGPACK)
+
+
 class SubState(IntEnum):
     """A subscriber's state: replaying the journal, live (fan-out reaches it), closed."""
 
@@ -113,19 +117,19 @@ class Record(msgspec.Struct, gc=False):
 
     def frame(self, fmt: int) -> bytes:
         """Encoded event in a :class:`WireFormat` (cached)."""
-        if fmt == WireFormat.JSON:
+        if fmt == _JSON:
             return self.wire
         cache = self._cache
         if cache is None:
             cache = self._cache = [None, None, None, None]
         data = cache[fmt]
         if data is None:
-            if fmt == WireFormat.JSON_VALUES:
+            if fmt == _JSON_VALUES:
                 data = self.wire[:-1] + self.value + b"}" if self.value else self.wire
-            elif fmt == WireFormat.MSGPACK:
+            elif fmt == _MSGPACK:
                 data = _msgpack_encoder.encode(_json_decoder.decode(self.wire))
             else:
-                data = _msgpack_encoder.encode(_json_decoder.decode(self.frame(WireFormat.JSON_VALUES)))
+                data = _msgpack_encoder.encode(_json_decoder.decode(self.frame(_JSON_VALUES)))
             cache[fmt] = data
         return data
 
@@ -237,12 +241,12 @@ def _msgpack_array_header(n: int) -> bytes:
 def build_frames(records: list[Record], fmt: int, batch: bool) -> list[bytes]:
     """Frames for ``records`` in a wire format: one per event, or one array when ``batch``."""
     if not batch:
-        if fmt == WireFormat.JSON:
+        if fmt == _JSON:
             return [r.wire for r in records]
         return [r.frame(fmt) for r in records]
     if len(records) == 1:
         return [records[0].frame(fmt)]
-    if fmt < WireFormat.MSGPACK:
+    if fmt < _MSGPACK:
         return [b"[" + b",".join([r.frame(fmt) for r in records]) + b"]"]
     return [_msgpack_array_header(len(records)) + b"".join([r.frame(fmt) for r in records])]
 
