@@ -23,6 +23,7 @@ import msgspec
 
 from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering
 from cdc.model.events import CaptureGap, KeyChange
+from cdc.model.wire import PUT_BODY, PUT_HEAD, VALUE_KEY, PreEncoded, marks_tail
 
 __all__ = [
     "KEY_OPS",
@@ -126,16 +127,6 @@ def _add_count(counts: dict[int, list[int]], cf_id: int, slot: int, n: int, nbyt
     c[slot + 1] += nbytes
 
 
-def _marks_tail(origin: str | None, batch_seq: int | None, batch_count: int | None) -> bytes:
-    """The end of a pre-encoded key_change after "seq": as msgspec encodes these fields."""
-    out = b""
-    if origin is not None:
-        out += b',"origin":' + _json_encode(origin)
-    if batch_seq is not None:
-        out += b',"batch_seq":%d,"batch_count":%d' % (batch_seq, batch_count)
-    return out + b"}"
-
-
 def cf_json_map(names: dict[int, str]) -> dict[int, tuple[str, bytes]]:
     """cf id -> (name, JSON-encoded name): what the pre-encoded put path needs."""
     return {i: (n, _json_encode(n)) for i, n in names.items()}
@@ -172,7 +163,8 @@ def build_events(
     KC = KeyChange
     key_ops = KEY_OPS
     enc = _json_encode
-    put_head = b'{"type":"key_change","timestamp":%d,"operation":"put","key":' % ts
+    put_head = PUT_HEAD % ts
+    new_pre = tuple.__new__  # PreEncoded built at C speed (hot loop)
     counts: dict[int, list[int]] = {}
     put_cf, put_n, put_b = -1, 0, 0
     bad_origins = 0
@@ -227,7 +219,7 @@ def build_events(
             many = marks is not None and len(marks) > 1
             b_seq = bseq if n_kc > 1 else None
             b_count = n_kc if n_kc > 1 else None
-            tail = _marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
+            tail = marks_tail(origin, b_seq, b_count) if (origin is not None or b_seq is not None) else b"}"
         if consumed:
             last_seq = bseq + consumed - 1
         for op in ops:
@@ -237,7 +229,7 @@ def build_events(
             opname = op[1]
             if many:
                 origin = _origin_at(marks, s)  # type: ignore[arg-type]
-                tail = _marks_tail(origin, b_seq, b_count)
+                tail = marks_tail(origin, b_seq, b_count)
             if opname == "put":
                 cfj = cf_json.get(op[2])
                 if cfj is not None:
@@ -252,13 +244,9 @@ def build_events(
                     try:
                         # inlined for speed: the journal's encode_event(KeyChange) for a UTF-8 put, byte-identical (tests check)
                         append(
-                            (
-                                b'%b%b,"cf":%b,"seq":%d%b' % (put_head, enc(k.decode()), cfj[1], s, tail),
-                                b',"value":' + enc(v.decode()),
-                                "key_change",
-                                cfj[0],
-                                k,
-                                None,
+                            new_pre(
+                                PreEncoded,
+                                (PUT_BODY % (put_head, enc(k.decode()), cfj[1], s, tail), VALUE_KEY + enc(v.decode()), "key_change", cfj[0], k, None),
                             )
                         )
                         continue

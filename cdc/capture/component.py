@@ -142,6 +142,7 @@ from cdc.capture.walset import Tail, WalSetMixin
 from cdc.capture.watching import WatchMixin
 from cdc.errors import CdcError
 from cdc.format.manifest import ManifestState
+from cdc.model.context import Context, MetricsSink
 from cdc.format.wal import Batch, SeqNumbering, WalReader
 from cdc.sources.inotify import WalGrabber
 from cdc.sources.manifest import ManifestFollower
@@ -238,8 +239,8 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
         self.origins_ignored = 0  # cdc-origin: markers not UTF-8 or longer than 256 bytes
         self.idle_at = time.monotonic()  # last time capture had read everything there was
         # internals
-        self._ctx: Any = None
-        self._metrics: Any = None
+        self._ctx: Context | None = None  # set by run(); the pure parts (tests) run without one
+        self._metrics: MetricsSink | None = None
         self._leveldb = False
         self._wal_dir = ""
         self._db_dir = ""
@@ -289,10 +290,11 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
 
     # ------------------------------------------------------------------ component
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: Context) -> None:
         """Capture until ``ctx.stop`` is set. Never raises on the store's content."""
+        assert ctx.store is not None, "capture needs a store"
         self._ctx = ctx
-        self._metrics = getattr(ctx, "metrics", None)
+        self._metrics = ctx.metrics
         self._leveldb = ctx.store.kind == "leveldb"
         self._wal_dir = ctx.store.wal_dir
         self._db_dir = ctx.store.db_dir
@@ -561,8 +563,9 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
     async def _emit(self, events: list[Any], checkpoints: dict[str, bytes]) -> None:
         """bus.emit; while it waits on backpressure (journal slow or full) keep beating: capture
         is not stuck, the journal is (readiness reports that)."""
+        assert self._ctx is not None
         bus = self._ctx.bus
-        if getattr(bus, "pending", 0) < getattr(bus, "max_pending", 1 << 62):
+        if bus.pending < bus.max_pending:
             await bus.emit(events, checkpoints=checkpoints)
             return
         task = asyncio.ensure_future(bus.emit(events, checkpoints=checkpoints))

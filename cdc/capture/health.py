@@ -14,36 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 log = logging.getLogger("cdc.capture")
 
-__all__ = ["HealthMixin", "metric_inc", "metric_set", "short_error"]
+__all__ = ["HealthMixin", "short_error"]
 
 
 def short_error(exc: BaseException) -> str:
     """An exception as one line of at most 200 characters."""
     text = str(exc) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."
-
-
-def _metric(m: Any, method: str, name: str, value: float) -> None:
-    fn = getattr(m, method, None)
-    if fn is not None:
-        try:
-            fn(name, value)
-        except Exception:  # noqa: BLE001 - metrics are best effort
-            pass
-
-
-def metric_inc(m: Any, name: str, n: int) -> None:
-    """``m.inc(name, n)``, best effort."""
-    _metric(m, "inc", name, n)
-
-
-def metric_set(m: Any, name: str, value: float) -> None:
-    """``m.set(name, value)``, best effort."""
-    _metric(m, "set", name, value)
 
 
 class HealthMixin:
@@ -86,12 +66,8 @@ class HealthMixin:
             self._set_cond("startup", "capture", True, "")
 
     def _beat(self) -> None:
-        h = getattr(self._ctx, "health", None)
-        if h is not None:
-            try:
-                h.beat("capture")
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.beat failed", exc_info=True)
+        if self._ctx is not None:
+            self._ctx.health.beat("capture")
 
     def _set_cond(self, probe: str, name: str, ok: bool, reason: str) -> None:
         """Report a health condition to ``ctx.health`` on transitions (and reason changes) only."""
@@ -104,12 +80,8 @@ class HealthMixin:
             return
         self._conds[key] = ok
         self._cond_reasons[key] = reason
-        h = getattr(self._ctx, "health", None)
-        if h is not None:
-            try:
-                h.set(probe, name, ok=ok, reason=reason)
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.set failed", exc_info=True)
+        if self._ctx is not None:
+            self._ctx.health.set(probe, name, ok=ok, reason=reason)
 
     def _gap(self, a: int, b: int, reason: str) -> None:
         self.gaps += 1
@@ -122,7 +94,7 @@ class HealthMixin:
     def _count(self, name: str, n: int) -> None:
         """Add ``n`` to counter ``name`` of ``ctx.metrics`` (when the daemon has metrics)."""
         if self._metrics is not None:
-            metric_inc(self._metrics, name, n)
+            self._metrics.inc(name, n)
 
     def _export_counters(self, n_events: int) -> None:
         self._count("events_captured", n_events)
@@ -143,8 +115,8 @@ class HealthMixin:
             self._set_cond("readiness", "capture_lag", False, f"capture is {lag} bytes behind the WAL (limit {limit})")
         elif self._conds.get(("readiness", "capture_lag")) is False:
             self._set_cond("readiness", "capture_lag", True, "")
-        m = getattr(self._ctx, "metrics", None)
+        m = self._metrics
         if m is not None:
-            metric_set(m, "capture_lag_bytes", lag)
-            metric_set(m, "capture_lag_seq", self.lag_seq)
-            metric_set(m, "capture_last_seq", self.last_seq)
+            m.set("capture_lag_bytes", lag)
+            m.set("capture_lag_seq", self.lag_seq)
+            m.set("capture_last_seq", self.last_seq)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 from cdc.capture.checkpoint import (
     CHECKPOINT_NAME,
@@ -36,9 +35,9 @@ from cdc.capture.checkpoint import (
     encode_checkpoint,
     encode_identity,
 )
-from cdc.capture.health import metric_set
 from cdc.capture.walset import Tail
 from cdc.format.wal import SeqNumbering, WalReader
+from cdc.model.context import Context
 from cdc.model.events import CaptureGap, StoreReset
 from cdc.sources.store import read_identity, read_wal_archiving
 
@@ -73,7 +72,7 @@ class StoreHistoryMixin:
             return None
         return read_identity(self._db_dir) or self.manifest_db_id
 
-    async def _start_identity(self, ctx: Any, cp: WalCheckpoint | None) -> None:
+    async def _start_identity(self, ctx: Context, cp: WalCheckpoint | None) -> None:
         """Compare the store with the identity the checkpoint belongs to; remember it."""
         ident = decode_identity(ctx.journal.get_checkpoint(IDENTITY_CHECKPOINT))
         saved = ident.db_id if ident is not None else None
@@ -119,8 +118,8 @@ class StoreHistoryMixin:
             return
         self.wal_archiving = on
         if self._metrics is not None:
-            metric_set(self._metrics, "wal_archiving_enabled", 1 if on else 0)
-        h = getattr(self._ctx, "health", None)
+            self._metrics.set("wal_archiving_enabled", 1 if on else 0)
+        h = self._ctx.health if self._ctx is not None else None
         text = None
         if not on:
             text = (
@@ -132,11 +131,8 @@ class StoreHistoryMixin:
         elif not initial:
             log.info("the store now archives WALs (WAL_ttl_seconds=%d, WAL_size_limit_MB=%d)",
                      opts["WAL_ttl_seconds"], opts["WAL_size_limit_MB"])
-        if h is not None and hasattr(h, "warn"):
-            try:
-                h.warn("readiness", "wal_archiving", text)
-            except Exception:  # noqa: BLE001 - health is best effort
-                log.debug("health.warn failed", exc_info=True)
+        if h is not None:
+            h.warn("readiness", "wal_archiving", text)
 
     async def _reset_store(self, reason: str, why: str) -> None:
         """The store went back in time: capture its new history from its oldest WAL, and say so.

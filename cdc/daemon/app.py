@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from cdc.delivery.auth import Authenticator
 from cdc.delivery.bus import EventBus
@@ -37,6 +36,7 @@ from cdc.daemon.preflight import require_auth_source
 from cdc.daemon.sdnotify import Notifier
 from cdc.capture import WalCapture
 from cdc.delivery.natsbus import NatsPublisher, require_nats
+from cdc.model.context import Component
 from cdc.ops.watchers import COMPONENTS as OPS_COMPONENTS
 from cdc.ops.watchers import InfoLogWatcher
 from cdc.sources.manifest import ManifestFollower
@@ -52,12 +52,14 @@ GC_THRESHOLD0 = 20_000
 
 
 class AppContext:
-    """What components get (docs/design.md, "The daemon's internal API")."""
+    """What components get (docs/design.md, "The daemon's internal API"): satisfies
+    ``cdc.model.context.Context`` (components), ``StatsSources`` (stats frames) and
+    ``cdc.delivery.context.ServerContext`` / ``PublisherContext``."""
 
     def __init__(
         self,
         config: Config,
-        store: Any,
+        store: StoreInfo | None,
         bus: EventBus,
         journal: Journal,
         health: Health,
@@ -75,14 +77,21 @@ class AppContext:
         self.stop = stop
         self.hub = hub
         self.auth = auth
-        self.server: Any = None
+        self.server: Server | None = None
         self.port = 0
-        self.components: list[Any] = []  # the running components (stats read their counters)
+        self.components: list[Component] = []  # the running components
+        self.capture: WalCapture | None = None  # stats frames read its counters
+        self.infolog: InfoLogWatcher | None = None  # ... and its SST sizes
+
+    def set_components(self, comps: list[Component]) -> None:
+        self.components = comps
+        self.capture = next((c for c in comps if isinstance(c, WalCapture)), None)
+        self.infolog = next((c for c in comps if isinstance(c, InfoLogWatcher)), None)
 
 
-def _components(config: Config) -> list[Any]:
+def _components(config: Config) -> list[Component]:
     manifest = ManifestFollower(config.db)  # one MANIFEST reader for capture and the compaction fallback
-    comps: list[Any] = [WalCapture(manifest=manifest)]
+    comps: list[Component] = [WalCapture(manifest=manifest)]
     comps.extend(cls(config, manifest=manifest) if cls is InfoLogWatcher else cls(config) for cls in OPS_COMPONENTS)
     if config.nats_url:  # scale-out: publish the journal to JetStream
         require_nats()
@@ -119,7 +128,7 @@ def _journal_commit_alarm(health: Health, hold_s: float) -> Callable[[str], None
 class App:
     """The running daemon (``async with App(config) as app`` in tests, or :func:`run_app`)."""
 
-    def __init__(self, config: Config, *, components: list[Any] | None = None, journal_sync: bool | None = None) -> None:
+    def __init__(self, config: Config, *, components: list[Component] | None = None, journal_sync: bool | None = None) -> None:
         self.config = config
         self._components = components
         # fsync per journal commit (durable across power loss). Without it a commit is still
@@ -130,7 +139,7 @@ class App:
         self.journal_sync = bool(journal_sync)
         self.ctx: AppContext | None = None
         self.stop = asyncio.Event()
-        self._notifier: Any = None
+        self._notifier: Notifier | None = None
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         """Run until ``self.stop`` is set; ordered shutdown; raises CdcError on start-up failures."""
@@ -165,9 +174,9 @@ class App:
             ctx = AppContext(cfg, store, bus, journal, health, metrics, self.stop, hub, auth)
             self.ctx = ctx
             comps = self._components if self._components is not None else _components(cfg)
-            ctx.components = comps
+            ctx.set_components(comps)
             health.set("startup", "server", False, "not listening yet")
-            if any(isinstance(c, WalCapture) for c in comps):
+            if ctx.capture is not None:
                 health.set("startup", "capture", False, "initial WAL catch-up not done")
             health.emit = bus.emit_nowait  # from here on, transitions are events
             server = Server(ctx, hub, auth)
@@ -224,7 +233,7 @@ class App:
             journal.close()
             log.info("stopped")
 
-    async def _run_component(self, comp: Any, ctx: AppContext) -> None:
+    async def _run_component(self, comp: Component, ctx: AppContext) -> None:
         name = type(comp).__name__
         try:
             await comp.run(ctx)
@@ -261,11 +270,7 @@ class App:
     def _status_line(self) -> str:
         ctx = self.ctx
         assert ctx is not None
-        lag = 0.0
-        g = getattr(ctx.metrics, "capture_lag_bytes", None)
-        if g is not None:
-            with contextlib.suppress(Exception):
-                lag = g._value.get()  # noqa: SLF001 - read our own gauge
+        lag = ctx.metrics.capture_lag()
         ready, reason = ctx.health.status("readiness")
         return (
             f"{ctx.hub.count} subscribers, latest id {ctx.journal.latest_id}, capture lag {int(lag)} bytes"

@@ -42,6 +42,7 @@ from cdc.errors import ConfigError, JournalError
 from cdc.delivery.health import Health
 from cdc.delivery.hub import Hub
 from cdc.journal.lmdb_journal import Journal
+from cdc.server import Server
 from cdc.delivery.metrics import Metrics
 from cdc.delivery.natsbus import H_EPOCH, H_LAST, connect, publish_subject, require_nats, unpack_records
 from cdc.errors import StartupError
@@ -157,7 +158,7 @@ class EdgeSource:
             self._down_since = time.monotonic()
         self._arrived.set()
 
-    def _report(self, ctx: Any) -> None:
+    def _report(self, ctx: _EdgeContext) -> None:
         m = ctx.metrics
         lag = self.pending
         if self.stream_last_id is not None:
@@ -173,7 +174,7 @@ class EdgeSource:
             reason = f"mirror is {lag} behind the stream"
         ctx.health.set("readiness", "nats_lag", not reason, reason)
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: _EdgeContext) -> None:
         require_nats()
         stop = ctx.stop
         backoff = 0.2
@@ -207,7 +208,7 @@ class EdgeSource:
         await stop.wait()
         self._arrived.set()
 
-    async def _reporter(self, ctx: Any) -> None:
+    async def _reporter(self, ctx: _EdgeContext) -> None:
         while True:
             self._report(ctx)
             await asyncio.sleep(0.5)
@@ -252,7 +253,7 @@ class EdgeSource:
                 lo = mid + 1
         return lo, stream_last
 
-    async def _consume(self, ctx: Any) -> None:
+    async def _consume(self, ctx: _EdgeContext) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         nc = self.nc
@@ -345,9 +346,7 @@ class EdgeSource:
                     epoch = hdr.get(H_EPOCH)
                     if epoch and epoch != self._epoch:
                         self._epoch = epoch
-                        set_epoch = getattr(journal, "set_epoch", None)  # hook: journal identity in hello
-                        if set_epoch is not None:
-                            set_epoch(epoch)
+                        journal.set_epoch(epoch)  # the stream's journal identity, in hello
                     try:
                         items = unpack_records(msg.data)
                     except ValueError as exc:
@@ -375,7 +374,7 @@ class EdgeSource:
                     async with asyncio.timeout(2.0):
                         await js.delete_consumer(self.stream, consumer)
 
-    def _apply(self, ctx: Any, items: list[tuple[int, bytes, bytes]]) -> None:
+    def _apply(self, ctx: _EdgeContext, items: list[tuple[int, bytes, bytes]]) -> None:
         journal: Journal = ctx.journal
         items = [it for it in items if it[0] > journal.latest_id]
         if not items:
@@ -395,7 +394,8 @@ class EdgeSource:
 
 
 class _EdgeContext:
-    """What the server and the source use (the AppContext of an edge)."""
+    """What the server and the source use (the AppContext of an edge): satisfies
+    ``cdc.delivery.context.ServerContext``; no store and no local components."""
 
     def __init__(self, config: Config, journal: Journal, health: Health, metrics: Metrics, stop: asyncio.Event, hub: EdgeHub, auth: Authenticator) -> None:
         self.config = config
@@ -406,9 +406,11 @@ class _EdgeContext:
         self.stop = stop
         self.hub = hub
         self.auth = auth
-        self.bus: Any = None
-        self.server: Any = None
+        self.bus: ForwardingBus | None = None
+        self.server: Server | None = None
         self.port = 0
+        self.capture: None = None  # stats frames: no local capture ...
+        self.infolog: None = None  # ... and no info LOG on an edge
 
     def reopen_mirror(self) -> None:
         """Discard the mirror (another stream history) and start an empty one."""
@@ -464,9 +466,7 @@ class EdgeApp:
             ctx.bus = ForwardingBus(source)
             metrics.bind(hub=hub, journal=journal, health=health)
             health.set("readiness", "nats_lag", False, "mirror not caught up with the stream yet")
-            from cdc.server import Server
-
-            server = Server(ctx, hub, auth)  # type: ignore[arg-type]
+            server = Server(ctx, hub, auth)
             ctx.server = server
             try:
                 await server.start()

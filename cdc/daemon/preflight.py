@@ -21,6 +21,7 @@ import stat
 
 from cdc.model.config import Config, cli_name
 from cdc.errors import CdcError, ConfigError, StartupError
+from cdc.sources.store import detect_store
 
 __all__ = [
     "StartupError",
@@ -74,28 +75,17 @@ def _dir_ok(path: str, option: str, *, write: bool = False) -> None:
 def check_store_dir(db: str, wal_dir: str | None = None) -> str:
     """Check that ``db`` is a readable RocksDB or LevelDB directory; return its kind.
 
-    Uses ``cdc.store.detect_store`` when present, else a CURRENT-file heuristic.
+    Uses ``cdc.sources.store.detect_store``.
     """
     _dir_ok(db, "--db")
     if wal_dir:
         _dir_ok(wal_dir, "--wal-dir")
     try:
-        from cdc.sources.store import detect_store
-    except ImportError:  # pragma: no cover - before the decoders' store module lands
-        detect_store = None
-    if detect_store is not None:
-        try:
-            return str(detect_store(db, wal_dir).kind)
-        except CdcError as exc:
-            raise ConfigError(f"--db: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"--db: {db}: {exc.strerror or exc}") from None
-    current = os.path.join(db, "CURRENT")
-    if not os.path.isfile(current):
-        raise ConfigError(f"--db: {db}: not a RocksDB or LevelDB store (no CURRENT file)")
-    if not os.access(current, os.R_OK):
-        raise ConfigError(f"--db: {current}: permission denied")
-    return "rocksdb"
+        return str(detect_store(db, wal_dir).kind)
+    except CdcError as exc:
+        raise ConfigError(f"--db: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"--db: {db}: {exc.strerror or exc}") from None
 
 
 def read_secret_file(path: str, option: str) -> str:

@@ -27,9 +27,10 @@ import hmac
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
+import msgspec
 
 from cdc.errors import AuthError, ConfigError
 from cdc.model.redact import register_secret
@@ -119,34 +120,72 @@ def _encodable(s: str) -> bool:
     return True
 
 
-def _str_list(claims: dict[str, Any], name: str) -> frozenset[str] | None:
-    """A scope claim: absent/null -> None, a string -> one item, else a bounded list of strings."""
-    v = claims.get(name)
+_ScopeItem = Annotated[str, msgspec.Meta(max_length=MAX_SCOPE_ITEM_LEN)]
+_Scope = Annotated[list[_ScopeItem], msgspec.Meta(max_length=MAX_SCOPE_ITEMS)] | _ScopeItem | None
+_Time = int | float | msgspec.UnsetType  # absent: UNSET; null is not a number
+
+
+class Claims(msgspec.Struct, kw_only=True):
+    """The claims cdc reads from a signature-checked JWT (others are ignored). msgspec checks
+    types and bounds; :meth:`Authenticator._grant` checks the times and the text."""
+
+    exp: _Time = msgspec.UNSET
+    nbf: _Time = msgspec.UNSET
+    iat: _Time = msgspec.UNSET
+    sub: _ScopeItem | None = None
+    types: _Scope = None
+    cf: _Scope = None
+    prefix: _Scope = None
+    values: bool | None = None
+    admin: bool | None = None
+
+
+_CLAIM_TYPE_ERRORS = {
+    "exp": "must be a number (seconds since the epoch)",
+    "nbf": "must be a number (seconds since the epoch)",
+    "iat": "must be a number (seconds since the epoch)",
+    "sub": "must be a string",
+    "types": "must be a list of strings",
+    "cf": "must be a list of strings",
+    "prefix": "must be a list of strings",
+    "values": "must be a boolean",
+    "admin": "must be a boolean",
+}
+
+
+def _decode_claims(claims: dict[str, Any]) -> Claims:
+    """msgspec's verdict on the claims, as the one-line 4401 reason that names the claim."""
+    try:
+        return msgspec.convert(claims, Claims, strict=True)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        name = text.rsplit("at `$.", 1)[-1].split("[", 1)[0].rstrip("`") if "at `$." in text else ""
+        if name not in _CLAIM_TYPE_ERRORS:
+            raise AuthError("invalid token: malformed claims", 4401) from None
+        if name == "sub" and "length" in text:
+            raise _bad("sub", f"must be valid text of at most {MAX_SCOPE_ITEM_LEN} characters") from None
+        if "`array` of length" in text:
+            raise _bad(name, f"has more than {MAX_SCOPE_ITEMS} entries") from None
+        if "`str` of length" in text:
+            raise _bad(name, f"has an entry longer than {MAX_SCOPE_ITEM_LEN} characters") from None
+        raise _bad(name, _CLAIM_TYPE_ERRORS[name]) from None
+
+
+def _scope(v: list[str] | str | None, name: str) -> frozenset[str] | None:
+    """A scope claim: absent/null -> None, a string -> one item, else the list's items."""
     if v is None:
         return None
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list):
-        raise _bad(name, "must be a list of strings")
-    if len(v) > MAX_SCOPE_ITEMS:
-        raise _bad(name, f"has more than {MAX_SCOPE_ITEMS} entries")
-    for x in v:
-        if not isinstance(x, str):
-            raise _bad(name, "must be a list of strings")
-        if len(x) > MAX_SCOPE_ITEM_LEN:
-            raise _bad(name, f"has an entry longer than {MAX_SCOPE_ITEM_LEN} characters")
+    items = [v] if isinstance(v, str) else v
+    for x in items:
         if not _encodable(x):
             raise _bad(name, "has an entry that is not valid Unicode text")
-    return frozenset(v)
+    return frozenset(items)
 
 
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    """A NumericDate claim: absent -> None, else a finite int/float (bool is not a number)."""
-    if name not in claims:
+def _time(v: float | msgspec.UnsetType, name: str) -> float | None:
+    """A NumericDate claim: a finite number (an infinite or huge ``exp`` is :data:`MAX_EXP`)."""
+    if v is msgspec.UNSET:
         return None
-    v = claims[name]
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _bad(name, "must be a number (seconds since the epoch)")
     try:
         f = float(v)
     except OverflowError:
@@ -156,15 +195,6 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
             return MAX_EXP
         raise _bad(name, "must be a finite number")
     return f
-
-
-def _flag(claims: dict[str, Any], name: str) -> bool:
-    v = claims.get(name, False)
-    if v is None:
-        return False
-    if not isinstance(v, bool):
-        raise _bad(name, "must be a boolean")
-    return v
 
 
 class Authenticator:
@@ -267,34 +297,31 @@ class Authenticator:
             raise AuthError("invalid token: malformed claims", 4401) from None
 
     @staticmethod
-    def _grant(claims: dict[str, Any], now: float) -> Grant:
+    def _grant(raw: dict[str, Any], now: float) -> Grant:
         """Validate the claims of a signature-checked JWT at time ``now``; build its grant."""
-        exp = _number(claims, "exp")
+        claims = _decode_claims(raw)
+        exp = _time(claims.exp, "exp")
         if exp is None:
             raise AuthError("invalid token: exp claim required", 4401)
         if exp <= now - EXP_LEEWAY_S:
             raise AuthError("token expired", 4401)
-        nbf = _number(claims, "nbf")
+        nbf = _time(claims.nbf, "nbf")
         if nbf is not None and nbf > now + CLOCK_SKEW_S:
             raise AuthError("token not yet valid (nbf)", 4401)
-        iat = _number(claims, "iat")
+        iat = _time(claims.iat, "iat")
         if iat is not None and iat > now + CLOCK_SKEW_S:
             raise AuthError("token not yet valid (iat is in the future)", 4401)
-        sub = claims.get("sub", "")
-        if sub is None:
-            sub = ""
-        if not isinstance(sub, str):
-            raise _bad("sub", "must be a string")
-        if len(sub) > MAX_SCOPE_ITEM_LEN or not _encodable(sub):
+        sub = claims.sub or ""
+        if not _encodable(sub):
             raise _bad("sub", f"must be valid text of at most {MAX_SCOPE_ITEM_LEN} characters")
-        prefixes = _str_list(claims, "prefix")
+        prefixes = _scope(claims.prefix, "prefix")
         return Grant(
             sub,
-            types=_str_list(claims, "types"),
-            cfs=_str_list(claims, "cf"),
+            types=_scope(claims.types, "types"),
+            cfs=_scope(claims.cf, "cf"),
             prefixes=tuple(p.encode("utf-8") for p in prefixes) if prefixes is not None else None,
-            values=_flag(claims, "values"),
-            admin=_flag(claims, "admin"),
+            values=bool(claims.values),
+            admin=bool(claims.admin),
             exp=min(exp, MAX_EXP),
         )
 

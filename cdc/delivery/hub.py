@@ -41,28 +41,28 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
-import struct
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 
 from cdc.errors import JournalCorrupt
 from cdc.delivery.wsconn import abort, is_paused, lost_waiter, wait_writable, write_frames
-from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK, FORMAT_MSGPACK_VALUES, Journal, Record
+from cdc.journal.lmdb_journal import Journal
+from cdc.model.wire import Record, SubState, WireFormat, build_frames, control_frame
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from cdc.delivery.wsconn import ServerConnection
 
 __all__ = ["Filter", "Subscriber", "Hub", "prefix_successor", "check_filter_lists", "MAX_FILTER_ENTRIES", "MAX_FILTER_ENTRY_BYTES"]
 
 log = logging.getLogger("cdc.hub")
 
-REPLAY = 0
-LIVE = 1
-CLOSED = 2
+REPLAY = SubState.REPLAY
+LIVE = SubState.LIVE
+CLOSED = SubState.CLOSED
 
 REPLAY_CHUNK = 10_000
 """Events read from the journal per replay step."""
@@ -70,11 +70,6 @@ REPLAY_CHUNK = 10_000
 CLOSE_BOUND_S = 2.0
 """Longest wait for a server-initiated closing handshake before the transport is aborted."""
 
-_json = msgspec.json.Encoder()
-_msgpack = msgspec.msgpack.Encoder()
-_json_decoder = msgspec.json.Decoder()
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
 
 
 MAX_FILTER_ENTRIES = 256
@@ -208,49 +203,9 @@ class Filter:
         return out
 
 
-def fmt_index(msgpack: bool, values: bool) -> int:
-    if msgpack:
-        return FORMAT_MSGPACK_VALUES if values else FORMAT_MSGPACK
-    return FORMAT_JSON_VALUES if values else FORMAT_JSON
-
-
-def _msgpack_array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 0x10000:
-        return b"\xdc" + _U16.pack(n)
-    return b"\xdd" + _U32.pack(n)
-
-
-def build_frames(records: list[Record], fmt: int, batch: bool) -> list[bytes]:
-    """Frames for ``records`` in a wire format: one per event, or one array when ``batch``."""
-    if not batch:
-        if fmt == FORMAT_JSON:
-            return [r.wire for r in records]
-        return [r.frame(fmt) for r in records]
-    if len(records) == 1:
-        return [records[0].frame(fmt)]
-    if fmt < FORMAT_MSGPACK:
-        return [b"[" + b",".join([r.frame(fmt) for r in records]) + b"]"]
-    return [_msgpack_array_header(len(records)) + b"".join([r.frame(fmt) for r in records])]
-
-
 def _wire_id(wire: bytes) -> int:
     """Id of a wire JSON record (it always starts with ``{"id":N,``)."""
     return int(wire[6 : wire.index(b",", 6)])
-
-
-def control_frame(body: dict[str, Any], msgpack: bool) -> bytes:
-    """Encode a control frame (hello, heartbeat, pong, error, subscribed, reset...).
-
-    Never raises: a body that cannot be encoded (an int msgpack cannot hold, ...) becomes an
-    ``error`` frame of the same type family, so a peer's input never closes a connection with 1011.
-    """
-    try:
-        return _msgpack.encode(body) if msgpack else _json.encode(body)
-    except (msgspec.EncodeError, OverflowError, TypeError, ValueError):
-        err = {"type": "error", "error": f"{str(body.get('type'))[:40]} frame could not be encoded"}
-        return _msgpack.encode(err) if msgpack else _json.encode(err)
 
 
 class Coalescer:
@@ -341,7 +296,7 @@ class Subscriber:
         self.conn = conn
         self.hub = hub
         self.filter = flt
-        self.fmt = fmt_index(msgpack, values)
+        self.fmt = WireFormat.of(msgpack, values)
         self.batch = batch
         self.text = not msgpack
         self.state = REPLAY
@@ -453,15 +408,10 @@ class Subscriber:
                 pass
             waiter = lost_waiter(conn)
             if not waiter.done():
-                try:
-                    abort(conn)
-                except Exception:  # noqa: BLE001 - pragma: no cover - already gone
-                    pass
-                try:
+                abort(conn)  # ends the connection (idempotent on a closed transport)
+                with contextlib.suppress(TimeoutError):  # bounded all the same
                     async with asyncio.timeout(CLOSE_BOUND_S):
                         await asyncio.shield(waiter)
-                except TimeoutError:  # pragma: no cover - abort always ends the connection
-                    pass
         finally:
             hub.closing -= 1
 
@@ -541,11 +491,7 @@ class Hub:
 
     def spawn(self, coro: Any) -> None:
         """Run a fire-and-forget coroutine, keeping a reference until it ends."""
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:  # pragma: no cover - no loop (closing)
-            coro.close()
-            return
+        task = asyncio.get_running_loop().create_task(coro)  # callers run in the loop
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -614,6 +560,11 @@ class Hub:
         elif hi > sub.last_id:
             sub.last_id = hi
 
+    async def catch_up(self, since: int, timeout_s: float = 0.0) -> None:
+        """Wait (bounded) until ``latest_id`` reaches ``since`` when that may still happen. The
+        daemon's hub holds everything its journal does: nothing to wait for. (An edge's hub,
+        whose mirror may be a little behind its stream, waits: ``cdc.daemon.edge.EdgeHub``.)"""
+
     async def wait_published(self, timeout_s: float) -> bool:
         """Wait until the next publish (True) or the timeout (False)."""
         if self._published is None:
@@ -658,7 +609,7 @@ class Hub:
             sub.last_id = self.latest_id
             sub.state = LIVE
             return
-        other_epoch = bool(since) and epoch is not None and epoch != getattr(self.journal, "epoch", epoch)
+        other_epoch = bool(since) and epoch is not None and epoch != self.journal.epoch
         if other_epoch or self.cursor_expired(since):
             sub.last_id = self.latest_id
             sub.state = LIVE
@@ -670,7 +621,7 @@ class Hub:
                     "since": since,
                     "oldest_id": self.journal.oldest_id,
                     "latest_id": self.latest_id,
-                    "epoch": getattr(self.journal, "epoch", None),
+                    "epoch": self.journal.epoch,
                 }
             )
             return
@@ -689,7 +640,7 @@ class Hub:
     async def _replay(self, sub: Subscriber, since: int) -> None:
         pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
         co = sub.co
-        fast = sub.filter.accept_all and sub.fmt == FORMAT_JSON and co is None
+        fast = sub.filter.accept_all and sub.fmt == WireFormat.JSON and co is None
         journal = self.journal
         gap = False
         while sub.state == REPLAY and pos < self.latest_id:

@@ -21,12 +21,18 @@ nothing per event. Components update the prometheus objects below directly:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cdc.delivery.bus import EventBus
+    from cdc.delivery.health import Health
+    from cdc.delivery.hub import Hub
+    from cdc.journal.lmdb_journal import Journal
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
 
@@ -54,20 +60,48 @@ class Metrics:
         self.capture_gaps = Counter("cdc_capture_gaps", "sequence gaps detected by capture", registry=r)
         self.wal_bytes_read = Counter("cdc_wal_bytes_read", "WAL bytes read by capture", registry=r)
         self.ops_events = Counter("cdc_ops_events", "operational notices emitted", ["type"], registry=r)
-        self._sources: dict[str, Any] = {}
+        self._by_name: dict[str, Counter | Gauge] = {
+            "decode_errors": self.decode_errors,
+            "capture_lag_bytes": self.capture_lag_bytes,
+            "capture_lag_seq": self.capture_lag_seq,
+            "capture_gaps": self.capture_gaps,
+            "wal_bytes_read": self.wal_bytes_read,
+        }
+        """The objects behind ``inc`` / ``set`` by short name (others are created on first use)."""
+        self._hub: Hub | None = None
+        self._bus: EventBus | None = None
+        self._journal: Journal | None = None
+        self._health: Health | None = None
+        self._server: Any = None  # cdc.server.endpoints.Server (a layer above: not imported)
         r.register(_Pull(self._collect))
 
-    def bind(self, *, hub: Any = None, bus: Any = None, journal: Any = None, health: Any = None, server: Any = None) -> None:
+    def bind(self, *, hub: Hub | None = None, bus: EventBus | None = None, journal: Journal | None = None, health: Health | None = None, server: Any = None) -> None:
         """Attach the objects whose counters are read at scrape time (the server binds itself)."""
-        for name, obj in (("hub", hub), ("bus", bus), ("journal", journal), ("health", health), ("server", server)):
-            if obj is not None:
-                self._sources[name] = obj
+        if hub is not None:
+            self._hub = hub
+        if bus is not None:
+            self._bus = bus
+        if journal is not None:
+            self._journal = journal
+        if health is not None:
+            self._health = health
+        if server is not None:
+            self._server = server
+
+    def count_ops(self, by_type: Mapping[str, int]) -> None:
+        """Count emitted operational notices (``cdc_ops_events_total{type}``)."""
+        for t, n in by_type.items():
+            self.ops_events.labels(type=t).inc(n)
+
+    def capture_lag(self) -> float:
+        """The current ``cdc_capture_lag_bytes``."""
+        return float(self.capture_lag_bytes._value.get())  # noqa: SLF001 - our own gauge
 
     def _collect(self) -> Iterator[Any]:
-        hub = self._sources.get("hub")
-        bus = self._sources.get("bus")
-        journal = self._sources.get("journal")
-        health = self._sources.get("health")
+        hub = self._hub
+        bus = self._bus
+        journal = self._journal
+        health = self._health
         if hub is not None:
             c = CounterMetricFamily("cdc_events_captured", "events journaled and published, by type", labels=["type"])
             for t, n in sorted(hub.published_by_type.items()):
@@ -86,9 +120,9 @@ class Metrics:
             yield CounterMetricFamily("cdc_journal_commits", "journal write transactions", value=bus.commits)
             yield CounterMetricFamily(
                 "cdc_journal_commit_failures", "commits that failed for another reason than a full journal (retried event by event)",
-                value=getattr(bus, "failed_batches", 0),
+                value=bus.failed_batches,
             )
-            yield CounterMetricFamily("cdc_events_dropped", "events that could not be committed at all", value=getattr(bus, "dropped_events", 0))
+            yield CounterMetricFamily("cdc_events_dropped", "events that could not be committed at all", value=bus.dropped_events)
         if journal is not None:
             yield GaugeMetricFamily("cdc_journal_bytes", "stored bytes of retained events", value=journal.size_bytes)
             yield GaugeMetricFamily("cdc_journal_events", "retained events", value=journal.count)
@@ -97,25 +131,24 @@ class Metrics:
             yield GaugeMetricFamily("cdc_journal_map_bytes", "LMDB map size", value=journal.map_size)
             yield GaugeMetricFamily("cdc_journal_full", "1 while the journal refuses writes", value=1 if journal.full else 0)
             yield CounterMetricFamily("cdc_journal_rejected_events", "events skipped because they cannot be stored", value=journal.rejected)
-        server = self._sources.get("server")
+        server = self._server
         if server is not None:
             c = CounterMetricFamily("cdc_ws_connections", "WebSocket /ws/events attempts by result", labels=["result"])
             for result, n in sorted(server.ws_results.items()):
                 c.add_metric([result], n)
             yield c
             yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
-            gate = getattr(server, "gate", None)
-            if gate is not None:
-                c = CounterMetricFamily(
-                    "cdc_http_connections_refused",
-                    "connections closed before their request completed, by reason "
-                    "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
-                    labels=["reason"],
-                )
-                for reason, n in sorted(gate.refused.items()):
-                    c.add_metric([reason], n)
-                yield c
-                yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
+            gate = server.gate
+            c = CounterMetricFamily(
+                "cdc_http_connections_refused",
+                "connections closed before their request completed, by reason "
+                "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
+                labels=["reason"],
+            )
+            for reason, n in sorted(gate.refused.items()):
+                c.add_metric([reason], n)
+            yield c
+            yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
         if health is not None:
             g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])
             for probe in ("liveness", "readiness", "startup"):
@@ -137,12 +170,11 @@ class Metrics:
 
     def _named(self, name: str, kind: type) -> Any:
         attr = self._RENAME.get(name, name)
-        obj = getattr(self, attr, None)
+        obj = self._by_name.get(attr)
         if obj is None:
             if not attr.isidentifier() or attr.startswith("_"):
                 raise ValueError(f"bad metric name {name!r}")
-            obj = kind(f"cdc_{attr}", f"{attr.replace('_', ' ')} (reported by a component)", registry=self.registry)
-            setattr(self, attr, obj)
+            obj = self._by_name[attr] = kind(f"cdc_{attr}", f"{attr.replace('_', ' ')} (reported by a component)", registry=self.registry)
         return obj
 
     def render(self) -> bytes:

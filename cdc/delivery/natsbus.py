@@ -49,11 +49,15 @@ from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate, repeat
 from operator import add, and_
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from cdc.errors import ConfigError
+from cdc.journal.lmdb_journal import Journal
+
+if TYPE_CHECKING:
+    from cdc.delivery.context import PublisherContext
 
 __all__ = [
     "NatsPublisher",
@@ -326,10 +330,9 @@ async def stream_tail(js: Any, stream: str) -> tuple[int, int, int, int, str | N
     return st.first_seq, st.last_seq, st.messages, last_id, epoch
 
 
-def _epoch(journal: Any) -> str | None:
-    """Hook: the journal identity (``epoch``) when the journal has one (another change adds it)."""
-    e = getattr(journal, "epoch", None)
-    return str(e) if e else None
+def _epoch(journal: Journal) -> str | None:
+    """The journal identity (``epoch``), None when empty."""
+    return journal.epoch or None
 
 
 # ---------------------------------------------------------------------------- publisher
@@ -362,7 +365,7 @@ class NatsPublisher:
             self._down_since = time.monotonic()
         self._wake.set()
 
-    def _report(self, ctx: Any) -> None:
+    def _report(self, ctx: PublisherContext) -> None:
         latest = ctx.journal.latest_id
         lag = max(0, latest - self.published_id) if self.published_id >= 0 else latest
         m = ctx.metrics
@@ -378,7 +381,7 @@ class NatsPublisher:
             reason = f"NATS publishing is {lag} events behind the journal"
         ctx.health.set("readiness", "nats_lag", not reason, reason)
 
-    async def _reporter(self, ctx: Any, stop: asyncio.Event) -> None:
+    async def _reporter(self, ctx: PublisherContext, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._report(ctx)
             with contextlib.suppress(TimeoutError):
@@ -387,7 +390,7 @@ class NatsPublisher:
 
     # -------------------------------------------------------------- main loop
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: PublisherContext) -> None:
         require_nats()
         stop = ctx.stop
         done = asyncio.Event()
@@ -435,7 +438,7 @@ class NatsPublisher:
                     await nc.close()
         self._on_state(False)
 
-    async def _session(self, ctx: Any) -> None:
+    async def _session(self, ctx: PublisherContext) -> None:
         """One connection: ensure the stream, answer /publish requests, publish until an error."""
         nc = self._nc
         if nc is None:
@@ -451,7 +454,7 @@ class NatsPublisher:
         while not ctx.stop.is_set():
             await self._publish_loop(ctx, nc, js)
 
-    async def _publish_loop(self, ctx: Any, nc: Any, js: Any) -> None:
+    async def _publish_loop(self, ctx: PublisherContext, nc: Any, js: Any) -> None:
         """Resync with the stream's tail, then publish until an error (raised) or stop."""
         journal = ctx.journal
         _first, last_seq, _n, last_id, stream_epoch = await stream_tail(js, self.stream)
@@ -586,7 +589,7 @@ class NatsPublisher:
 
     # -------------------------------------------------------------- /publish forwarded by edges
 
-    async def _answer(self, ctx: Any, msg: Any) -> None:
+    async def _answer(self, ctx: PublisherContext, msg: Any) -> None:
         from cdc.model.published import validate_published
 
         async def reply(body: dict[str, Any]) -> None:

@@ -29,9 +29,13 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cdc.delivery.hub import LIVE, control_frame
+from cdc.model.context import StatsSources
+from cdc.model.wire import SubState, control_frame
+
+if TYPE_CHECKING:
+    from cdc.delivery.hub import Hub
 
 __all__ = ["StatsCollector", "STATS_TYPE", "OP_KEYS"]
 
@@ -39,13 +43,6 @@ log = logging.getLogger("cdc.stats")
 
 STATS_TYPE = "stats"
 OP_KEYS = ("put", "delete", "merge", "delete_range")
-
-
-def _component(ctx: Any, name: str) -> Any:
-    for c in getattr(ctx, "components", None) or ():
-        if type(c).__name__ == name:
-            return c
-    return None
 
 
 def _counts(c: list[int] | None) -> dict[str, int]:
@@ -72,7 +69,7 @@ def _wal_bytes(wal_dir: str) -> int:
 class StatsCollector:
     """Computes the stats object every interval and sends it to the ``stats`` subscribers."""
 
-    def __init__(self, ctx: Any, hub: Any, interval_ms: int = 1000) -> None:
+    def __init__(self, ctx: StatsSources, hub: Hub, interval_ms: int = 1000) -> None:
         self.ctx = ctx
         self.hub = hub
         self.interval_ms = max(10, int(interval_ms))
@@ -93,7 +90,7 @@ class StatsCollector:
         published = self.hub.published
         eps = (published - self._prev_published) / elapsed
         self._prev_t, self._prev_published = now, published
-        cap = _component(ctx, "WalCapture")
+        cap = ctx.capture
         cfs: dict[str, Any] = {}
         lag_bytes = lag_ms = 0
         if cap is not None:
@@ -109,23 +106,14 @@ class StatsCollector:
             self._prev_counts = totals
             lag_bytes = int(cap.lag_bytes)
             lag_ms = 0 if lag_bytes <= 0 else int((now - cap.idle_at) * 1000)
-        store = getattr(ctx, "store", None)
-        cfg = getattr(ctx, "config", None)
-        wal_dir = getattr(store, "wal_dir", None) or getattr(cfg, "effective_wal_dir", None) or getattr(cfg, "db", None)
+        store = ctx.store
+        wal_dir = store.wal_dir if store is not None else ctx.config.effective_wal_dir
         sst: dict[str, dict[str, int]] = {}
         running = 0
-        ops = _component(ctx, "InfoLogWatcher")
+        ops = ctx.infolog
         if ops is not None:
-            files = getattr(ops, "_files", None) or {}
-            names_by_id = getattr(ops, "_cf_names", {}) or {}
-            for level, cf_id, size in list(files.values()):
-                name = names_by_id.get(cf_id, f"cf{cf_id}")
-                per = sst.setdefault(name, {})
-                per[str(level)] = per.get(str(level), 0) + int(size)
-            try:
-                running = len(ops.tracker.running())
-            except Exception:  # noqa: BLE001 - a source that fails is left at 0
-                running = 0
+            sst = ops.sst_bytes()
+            running = ops.running_compactions()
         out = {
             "type": STATS_TYPE,
             "timestamp": time.time_ns() // 1_000_000,
@@ -180,7 +168,7 @@ class StatsCollector:
             if flt.types is None or STATS_TYPE not in flt.types:
                 continue
             for sub in list(g.subs.values()):
-                if sub.state != LIVE:
+                if sub.state != SubState.LIVE:
                     continue
                 k = (sub.text, flt.cfs)
                 f = frames.get(k)

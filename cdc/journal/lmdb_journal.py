@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import secrets
 import struct
 import threading
@@ -48,9 +47,10 @@ import msgspec
 
 from cdc.errors import JournalCorrupt, JournalError, JournalFull
 from cdc.journal.lock import lock_journal, unlock_journal
-from cdc.model.events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
+from cdc.model.events import Event
+from cdc.model.wire import PreEncoded, Record, encode_event
 
-__all__ = ["Journal", "check_journal_file", "verify_env", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
+__all__ = ["Journal", "check_journal_file", "verify_env"]
 
 _ID = struct.Struct(">Q")
 _U64 = struct.Struct("<Q")
@@ -66,123 +66,12 @@ MAX_TYPE_BYTES = 0xFFFF
 _IX_HEAD = struct.Struct("<qHH")  # the first three fields of _IX
 _KL = struct.Struct("<ii")  # the last two
 _NO_KEYS = _KL.pack(-1, -1)
-
-FORMAT_JSON = 0
-FORMAT_JSON_VALUES = 1
-FORMAT_MSGPACK = 2
-FORMAT_MSGPACK_VALUES = 3
-
 _json_encoder = msgspec.json.Encoder()
-_json_decoder = msgspec.json.Decoder()
-_msgpack_encoder = msgspec.msgpack.Encoder()
-_custom_type = re.compile(CUSTOM_TYPE_PATTERN)
-_VALUE_KEY = b',"value":'
-_VALUE_ENC_KEY = b',"value_encoding":'
 
 _log = logging.getLogger("cdc.journal")
 
 PRUNE_BATCH = 50_000
 """Most events pruned by one append transaction (bounds the time of a write txn)."""
-
-
-class Record(msgspec.Struct, gc=False):
-    """One journaled event, ready to send.
-
-    ``wire`` is the JSON object with ``id`` and without the value; ``value`` is the JSON
-    fragment of the value (``,"value":"..."[,"value_encoding":"base64"]``) or ``b""``.
-    Encodings per wire format are computed at most once (lazily) and cached in ``_cache``.
-    A msgspec Struct (C-level construction, no GC tracking: it holds only str/bytes/int/None
-    and the cache list of bytes, so it can never be part of a reference cycle).
-    """
-
-    id: int
-    type: str
-    cf: str | None
-    key: bytes | None
-    end_key: bytes | None
-    ts: int
-    wire: bytes
-    value: bytes
-    _cache: list[bytes | None] | None = None
-
-    def frame(self, fmt: int) -> bytes:
-        """Encoded event for one of the ``FORMAT_*`` wire formats (cached)."""
-        if fmt == FORMAT_JSON:
-            return self.wire
-        cache = self._cache
-        if cache is None:
-            cache = self._cache = [None, None, None, None]
-        data = cache[fmt]
-        if data is None:
-            if fmt == FORMAT_JSON_VALUES:
-                data = self.wire[:-1] + self.value + b"}" if self.value else self.wire
-            elif fmt == FORMAT_MSGPACK:
-                data = _msgpack_encoder.encode(_json_decoder.decode(self.wire))
-            else:
-                data = _msgpack_encoder.encode(_json_decoder.decode(self.frame(FORMAT_JSON_VALUES)))
-            cache[fmt] = data
-        return data
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"Record({self.id}, {self.type!r}, {self.wire[:80]!r})"
-
-
-PreEncoded = tuple
-"""A pre-encoded event, accepted by :meth:`Journal.append` next to Structs and dicts: a plain
-``tuple`` ``(core, value, type, cf, key, end_key)`` where ``core`` is the event's JSON object
-without ``id`` and without ``value``/``value_encoding`` (starting ``{"type":...``), ``value`` the
-value fragment (``,"value":...`` or ``b""``), ``type``/``cf`` the filter strings and
-``key``/``end_key`` the raw key bytes (or None). Invariant: identical to what encoding the
-equivalent Struct gives (capture builds these for its hot path; tests compare both)."""
-
-_TAG_OF: dict[type, str] = {}
-
-
-def _encode_event(ev: Event | dict[str, Any], now_ms: int) -> tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]:
-    """Split an event into (core JSON without id/value, value fragment, type, cf, key, end_key).
-
-    Raises:
-        ValueError: a dict event without a valid dotted ``type`` (or a reserved one).
-    """
-    if isinstance(ev, dict):
-        etype = ev.get("type")
-        if not isinstance(etype, str) or not (etype in EVENT_TYPES or _custom_type.match(etype)):
-            raise ValueError(f"invalid event type {etype!r}")
-        body = {"type": etype}
-        for k, v in ev.items():
-            if k not in ("type", "id", "value", "value_encoding"):
-                body[k] = v
-        if not isinstance(body.get("timestamp"), int):
-            body["timestamp"] = now_ms
-        core = _json_encoder.encode(body)
-        value = b""
-        if "value" in ev:
-            value = _VALUE_KEY + _json_encoder.encode(ev["value"])
-            if "value_encoding" in ev:
-                value += _VALUE_ENC_KEY + _json_encoder.encode(ev["value_encoding"])
-        cf = body.get("cf")
-        return core, value, etype, cf if isinstance(cf, str) else None, None, None
-    if ev.id:
-        ev = msgspec.structs.replace(ev, id=0)
-    cls = type(ev)
-    etype = _TAG_OF.get(cls)
-    if etype is None:
-        etype = _TAG_OF[cls] = cls.__struct_config__.tag  # type: ignore[attr-defined]
-    if cls is KeyChange:
-        key = ev.key.encode() if ev.key_encoding is None else decode_bytes(ev.key, ev.key_encoding)
-        end_key = decode_bytes(ev.end_key, ev.end_key_encoding) if ev.end_key is not None else None
-        full = _json_encoder.encode(ev)
-        if ev.value is not None:
-            # value / value_encoding are KeyChange's last fields, so they end the JSON object; an
-            # unescaped `,"value":` cannot occur inside a JSON string, so rfind finds the field.
-            i = full.rfind(_VALUE_KEY)
-            return full[:i] + b"}", full[i:-1], etype, ev.cf, key, end_key
-        return full, b"", etype, ev.cf, key, end_key
-    cf = getattr(ev, "cf", None)
-    return _json_encoder.encode(ev), b"", etype, cf, None, None
-
-
-encode_event = _encode_event
 
 
 _utf8_cache: dict[str, bytes] = {}
@@ -231,7 +120,7 @@ def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: by
     return b"".join((_ix_pack(ts, tl, cl, -1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value))
 
 
-def _check_encoded(item: tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]) -> None:
+def _check_encoded(item: PreEncoded) -> None:
     """Raise if an encoded event cannot be laid out as ``ev`` + ``ix`` values."""
     core, value, etype, cf, key, end_key = item
     if not (isinstance(core, bytes) and isinstance(value, bytes) and core[:1] == b"{"):
@@ -452,15 +341,15 @@ class Journal:
         """
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        encoded: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]] = []
+        encoded: list[PreEncoded] = []
         skipped: list[int] = []
         enc_append = encoded.append
         for i, ev in enumerate(events):
-            if type(ev) is tuple:  # pre-encoded by capture (see PreEncoded)
+            if type(ev) is PreEncoded:  # pre-encoded by capture (cdc.model.wire)
                 enc_append(ev)
                 continue
             try:
-                enc_append(_encode_event(ev, now_ms))
+                enc_append(encode_event(ev, now_ms))
             except Exception as exc:  # noqa: BLE001 - content must never break a commit
                 self._reject(ev, exc)
                 skipped.append(i)
@@ -470,7 +359,7 @@ class Journal:
             self.last_skipped = skipped
             raise
         except Exception:  # noqa: BLE001 - an event the ix/wire layout cannot hold: find and skip it
-            keep: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]] = []
+            keep: list[PreEncoded] = []
             skip_set = set(skipped)
             positions = [i for i in range(len(events)) if i not in skip_set]
             for pos, item in zip(positions, encoded, strict=True):
@@ -495,9 +384,10 @@ class Journal:
             etype = ev[2]
         elif isinstance(ev, dict):
             etype = ev.get("type")
+        elif isinstance(ev, msgspec.Struct):
+            etype = ev.__struct_config__.tag or type(ev).__name__
         else:
-            etype = getattr(type(ev), "__struct_config__", None)
-            etype = getattr(etype, "tag", type(ev).__name__)
+            etype = type(ev).__name__
         name = etype[:64] if isinstance(etype, str) else type(etype).__name__
         if name not in self._rejected_types and len(self._rejected_types) < 1024:
             self._rejected_types = self._rejected_types | {name}
@@ -505,7 +395,7 @@ class Journal:
 
     def _commit(
         self,
-        encoded: list[tuple[bytes, bytes, str, str | None, bytes | None, bytes | None]],
+        encoded: list[PreEncoded],
         checkpoints: dict[str, bytes] | None,
         now_ms: int,
     ) -> list[Record]:

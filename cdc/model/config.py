@@ -22,9 +22,10 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import msgspec
+import msgspec.inspect as mi
 
 from cdc.errors import ConfigError
 
@@ -38,59 +39,103 @@ __all__ = [
 ]
 
 
+def _doc(help: str, *, kind: str | None = None, secret_path: bool = False, **constraints: Any) -> msgspec.Meta:
+    """A Config field's metadata: its help text (``cdc serve --help``, ``cdc config``), msgspec
+    constraints (``ge``/``le``/``pattern``) and, in ``extra``, how it is read from text."""
+    extra: dict[str, Any] = {}
+    if kind is not None:
+        extra["kind"] = kind
+    if secret_path:
+        extra["secret_path"] = True
+    return msgspec.Meta(description=help, extra=extra or None, **constraints)
+
+
+_Path = str  # a path (extra kind "path": non-empty, no NUL byte)
+_GIB = 1 << 30
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """The configuration. Each field's ``Annotated`` metadata is the one source of its help text,
+    range, pattern or choices: :data:`OPTIONS` (the CLI, ``CDC_*`` parsing, the messages naming
+    the option) is derived from it, and ``msgspec.convert`` enforces it."""
+
     # --- store
-    db: str
-    wal_dir: str | None = None  # default: db
-    snapshots_dir: str | None = None
+    db: Annotated[_Path, _doc("store directory (RocksDB or LevelDB) to follow, read-only", kind="path")]
+    wal_dir: Annotated[_Path | None, _doc("WAL directory when the store keeps it elsewhere (default: db)", kind="path")] = None
+    snapshots_dir: Annotated[_Path | None, _doc("directory of checkpoints/backups to report as snapshot_event", kind="path")] = None
     # --- state
-    state_dir: str = "./cdc-state"  # default: $STATE_DIRECTORY (systemd) else ./cdc-state
+    state_dir: Annotated[_Path, _doc("where the LMDB journal lives (default: $STATE_DIRECTORY, else ./cdc-state)", kind="path")] = "./cdc-state"
     # --- network
-    host: str = "127.0.0.1"
-    port: int = 8765
-    allow_origin: tuple[str, ...] = ()
-    allow_host: tuple[str, ...] = ()  # extra Host names accepted with --insecure-no-auth (DNS rebinding guard)
+    host: Annotated[str, _doc("address to listen on")] = "127.0.0.1"
+    port: Annotated[int, _doc("TCP port to listen on (0: any free port)", ge=0, le=65535)] = 8765
+    allow_origin: Annotated[tuple[str, ...], _doc("allowed browser Origin (repeatable; unset: any)")] = ()
+    # extra Host names accepted with --insecure-no-auth (DNS rebinding guard)
+    allow_host: Annotated[
+        tuple[str, ...],
+        _doc("with --insecure-no-auth: a Host name (or name:port) to accept besides IP literals, localhost and --host (repeatable)"),
+    ] = ()
     # --- auth
-    tokens_file: str | None = None
-    jwt_secret_file: str | None = None
-    insecure_no_auth: bool = False
+    tokens_file: Annotated[
+        _Path | None, _doc("file of opaque tokens, one per line (lines starting with # are comments)", kind="path", secret_path=True)
+    ] = None
+    jwt_secret_file: Annotated[_Path | None, _doc("file holding the HS256 JWT secret", kind="path", secret_path=True)] = None
+    insecure_no_auth: Annotated[bool, _doc("serve without authentication (logged loudly)")] = False
     # --- journal
-    journal_map_size: int = 1 << 30  # bytes of LMDB map
-    retention_count: int = 10_000_000  # events
-    retention_bytes: int = 512 << 20  # bytes of event data
-    retention_age_s: float = 7 * 24 * 3600.0
+    journal_map_size: Annotated[int, _doc("LMDB map size in bytes", ge=1 << 20, le=1 << 44)] = _GIB
+    retention_count: Annotated[int, _doc("keep at most this many events", ge=1, le=1 << 62)] = 10_000_000
+    retention_bytes: Annotated[int, _doc("keep at most this many bytes of event data", ge=1 << 10, le=1 << 44)] = 512 << 20
+    retention_age_s: Annotated[float, _doc("keep events at most this many seconds", ge=1, le=10 * 365 * 86400)] = 7 * 24 * 3600.0
     # "commit": each journal commit fsyncs its data pages before its events are delivered
     # (LMDB sync on, metasync off): a power loss can undo at most the last commit, whose events
     # capture then journals again from the previous checkpoint (same WAL records, same ids);
     # the journal stays consistent. "off": no fsync (the OS writes back when it likes): kill -9
     # is still exactly-once, but a power loss can undo the last seconds of commits and, on a
     # file system that reorders writes, damage the journal (delete it to start over).
-    journal_fsync: str = "commit"
-    max_pending_bytes: int = 256 << 20  # bytes of events held while the journal cannot commit before capture waits
+    journal_fsync: Annotated[
+        Literal["commit", "off"], _doc("fsync journal commits: commit (durable across power loss) | off (kill -9 safe only)")
+    ] = "commit"
+    max_pending_bytes: Annotated[
+        int, _doc("bytes of events held uncommitted (journal full) before capture waits", ge=1 << 20, le=1 << 40)
+    ] = 256 << 20
     # --- delivery limits
-    max_subscribers: int = 10_000
-    max_pending_connections: int = 1024  # connections still sending their request (all clients)
-    max_pending_per_ip: int = 64  # the same, per client address (raise it behind a proxy)
-    max_message_bytes: int = 64 * 1024  # inbound WebSocket frames / POST bodies
-    subscriber_queue: int = 10_000  # events buffered per subscriber before close 4429
-    heartbeat_ms: int = 15_000
-    stats_interval_ms: int = 1000  # stats frames (types=stats)
-    max_poll_timeout_s: float = 30.0
+    max_subscribers: Annotated[int, _doc("max concurrent subscribers", ge=1, le=10_000_000)] = 10_000
+    max_pending_connections: Annotated[
+        int, _doc("max connections still sending their request; the oldest is closed at the cap", ge=1, le=10_000_000)
+    ] = 1024
+    max_pending_per_ip: Annotated[
+        int, _doc("the same per client address (raise it behind a reverse proxy or for connection storms)", ge=1, le=10_000_000)
+    ] = 64
+    max_message_bytes: Annotated[int, _doc("max inbound WebSocket frame / POST body", ge=256, le=64 << 20)] = 64 * 1024
+    subscriber_queue: Annotated[int, _doc("events buffered per subscriber before close 4429", ge=1, le=10_000_000)] = 10_000
+    heartbeat_ms: Annotated[int, _doc("heartbeat frame interval", ge=100, le=3_600_000)] = 15_000
+    stats_interval_ms: Annotated[
+        int, _doc("interval of stats frames (types=stats) and of the stats they count", ge=100, le=3_600_000)
+    ] = 1000
+    max_poll_timeout_s: Annotated[float, _doc("longest GET /events long-poll", ge=0, le=3600)] = 30.0
     # --- capture
-    rescan_interval_s: float = 1.0  # periodic rescan in case watch events are lost
-    readiness_max_lag_bytes: int = 64 << 20
-    ops_manifest_grace_s: float = 11.0  # info LOG quiet this long -> MANIFEST fallback for flush/compaction
-    # --- scale-out (NATS JetStream; cdc/natsbus.py, cdc/edge.py)
-    nats_url: tuple[str, ...] = ()  # serve: publish to JetStream; edge: read from it
-    nats_stream: str = "CDC"
-    nats_creds: str | None = None
-    nats_replicas: int = 1  # replicas of the stream when cdc creates it
-    nats_max_lag_events: int = 10_000  # readiness nats_lag: publisher (or edge) this far behind
-    nats_max_down_s: float = 10.0  # readiness nats_lag: NATS unreachable this long
+    rescan_interval_s: Annotated[float, _doc("periodic rescan of the store's files", ge=0.01, le=3600)] = 1.0
+    readiness_max_lag_bytes: Annotated[int, _doc("capture lag above which readiness fails", ge=0, le=1 << 50)] = 64 << 20
+    ops_manifest_grace_s: Annotated[
+        float, _doc("info LOG silence before flush/compaction come from the MANIFEST", ge=0.1, le=3600)
+    ] = 11.0
+    # --- scale-out (NATS JetStream; cdc/delivery/natsbus.py, cdc/daemon/edge.py)
+    nats_url: Annotated[
+        tuple[str, ...],
+        _doc("NATS server URL(s) (nats://host:4222, comma list): serve publishes to JetStream, edge reads from it"),
+    ] = ()
+    nats_stream: Annotated[
+        str, _doc("JetStream stream name (subjects cdc.<stream>.<type>.<cf>)", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ] = "CDC"
+    nats_creds: Annotated[_Path | None, _doc("NATS credentials file (JWT + NKey seed)", kind="path", secret_path=True)] = None
+    nats_replicas: Annotated[int, _doc("replicas of the stream when cdc creates it", ge=1, le=5)] = 1
+    nats_max_lag_events: Annotated[
+        int, _doc("readiness fails (nats_lag) when NATS publishing / the edge is this many events behind", ge=1, le=1 << 62)
+    ] = 10_000
+    nats_max_down_s: Annotated[float, _doc("readiness fails (nats_lag) when NATS is unreachable this long", ge=0.1, le=86400)] = 10.0
     # --- process
-    shutdown_timeout_s: float = 10.0
-    log_format: str = "text"  # text | json
-    log_level: str = "info"
+    shutdown_timeout_s: Annotated[float, _doc("bound on graceful shutdown", ge=0.1, le=3600)] = 10.0
+    log_format: Annotated[Literal["text", "json"], _doc("log line format")] = "text"
+    log_level: Annotated[Literal["debug", "info", "warning", "error", "critical"], _doc("log level")] = "info"
 
     @property
     def effective_wal_dir(self) -> str:
@@ -98,7 +143,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Option(msgspec.Struct, frozen=True):
-    """How one Config field is read from text (env) and checked.
+    """How one Config field is read from text (env) and checked: derived from the field's type
+    and ``Annotated`` metadata (see :func:`_option`).
 
     ``kind`` is one of ``str``, ``path``, ``int``, ``float``, ``bool``, ``list``, ``choice``.
     ``lo``/``hi`` bound numbers (inclusive); ``choices`` bounds ``choice``.
@@ -111,64 +157,41 @@ class Option(msgspec.Struct, frozen=True):
     hi: float | None = None
     choices: tuple[str, ...] = ()
     secret_path: bool = False  # a path to a file holding secrets (contents never printed)
+    pattern: str | None = None
 
 
-_GIB = 1 << 30
-OPTIONS: dict[str, Option] = {
-    o.name: o
-    for o in (
-        Option("db", "path", "store directory (RocksDB or LevelDB) to follow, read-only"),
-        Option("wal_dir", "path", "WAL directory when the store keeps it elsewhere (default: db)"),
-        Option("snapshots_dir", "path", "directory of checkpoints/backups to report as snapshot_event"),
-        Option("state_dir", "path", "where the LMDB journal lives (default: $STATE_DIRECTORY, else ./cdc-state)"),
-        Option("host", "str", "address to listen on"),
-        Option("port", "int", "TCP port to listen on (0: any free port)", 0, 65535),
-        Option("allow_origin", "list", "allowed browser Origin (repeatable; unset: any)"),
-        Option("allow_host", "list", "with --insecure-no-auth: a Host name (or name:port) to accept besides IP literals, localhost and --host (repeatable)"),
-        Option("tokens_file", "path", "file of opaque tokens, one per line (lines starting with # are comments)", secret_path=True),
-        Option("jwt_secret_file", "path", "file holding the HS256 JWT secret", secret_path=True),
-        Option("insecure_no_auth", "bool", "serve without authentication (logged loudly)"),
-        Option("journal_map_size", "int", "LMDB map size in bytes", 1 << 20, 1 << 44),
-        Option("retention_count", "int", "keep at most this many events", 1, 1 << 62),
-        Option("retention_bytes", "int", "keep at most this many bytes of event data", 1 << 10, 1 << 44),
-        Option("retention_age_s", "float", "keep events at most this many seconds", 1, 10 * 365 * 86400),
-        Option(
-            "journal_fsync",
-            "choice",
-            "fsync journal commits: commit (durable across power loss) | off (kill -9 safe only)",
-            choices=("commit", "off"),
-        ),
-        Option("max_pending_bytes", "int", "bytes of events held uncommitted (journal full) before capture waits", 1 << 20, 1 << 40),
-        Option("max_subscribers", "int", "max concurrent subscribers", 1, 10_000_000),
-        Option("max_pending_connections", "int", "max connections still sending their request; the oldest is closed at the cap", 1, 10_000_000),
-        Option("max_pending_per_ip", "int", "the same per client address (raise it behind a reverse proxy or for connection storms)", 1, 10_000_000),
-        Option("max_message_bytes", "int", "max inbound WebSocket frame / POST body", 256, 64 << 20),
-        Option("subscriber_queue", "int", "events buffered per subscriber before close 4429", 1, 10_000_000),
-        Option("heartbeat_ms", "int", "heartbeat frame interval", 100, 3_600_000),
-        Option("stats_interval_ms", "int", "interval of stats frames (types=stats) and of the stats they count", 100, 3_600_000),
-        Option("max_poll_timeout_s", "float", "longest GET /events long-poll", 0, 3600),
-        Option("rescan_interval_s", "float", "periodic rescan of the store's files", 0.01, 3600),
-        Option("readiness_max_lag_bytes", "int", "capture lag above which readiness fails", 0, 1 << 50),
-        Option("ops_manifest_grace_s", "float", "info LOG silence before flush/compaction come from the MANIFEST", 0.1, 3600),
-        Option("nats_url", "list", "NATS server URL(s) (nats://host:4222, comma list): serve publishes to JetStream, edge reads from it"),
-        Option("nats_stream", "str", "JetStream stream name (subjects cdc.<stream>.<type>.<cf>)"),
-        Option("nats_creds", "path", "NATS credentials file (JWT + NKey seed)", secret_path=True),
-        Option("nats_replicas", "int", "replicas of the stream when cdc creates it", 1, 5),
-        Option("nats_max_lag_events", "int", "readiness fails (nats_lag) when NATS publishing / the edge is this many events behind", 1, 1 << 62),
-        Option("nats_max_down_s", "float", "readiness fails (nats_lag) when NATS is unreachable this long", 0.1, 86400),
-        Option("shutdown_timeout_s", "float", "bound on graceful shutdown", 0.1, 3600),
-        Option("log_format", "choice", "log line format", choices=("text", "json")),
-        Option(
-            "log_level",
-            "choice",
-            "log level",
-            choices=("debug", "info", "warning", "error", "critical"),
-        ),
-    )
-}
-assert set(OPTIONS) == set(Config.__struct_fields__), "every Config field needs an Option"
+def _option(field: mi.Field) -> Option:
+    """The :class:`Option` of one Config field, from its type and metadata."""
+    t: Any = field.type
+    help_text, extra = "", {}
+    if isinstance(t, mi.Metadata):
+        help_text = (t.extra_json_schema or {}).get("description", "")
+        extra = t.extra or {}
+        t = t.type
+    if isinstance(t, mi.UnionType):  # X | None
+        t = next(x for x in t.types if not isinstance(x, mi.NoneType))
+    lo = hi = None
+    pattern = None
+    choices: tuple[str, ...] = ()
+    if isinstance(t, mi.BoolType):
+        kind = "bool"
+    elif isinstance(t, mi.IntType | mi.FloatType):
+        kind = "int" if isinstance(t, mi.IntType) else "float"
+        lo, hi = t.ge, t.le
+    elif isinstance(t, mi.LiteralType):  # in declaration order (messages list them so)
+        kind, choices = "choice", get_args(get_args(get_type_hints(Config, include_extras=True)[field.name])[0])
+    elif isinstance(t, mi.VarTupleType):
+        kind = "list"
+    elif isinstance(t, mi.StrType):
+        kind = extra.get("kind", "str")
+        pattern = t.pattern
+    else:  # a new field type: teach this function how to read it
+        raise TypeError(f"Config.{field.name}: no option kind for {t!r}")
+    return Option(field.name, kind, help_text, lo, hi, choices, bool(extra.get("secret_path")), pattern)
 
-_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+OPTIONS: dict[str, Option] = {f.name: _option(f) for f in mi.type_info(Config).fields}  # type: ignore[union-attr]
+"""Every Config field, in declaration order: derived from the Struct (one source of truth)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -260,7 +283,7 @@ def _coerce(opt: Option, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: path contains a NUL byte")
     if opt.name == "host" and not value:
         raise ConfigError(f"{where}: empty host")
-    if opt.name == "nats_stream" and not _STREAM_NAME.fullmatch(value):
+    if opt.pattern is not None and not re.search(opt.pattern, value):  # nats_stream
         raise ConfigError(f"{where}: a stream name is 1-64 letters, digits, '-' or '_', got {value[:80]!r}")
     return value
 
@@ -351,7 +374,7 @@ def load_config(
         raise ConfigError("--db is required (the store directory to follow; or CDC_DB, or db in --config)")
     try:
         return msgspec.convert(values, Config)
-    except msgspec.ValidationError as exc:  # pragma: no cover - _coerce already checked types
+    except msgspec.ValidationError as exc:  # the Struct's own constraints (after _coerce's checks)
         raise ConfigError(f"invalid configuration: {exc}") from None
 
 

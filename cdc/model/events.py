@@ -13,7 +13,7 @@ sibling ``*_encoding: "base64"`` field (see :func:`encode_bytes`).
 from __future__ import annotations
 
 import base64
-from typing import Any, Union
+from typing import Any, Literal, Union, get_args
 
 import msgspec
 
@@ -61,13 +61,31 @@ _REASON = msgspec.field(default_factory=_empty_reason)
 
 _STRUCT_OPTS: dict[str, Any] = dict(tag_field="type", omit_defaults=True, kw_only=True)
 
+# The closed sets of values of the enumerated fields: /schema.json lists them (``enum``),
+# cdc.d.ts declares the same unions (tests/frontend/test_dts.py checks both ways) and
+# cdc.model.published derives what a publisher may send from them.
+KeyOperation = Literal["put", "delete", "single_delete", "merge", "delete_range", "put_entity"]
+CompactionState = Literal["started", "running", "completed", "failed"]
+FlushState = Literal["started", "completed", "failed"]
+Probe = Literal["liveness", "readiness", "startup"]
+HealthState = Literal["healthy", "unhealthy"]
+SyncState = Literal["started", "completed", "conflict"]
+SnapshotState = Literal["started", "completed", "failed", "deleted"]
+ResetReason = Literal["replaced", "recovered_earlier"]
+BytesEncoding = Literal["base64"]
+
+
+def literal_values(lit: Any) -> frozenset[str]:
+    """The allowed values of one of the ``Literal`` aliases above."""
+    return frozenset(get_args(lit))
+
 
 class KeyChange(msgspec.Struct, tag="key_change", **_STRUCT_OPTS):
     """A key written to the store (one WAL record)."""
 
     id: int = 0
     timestamp: int
-    operation: str  # put | delete | single_delete | merge | delete_range | put_entity
+    operation: KeyOperation
     key: str
     cf: str = _CF
     seq: int
@@ -77,18 +95,18 @@ class KeyChange(msgspec.Struct, tag="key_change", **_STRUCT_OPTS):
     # and how many key_change events it produced.
     batch_seq: int | None = None
     batch_count: int | None = None
-    key_encoding: str | None = None
+    key_encoding: BytesEncoding | None = None
     end_key: str | None = None
-    end_key_encoding: str | None = None
+    end_key_encoding: BytesEncoding | None = None
     # Only present when the subscriber asked for values=1 and its token allows it.
     value: str | None = None
-    value_encoding: str | None = None
+    value_encoding: BytesEncoding | None = None
 
 
 class CompactionStatus(msgspec.Struct, tag="compaction_status", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
-    status: str  # started | running | completed | failed
+    status: CompactionState
     cf: str = _CF
     job: int | None = None
     details: dict[str, Any] = _DETAILS
@@ -97,7 +115,7 @@ class CompactionStatus(msgspec.Struct, tag="compaction_status", **_STRUCT_OPTS):
 class FlushStatus(msgspec.Struct, tag="flush_status", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
-    status: str  # started | completed | failed
+    status: FlushState
     cf: str = _CF
     job: int | None = None
     details: dict[str, Any] = _DETAILS
@@ -106,22 +124,22 @@ class FlushStatus(msgspec.Struct, tag="flush_status", **_STRUCT_OPTS):
 class HealthChange(msgspec.Struct, tag="health_change", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
-    probe: str  # liveness | readiness | startup
-    status: str  # healthy | unhealthy
+    probe: Probe
+    status: HealthState
     reason: str = _REASON
 
 
 class SyncEvent(msgspec.Struct, tag="sync_event", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
-    status: str  # started | completed | conflict
+    status: SyncState
     details: dict[str, Any] = _DETAILS
 
 
 class SnapshotEvent(msgspec.Struct, tag="snapshot_event", **_STRUCT_OPTS):
     id: int = 0
     timestamp: int
-    status: str  # started | completed | failed | deleted
+    status: SnapshotState
     name: str
     details: dict[str, Any] = _DETAILS
 
@@ -149,7 +167,7 @@ class StoreReset(msgspec.Struct, tag="store_reset", **_STRUCT_OPTS):
 
     id: int = 0
     timestamp: int
-    reason: str = _REASON  # replaced | recovered_earlier
+    reason: ResetReason
     old_wal: int
     old_offset: int
     old_seq: int

@@ -36,20 +36,25 @@ import msgspec
 
 from cdc.model.events import (
     CUSTOM_TYPE_PATTERN,
+    CompactionState,
     CompactionStatus,
     Event,
+    FlushState,
     FlushStatus,
     SnapshotEvent,
+    SnapshotState,
     SyncEvent,
+    SyncState,
+    literal_values,
 )
 
 _CUSTOM_RE = re.compile(CUSTOM_TYPE_PATTERN)
 
 PUBLISHABLE: dict[str, tuple[type, frozenset[str]]] = {
-    "sync_event": (SyncEvent, frozenset({"started", "completed", "conflict"})),
-    "snapshot_event": (SnapshotEvent, frozenset({"started", "completed", "failed", "deleted"})),
-    "compaction_status": (CompactionStatus, frozenset({"started", "running", "completed", "failed"})),
-    "flush_status": (FlushStatus, frozenset({"started", "completed", "failed"})),
+    "sync_event": (SyncEvent, literal_values(SyncState)),
+    "snapshot_event": (SnapshotEvent, literal_values(SnapshotState)),
+    "compaction_status": (CompactionStatus, literal_values(CompactionState)),
+    "flush_status": (FlushStatus, literal_values(FlushState)),
 }
 """Built-in types a publisher may send: type -> (Struct, allowed statuses)."""
 

@@ -48,6 +48,8 @@ from typing import Any
 
 import msgspec
 
+from cdc.model.config import Config
+from cdc.model.context import Context
 from cdc.format.infolog import CompactionJob, CompactionTracker, parse_log_bytes
 from cdc.format.manifest import ManifestState
 from cdc.model.events import CompactionStatus
@@ -165,14 +167,12 @@ class InfoLogWatcher:
     manifest_grace_s = 11.0
     idle_checkpoint_s = 2.0
 
-    def __init__(self, config: Any, *, manifest: ManifestFollower | None = None) -> None:
+    def __init__(self, config: Config, *, manifest: ManifestFollower | None = None) -> None:
         """``manifest``: the MANIFEST follower shared with capture (default: its own)."""
         self.config = config
         self.db_dir: str = config.db
         self._locate_log()
-        grace = getattr(config, "ops_manifest_grace_s", None)
-        if isinstance(grace, (int, float)):
-            self.manifest_grace_s = float(grace)
+        self.manifest_grace_s = float(config.ops_manifest_grace_s)
         self.tracker = CompactionTracker()
         self._fd: int | None = None
         self._ino = 0
@@ -201,9 +201,8 @@ class InfoLogWatcher:
         self.stats = {"lines": 0, "events": 0, "rotations": 0, "restarts": 0, "manifest_reports": 0}
 
     # ------------------------------------------------------------------ run
-    async def run(self, ctx: Any) -> None:
-        store = getattr(ctx, "store", None)
-        self._leveldb = getattr(store, "kind", "rocksdb") == "leveldb"
+    async def run(self, ctx: Context) -> None:
+        self._leveldb = ctx.store is not None and ctx.store.kind == "leveldb"
         if self._leveldb:  # LevelDB logs no EVENT_LOG_v1: the MANIFEST is the only source
             self.manifest_grace_s = min(self.manifest_grace_s, 0.5)
         self._manifest_follower.bind(self.db_dir, leveldb=self._leveldb)
@@ -225,9 +224,9 @@ class InfoLogWatcher:
         self.log_path = os.path.join(self.log_dir, self.log_name)
         self._old_re = re.compile("^" + re.escape(self.log_name) + r"\.old\.(\d+)$")
 
-    def _restore(self, ctx: Any) -> None:
-        journal = getattr(ctx, "journal", None)
-        raw = journal.get_checkpoint("infolog") if journal is not None else None
+    def _restore(self, ctx: Context) -> None:
+        journal = ctx.journal
+        raw = journal.get_checkpoint("infolog")
         if raw:
             try:
                 cp = _cp_dec.decode(raw)
@@ -241,7 +240,7 @@ class InfoLogWatcher:
                     self.tracker._cover(cj.input_numbers)
             except (msgspec.DecodeError, OSError) as exc:
                 log.warning("infolog: ignoring unreadable checkpoint: %s", exc)
-        files_raw = journal.get_checkpoint("infolog_files") if journal is not None else None
+        files_raw = journal.get_checkpoint("infolog_files")
         if files_raw:
             try:
                 fcp = _files_dec.decode(files_raw)
@@ -249,6 +248,18 @@ class InfoLogWatcher:
                 self._cp_manifest, self._cp_offset = fcp.manifest, fcp.offset
             except msgspec.DecodeError:
                 self._files = None
+
+    def sst_bytes(self) -> dict[str, dict[str, int]]:
+        """Live SST bytes by cf name and level (``"0"``, ``"1"``, ...) as the MANIFEST says (stats frames)."""
+        sst: dict[str, dict[str, int]] = {}
+        for level, cf_id, size in list((self._files or {}).values()):
+            per = sst.setdefault(self._cf_names.get(cf_id, f"cf{cf_id}"), {})
+            per[str(level)] = per.get(str(level), 0) + int(size)
+        return sst
+
+    def running_compactions(self) -> int:
+        """Compactions started and not finished (stats frames)."""
+        return len(self.tracker.running())
 
     def _open_resume(self, ino: int, offset: int) -> None:
         """Open the file with inode ``ino`` (LOG or a LOG.old.*) at ``offset``."""
@@ -276,7 +287,7 @@ class InfoLogWatcher:
             self._fd = None
 
     # ------------------------------------------------------------------ step
-    async def _step(self, ctx: Any) -> None:
+    async def _step(self, ctx: Context) -> None:
         now_s = time.monotonic()
         events: list[Any] = await asyncio.to_thread(self._tail_and_progress, now_s)
         try:

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from cdc.model.config import Config
+from cdc.model.context import Context
 from cdc.model.events import SnapshotEvent
 from cdc.ops.common import count_events, sleep_or_stop
 from cdc.ops.common import now_ms as _now_ms
@@ -158,18 +160,17 @@ class SnapshotWatcher:
     poll_s = 0.2
     stale_s = 300.0
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.root: str | None = getattr(config, "snapshots_dir", None)
+        self.root: str | None = config.snapshots_dir
         self.known: dict[str, _Snap] = {}
         self._first_start = True
         self.scans = 0  # passes over the snapshots dir so far
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: Context) -> None:
         if not self.root:
             return
-        journal = getattr(ctx, "journal", None)
-        raw = journal.get_checkpoint("snapshots") if journal is not None else None
+        raw = ctx.journal.get_checkpoint("snapshots")
         if raw:
             try:
                 self.known = dict(_snap_dec.decode(raw))

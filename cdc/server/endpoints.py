@@ -78,8 +78,8 @@ from cdc.server.query import SubscriptionRequest, parse_subscription
 from cdc.server.routes import HttpRoutes
 from cdc.server.ws import WS_RESULTS, WsSessions
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cdc.model.context import Context as AppContext
+if TYPE_CHECKING:
+    from cdc.delivery.context import ServerContext
 
 __all__ = ["Server", "parse_subscription", "SubscriptionRequest"]
 
@@ -89,13 +89,13 @@ log = logging.getLogger("cdc.server")
 class Server(HttpRoutes, WsSessions):
     """Binds the port and serves every route; see the module docstring."""
 
-    def __init__(self, ctx: AppContext, hub: Hub, auth: Authenticator) -> None:
+    def __init__(self, ctx: ServerContext, hub: Hub, auth: Authenticator) -> None:
         self.ctx = ctx
         self.hub = hub
         self.auth = auth
         cfg = ctx.config
         self.allow_origin = frozenset(o.rstrip("/") for o in cfg.allow_origin)
-        self.allow_host = frozenset(h.lower().rstrip(".") for h in getattr(cfg, "allow_host", ()))
+        self.allow_host = frozenset(h.lower().rstrip(".") for h in cfg.allow_host)
         self.max_subscribers = cfg.max_subscribers
         self.heartbeat_ms = cfg.heartbeat_ms
         self.max_poll_timeout_s = min(cfg.max_poll_timeout_s, 30.0)
@@ -116,15 +116,10 @@ class Server(HttpRoutes, WsSessions):
         self._accept_error_logged = 0.0
         self._damage_logged: set[str] = set()
         hub.on_journal_damage = self._journal_damaged
-        self.stats = StatsCollector(ctx, hub, getattr(cfg, "stats_interval_ms", 1000))
+        self.stats = StatsCollector(ctx, hub, cfg.stats_interval_ms)
         """``stats`` frames: computed every ``stats_interval_ms`` (also the ``stats`` field of /events)."""
         self._stats_task: asyncio.Task[None] | None = None
-        bind = getattr(ctx.metrics, "bind", None) if getattr(ctx, "metrics", None) is not None else None
-        if bind is not None:
-            try:
-                bind(server=self)
-            except TypeError:  # pragma: no cover - an older Metrics without the server source
-                pass
+        ctx.metrics.bind(server=self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -160,8 +155,7 @@ class Server(HttpRoutes, WsSessions):
         )
         sock = next(iter(self.ws.sockets))
         self.host, self.port = sock.getsockname()[:2]
-        stop = getattr(self.ctx, "stop", None) or asyncio.Event()
-        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(stop), name="cdc-stats")
+        self._stats_task = asyncio.get_running_loop().create_task(self.stats.run(self.ctx.stop), name="cdc-stats")
 
     def _install_accept_error_handler(self) -> None:
         """Out of file descriptors, asyncio logs a traceback per failed accept (it already backs
@@ -224,12 +218,7 @@ class Server(HttpRoutes, WsSessions):
         """Replay met a damaged journal: readiness ``journal_corrupt``, a metric, one log line."""
         health = self.ctx.health
         health.set("readiness", "journal_corrupt", False, f"journal damaged ({reason}); see README \"Recovering the journal\"")
-        metrics = getattr(self.ctx, "metrics", None)
-        if metrics is not None:
-            try:
-                metrics.inc("cdc_journal_damage_reads")
-            except Exception:  # noqa: BLE001 - pragma: no cover - metrics are best effort
-                pass
+        self.ctx.metrics.inc("cdc_journal_damage_reads")
         if reason not in self._damage_logged and len(self._damage_logged) < 16:
             self._damage_logged.add(reason)
             log.error(

@@ -1,25 +1,24 @@
 """Query parameters of ``/ws/events`` and ``/events`` and the checks on client-message fields
-(filter lists, ``key`` under a token's prefixes, echoable ``ref``). Pure: values in, values or
+(filter lists, ``key`` under a token's prefixes). Pure: values in, values or
 ``ValueError`` / ``AuthError`` out."""
 
 from __future__ import annotations
 
-from typing import Any
+
+import msgspec
 
 from cdc.delivery.auth import Grant
 from cdc.delivery.hub import check_filter_lists
 from cdc.delivery.stats import STATS_TYPE
 from cdc.errors import AuthError
 from cdc.model.events import EVENT_TYPES
+from cdc.model.wire import MAX_ID
 
-__all__ = ["SubscriptionRequest", "parse_subscription", "narrow_keys", "MAX_ID", "MAX_REF_CHARS", "MAX_COALESCE_MS", "MAX_POLL_LIMIT", "DEFAULT_POLL_LIMIT", "DEFAULT_POLL_TIMEOUT_S"]
+__all__ = ["SubscriptionRequest", "parse_subscription", "narrow_keys", "MAX_COALESCE_MS", "MAX_POLL_LIMIT", "DEFAULT_POLL_LIMIT", "DEFAULT_POLL_TIMEOUT_S"]
 
 MAX_POLL_LIMIT = 10_000
 DEFAULT_POLL_LIMIT = 1000
 DEFAULT_POLL_TIMEOUT_S = 25.0
-MAX_ID = (1 << 63) - 1
-"""Largest ``since`` accepted (ids are int64 on the wire; msgpack cannot carry more)."""
-MAX_REF_CHARS = 256
 MAX_COALESCE_MS = 60_000
 """Longest ``coalesce`` window (milliseconds)."""
 
@@ -128,17 +127,14 @@ def parse_subscription(params: list[tuple[str, str]]) -> SubscriptionRequest:
     return req
 
 
-def _list_field(m: dict[str, Any], name: str) -> tuple[bool, list[str] | None]:
-    """(present, value) of an optional list-of-strings field of a client message."""
-    if name not in m:
+def _list_field(v: list[str] | str | None | msgspec.UnsetType, name: str) -> tuple[bool, list[str] | None]:
+    """(present, value) of an optional filter list of a ``subscribe`` message (types checked by msgspec)."""
+    if v is msgspec.UNSET:
         return False, None
-    v = m[name]
     if v is None:
         return True, None
     if isinstance(v, str):
         v = [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ValueError(f"{name} must be a list of strings")
     raw = [x.encode("utf-8", "surrogateescape") for x in v] if name in ("prefix", "key") else None
     check_filter_lists(v if name == "types" else None, v if name == "cf" else None, raw if name == "prefix" else None, raw if name == "key" else None)
     return True, v
@@ -158,12 +154,4 @@ def narrow_keys(grant: Grant, keys: list[bytes] | None) -> frozenset[bytes] | No
                 raise AuthError("token does not allow this key", 4403)
     return frozenset(keys)
 
-
-def _ref_ok(ref: Any) -> bool:
-    """A client ``ref`` is echoed only when every format can carry it: an int64 or a short string."""
-    if isinstance(ref, bool):
-        return True
-    if type(ref) is int:
-        return -MAX_ID - 1 <= ref <= MAX_ID
-    return isinstance(ref, str) and len(ref) <= MAX_REF_CHARS
 

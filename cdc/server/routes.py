@@ -21,7 +21,8 @@ from websockets.datastructures import MultipleValuesError
 from websockets.http11 import Request, Response
 
 from cdc.delivery.auth import Authenticator, narrow
-from cdc.delivery.hub import Filter, Hub, build_frames, coalesce_page, fmt_index
+from cdc.delivery.hub import Filter, Hub, coalesce_page
+from cdc.model.wire import WireFormat, build_frames
 from cdc.delivery.stats import STATS_TYPE, StatsCollector
 from cdc.errors import AuthError, JournalCorrupt
 from cdc.model.events import Event
@@ -29,8 +30,8 @@ from cdc.model.published import validate_published
 from cdc.server.http import _SINGLE_HEADERS, _Connection, _error, _json_response, _response
 from cdc.server.query import DEFAULT_POLL_TIMEOUT_S, narrow_keys, parse_subscription
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cdc.model.context import Context as AppContext
+if TYPE_CHECKING:
+    from cdc.delivery.context import ServerContext
 
 __all__ = ["HttpRoutes", "STATIC_DIR"]
 
@@ -50,7 +51,7 @@ _HEALTH = {"/health/live": "liveness", "/health/ready": "readiness", "/health/st
 class HttpRoutes:
     """Routing and the HTTP endpoints of :class:`~cdc.server.endpoints.Server`."""
 
-    ctx: AppContext
+    ctx: ServerContext
     hub: Hub
     auth: Authenticator
     allow_origin: frozenset[str]
@@ -312,7 +313,7 @@ class HttpRoutes:
             return _error(403, str(exc), cors)
         flt = Filter(types, cfs, prefixes, keys)
         want_stats = types is not None and STATS_TYPE in types
-        fmt = fmt_index(False, req.values)
+        fmt = WireFormat.of(False, req.values)
         hub = self.hub
         journal = hub.journal
         timeout = DEFAULT_POLL_TIMEOUT_S if req.timeout_s is None else req.timeout_s
@@ -323,7 +324,7 @@ class HttpRoutes:
         if grant.exp is not None:
             deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
 
-        epoch = getattr(journal, "epoch", None)
+        epoch = journal.epoch
         tail = b',"epoch":' + _json.encode(epoch) + b"}"
 
         def stats_field() -> bytes:
@@ -345,7 +346,7 @@ class HttpRoutes:
 
         if since and req.since is not None and req.epoch is not None and req.epoch != epoch:
             return reset(since, "epoch_changed")
-        if since > hub.latest_id and hasattr(hub, "catch_up"):  # cdc edge: its mirror may be a little behind
+        if since > hub.latest_id:  # cdc edge: its mirror may be a little behind
             await hub.catch_up(since)
         if since > hub.latest_id:
             return reset(since, "cursor_ahead")

@@ -22,13 +22,14 @@ from websockets.http11 import Request
 
 from cdc import __version__
 from cdc.delivery.auth import Authenticator, Grant, narrow
-from cdc.delivery.hub import LIVE, Filter, Hub, Subscriber, control_frame, fmt_index
+from cdc.delivery.hub import Filter, Hub, Subscriber
+from cdc.model.wire import Auth, ClientMessageError, Ping, Subscribe, SubState, WireFormat, control_frame, decode_client_message
 from cdc.delivery.stats import STATS_TYPE
 from cdc.delivery.wsconn import ServerConnection, forget_handshake
 from cdc.errors import AuthError
 from cdc.model.events import EVENT_TYPES
 from cdc.server.logsafe import _clean, _peer
-from cdc.server.query import MAX_REF_CHARS, _list_field, _ref_ok, narrow_keys, parse_subscription
+from cdc.server.query import _list_field, narrow_keys, parse_subscription
 
 __all__ = ["WsSessions", "WS_RESULTS"]
 
@@ -86,7 +87,7 @@ class WsSessions:
             "latest_id": latest,
             "oldest_id": hub.journal.oldest_id,
             "heartbeat_ms": self.heartbeat_ms,
-            "epoch": getattr(hub.journal, "epoch", None),
+            "epoch": hub.journal.epoch,
             "filter": sub.filter.to_json(),
             "values": req.values,
         }
@@ -121,7 +122,7 @@ class WsSessions:
         recv = conn.recv
         try:
             await hub.start(sub, since, epoch=epoch)
-            if sub.state != LIVE:
+            if sub.state != SubState.LIVE:
                 # closed during replay (damage, 4429, expiry): returning would close with 1000
                 # before the close task sends the code; wait for it (bounded: hub.CLOSE_BOUND_S)
                 try:
@@ -138,8 +139,8 @@ class WsSessions:
             if sub.exp_handle is not None:
                 sub.exp_handle.cancel()
                 sub.exp_handle = None
-            if sub.state != 2:
-                sub.state = 2
+            if sub.state != SubState.CLOSED:
+                sub.state = SubState.CLOSED
                 hub.remove(sub)
                 sub.pending = None
             if sub.drainer is not None:
@@ -159,7 +160,7 @@ class WsSessions:
     @staticmethod
     def _closed_line(conn: ServerConnection, sub: Subscriber, started: float) -> None:
         """The ``ws closed`` access line: peer, subject, close code/reason (ours or the peer's)."""
-        code: int | None = getattr(sub, "close_code", None)
+        code = sub.close_code
         try:
             if code is None:
                 code = conn.close_code
@@ -213,47 +214,45 @@ class WsSessions:
         except RecursionError:
             sub.send_control({"type": "error", "error": "message is nested too deeply"})
             return
-        if not isinstance(m, dict) or not isinstance(m.get("op"), str):
-            sub.send_control({"type": "error", "error": 'message must be an object with an "op" string'})
-            return
-        op = m["op"]
-        ref = m.get("ref")
-        if ref is not None and not _ref_ok(ref):  # checked first: the op is not applied
-            sub.send_control({"type": "error", "error": f"ref must be an int64 or a string of at most {MAX_REF_CHARS} characters", "op": op[:40]})
-            return
         try:
-            if op == "ping":
+            msg = decode_client_message(m)
+        except ClientMessageError as exc:
+            err: dict[str, Any] = {"type": "error", "error": str(exc)}
+            if exc.op is not None:
+                err["op"] = exc.op
+            sub.send_control(err)
+            return
+        op = msg.__struct_config__.tag
+        ref = msg.ref
+        try:
+            if isinstance(msg, Ping):
                 out: dict[str, Any] = {"type": "pong", "latest_id": self.hub.latest_id}
-            elif op == "subscribe":
-                out = self._subscribe(sub, m)
-            elif op == "auth":
-                out = self._reauth(sub, m)
+            elif isinstance(msg, Subscribe):
+                out = self._subscribe(sub, msg)
+            else:
+                out = self._reauth(sub, msg)
                 if not out:
                     return
-            else:
-                out = {"type": "error", "error": f"unknown op {op[:40]!r}", "op": op[:40]}
         except ValueError as exc:
-            out = {"type": "error", "error": str(exc), "op": op[:40]}
+            out = {"type": "error", "error": str(exc), "op": op}
         except AuthError as exc:
-            out = {"type": "error", "error": str(exc), "op": op[:40], "code": exc.code}
+            out = {"type": "error", "error": str(exc), "op": op, "code": exc.code}
         if ref is not None:
             out["ref"] = ref
         sub.send_control(out)
 
-    def _subscribe(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any]:
+    def _subscribe(self, sub: Subscriber, m: Subscribe) -> dict[str, Any]:
         cur = sub.filter
-        has_t, types = _list_field(m, "types")
-        has_c, cfs = _list_field(m, "cf")
-        has_p, prefixes = _list_field(m, "prefix")
-        has_k, keys = _list_field(m, "key")
+        has_t, types = _list_field(m.types, "types")
+        has_c, cfs = _list_field(m.cf, "cf")
+        has_p, prefixes = _list_field(m.prefix, "prefix")
+        has_k, keys = _list_field(m.key, "key")
         if has_t and types is not None:
             for t in types:
                 if t not in EVENT_TYPES and "." not in t and t != STATS_TYPE:
                     raise ValueError(f"unknown event type {t[:40]!r}")
-        values = m.get("values")
-        if values is not None and not isinstance(values, bool):
-            raise ValueError("values must be a boolean")
-        want_values = values if values is not None else sub.fmt in (1, 3)
+        values = m.values
+        want_values = values if values is not None else sub.fmt.values
         t = types if has_t else (sorted(cur.types) if cur.types is not None else None)
         c = cfs if has_c else (sorted(cur.cfs) if cur.cfs is not None else None)
         p = [x.encode() for x in prefixes] if has_p and prefixes is not None else (None if has_p else (list(cur.prefixes) if cur.prefixes is not None else None))
@@ -261,15 +260,12 @@ class WsSessions:
         nt, nc, np_ = narrow(sub.grant, t, c, p, want_values)  # AuthError 4403 -> error frame, filter kept
         nk = narrow_keys(sub.grant, k)
         self.hub.set_filter(sub, Filter(nt, nc, np_, nk))
-        sub.fmt = fmt_index(not sub.text, want_values)
+        sub.fmt = WireFormat.of(not sub.text, want_values)
         return {"type": "subscribed", "filter": sub.filter.to_json(), "values": want_values}
 
-    def _reauth(self, sub: Subscriber, m: dict[str, Any]) -> dict[str, Any] | None:
-        token = m.get("token")
-        if not isinstance(token, str):
-            raise ValueError("auth needs a token string")
+    def _reauth(self, sub: Subscriber, m: Auth) -> dict[str, Any] | None:
         try:
-            grant = self.auth.verify(token)
+            grant = self.auth.verify(m.token)
         except AuthError as exc:
             sub.close(exc.code, str(exc))
             return None
@@ -280,7 +276,7 @@ class WsSessions:
                 sorted(flt.types) if flt.types is not None else None,
                 sorted(flt.cfs) if flt.cfs is not None else None,
                 list(flt.prefixes) if flt.prefixes is not None else None,
-                sub.fmt in (1, 3),
+                sub.fmt.values,
             )
             narrow_keys(grant, list(flt.keys) if flt.keys is not None else None)
             if flt.types is None and grant.types is not None or flt.cfs is None and grant.cfs is not None or flt.prefixes is None and grant.prefixes is not None:

@@ -1,8 +1,9 @@
 // TypeScript declarations for the cdc browser client (`/client.js`) and the events it delivers.
 //
-// The event interfaces mirror the msgspec Structs in cdc/events.py (the JSON Schema is served at
-// `/schema.json`); tests/frontend/test_dts.py fails when a type or field is missing here or has
-// an incompatible type. The server omits `cf`, `details` and `reason` when they hold their
+// The event interfaces mirror the msgspec Structs in cdc/model/events.py (the JSON Schema is served
+// at `/schema.json`); tests/frontend/test_dts.py fails when a type or field is missing here, has
+// an incompatible type, or an enumerated field (status, probe, operation, reason, *_encoding)
+// lists other values than the schema's `enum`. The server omits `cf`, `details` and `reason` when they hold their
 // default; CdcClient fills them back in, so they are declared present. Other defaulted fields
 // (`*_encoding`, `end_key`, `value`, `job`) are optional.
 
@@ -26,7 +27,7 @@ export type KeyOperation = "put" | "delete" | "single_delete" | "merge" | "delet
 /** A key written to the store (one WAL record). */
 export interface KeyChangeEvent extends BaseEvent {
   type: "key_change";
-  operation: KeyOperation | (string & {});
+  operation: KeyOperation;
   key: string;
   key_encoding?: BytesEncoding | null;
   /** Column family name ("default" when the server omitted it). */
@@ -81,38 +82,45 @@ export type CompactionState = "started" | "running" | "completed" | "failed";
 
 export interface CompactionEvent extends BaseEvent {
   type: "compaction_status";
-  status: CompactionState | (string & {});
+  status: CompactionState;
   cf: string;
   job?: number | null;
   details: JobDetails;
 }
 
+export type FlushState = "started" | "completed" | "failed";
+
 export interface FlushEvent extends BaseEvent {
   type: "flush_status";
-  status: "started" | "completed" | "failed" | (string & {});
+  status: FlushState;
   cf: string;
   job?: number | null;
   details: JobDetails;
 }
 
 export type Probe = "liveness" | "readiness" | "startup";
+export type HealthState = "healthy" | "unhealthy";
 
 export interface HealthEvent extends BaseEvent {
   type: "health_change";
-  probe: Probe | (string & {});
-  status: "healthy" | "unhealthy";
+  probe: Probe;
+  status: HealthState;
   reason: string;
 }
 
+export type SyncState = "started" | "completed" | "conflict";
+
 export interface SyncEvent extends BaseEvent {
   type: "sync_event";
-  status: "started" | "completed" | "conflict" | (string & {});
+  status: SyncState;
   details: Record<string, unknown>;
 }
 
+export type SnapshotState = "started" | "completed" | "failed" | "deleted";
+
 export interface SnapshotEvent extends BaseEvent {
   type: "snapshot_event";
-  status: "started" | "completed" | "failed" | "deleted" | (string & {});
+  status: SnapshotState;
   name: string;
   details: Record<string, unknown>;
 }
@@ -125,10 +133,12 @@ export interface CaptureGapEvent extends BaseEvent {
   reason: string;
 }
 
+export type ResetReason = "replaced" | "recovered_earlier";
+
 /** The store went back in time (replaced, or recovered to an earlier seq); capture goes on in its new history. */
 export interface StoreResetEvent extends BaseEvent {
   type: "store_reset";
-  reason: "replaced" | "recovered_earlier" | (string & {});
+  reason: ResetReason;
   old_wal: number;
   old_offset: number;
   old_seq: number;

@@ -19,28 +19,34 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cdc.delivery.bus import EventBus  # noqa: E402
+from cdc.delivery.health import Health  # noqa: E402
+from cdc.delivery.metrics import Metrics  # noqa: E402
 from cdc.capture import WalCapture  # noqa: E402
 from cdc.model.config import Config  # noqa: E402
-from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
+from cdc.journal.lmdb_journal import Journal  # noqa: E402
+from cdc.model.wire import Record
 from cdc.sources.store import detect_store  # noqa: E402
 from tests.writer import StoreWriter  # noqa: E402
 
 from tests.waiting import TIMEOUT_FACTOR, wait_for  # noqa: E402,F401  (re-exported)
 
 
-class HealthLog:
-    """Records health.set / beat calls (the daemon's Health has the same two methods)."""
+class HealthLog(Health):
+    """The daemon's Health, recording the set / beat calls capture makes."""
 
     def __init__(self) -> None:
+        super().__init__(None)
         self.state: dict[tuple[str, str], tuple[bool, str]] = {}
         self.history: list[tuple[str, str, bool, str]] = []
         self.beats = 0
 
     def set(self, probe: str, name: str, ok: bool, reason: str = "") -> None:
+        super().set(probe, name, ok, reason)
         self.state[(probe, name)] = (ok, reason)
         self.history.append((probe, name, ok, reason))
 
     def beat(self, name: str) -> None:
+        super().beat(name)
         self.beats += 1
 
     def ok(self, probe: str, name: str) -> bool | None:
@@ -55,8 +61,9 @@ class _Ctx:
     bus: EventBus
     journal: Journal
     health: HealthLog
-    metrics: Any
+    metrics: Metrics
     stop: asyncio.Event
+    components: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +84,7 @@ class CaptureRig:
         bus = EventBus(journal, on_commit=self.records.extend)
         self.health = HealthLog()
         self.records.clear()  # events of this run (journal_events() has all runs)
-        self.ctx = _Ctx(cfg, store, bus, journal, self.health, None, asyncio.Event())
+        self.ctx = _Ctx(cfg, store, bus, journal, self.health, Metrics(), asyncio.Event())
         self.capture = WalCapture(**capture_kw)
         self.tasks = [
             asyncio.create_task(bus.run(), name="bus"),

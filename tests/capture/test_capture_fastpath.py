@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from cdc.capture import WalCapture, WalCheckpoint, decode_checkpoint, encode_checkpoint
 from cdc.errors import JournalError
 from cdc.model.events import KeyChange
-from cdc.journal.lmdb_journal import FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal, encode_event
+from cdc.journal.lmdb_journal import Journal
+from cdc.model.wire import PreEncoded, WireFormat, encode_event
 from cdc.format.wal import Batch, Op
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -25,7 +26,7 @@ def test_fast_put_is_byte_identical_to_the_struct(key, value, cf, seq):
     cap.cf_names = {0: "default", 3: cf}
     b = Batch(7, 0, seq, 1, [Op(seq, "put", 3, key.encode(), value.encode(), None)])
     (fast,) = cap.build([b]).events
-    assert type(fast) is tuple
+    assert type(fast) is PreEncoded
     slow = encode_event(KeyChange(timestamp=1_700_000_000_123, operation="put", key=key, cf=cf, seq=seq, value=value), 0)
     assert fast == slow
 
@@ -40,16 +41,16 @@ def test_fast_and_slow_paths_journal_the_same(tmp_path):
         Op(5, "put", 0, b"c", b"\xfe", None),  # binary value: slow path
     ]
     dec = cap.build([Batch(1, 0, 1, 5, ops)])
-    assert [type(e) is tuple for e in dec.events] == [True, False, False, False, False]
+    assert [type(e) is PreEncoded for e in dec.events] == [True, False, False, False, False]
     assert dec.unknown_cfs == [(3, 9)]
     dec.events[3].cf = "cf9"
     j = Journal(str(tmp_path / "j"), sync=False)
     try:
         recs = j.append(dec.events)
-        got = [msgspec.json.decode(r.frame(FORMAT_JSON_VALUES)) for r in recs]
+        got = [msgspec.json.decode(r.frame(WireFormat.JSON_VALUES)) for r in recs]
         assert got[0] == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a", "cf": "default", "seq": 1, "batch_seq": 1, "batch_count": 5, "value": "v1"}
         assert got[1]["key_encoding"] == "base64" and got[2]["operation"] == "delete" and got[3]["cf"] == "cf9"
-        assert msgspec.msgpack.decode(recs[0].frame(FORMAT_MSGPACK_VALUES))["value"] == "v1"
+        assert msgspec.msgpack.decode(recs[0].frame(WireFormat.MSGPACK_VALUES))["value"] == "v1"
         assert recs[0].key == b"a" and recs[0].cf == "default" and recs[0].type == "key_change"
         back = j.read(0)
         assert [r.wire for r in back] == [r.wire for r in recs] and [r.value for r in back] == [r.value for r in recs]
@@ -98,8 +99,8 @@ def test_batch_comprehension_equals_per_op_path(ops):
     for i, cf_id in dec.unknown_cfs:
         dec.events[i].cf = f"cf{cf_id}"
     for i, ((name, cf, k, v), ev) in enumerate(zip(ops, dec.events, strict=True)):
-        got = ev if type(ev) is tuple else encode_event(ev, 0)
-        if type(ev) is not tuple:
+        got = ev if type(ev) is PreEncoded else encode_event(ev, 0)
+        if type(ev) is not PreEncoded:
             continue  # the slow path is the reference itself
         assert name == "put" and cf in (0, 3)
         marks = {"batch_seq": 100, "batch_count": len(ops)} if len(ops) > 1 else {}
@@ -128,7 +129,7 @@ def test_origin_and_batch_marks_fast_equals_struct(origin, n, where, key):
     valid = len(origin.encode()) <= 256
     assert dec.bad_origins == (0 if valid else 1)
     for i, ev in enumerate(dec.events):
-        got = ev if type(ev) is tuple else encode_event(ev, 0)
+        got = ev if type(ev) is PreEncoded else encode_event(ev, 0)
         k = key + str(i) if i < n else None
         kw = dict(origin=origin if valid else None, batch_seq=50, batch_count=n + 1)
         if k is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from cdc.model.events import KeyChange, SyncEvent
 from cdc.delivery.hub import Coalescer, coalesce_page
-from cdc.journal.lmdb_journal import Record
+from cdc.model.wire import Record
 from tests.conftest import http_request, recv_events, recv_json
 
 

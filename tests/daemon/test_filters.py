@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cdc.delivery.hub import Filter, build_frames, prefix_successor
-from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_MSGPACK, Record
+from cdc.delivery.hub import Filter, prefix_successor
+from cdc.model.wire import Record, WireFormat, build_frames
 
 import msgspec
 
@@ -35,8 +35,8 @@ def test_filter_rules():
 
 def test_batch_frames_json_and_msgpack():
     rs = [rec(id_=i) for i in range(1, 21)]
-    (frame,) = build_frames(rs, FORMAT_JSON, True)
+    (frame,) = build_frames(rs, WireFormat.JSON, True)
     assert [e["id"] for e in msgspec.json.decode(frame)] == list(range(1, 21))
-    (frame,) = build_frames(rs, FORMAT_MSGPACK, True)
+    (frame,) = build_frames(rs, WireFormat.MSGPACK, True)
     assert [e["id"] for e in msgspec.msgpack.decode(frame)] == list(range(1, 21))
-    assert len(build_frames(rs, FORMAT_JSON, False)) == 20
+    assert len(build_frames(rs, WireFormat.JSON, False)) == 20

@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 from cdc.model.events import KeyChange
-from cdc.journal.lmdb_journal import FORMAT_JSON, Journal
+from cdc.journal.lmdb_journal import Journal
+from cdc.model.wire import PreEncoded, WireFormat
 from tests.conftest import recv_events
 
 
@@ -37,7 +38,7 @@ def test_long_cfs_are_stored_and_read_back(tmp_path: Any, caplog: Any) -> None:
         assert _cf_lens(back) == [1, 70_000, 65_535, 65_534, None, 65_535]
         assert back[1].cf == "b" * 70_000 and back[4].cf is None
         assert [r.type for r in back] == ["app.a", "app.b", "app.c", "app.d", "app.e", "key_change"]
-        assert b'"cf":"' + b"b" * 10 in back[1].frame(FORMAT_JSON)
+        assert b'"cf":"' + b"b" * 10 in back[1].frame(WireFormat.JSON)
     finally:
         j.close()
     j2 = Journal(str(tmp_path / "j"), sync=False)  # reopened: same layout
@@ -67,9 +68,9 @@ def test_unstorable_events_are_skipped_not_raised(tmp_path: Any, caplog: Any) ->
         msgs = [r.getMessage() for r in caplog.records if r.name == "cdc.journal"]
         assert sum("app.bad" in m for m in msgs) == 1, msgs
         assert all("\ud800" not in m and "t" * 100 not in m for m in msgs)
-        # pre-encoded tuples (capture's path) with an unstorable key are skipped too
-        good = (b'{"type":"app.t"}', b"", "app.t", None, None, None)
-        bad = (b'{"type":"app.t"}', b"", "app.t", None, "not-bytes", None)
+        # pre-encoded events (capture's path) with an unstorable key are skipped too
+        good = PreEncoded(b'{"type":"app.t"}', b"", "app.t", None, None, None)
+        bad = PreEncoded(b'{"type":"app.t"}', b"", "app.t", None, "not-bytes", None)  # type: ignore[arg-type]
         recs = j.append([good, bad, good])
         assert [r.id for r in recs] == [3, 4] and j.last_skipped == [1]
     finally:

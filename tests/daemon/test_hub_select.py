@@ -7,7 +7,7 @@ import random
 import pytest
 
 from cdc.delivery.hub import Filter
-from cdc.journal.lmdb_journal import Record
+from cdc.model.wire import Record
 
 
 def _records(n: int = 2000) -> list[Record]:

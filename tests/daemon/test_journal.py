@@ -9,7 +9,8 @@ import pytest
 
 from cdc.errors import JournalFull
 from cdc.model.events import KeyChange, SyncEvent
-from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK_VALUES, Journal
+from cdc.journal.lmdb_journal import Journal
+from cdc.model.wire import WireFormat
 
 import msgspec
 
@@ -35,13 +36,13 @@ def test_record_layout_wire_value_and_formats(tmp_path):
     j = Journal(str(tmp_path / "j"))
     (r,) = j.append([KeyChange(timestamp=5, operation="put", key="a\u00e9", seq=7, value="v", value_encoding=None)])
     assert json.loads(r.wire) == {"id": 1, "type": "key_change", "timestamp": 5, "operation": "put", "key": "a\u00e9", "cf": "default", "seq": 7}
-    assert json.loads(r.frame(FORMAT_JSON_VALUES))["value"] == "v"
-    assert msgspec.msgpack.decode(r.frame(FORMAT_MSGPACK_VALUES))["value"] == "v"
+    assert json.loads(r.frame(WireFormat.JSON_VALUES))["value"] == "v"
+    assert msgspec.msgpack.decode(r.frame(WireFormat.MSGPACK_VALUES))["value"] == "v"
     assert r.key == "a\u00e9".encode() and r.cf == "default" and r.type == "key_change"
     (back,) = j.read(0)
     assert back.wire == r.wire and back.value == r.value and back.key == r.key
     assert j.read_wire(0) == ([r.wire], 1)
-    assert r.frame(FORMAT_JSON) is r.wire
+    assert r.frame(WireFormat.JSON) is r.wire
     j.close()
 
 
@@ -49,7 +50,7 @@ def test_binary_key_and_value_roundtrip(tmp_path):
     j = Journal(str(tmp_path / "j"))
     (r,) = j.append([KeyChange(timestamp=5, operation="put", key="/w==", key_encoding="base64", seq=1, value="AAE=", value_encoding="base64")])
     assert r.key == b"\xff"
-    ev = json.loads(r.frame(FORMAT_JSON_VALUES))
+    ev = json.loads(r.frame(WireFormat.JSON_VALUES))
     assert ev["value_encoding"] == "base64" and ev["key_encoding"] == "base64"
     j.close()
 

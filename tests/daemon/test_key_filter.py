@@ -10,7 +10,7 @@ import websockets
 
 from cdc.model.events import KeyChange, SyncEvent
 from cdc.delivery.hub import Filter
-from cdc.journal.lmdb_journal import Record
+from cdc.model.wire import Record
 from tests.conftest import http_request, recv_events, recv_json, token
 
 

@@ -95,6 +95,32 @@ def _schema_kinds(prop: dict) -> set[str]:
     return {{"integer": "number"}.get(t, t)}
 
 
+def _ts_literals(t: str, aliases: dict[str, str]) -> tuple[set[str], bool]:
+    """String literals a TypeScript type lists, and whether it also admits any other string."""
+    lits: set[str] = set()
+    open_ = False
+    for part in _split_union(t):
+        if re.fullmatch(r'"[^"]*"', part):
+            lits.add(part[1:-1])
+        elif part in ("string", "(string & {})") or part.startswith("`"):
+            open_ = True
+        elif part in aliases:
+            more, o = _ts_literals(aliases[part], aliases)
+            lits |= more
+            open_ |= o
+    return lits, open_
+
+
+def _schema_enum(prop: dict) -> set[str] | None:
+    """The ``enum`` of a (possibly nullable) schema property, None when it has none."""
+    if "enum" in prop:
+        return set(prop["enum"])
+    for alt in prop.get("anyOf", ()):
+        if "enum" in alt:
+            return set(alt["enum"])
+    return None
+
+
 SCHEMA = msgspec.json.schema(Event)
 TAGS = SCHEMA["discriminator"]["mapping"]
 
@@ -140,8 +166,28 @@ def test_fields_match_the_msgspec_schema(tag: str) -> None:
         if optional:
             have = have | {"null"} if "null" in want and "null" not in have else have
         assert want <= have | ({"null"} if optional else set()), f"{name}.{prop}: schema {want}, d.ts {have}"
+        enum = _schema_enum(spec)
+        if enum is not None:  # statuses, probes, operations, reasons: the same closed set
+            lits, open_ = _ts_literals(ts_type, aliases)
+            assert lits == enum and not open_, f"{name}.{prop}: schema enum {sorted(enum)}, d.ts {sorted(lits)}{' | string' if open_ else ''}"
     extra = set(fields) - set(definition["properties"])
     assert not extra, f"{name} declares fields the schema lacks: {extra}"
+
+
+def test_statuses_are_enumerated_in_the_schema() -> None:
+    # the allowed values live on the Structs (Literal), so /schema.json shows them
+    defs = SCHEMA["$defs"]
+    for struct, field in [
+        ("CompactionStatus", "status"),
+        ("FlushStatus", "status"),
+        ("HealthChange", "status"),
+        ("HealthChange", "probe"),
+        ("SyncEvent", "status"),
+        ("SnapshotEvent", "status"),
+        ("StoreReset", "reason"),
+        ("KeyChange", "operation"),
+    ]:
+        assert _schema_enum(defs[struct]["properties"][field]), f"{struct}.{field} has no enum"
 
 
 def test_client_js_lists_the_same_event_types() -> None:

@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cdc.delivery.bus import EventBus  # noqa: E402
+from cdc.delivery.health import Health  # noqa: E402
+from cdc.delivery.metrics import Metrics  # noqa: E402
 from cdc.model.config import Config  # noqa: E402
-from cdc.journal.lmdb_journal import Journal, Record  # noqa: E402
+from cdc.journal.lmdb_journal import Journal  # noqa: E402
+from cdc.model.wire import Record
 
 from tests.waiting import wait_for as _wait_for  # noqa: E402
 
@@ -31,8 +34,9 @@ class Ctx:
         self.bus = bus
         self.stop = asyncio.Event()
         self.store: Any = None
-        self.health = None
-        self.metrics = None
+        self.health = Health(None)
+        self.metrics = Metrics()
+        self.components: list[Any] = []
 
 
 class Harness:
