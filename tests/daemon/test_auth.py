@@ -15,7 +15,8 @@ from websockets.exceptions import ConnectionClosed
 from cdc.delivery.auth import Authenticator, mint_token, narrow
 from cdc.errors import AuthError, ConfigError
 from cdc.model.events import KeyChange, SyncEvent
-from tests.conftest import OPAQUE_TOKEN, SECRET, http_request, publish, recv_events, recv_json, token
+from tests.harness.daemon import OPAQUE_TOKEN, SECRET, token
+from tests.harness.net import http_request, publish, recv_events, recv_json
 
 
 async def closed_with(ws) -> int:

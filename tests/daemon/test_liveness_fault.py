@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from cdc.capture.wal_capture import WalCapture
-from tests.conftest import http_request, recv_json, wait_for
-from tests.writer import StoreWriter
+from tests.harness.net import http_request, recv_json
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
 

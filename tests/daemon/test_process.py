@@ -10,8 +10,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.conftest import recv_json, wait_for
-from tests.writer import StoreWriter
+from tests.harness.net import recv_json
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from cdc.daemon.app import App, serve
 from cdc.model.config import OPTIONS, Config, load_config
 from cdc.errors import ConfigError
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 
 def _busy_port() -> socket.socket:

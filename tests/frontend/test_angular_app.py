@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from cdc.delivery.auth import mint_token
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 from .conftest import SECRET, TOKEN, Daemon, free_port, wait_for
 

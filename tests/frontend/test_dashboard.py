@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.origin_writer import OriginWriter, build
-from tests.writer import StoreWriter
+from tests.harness.writers import OriginWriter, build_origin_writer as build
+from tests.harness.writers import StoreWriter
 
 from .conftest import TOKEN, Daemon, wait_for
 

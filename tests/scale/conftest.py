@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import ROOT, SECRET, OPAQUE_TOKEN, free_port, http_request_sync, token
-from tests.waiting import wait_for, wait_for_sync
+from tests.harness.daemon import ROOT, SECRET, OPAQUE_TOKEN, token
+from tests.harness.net import free_port, http_request_sync
+from tests.harness.waiting import wait_for, wait_for_sync
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.scale.conftest import NatsServer, Node, ResumingSubscriber, assert_same_events, wait_caught_up
-from tests.waiting import wait_for
-from tests.writer import StoreWriter
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 
 class BackgroundWriter:

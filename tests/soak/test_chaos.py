@@ -1,7 +1,7 @@
 """Bounded chaos soak (issue 9): exactly-once, in order, values intact, through kill -9 and SIGSTOP.
 
 One real RocksDB store (3 column families, WAL archiving on, small memtables so flushes and WAL
-switches happen) written by a ``tests/writer.py`` subprocess running a seeded script: single
+switches happen) written by a ``tests/harness/writers.py`` subprocess running a seeded script: single
 puts, batches across column families, deletes, a few delete_range, explicit flushes and
 compactions, one clean reopen half way. Every value carries the step that wrote it and a CRC32,
 and the writer logs the sequence number of every committed step, so the expected history
@@ -57,9 +57,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from cdc.delivery.auth import mint_token
 from cdc.model.events import decode_bytes
-from tests.conftest import free_port, http_request, http_request_sync, wait_serving
-from tests.waiting import TIMEOUT_FACTOR, wait_for
-from tests.writer import StoreWriter, _enc
+from tests.harness.daemon import wait_serving
+from tests.harness.net import free_port, http_request, http_request_sync
+from tests.harness.waiting import TIMEOUT_FACTOR, wait_for
+from tests.harness.writers import StoreWriter, _enc
 
 SEED = int(os.environ.get("CDC_SOAK_SEED", "9"))
 STEPS = int(os.environ.get("CDC_SOAK_STEPS", "2400"))
