@@ -60,6 +60,7 @@ import ipaddress
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -603,6 +604,8 @@ class Server:
         self._schema: bytes | None = None
         self._static: dict[str, bytes] = {}
         self._closing = False
+        self.clock: Callable[[], float] = time.time
+        """Wall clock that token expiry is measured against (tests inject one instead of sleeping)."""
         self.ws_results: dict[str, int] = dict.fromkeys(WS_RESULTS, 0)
         """``/ws/events`` attempts by result (``cdc_ws_connections_total{result}``)."""
         self.polls_waiting = 0
@@ -985,7 +988,7 @@ class Server:
         deadline = loop.time() + timeout
         since = hub.latest_id if req.since is None else req.since
         if grant.exp is not None:
-            deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
+            deadline = min(deadline, loop.time() + max(0.0, grant.exp - self.clock()))
 
         epoch = getattr(journal, "epoch", None)
         tail = b',"epoch":' + _json.encode(epoch) + b"}"
@@ -1190,7 +1193,7 @@ class Server:
         if grant.exp is None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, grant.exp - time.time())
+        delay = max(0.0, grant.exp - self.clock())
         sub.exp_handle = loop.call_later(delay, sub.close, 4401, "token expired")
 
     def _on_message(self, sub: Subscriber, message: str | bytes) -> None:
