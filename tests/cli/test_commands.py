@@ -208,6 +208,7 @@ def _stop_demo(proc: subprocess.Popen[str], demo_dir: Path) -> None:
     assert "Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_every_event_type(tmp_path: Path) -> None:
     proc, url, demo_dir = _start_demo(tmp_path, "--rate", "20", "--flush-every", "1", "--compact-every", "1.5",
                                       "--checkpoint-every", "1", "--sync-every", "1")

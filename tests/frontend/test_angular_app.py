@@ -32,7 +32,7 @@ from tests.harness.writers import StoreWriter
 
 from .conftest import SECRET, TOKEN, Daemon, free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "angular"

@@ -273,6 +273,7 @@ def _subscribers(daemon: Daemon) -> int:
     raise AssertionError("no cdc_subscribers metric")
 
 
+@pytest.mark.slow
 def test_slow_consumer_4429_reconnects_and_loses_nothing(serve_daemon_factory: Any, harness_factory: Any) -> None:
     from tests.harness.writers import StoreWriter
 

@@ -37,6 +37,7 @@ def summary(events):
     return out
 
 
+@pytest.mark.slow
 async def test_ops_events_in_order_with_key_changes(tmp_path, daemon_factory):
     db = str(tmp_path / "store")
     snapdir = tmp_path / "snaps"

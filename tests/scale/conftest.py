@@ -2,7 +2,7 @@
 `cdc serve --nats-url` capture nodes and `cdc edge` nodes as subprocesses, resuming subscribers.
 
 Every process is started on free loopback ports and killed in the fixture's teardown; every wait
-is bounded (tests.waiting)."""
+is bounded (tests.harness.waiting)."""
 
 from __future__ import annotations
 

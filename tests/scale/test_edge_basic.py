@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import websockets
 
 from tests.harness.daemon import token
@@ -15,6 +16,7 @@ from tests.harness.waiting import wait_for
 from tests.harness.writers import StoreWriter
 
 
+@pytest.mark.slow
 async def test_edge_serves_the_journal_with_the_same_ids(tmp_path, nats_single, nodes):
     with StoreWriter(tmp_path / "db", cfs=["users"]) as w:
         w.put("boot", "1")

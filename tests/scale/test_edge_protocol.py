@@ -103,6 +103,7 @@ CASES: list[tuple[str, str, str | None]] = [
 ]
 
 
+@pytest.mark.slow
 async def test_same_answers_on_serve_and_edge(pair):
     cap, edge, w = pair
     for name, query, tok in CASES:
