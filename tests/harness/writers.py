@@ -4,6 +4,8 @@
   (below; this file is also the child's script).
 - :class:`OriginWriter`: a C++ program that marks WriteBatches with ``cdc-origin:`` LogData
   (:func:`build_origin_writer` compiles it).
+- :class:`OpsWriter` (ops_writer.py): rocksdict with the options the ops tests need (rate limiter,
+  background compactions, info-LOG rotation).
 - :class:`CxxWriter`: the C++ harness driver of ``tests/cxx`` (2PC, column families, WAL TTL, ...);
   re-exported here, its source stays in tests/cxx.
 
@@ -604,5 +606,6 @@ class OriginWriter:
 if __name__ != "__main__":  # the child runs this file as a script, without the tests package
     from tests.cxx import CxxWriter, Report, arg  # noqa: E402,F401  (the C++ harness driver)
     from tests.cxx import build as build_cxx_writer  # noqa: E402,F401
+    from tests.harness.ops_writer import OpsWriter  # noqa: E402,F401  (rate-limited compactions, LOG rotation)
 else:
     _child_main(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Fixtures for the ops tests (helpers live in opshelpers.py, the writer in opswriter.py)."""
+"""Fixtures for the ops tests (helpers live in opshelpers.py, the writer is tests/harness/ops_writer.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 from tests.harness.daemon import token
 from tests.harness.net import publish, recv_events
 from tests.harness.waiting import wait_for
-from tests.ops.opswriter import OpsWriter
+from tests.harness.writers import OpsWriter
 
 pytestmark = pytest.mark.integration
 

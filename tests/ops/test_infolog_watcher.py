@@ -10,7 +10,7 @@ import pytest
 
 from cdc.ops.watchers import InfoLogWatcher
 from tests.ops.opshelpers import run_components, wait_for
-from tests.ops.opswriter import OpsWriter
+from tests.harness.writers import OpsWriter
 
 pytestmark = pytest.mark.integration
 
