@@ -6,7 +6,7 @@ Fixtures:
   ``components=None`` runs the real ones (WalCapture + ops watchers) against ``d.db``.
 - ``daemon``: one in-process daemon without components (publish-driven events).
 - ``daemon_proc_factory``: ``p = daemon_proc_factory(**config_overrides)`` starts
-  ``python -m cdc.daemon.app CONFIG.json`` (:class:`tests.harness.daemon.DaemonProcess`) and
+  ``python -m cdc.cli.serve_json CONFIG.json`` (:class:`tests.harness.daemon.DaemonProcess`) and
   waits until ``/health/startup`` answers 200; ``p.kill9()``, ``p.terminate()``, ``p.start()``.
 - ``cxx_writer_exe`` / ``cxx_writer``: the C++ store writer of tests/cxx.
 """

@@ -123,7 +123,7 @@ import msgspec
 
 from cdc.errors import CdcError, FormatError
 from cdc.model.events import CaptureGap, KeyChange, StoreReset
-from cdc.format.blocks import BLOCK_SIZE, HEADER_SIZE, RECYCLABLE_HEADER_SIZE
+from cdc.format.blocks import BLOCK_SIZE, skip_orphan_fragments
 from cdc.sources.store import list_wal_files, load_manifest, open_readonly, read_identity, read_store_file, read_wal_archiving
 from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader
 
@@ -172,7 +172,6 @@ _NO_VALUE_OPS = frozenset({"delete", "single_delete", "delete_range", "blob_inde
 
 _b64 = base64.b64encode
 _json_encode = msgspec.json.Encoder().encode
-_FRAG_HEADER = struct.Struct("<HB")  # length, type (after the 4-byte CRC)
 
 
 class WalCheckpoint(NamedTuple):
@@ -1905,26 +1904,14 @@ class WalCapture:
         (A record that started in the skipped block may end in this one; its tail alone cannot
         be decoded and would otherwise count as a second corruption.)
         """
-        while True:
+
+        def read_at(off: int, n: int) -> bytes:
             try:
-                hdr = os.pread(cur.fd, RECYCLABLE_HEADER_SIZE, offset)
+                return os.pread(cur.fd, n, off)
             except OSError:
-                return offset
-            if len(hdr) < HEADER_SIZE:
-                return offset
-            length, rtype = _FRAG_HEADER.unpack_from(hdr, 4)
-            if rtype in (3, 4):
-                hsize = HEADER_SIZE
-            elif rtype in (7, 8):
-                hsize = RECYCLABLE_HEADER_SIZE
-            else:
-                return offset
-            nxt = offset + hsize + length
-            if nxt > (offset // BLOCK_SIZE + 1) * BLOCK_SIZE:
-                return offset  # not a valid fragment header: let the reader judge it
-            if rtype in (4, 8):
-                return nxt
-            offset = (offset // BLOCK_SIZE + 1) * BLOCK_SIZE  # MIDDLE fills its block
+                return b""
+
+        return skip_orphan_fragments(read_at, offset)
 
     async def _try_seal_end(self, cur: _Tail, reader: WalReader) -> bool:
         self.tails.pop(cur.number, None)

@@ -308,7 +308,7 @@ def run_demo(
     ``sync_every_s``, ``bulk_every_s`` and ``bulk_keys`` of the writer. ``allow_origin``: as
     ``serve --allow-origin`` (a cross-origin app, e.g. an Angular dev server, may connect and poll). ``ready``/``info`` are for tests: ``info`` receives ``url``, ``port``, ``token``, ``dir``.
     """
-    from cdc.cli.main import UserError
+    from cdc.errors import UserError
     from cdc.daemon.logs import setup_logging
     from cdc.daemon.preflight import check_port
 

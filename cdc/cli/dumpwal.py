@@ -466,10 +466,9 @@ class _KeysOnly:
         the block boundary are taken too. It stops before anything else, which the general path
         then handles (and reports) exactly as without this scanner.
         """
-        buf = log._buf
-        base = log._base
+        buf, base, i = log.window()
         nbuf = len(buf)
-        i = done = log._pos - base
+        done = i
         parts: list[bytes] = []
         while True:
             blk_end = i + 32768 - (base + i) % 32768
@@ -495,8 +494,7 @@ class _KeysOnly:
             i = done = end
         if not parts:
             return []
-        log._pos = log.offset = base + done
-        log._legacy_seen = True
+        log.consume(base + done)
         self.rendered += 1
         return [b"".join(parts)]
 
@@ -580,6 +578,7 @@ class _KeysOnly:
         unsafe = _JSON_UNSAFE
         args: list[Any] = []
         ext = args.extend
+        # inlined for speed: header + CRC + single-Put parse as in wal._scan_simple_records, but rendering lines, no Op
         while i + 22 <= lim:
             masked, length, rtype, seq, count, tag = unpack(buf, i)
             e = i + 7 + length
@@ -911,14 +910,14 @@ def _run(path: str, values: bool, out: BinaryIO | None, err, db: str | None = No
         except OSError:
             pass
         return 0
-    except IsADirectoryError as exc:
-        print(f"cdc: {exc.filename}: is a directory", file=err)
-        return 2
-    except PermissionError as exc:
-        print(f"cdc: {exc.filename or path}: permission denied", file=err)
-        return 2
     except OSError as exc:
-        print(f"cdc: {getattr(exc, 'filename', None) or path}: {exc.strerror or exc}", file=err)
+        if isinstance(exc, IsADirectoryError):
+            why = f"{exc.filename}: is a directory"
+        elif isinstance(exc, PermissionError):
+            why = f"{exc.filename or path}: permission denied"
+        else:
+            why = f"{getattr(exc, 'filename', None) or path}: {exc.strerror or exc}"
+        print(f"cdc: {why}", file=err)
         return 2
     except CdcError as exc:
         print(f"cdc: {exc}", file=err)

@@ -1,7 +1,7 @@
 """Command line: ``cdc serve | config | dump-wal | tail | token | publish | demo`` (CONTRACT.md §1).
 
-This is the only module that calls sys.exit. Every user error ends with one line on stderr and
-a non-zero exit code, never a traceback:
+Commands end with sys.exit (only cdc.cli does); every failure ends with one line on stderr and a
+non-zero exit code, never a traceback (the mapping: cdc.cli.errors; the codes: cdc.errors):
 
 ====  ==========================================================================
 code  meaning
@@ -31,71 +31,17 @@ from click.core import ParameterSource
 
 from cdc import __version__
 from cdc.model.config import OPTIONS, Config, cli_name, env_name, load_config, render_effective
-from cdc.errors import AuthError, CdcError, ConfigError, StoreError
-from cdc.daemon.preflight import StartupError
+from cdc.cli.errors import run_and_exit
+from cdc.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, StartupError, UserError
 
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
-EXIT_STARTUP = 3
-EXIT_INTERRUPTED = 130
+__all__ = ["UserError", "cli", "main", "mint"]
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class UserError(CdcError):
-    """A failure to report as one line with a given exit code (raised by command helpers)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        self.code = code
-        super().__init__(message)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    from cdc.model.redact import redact
-
-    line = redact(" ".join(str(message).split()))
-    click.echo(f"cdc: error: {line}", err=True)
-    sys.exit(code)
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Console entry point: run the click group, turning every failure into one line + exit code."""
-    try:
-        rc = cli.main(args=argv, prog_name="cdc", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(EXIT_INTERRUPTED)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        _fail(exc.format_message() + hint, EXIT_USAGE)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), EXIT_USAGE)
-    except UserError as exc:
-        _fail(str(exc), exc.code)
-    except (ConfigError, StoreError, AuthError) as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        # stdout closed early (e.g. `cdc tail ... | head`): not an error.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        except OSError:
-            pass
-        sys.exit(EXIT_OK)
-    except StartupError as exc:
-        _fail(str(exc), EXIT_STARTUP)
-    except CdcError as exc:  # e.g. JournalError while starting: the environment, not the user
-        _fail(str(exc), EXIT_STARTUP)
-    except SystemExit:
-        raise
-    except Exception as exc:
-        if os.environ.get("CDC_DEBUG"):
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {exc} (set CDC_DEBUG=1 for the traceback)", EXIT_UNEXPECTED)
-    sys.exit(rc if isinstance(rc, int) else EXIT_OK)
+    """Console entry point: run the click group; every failure is one line + its exit code."""
+    run_and_exit(lambda: cli.main(args=argv, prog_name="cdc", standalone_mode=False))
 
 
 @click.group(context_settings=_CONTEXT)
@@ -190,9 +136,6 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
 
         require_nats()  # one line naming the extra when nats-py is missing
     from cdc.daemon.logs import setup_logging
-    from cdc.daemon.preflight import acquire_state_lock
-
-    lock_fd = acquire_state_lock(config.state_dir)  # held until the process exits
 
     setup_logging(config.log_format, config.log_level)
     from cdc.daemon.preflight import raise_nofile_limit
@@ -204,11 +147,9 @@ def serve_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
     except ImportError as exc:  # pragma: no cover - only while the daemon is being written
         raise UserError(f"the daemon is not available in this build ({exc})", EXIT_UNEXPECTED) from None
     try:
-        rc = serve(config)
+        rc = serve(config)  # the Journal holds the journal's lock (cdc.journal.lock) while it runs
     except OSError as exc:
         raise StartupError(f"cannot start: {exc.strerror or exc}") from None
-    finally:
-        os.close(lock_fd)
     sys.exit(int(rc or 0))
 
 
@@ -249,17 +190,13 @@ def edge_cmd(ctx: click.Context, check_config: bool, **params: Any) -> None:
         click.echo("\n".join(ln for ln in lines if ln.split(" = ")[0].lstrip("# ") not in skip) + "\n", nl=False)
         sys.exit(EXIT_OK)
     from cdc.daemon.logs import setup_logging
-    from cdc.daemon.preflight import acquire_state_lock, raise_nofile_limit
+    from cdc.daemon.preflight import raise_nofile_limit
 
-    lock_fd = acquire_state_lock(config.state_dir)
     setup_logging(config.log_format, config.log_level)
     raise_nofile_limit()
     from cdc.daemon.edge import edge_serve
 
-    try:
-        rc = edge_serve(config)
-    finally:
-        os.close(lock_fd)
+    rc = edge_serve(config)  # its mirror Journal holds the lock of <state-dir>/mirror
     sys.exit(int(rc or 0))
 
 
@@ -313,18 +250,9 @@ def _split_list(values: tuple[str, ...] | str | None) -> list[str] | None:
 
 def _read_token(token: str | None, token_file: str | None) -> str | None:
     if token_file:
-        from cdc.daemon.preflight import read_secret_file
+        from cdc.daemon.preflight import read_tokens_file
 
-        from cdc.delivery.auth import parse_tokens
-
-        text = read_secret_file(token_file, "--token-file")
-        try:
-            lines = parse_tokens(text)
-        except ValueError as exc:
-            raise ConfigError(f"--token-file: {token_file}: {exc}") from None
-        if not lines:
-            raise ConfigError(f"--token-file: {token_file}: contains no token")
-        return lines[0]
+        return read_tokens_file(token_file, "--token-file")[0]
     if token is not None and not token.strip():
         raise ConfigError("--token: empty token")
     return token.strip() if token else None
@@ -433,11 +361,9 @@ def token_cmd(
     values: bool,
 ) -> None:
     """Mint an HS256 JWT for `serve --jwt-secret-file` and print it."""
-    from cdc.daemon.preflight import read_secret_file
+    from cdc.daemon.preflight import read_jwt_secret
 
-    secret = read_secret_file(secret_file, "--secret-file")
-    if not secret:
-        raise ConfigError(f"--secret-file: {secret_file}: the file is empty")
+    secret = read_jwt_secret(secret_file, "--secret-file")
     click.echo(
         mint(
             secret,

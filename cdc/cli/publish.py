@@ -24,15 +24,30 @@ from cdc.errors import ConfigError
 __all__ = ["build_body", "publish", "publish_url"]
 
 
-def publish_url(url: str) -> str:
-    """Map any daemon URL to its ``/publish`` endpoint."""
+def split_daemon_url(url: str, kind: str) -> tuple[str, urllib.parse.SplitResult]:
+    """A daemon URL given as ``http(s)://``, ``ws(s)://`` or ``host:port`` -> (the scheme of
+    ``kind`` ("http" or "ws") with the same security, the split URL). The one URL parser of the
+    client commands (``tail``, ``publish``).
+
+    Raises:
+        ValueError: not an http(s)/ws(s) URL.
+    """
     url = url.strip()
     if "://" not in url:
-        url = "http://" + url
+        url = f"{kind}://{url}"
     parts = urllib.parse.urlsplit(url)
-    scheme = {"http": "http", "https": "https", "ws": "http", "wss": "https"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ConfigError(f"URL: not an http(s):// or ws(s):// URL: {url!r}")
+    secure = {"http": False, "ws": False, "https": True, "wss": True}.get(parts.scheme.lower())
+    if secure is None or not parts.netloc:
+        raise ValueError(f"not an http(s):// or ws(s):// URL: {url!r}")
+    return kind + ("s" if secure else ""), parts
+
+
+def publish_url(url: str) -> str:
+    """Map any daemon URL to its ``/publish`` endpoint."""
+    try:
+        scheme, parts = split_daemon_url(url, "http")
+    except ValueError as exc:
+        raise ConfigError(f"URL: {exc}") from None
     path = parts.path.rstrip("/")
     if path.endswith("/ws/events"):
         path = path[: -len("/ws/events")]
@@ -82,7 +97,7 @@ def _reason(data: bytes) -> str:
 
 def publish(url: str, body: dict[str, Any], token: str | None, *, timeout_s: float = 10.0) -> int:
     """POST the body; print the answer. Raises UserError (one line + exit code) on failure."""
-    from cdc.cli.main import UserError
+    from cdc.errors import UserError
 
     target = publish_url(url)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}

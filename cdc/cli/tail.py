@@ -23,6 +23,8 @@ from typing import IO, Any
 
 import msgspec
 
+from cdc.errors import UserError
+
 __all__ = ["TailOptions", "normalize_ws_url", "format_pretty", "run_tail"]
 
 _decoder = msgspec.json.Decoder()
@@ -45,10 +47,8 @@ class TailOptions:
     open_timeout_s: float = 10.0
 
 
-class TailError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        self.code = code
-        super().__init__(message)
+class TailError(UserError):
+    """A failure of ``cdc tail``: one line, with the exit code it carries (cdc.cli.errors)."""
 
 
 def normalize_ws_url(url: str) -> str:
@@ -57,13 +57,9 @@ def normalize_ws_url(url: str) -> str:
     Raises:
         ValueError: not an http(s)/ws(s) URL.
     """
-    url = url.strip()
-    if "://" not in url:
-        url = "ws://" + url
-    parts = urllib.parse.urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"not an http(s):// or ws(s):// URL: {url!r}")
+    from cdc.cli.publish import split_daemon_url
+
+    scheme, parts = split_daemon_url(url, "ws")
     path = parts.path if parts.path not in ("", "/") else "/ws/events"
     return urllib.parse.urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
@@ -276,14 +272,9 @@ class _Tail:
 
 def run_tail(opts: TailOptions, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Run ``cdc tail``; returns the exit code. Raises UserError (one line) on failures."""
-    from cdc.cli.main import UserError
-
     try:
         normalize_ws_url(opts.url)
     except ValueError as exc:
         raise UserError(str(exc), 2) from None
     tail = _Tail(opts, out or sys.stdout, err or sys.stderr)
-    try:
-        return asyncio.run(tail.run())
-    except TailError as exc:
-        raise UserError(str(exc), exc.code) from None
+    return asyncio.run(tail.run())  # a TailError (a UserError) carries its exit code

@@ -10,7 +10,7 @@ Shutdown (SIGTERM/SIGINT only *set* ``ctx.stop``; a second signal cancels): insi
 positions (they watch ``ctx.stop``) -> the bus commits everything queued -> subscribers are
 closed with 1001 -> the LMDB environment is closed. Safe after a partial start-up.
 
-Exit codes of :func:`serve`: 0 clean stop, 1 crash, 2 configuration error, 3 start-up failure.
+Exit codes of :func:`serve`: 0 clean stop, 1 cancelled; errors raise (their ``exit_code``: 2 configuration, 3 start-up).
 """
 
 from __future__ import annotations
@@ -21,24 +21,24 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from cdc.delivery.auth import Authenticator
 from cdc.delivery.bus import EventBus
 from cdc.model.config import Config
-from cdc.errors import CdcError, ConfigError, JournalError, StoreError
+from cdc.errors import ConfigError, StoreError
 from cdc.delivery.health import Health
 from cdc.delivery.hub import Hub
 from cdc.journal.lmdb_journal import Journal
 from cdc.delivery.metrics import Metrics
-from cdc.daemon.preflight import StartupError
+from cdc.errors import StartupError
+from cdc.daemon.preflight import require_auth_source
 from cdc.daemon.sdnotify import Notifier
 from cdc.capture.wal_capture import WalCapture
 from cdc.delivery.natsbus import NatsPublisher, require_nats
 from cdc.ops.watchers import COMPONENTS as OPS_COMPONENTS
-from cdc.server.endpoints import Server
+from cdc.server import Server
 from cdc.sources.store import StoreInfo, detect_store
 
 __all__ = ["AppContext", "run_app", "serve", "App"]
@@ -132,9 +132,8 @@ class App:
     async def run(self, started: asyncio.Event | None = None) -> None:
         """Run until ``self.stop`` is set; ordered shutdown; raises CdcError on start-up failures."""
         cfg = self.config
+        require_auth_source(cfg)
         auth = Authenticator(cfg.tokens_file, cfg.jwt_secret_file, insecure_no_auth=cfg.insecure_no_auth)
-        if not auth.configured:
-            raise ConfigError("no auth source: give --tokens-file or --jwt-secret-file (or --insecure-no-auth for a trusted network)")
         if cfg.insecure_no_auth:
             log.warning("AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who can reach %s:%s can read every event and publish", cfg.host, cfg.port)
         store = _detect_store(cfg)
@@ -301,34 +300,13 @@ async def run_app(config: Config, *, started: asyncio.Event | None = None, app: 
 
 
 def serve(config: Config) -> int:
-    """``cdc serve``: run the daemon; returns the process exit code (errors: one line on stderr)."""
+    """``cdc serve``: run the daemon; returns the process exit code (0 clean stop, 1 cancelled by a
+    second signal). Start-up failures raise their :class:`CdcError` (each carries its exit code;
+    the CLI prints the one line)."""
     try:
         asyncio.run(run_app(config))
-    except ConfigError as exc:
-        print(f"cdc: {exc}", file=sys.stderr)
-        return 2
-    except (JournalError, CdcError) as exc:
-        print(f"cdc: {exc}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:  # pragma: no cover
         return 0
     except asyncio.CancelledError:  # second signal
         return 1
     return 0
-
-
-def _main(argv: list[str]) -> int:  # pragma: no cover - test entry: python -m cdc.daemon.app CONFIG.json
-    import msgspec
-
-    if len(argv) != 2:
-        print("usage: python -m cdc.daemon.app CONFIG.json", file=sys.stderr)
-        return 2
-    with open(argv[1], "rb") as f:
-        config = msgspec.json.decode(f.read(), type=Config)
-    logging.basicConfig(level=os.environ.get("CDC_LOG_LEVEL", "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(config)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_main(sys.argv))
-

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import time
 from collections import deque
 from typing import Any
@@ -39,13 +38,14 @@ import msgspec
 
 from cdc.delivery.auth import Authenticator
 from cdc.model.config import Config
-from cdc.errors import CdcError, ConfigError, JournalError
+from cdc.errors import ConfigError, JournalError
 from cdc.delivery.health import Health
 from cdc.delivery.hub import Hub
 from cdc.journal.lmdb_journal import Journal
 from cdc.delivery.metrics import Metrics
 from cdc.delivery.natsbus import H_EPOCH, H_LAST, connect, publish_subject, require_nats, unpack_records
-from cdc.daemon.preflight import StartupError
+from cdc.errors import StartupError
+from cdc.daemon.preflight import require_auth_source
 
 __all__ = ["EdgeApp", "EdgeHub", "EdgeSource", "ForwardingBus", "edge_serve"]
 
@@ -446,9 +446,8 @@ class EdgeApp:
         if not cfg.nats_url:
             raise ConfigError("cdc edge needs --nats-url (or CDC_NATS_URL, or nats-url in --config)")
         require_nats()
+        require_auth_source(cfg)
         auth = Authenticator(cfg.tokens_file, cfg.jwt_secret_file, insecure_no_auth=cfg.insecure_no_auth)
-        if not auth.configured:
-            raise ConfigError("no auth source: give --tokens-file or --jwt-secret-file (or --insecure-no-auth for a trusted network)")
         if cfg.insecure_no_auth:
             log.warning("AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who can reach %s:%s can read every event and publish", cfg.host, cfg.port)
         journal = _open_mirror(cfg)
@@ -465,7 +464,7 @@ class EdgeApp:
             ctx.bus = ForwardingBus(source)
             metrics.bind(hub=hub, journal=journal, health=health)
             health.set("readiness", "nats_lag", False, "mirror not caught up with the stream yet")
-            from cdc.server.endpoints import Server
+            from cdc.server import Server
 
             server = Server(ctx, hub, auth)  # type: ignore[arg-type]
             ctx.server = server
@@ -547,8 +546,7 @@ def check_edge_config(config: Config, *, bind: bool = True) -> None:
         pf._check_tokens_file(config.tokens_file)  # noqa: SLF001
     if config.jwt_secret_file:
         pf._check_secret_file(config.jwt_secret_file)  # noqa: SLF001
-    if not (config.tokens_file or config.jwt_secret_file or config.insecure_no_auth):
-        raise ConfigError("no auth source: give --tokens-file and/or --jwt-secret-file (or --insecure-no-auth for a trusted local test)")
+    pf.require_auth_source(config)
     require_nats()
     pf._check_state_dir(config.state_dir)  # noqa: SLF001
     if bind:
@@ -556,7 +554,7 @@ def check_edge_config(config: Config, *, bind: bool = True) -> None:
 
 
 def edge_serve(config: Config) -> int:
-    """``cdc edge``: run until SIGTERM/SIGINT; returns the exit code (errors: one line on stderr)."""
+    """``cdc edge``: run until SIGTERM/SIGINT; returns the exit code (errors raise: the CLI prints them)."""
     import signal
 
     app = EdgeApp(config)
@@ -579,13 +577,7 @@ def edge_serve(config: Config) -> int:
         await app.run()
 
     try:
-        asyncio.run(main())
-    except ConfigError as exc:
-        print(f"cdc: error: {exc}", file=sys.stderr)
-        return 2
-    except (JournalError, CdcError) as exc:
-        print(f"cdc: error: {exc}", file=sys.stderr)
-        return 3
+        asyncio.run(main())  # a CdcError propagates: the CLI prints it with its exit code
     except KeyboardInterrupt:  # pragma: no cover
         return 0
     except asyncio.CancelledError:

@@ -14,40 +14,55 @@ Invariants:
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import resource
 import socket
 import stat
 
 from cdc.model.config import Config, cli_name
-from cdc.errors import CdcError, ConfigError
+from cdc.errors import CdcError, ConfigError, StartupError
 
 __all__ = [
     "StartupError",
-    "acquire_state_lock",
     "check_config",
     "check_journal",
     "check_port",
     "check_store_dir",
     "raise_nofile_limit",
+    "read_jwt_secret",
     "read_secret_file",
+    "read_tokens_file",
+    "require_auth_source",
 ]
 
+NO_AUTH_SOURCE = (
+    "no auth source: give --tokens-file and/or --jwt-secret-file (or --insecure-no-auth for a trusted local test)"
+)
 
-class StartupError(CdcError):
-    """The environment prevents start-up (port in use, ...): exit 3."""
+
+def require_auth_source(config: Config) -> None:
+    """ConfigError unless a tokens file, a JWT secret file or ``insecure_no_auth`` is given
+    (the one check, for ``serve``, ``edge`` and the in-process App)."""
+    if not (config.tokens_file or config.jwt_secret_file or config.insecure_no_auth):
+        raise ConfigError(NO_AUTH_SOURCE)
+
+
+def _os_problem(option: str, path: str, exc: OSError, missing: str) -> ConfigError:
+    """The one line for an OSError on a path an option names (``missing``: "no such file"...)."""
+    if isinstance(exc, FileNotFoundError):
+        why = missing
+    elif isinstance(exc, PermissionError):
+        why = "permission denied"
+    else:
+        why = exc.strerror or str(exc)
+    return ConfigError(f"{option}: {path}: {why}")
 
 
 def _dir_ok(path: str, option: str, *, write: bool = False) -> None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{option}: {path}: no such directory") from None
-    except PermissionError:
-        raise ConfigError(f"{option}: {path}: permission denied") from None
     except OSError as exc:
-        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+        raise _os_problem(option, path, exc, "no such directory") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{option}: {path}: not a directory")
     mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
@@ -91,12 +106,8 @@ def read_secret_file(path: str, option: str) -> str:
             raise ConfigError(f"{option}: {path}: is a directory")
         with open(path, "rb") as f:
             raw = f.read((1 << 20) + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{option}: {path}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{option}: {path}: permission denied") from None
     except OSError as exc:
-        raise ConfigError(f"{option}: {path}: {exc.strerror or exc}") from None
+        raise _os_problem(option, path, exc, "no such file") from None
     if len(raw) > 1 << 20:
         raise ConfigError(f"{option}: {path}: larger than 1 MiB")
     try:
@@ -106,22 +117,35 @@ def read_secret_file(path: str, option: str) -> str:
     return text.strip()
 
 
-def _check_tokens_file(path: str) -> None:
-    from cdc.delivery.auth import parse_tokens  # the one parser, shared with the authenticator
+def read_tokens_file(path: str, option: str = "--tokens-file") -> list[str]:
+    """The tokens of a tokens file (at least one), parsed by the one parser (``parse_tokens``);
+    ConfigError naming ``option`` and never quoting a token otherwise."""
+    from cdc.delivery.auth import parse_tokens
 
-    text = read_secret_file(path, "--tokens-file")
+    text = read_secret_file(path, option)
     try:
         tokens = parse_tokens(text)
     except ValueError as exc:
-        raise ConfigError(f"--tokens-file: {path}: {exc}") from None
+        raise ConfigError(f"{option}: {path}: {exc}") from None
     if not tokens:
-        raise ConfigError(f"--tokens-file: {path}: contains no token (one per line; lines starting with # are comments)")
+        raise ConfigError(f"{option}: {path}: contains no token (one per line; lines starting with # are comments)")
+    return tokens
+
+
+def read_jwt_secret(path: str, option: str = "--jwt-secret-file") -> str:
+    """The JWT secret of a secret file (not empty); ConfigError naming ``option`` otherwise."""
+    secret = read_secret_file(path, option)
+    if not secret:
+        raise ConfigError(f"{option}: {path}: the file is empty")
+    return secret
+
+
+def _check_tokens_file(path: str) -> None:
+    read_tokens_file(path)
 
 
 def _check_secret_file(path: str) -> None:
-    secret = read_secret_file(path, "--jwt-secret-file")
-    if not secret:
-        raise ConfigError(f"--jwt-secret-file: {path}: the file is empty")
+    read_jwt_secret(path)
 
 
 def _check_state_dir(path: str) -> None:
@@ -143,16 +167,19 @@ def _check_state_dir(path: str) -> None:
         raise ConfigError(f"--state-dir: {path}: not writable ({exc.strerror or exc})") from None
 
 
-def check_journal(path: str) -> None:
+def check_journal(path: str, *, in_use_ok: bool = True) -> None:
     """Refuse a journal that cannot be trusted before the daemon maps it (StartupError, exit 3).
 
     A ``data.mdb`` shorter than the last page its meta pages record would kill the process with
     SIGBUS when mapped; garbage pages would fail every replay later. Both are found here: the meta
-    pages are read with plain reads, then (when no other cdc holds the journal) every tree is
-    walked read-only. A missing journal is fine (it is created).
+    pages are read with plain reads, then (when no other cdc holds the journal's lock) every tree
+    is walked read-only. A missing journal is fine (it is created). A journal another cdc holds
+    is refused (StartupError naming its pid) unless ``in_use_ok`` (``cdc config`` on a running
+    daemon's configuration).
     """
-    from cdc.errors import JournalError
-    from cdc.journal.lmdb_journal import LOCK_FILE, check_journal_file, verify_env
+    from cdc.errors import JournalError, JournalLocked
+    from cdc.journal.lmdb_journal import check_journal_file, verify_env
+    from cdc.journal.lock import lock_journal, unlock_journal
 
     if not os.path.exists(os.path.join(path, "data.mdb")):
         return
@@ -161,14 +188,14 @@ def check_journal(path: str) -> None:
     except JournalError as exc:
         raise StartupError(str(exc)) from None
     try:
-        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
+        fd = lock_journal(path)
+    except JournalLocked as exc:
+        if in_use_ok:
+            return
+        raise StartupError(f"--state-dir: {exc}") from None
+    except JournalError:
         return  # the daemon's own open reports it
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return  # another cdc has it open: the state lock refuses this start anyway
         import lmdb
 
         try:
@@ -188,7 +215,7 @@ def check_journal(path: str) -> None:
         finally:
             env.close()
     finally:
-        os.close(fd)
+        unlock_journal(fd)
 
 
 def _corrupt(path: str, exc: BaseException) -> Exception:
@@ -236,49 +263,12 @@ def check_config(config: Config, *, bind: bool = True) -> str:
         _check_tokens_file(config.tokens_file)
     if config.jwt_secret_file:
         _check_secret_file(config.jwt_secret_file)
-    if not (config.tokens_file or config.jwt_secret_file or config.insecure_no_auth):
-        raise ConfigError(
-            "no auth source: give --tokens-file and/or --jwt-secret-file "
-            "(or --insecure-no-auth for a trusted local test)"
-        )
+    require_auth_source(config)
     _check_state_dir(config.state_dir)
-    check_journal(os.path.join(config.state_dir, "journal"))
+    check_journal(os.path.join(config.state_dir, "journal"), in_use_ok=not bind)
     if bind:
         check_port(config.host, config.port)
     return kind
-
-
-LOCK_NAME = "cdc.lock"
-
-
-def acquire_state_lock(state_dir: str) -> int:
-    """Take an exclusive ``flock`` on ``<state_dir>/cdc.lock`` for the life of the process.
-
-    Two daemons on one journal would both assign event ids; the second one is refused with a
-    StartupError (exit 3) naming the holder's pid. Returns the lock's file descriptor: keep it
-    open (closing it, or exiting, releases the lock; a kill -9 releases it too).
-    """
-    path = os.path.join(state_dir, LOCK_NAME)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"--state-dir: {state_dir}: cannot create {LOCK_NAME} ({exc.strerror or exc})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = ""
-        try:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            pass
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            who = f" (pid {holder})" if holder.isdigit() else ""
-            raise StartupError(f"--state-dir: {state_dir} is in use by another cdc{who}") from None
-        raise StartupError(f"--state-dir: {state_dir}: cannot lock ({exc.strerror or exc})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 _NR_OPEN_FALLBACK = 1 << 20

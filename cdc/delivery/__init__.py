@@ -5,6 +5,7 @@
 - ``auth``: tokens file and HS256 JWT scopes
 - ``health``, ``metrics``, ``stats``: probes, Prometheus, ``stats`` frames
 - ``natsbus``: the JetStream publisher (scale-out) and its stream conventions
+- ``wsconn``: the only module touching websockets internals (frame writes, flow control, abort)
 
 Invariant: every journaled event reaches every matching subscriber once, in id order, or the
 subscriber is closed with a code that tells it to resume. May import: ``cdc.journal``,

@@ -50,10 +50,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from cdc.errors import JournalCorrupt
+from cdc.delivery.wsconn import abort, is_paused, lost_waiter, wait_writable, write_frames
 from cdc.journal.lmdb_journal import FORMAT_JSON, FORMAT_JSON_VALUES, FORMAT_MSGPACK, FORMAT_MSGPACK_VALUES, Journal, Record
 
 if TYPE_CHECKING:  # pragma: no cover
-    from websockets.asyncio.server import ServerConnection
+    from cdc.delivery.wsconn import ServerConnection
 
 __all__ = ["Filter", "Subscriber", "Hub", "prefix_successor", "check_filter_lists", "MAX_FILTER_ENTRIES", "MAX_FILTER_ENTRY_BYTES"]
 
@@ -357,22 +358,11 @@ class Subscriber:
 
     def _write(self, frames: list[bytes]) -> bool:
         """Write frames into the transport now; False when the connection is not open."""
-        conn = self.conn
-        proto = conn.protocol
-        if proto.state is not _OPEN:
-            return False
-        send = proto.send_text if self.text else proto.send_binary
-        try:
-            for f in frames:
-                send(f)
-            conn.send_data()
-        except Exception:  # a broken transport: the handler sees the close and cleans up
-            return False
-        return True
+        return write_frames(self.conn, frames, self.text)
 
     def push(self, frames: list[bytes], last_id: int, n_events: int) -> None:
         """Hand frames to the connection without ever waiting (fan-out path)."""
-        if self.pending is None and self.drainer is None and not self.conn.paused:
+        if self.pending is None and self.drainer is None and not is_paused(self.conn):
             if self._write(frames):
                 if last_id > self.last_id:
                     self.last_id = last_id
@@ -396,8 +386,8 @@ class Subscriber:
     async def send_now(self, frames: list[bytes]) -> bool:
         """Send frames, waiting while the transport is above its high-water mark (replay path)."""
         conn = self.conn
-        while conn.paused:
-            await conn.drain()
+        while is_paused(conn):
+            await wait_writable(conn)
             if self.state == CLOSED:
                 return False
         return self._write(frames)
@@ -405,8 +395,8 @@ class Subscriber:
     async def _drain(self) -> None:
         try:
             while self.pending and self.state != CLOSED:
-                if self.conn.paused:
-                    await self.conn.drain()
+                if is_paused(self.conn):
+                    await wait_writable(self.conn)
                     continue
                 frames, last_id, n = self.pending.popleft()
                 self.pending_n -= n
@@ -461,10 +451,10 @@ class Subscriber:
                 pass
             except Exception:  # noqa: BLE001 - a broken transport: aborted below
                 pass
-            waiter = conn.connection_lost_waiter
+            waiter = lost_waiter(conn)
             if not waiter.done():
                 try:
-                    conn.transport.abort()
+                    abort(conn)
                 except Exception:  # noqa: BLE001 - pragma: no cover - already gone
                     pass
                 try:
@@ -769,7 +759,3 @@ class Hub:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-
-from websockets.protocol import State as _State  # noqa: E402
-
-_OPEN = _State.OPEN

@@ -238,6 +238,7 @@ class LogReader:
                 break
             masked, length, rtype = unpack_header(buf, i)
             if rtype == 1 and not frags:
+                # inlined for speed: the FULL branch below, without the general checks (legacy, no fragment)
                 # Fast path: a whole record in a legacy header (the common case).
                 e = i + 7 + length
                 if 7 + length > block_left:
@@ -321,7 +322,7 @@ class LogReader:
                 recycled = True
             elif rtype <= LAST_TYPE:
                 legacy_seen = True
-            # --- logical assembly
+            # --- logical assembly (inlined for speed: each branch updates the loop's locals itself)
             if rtype == FULL_TYPE or rtype == RECYCLABLE_FULL_TYPE:
                 if frags:
                     self._corrupt("partial record without end", self._frag_offset)
@@ -390,6 +391,41 @@ class LogReader:
             self.state = state
         return out
 
+    # ------------------------------------------------------------------ in-place scanners
+
+    @property
+    def recycled(self) -> bool:
+        """True once a recyclable record was read (the general path must check log numbers)."""
+        return self._recycled
+
+    @property
+    def in_fragment(self) -> bool:
+        """True while a FIRST fragment waits for its LAST."""
+        return bool(self._frags)
+
+    def window(self) -> tuple[bytes, int, int]:
+        """``(buf, base, i)``: the fed bytes kept, the file offset of ``buf[0]``, and the index in
+        ``buf`` of the next physical record.
+
+        For scanners that decode a run of whole legacy records in place (the WAL reader's hot
+        loop, dump-wal's keys-only fast path); they hand what they took back with
+        :meth:`consume`. ``buf`` must not be kept across :meth:`feed`.
+        """
+        return self._buf, self._base, self._pos - self._base
+
+    def consume(self, end: int) -> None:
+        """Mark the records from the position up to file offset ``end`` as returned.
+
+        The caller (a scanner over :meth:`window`) has checked that they are whole legacy
+        records (FULL, or a FIRST + LAST pair across a block boundary; CRCs verified) or block
+        trailers, ending exactly at ``end``. Precondition: not :attr:`recycled`, not :attr:`in_fragment`, ``end`` not before
+        the position. Anything it stops before is left to :meth:`read_raw`, which handles and
+        reports it exactly as without the scanner.
+        """
+        assert not self._frags and not self._recycled and end >= self._pos, "consume() outside a run of whole records"
+        self._pos = self.offset = end
+        self._legacy_seen = True
+
     # ------------------------------------------------------------------ end of file
 
     def pending(self) -> int:
@@ -418,3 +454,40 @@ class LogReader:
         self.state = "corrupt"
         self.error = err
         return err
+
+
+# ---------------------------------------------------------------------- resync after corruption
+
+_FRAG_HEADER = struct.Struct("<HB")  # length, type (after the 4-byte CRC)
+
+
+def skip_orphan_fragments(read_at: Callable[[int, int], bytes], offset: int) -> int:
+    """Where to resume after skipping to the block start ``offset`` past a bad record.
+
+    A record that began in the skipped block may end in this one: its MIDDLE/LAST fragments alone
+    cannot be decoded and would count as a second corruption. Steps over them (a MIDDLE fills its
+    block) and returns the offset after the LAST, or ``offset`` itself when the block starts with
+    anything else (or a header that does not fit its block: the reader judges it).
+
+    Args:
+        read_at: ``read_at(offset, n)`` -> up to ``n`` bytes of the file at ``offset`` (b"" past
+            the end or on error); the caller does the I/O, this function only parses headers.
+    """
+    while True:
+        hdr = read_at(offset, RECYCLABLE_HEADER_SIZE)
+        if len(hdr) < HEADER_SIZE:
+            return offset
+        length, rtype = _FRAG_HEADER.unpack_from(hdr, 4)
+        if rtype in (MIDDLE_TYPE, LAST_TYPE):
+            hsize = HEADER_SIZE
+        elif rtype in (RECYCLABLE_MIDDLE_TYPE, RECYCLABLE_LAST_TYPE):
+            hsize = RECYCLABLE_HEADER_SIZE
+        else:
+            return offset
+        block_end = (offset // BLOCK_SIZE + 1) * BLOCK_SIZE
+        nxt = offset + hsize + length
+        if nxt > block_end:
+            return offset  # not a valid fragment header: let the reader judge it
+        if rtype in (LAST_TYPE, RECYCLABLE_LAST_TYPE):
+            return nxt
+        offset = block_end  # MIDDLE fills its block

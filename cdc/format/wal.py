@@ -321,6 +321,7 @@ def _decode_batch(payload: bytes, log_number: int, offset: int, leveldb: bool) -
                     cf, pos = _varint_slow(payload, pos - 1, 28)
             key = value = end_key = None
             if nfields:
+                # inlined for speed: the key's and the value's length-prefixed slices (no call per field)
                 ln = payload[pos]
                 pos += 1
                 if ln >= 0x80:
@@ -671,10 +672,8 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
     as without this function. Precondition: the reader is not corrupt/ended and holds no
     fragments.
     """
-    buf = log._buf
-    base = log._base
+    buf, base, i = log.window()
     nbuf = len(buf)
-    i = log._pos - base
     start_i = i
     boff = base % 32768
     log_number = log.log_number
@@ -693,6 +692,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
         if i + 20 > lim:
             break
         block_start_i = i
+        # inlined for speed: LogReader.read_raw's FULL-record framing + CRC fused with batch decoding
         while i + 20 <= lim:
             masked, length, rtype, seq, count, tag = unpack(buf, i)
             e = i + 7 + length
@@ -740,8 +740,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
         if i < lim:
             break
     if i != start_i:
-        log._pos = log.offset = base + i
-        log._legacy_seen = True
+        log.consume(base + i)
     return out
 
 
@@ -831,8 +830,8 @@ class WalReader:
         log = self._log
         while True:
             fast = None if (self.compression or self.ts_sizes) else decode
-            if fast is not None and not log._recycled:
-                if not log._frags:
+            if fast is not None and not log.recycled:
+                if not log.in_fragment:
                     if scan is not None:
                         out += scan(log)
                     out += _scan_simple_records(log, leveldb, custom)

@@ -32,7 +32,6 @@ noticed (:attr:`Journal.replaced`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -48,6 +47,7 @@ import lmdb
 import msgspec
 
 from cdc.errors import JournalCorrupt, JournalError, JournalFull
+from cdc.journal.lock import lock_journal, unlock_journal
 from cdc.model.events import CUSTOM_TYPE_PATTERN, EVENT_TYPES, Event, KeyChange, decode_bytes
 
 __all__ = ["Journal", "check_journal_file", "verify_env", "Record", "PreEncoded", "encode_event", "FORMAT_JSON", "FORMAT_JSON_VALUES", "FORMAT_MSGPACK", "FORMAT_MSGPACK_VALUES"]
@@ -287,7 +287,7 @@ class Journal:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             raise JournalError(f"cannot open journal at {path}: {exc.strerror or exc}") from exc
-        self._lock_fd = _lock_dir(path)
+        self._lock_fd = lock_journal(path)
         try:
             check_journal_file(path)  # before LMDB maps the file: a truncated one would SIGBUS
         except JournalError:
@@ -571,17 +571,8 @@ class Journal:
                     self.full = True
                     raise JournalFull(f"disk full under journal {self.path}") from exc
                 raise JournalError(f"journal write failed: {exc}") from exc
-            self.full = False
-            was_empty = self._count == 0
-            self._next_id = next_id
-            self._bytes = total
-            self._count = count
-            if count == 0:
-                self._oldest = next_id
-            elif pruned_n and oldest is not None:
-                self._oldest = oldest
-            elif was_empty and records:
-                self._oldest = records[0].id
+            first = records[0].id if self._count == 0 and records else None
+            self._committed(next_id, total, count, oldest if pruned_n else None, first)
             return records
 
     rejected = 0
@@ -707,16 +698,8 @@ class Journal:
                 raise JournalFull(f"journal map full ({self.map_size} bytes at {self.path})") from exc
             except lmdb.Error as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
-            self.full = False
-            self._next_id = next_id
-            self._bytes = total
-            self._count = count
-            if count == 0:
-                self._oldest = next_id
-            elif pruned_n and oldest is not None:
-                self._oldest = oldest
-            elif hole or count == len(records):
-                self._oldest = records[0].id
+            first = records[0].id if records and (hole or count == len(records)) else None
+            self._committed(next_id, total, count, oldest if pruned_n else None, first)
             return records, hole
 
     # ------------------------------------------------------------------ reading
@@ -765,21 +748,26 @@ class Journal:
             return list(zip(range(first, first + len(evs)), evs, ixs, strict=True))
         out: list[tuple[int, bytes, bytes]] = []
         with self.env.begin(buffers=False) as txn:
-            ev_cur = txn.cursor(db=self._ev)
-            ix_cur = txn.cursor(db=self._ix)
-            start = _ID.pack(since_id + 1)
-            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-                return out
-            unpack = _ID.unpack
             size = 0
-            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
-                size += len(wire) + len(ix)
+            for item in self._after(txn, since_id):
+                size += len(item[1]) + len(item[2])
                 if out and size > max_bytes:
                     break
-                out.append((unpack(k)[0], wire, ix))
+                out.append(item)
                 if len(out) >= limit:
                     break
         return out
+
+    def _after(self, txn: Any, since_id: int) -> Iterable[tuple[int, bytes, bytes]]:
+        """``(id, ev value, ix value)`` of the records after ``since_id``, in id order (the two
+        trees walked together)."""
+        ev_cur = txn.cursor(db=self._ev)
+        ix_cur = txn.cursor(db=self._ix)
+        start = _ID.pack(since_id + 1)
+        if not ev_cur.set_range(start) or not ix_cur.set_range(start):
+            return ()
+        unpack = _ID.unpack
+        return ((unpack(k)[0], wire, ix) for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False))
 
     def get_checkpoint(self, name: str) -> bytes | None:
         """Last checkpoint committed under ``name`` (None if never)."""
@@ -801,14 +789,8 @@ class Journal:
     def _read(self, since_id: int, limit: int) -> list[Record]:
         out: list[Record] = []
         with self.env.begin(buffers=False) as txn:
-            ev_cur = txn.cursor(db=self._ev)
-            ix_cur = txn.cursor(db=self._ix)
-            start = _ID.pack(since_id + 1)
-            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-                return out
-            unpack = _ID.unpack
-            for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False):
-                out.append(_unpack_record(unpack(k)[0], wire, ix))
+            for id_, wire, ix in self._after(txn, since_id):
+                out.append(_unpack_record(id_, wire, ix))
                 if len(out) >= limit:
                     break
         return out
@@ -851,6 +833,21 @@ class Journal:
             yield from batch
             since = batch[-1].id
 
+    def _committed(self, next_id: int, total: int, count: int, pruned_oldest: int | None, first_new: int | None) -> None:
+        """The counters after a commit: the oldest id is the next one when empty, else the
+        oldest left by pruning, else ``first_new`` (the first appended when the journal was
+        empty before), else unchanged."""
+        self.full = False
+        self._next_id = next_id
+        self._bytes = total
+        self._count = count
+        if count == 0:
+            self._oldest = next_id
+        elif pruned_oldest is not None:
+            self._oldest = pruned_oldest
+        elif first_new is not None:
+            self._oldest = first_new
+
     def close(self) -> None:
         """Close the environment and release the directory lock (idempotent)."""
         if getattr(self, "epoch", None) and self._lock_fd >= 0:
@@ -864,35 +861,7 @@ class Journal:
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)  # releases the flock
-            except OSError:  # pragma: no cover
-                pass
-
-
-LOCK_FILE = "journal.lock"
-
-
-def _lock_dir(path: str) -> int:
-    """Exclusive ``flock`` on ``<path>/journal.lock`` (one Journal per directory, any process).
-
-    The lock is tied to the open file description: it conflicts with a second Journal in the
-    same process too, and a ``kill -9`` releases it. Raises JournalError when it is held.
-    """
-    lock_path = os.path.join(path, LOCK_FILE)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise JournalError(f"cannot open journal lock {lock_path}: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise JournalError(f"journal {path} is in use by another cdc (lock {lock_path} is held)") from None
-        raise JournalError(f"cannot lock journal {path}: {exc.strerror or exc}") from None
-    return fd
+        unlock_journal(fd)
 
 
 # ---------------------------------------------------------------------- integrity

@@ -8,7 +8,8 @@ import pytest
 
 from cdc.daemon.app import App, serve
 from cdc.model.config import OPTIONS, Config, load_config
-from cdc.errors import ConfigError
+from cdc.cli.errors import run_and_exit
+from cdc.errors import ConfigError, StartupError
 from tests.harness.writers import StoreWriter
 
 
@@ -26,7 +27,12 @@ def test_port_in_use_is_a_startup_failure_exit_3(tmp_path, capsys):
     s = _busy_port()
     try:
         cfg = Config(db=db, state_dir=str(tmp_path / "st"), port=s.getsockname()[1], insecure_no_auth=True)
-        assert serve(cfg) == 3
+        with pytest.raises(StartupError) as ei:
+            serve(cfg)
+        assert ei.value.exit_code == 3 and "cannot listen" in str(ei.value)
+        with pytest.raises(SystemExit) as ex:  # the CLI's one mapping: one line, exit 3
+            run_and_exit(lambda: serve(cfg))
+        assert ex.value.code == 3
         err = capsys.readouterr().err
         assert "cannot listen" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     finally:
@@ -62,3 +68,33 @@ def test_journal_fsync_option():
     assert Config(db="x").ops_manifest_grace_s == 11.0
     with pytest.raises(ConfigError):
         load_config({"db": "x", "journal_fsync": "sometimes"}, {})
+
+
+def test_every_error_carries_its_exit_code():
+    """errors.py owns the codes; the CLI maps them in one place (cdc.cli.errors.run_and_exit)."""
+    import cdc.errors as E
+
+    expected = {
+        E.ConfigError: 2, E.StoreError: 2, E.AuthError: 2, E.StartupError: 3, E.JournalError: 3,
+        E.JournalFull: 3, E.JournalLocked: 3, E.FormatError: 3, E.CdcError: 3,
+    }
+    for cls, code in expected.items():
+        assert cls.exit_code == code, cls
+    assert E.UserError("x", 130).exit_code == 130 and E.UserError("x").exit_code == 2
+    assert E.JournalCorrupt("/j", "bad").exit_code == 3
+
+
+def test_journal_lock_names_its_holder(tmp_path):
+    """One lock per journal (cdc.journal.lock): a second holder is refused with the pid."""
+    import os
+
+    from cdc.errors import JournalLocked
+    from cdc.journal.lmdb_journal import Journal
+
+    j = Journal(str(tmp_path / "j"), sync=False)
+    try:
+        with pytest.raises(JournalLocked, match=rf"is in use by another cdc \(pid {os.getpid()}\)") as ei:
+            Journal(str(tmp_path / "j"), sync=False)
+        assert ei.value.exit_code == 3
+    finally:
+        j.close()

@@ -299,3 +299,47 @@ def test_recyclable_log_number_checked_before_length_and_crc():
     # a foreign log number on the very first record: nothing of this life yet -> end
     recs, r = read_all(bytes(foreign), log_number=20)
     assert recs == [] and r.state == "end"
+
+
+def test_skip_orphan_fragments_steps_over_the_tail_of_a_lost_record():
+    """The resync helper (one owner of the framing: cdc.format.blocks) on bytes."""
+    from cdc.format.blocks import skip_orphan_fragments
+
+    data, payloads = _vector()  # payloads[2] (70000 B) is FIRST, MIDDLE, LAST over three blocks
+
+    def read_at(off: int, n: int) -> bytes:
+        return data[off : off + n]
+
+    recs, _ = read_all(data)
+    big = recs[2]
+    assert big.payload == payloads[2]
+    first_block_end = (big.offset // BLOCK_SIZE + 1) * BLOCK_SIZE
+    # resync at the block after the FIRST fragment: MIDDLE fills it, LAST ends in the next one
+    resume = skip_orphan_fragments(read_at, first_block_end)
+    assert resume == recs[3].offset
+    # a block that starts with a whole record: nothing to skip; past the end: stay
+    assert skip_orphan_fragments(read_at, 0) == 0
+    assert skip_orphan_fragments(read_at, len(data) + BLOCK_SIZE) == len(data) + BLOCK_SIZE
+    # a fragment header whose length crosses its block: left to the reader
+    bad = bytearray(data)
+    struct.pack_into("<H", bad, first_block_end + 4, BLOCK_SIZE)
+    assert skip_orphan_fragments(lambda o, n: bytes(bad[o : o + n]), first_block_end) == first_block_end
+
+
+def test_window_and_consume_hand_a_scanned_run_back():
+    """A scanner reads whole records in place through window() and reports them with consume():
+    read() then continues after them exactly as if it had returned them."""
+    data, payloads = _vector()
+    r = LogReader(1)
+    r.feed(data)
+    buf, base, i = r.window()
+    assert (base, i) == (0, 0) and not r.recycled and not r.in_fragment
+    # scan the first two whole records by hand (7-byte header + length)
+    for _ in range(2):
+        length = int.from_bytes(buf[i + 4 : i + 6], "little")
+        assert buf[i + 6] == 1
+        i += 7 + length
+    r.consume(base + i)
+    assert r.offset == i
+    rest = r.read()
+    assert [x.payload for x in rest] == payloads[2:] and r.state == "ok"

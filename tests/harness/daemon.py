@@ -150,7 +150,7 @@ class DaemonProcess:
     """The daemon as a subprocess on a fixed port, restartable on the same port and state.
 
     ``DaemonProcess.serve(args, ...)`` runs ``python -m cdc serve ARGS``;
-    ``DaemonProcess.from_config(tmp, **fields)`` runs ``python -m cdc.daemon.app CONFIG.json``.
+    ``DaemonProcess.from_config(tmp, **fields)`` runs ``python -m cdc.cli.serve_json CONFIG.json``.
     ``start()`` waits until ``ready_path`` answers 200 (unless ``ready=False``); ``kill9()``,
     ``pause()`` / ``resume()`` (SIGSTOP/SIGCONT), ``terminate()`` / ``stop(sig)`` return the exit
     code; ``restart()`` starts it again; ``timeline`` records what was done to it.
@@ -184,7 +184,7 @@ class DaemonProcess:
         with open(cfg_path, "wb") as f:
             f.write(msgspec.json.encode(config))
         env = dict(os.environ, PYTHONPATH=ROOT, CDC_LOG_LEVEL="INFO")
-        p = cls(["-m", "cdc.daemon.app", cfg_path], config.port, os.path.join(tmp, "daemon.log"), env=env, ready_timeout=20.0)
+        p = cls(["-m", "cdc.cli.serve_json", cfg_path], config.port, os.path.join(tmp, "daemon.log"), env=env, ready_timeout=20.0)
         p.config, p.cfg_path, p.db = config, cfg_path, config.db
         return p
 
