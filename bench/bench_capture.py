@@ -1,8 +1,8 @@
 """Capture benchmarks (issue 3): keeping up with the writer, write -> subscriber latency, stages.
 
-Run: ``python bench/bench_capture.py [keepup] [latency] [stages]`` (all by default).
+Run: ``python -m bench.bench_capture [keepup] [latency] [stages]`` (all by default).
 
-- keepup: a rocksdict writer (subprocess, tests/writer.py) puts 300,000 keys in WriteBatches of
+- keepup: a rocksdict writer (subprocess, tests/harness/writers.py) puts 300,000 keys in WriteBatches of
   100 while the real daemon (subprocess: capture + journal + hub + server) tails the WAL; one
   ``batch=1`` WebSocket subscriber counts key_change events. Baseline: the writer's own time
   (measured in the writer process, same run). Ratio = writer_s / delivered_s (target >= 1.0).
@@ -30,12 +30,10 @@ import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_delivery as bd  # noqa: E402
+from bench import bench_delivery as bd  # noqa: E402
 
-from tests.writer import StoreWriter  # noqa: E402
+from tests.harness.writers import StoreWriter  # noqa: E402
 
 N_PUTS = 300_000
 BATCH = 100

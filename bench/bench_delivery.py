@@ -1,9 +1,9 @@
 """Delivery benchmarks (issue 3): fan-out, idle memory, journal replay, write->subscriber latency.
 
-Run: ``python bench/bench_delivery.py [fanout] [memory] [replay] [latency] [throughput]`` (all by default).
+Run: ``python -m bench.bench_delivery [fanout] [memory] [replay] [latency] [throughput]`` (all by default).
 
 Each server (cdc, or the bare ``websockets`` baseline) runs in its own subprocess
-(``python bench/bench_delivery.py _server KIND PORT ...``); this process is the client side.
+(``python -m bench.bench_delivery _server KIND PORT ...``); this process is the client side.
 Clients are raw asyncio protocols (handshake + frame counting, no per-frame JSON parsing) so
 that the client costs the same for both servers and stays cheap.
 
@@ -27,15 +27,15 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
+from tests.harness.net import free_port  # noqa: E402,F401  (bench_edge imports it from here)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 PY = sys.executable
 
@@ -46,12 +46,6 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kb(pid: int) -> int:
@@ -196,7 +190,7 @@ class ServerProc:
         self.kind = kind
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="cdcbench-")
-        args = [PY, os.path.abspath(__file__), "_server", kind, str(self.port)]
+        args = [PY, "-m", "bench.bench_delivery", "_server", kind, str(self.port)]
         if kind == "cdc":
             args += [self.tmp, *extra]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
@@ -471,7 +465,7 @@ class LatencyClient(RawClient):
 
 
 async def bench_latency() -> dict[str, Any]:
-    from tests.writer import StoreWriter
+    from tests.harness.writers import StoreWriter
 
     tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
     db = os.path.join(tmp, "db")
@@ -526,7 +520,7 @@ async def bench_latency() -> dict[str, Any]:
 
 
 async def bench_throughput() -> dict[str, Any]:
-    from tests.writer import StoreWriter
+    from tests.harness.writers import StoreWriter
 
     tmp = tempfile.mkdtemp(prefix="cdcbench-tp-")
     db = os.path.join(tmp, "db")

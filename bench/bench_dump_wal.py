@@ -8,7 +8,7 @@ For each: ``ldb dump_wal --walfile=F --print_value`` vs ``cdc dump-wal F --value
 /dev/null, best of N runs, wall time of the whole process), and the library path (WalReader over
 the file's bytes, as the daemon uses it, in-process). Also without values.
 
-Usage: python bench/bench_dump_wal.py [--runs 3] [--scale 1.0] [--before DIR] [--write-md]
+Usage: python -m bench.bench_dump_wal [--runs 3] [--scale 1.0] [--before DIR] [--write-md]
 
 ``--before DIR``: also time ``cdc dump-wal`` (no values) from another checkout of the package
 (PYTHONPATH=DIR), e.g. the commit before an optimization, in the same interleaved runs.
@@ -29,7 +29,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 WRITER = textwrap.dedent(
     """
@@ -210,7 +209,7 @@ def render(rows, runs: int, load: tuple[float, float, float] = (0.0, 0.0, 0.0)) 
     out = [
         "## dump-wal",
         "",
-        f"`python bench/bench_dump_wal.py --runs {runs}` — machine: {machine()}; "
+        f"`python -m bench.bench_dump_wal --runs {runs}` — machine: {machine()}; "
         f"`ldb` = Debian rocksdb-tools {ldb_version()}; load average after the runs "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (the machine is shared).",
         "Each cell: best of the runs (interleaved) of wall time / CPU time (user+sys) of the whole process,",

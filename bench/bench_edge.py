@@ -1,6 +1,6 @@
 """Scale-out benchmarks (issue 12): capture node -> NATS JetStream -> ``cdc edge``.
 
-Run: ``python bench/bench_edge.py [latency] [fanout] [cpu]`` (all by default). Needs
+Run: ``python -m bench.bench_edge [latency] [fanout] [cpu]`` (all by default). Needs
 ``nats-server`` (started here on loopback with ``-js``) and nats-py.
 
 Figures (each compared with its baseline measured in the same run):
@@ -29,10 +29,8 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
 
-from bench_delivery import LatencyClient, close_clients, free_port, open_clients, raise_nofile  # noqa: E402
+from bench.bench_delivery import LatencyClient, close_clients, free_port, open_clients, raise_nofile  # noqa: E402
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -83,7 +81,7 @@ class Setup:
     """nats-server + capture node (+ edge) on a fresh RocksDB kept open by a writer subprocess."""
 
     def __init__(self, nats: bool = True, edge: bool = True) -> None:
-        from tests.writer import StoreWriter
+        from tests.harness.writers import StoreWriter
 
         self.tmp = tempfile.mkdtemp(prefix="cdcbench-edge-")
         self.procs: list[Proc] = []

@@ -11,7 +11,7 @@ N-th event handed to the application):
   - the dashboard (``/#since=0&types=key_change``): CdcClient + counting + chart + table
     rendering, until its counter shows N
 
-Usage: python bench/bench_frontend.py [--events 100000] [--runs 3] [--write-md]
+Usage: python -m bench.bench_frontend [--events 100000] [--runs 3] [--write-md]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import os
 import platform
 import re
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,10 +27,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
 
 from tests.frontend.conftest import CHROMIUM, CHROMIUM_ARGS, HARNESS_JS, TOKEN, Daemon  # noqa: E402
-from tests.writer import StoreWriter  # noqa: E402
+from tests.harness.writers import StoreWriter  # noqa: E402
 
 RAW_JS = """([url, n]) => new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -132,7 +130,7 @@ def main() -> None:
         async def py_replay(batch: int) -> float:
             t = time.perf_counter()
             count = 0
-            url = f"{daemon.ws_url}?token={TOKEN}&since=0&types=key_change&batch={batch}"
+            url = f"{daemon.ws_endpoint}?token={TOKEN}&since=0&types=key_change&batch={batch}"
             async with websockets.connect(url, max_size=None) as ws:
                 async for m in ws:
                     x = json.loads(m)
@@ -153,9 +151,9 @@ def main() -> None:
             q = f"token={TOKEN}&since=0&types=key_change"
             for _ in range(args.runs):
                 for batch in (0, 1):
-                    url = f"{daemon.ws_url}?{q}&batch={batch}"
+                    url = f"{daemon.ws_endpoint}?{q}&batch={batch}"
                     results[f"raw_b{batch}"].append(page.evaluate(RAW_JS, [url, n]))
-                    opts = {"url": daemon.ws_url, "since": 0, "types": "key_change", "batch": bool(batch)}
+                    opts = {"url": daemon.ws_endpoint, "since": 0, "types": "key_change", "batch": bool(batch)}
                     results[f"client_b{batch}"].append(page.evaluate(CLIENT_JS, [opts, TOKEN, n]))
                 dash = browser.new_page(viewport={"width": 1440, "height": 1000})
                 dash.add_init_script(WS_STAMP_JS)

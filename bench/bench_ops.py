@@ -11,7 +11,7 @@ Measured (best of 5, same process, same bytes):
   (events built as msgspec Structs);
 - reference: ``grep -c EVENT_LOG_v1`` on the same bytes from a file (C, no JSON).
 
-Run: ``python bench/bench_ops.py [--mb 50]``; prints a Markdown table for BENCHMARKS.md.
+Run: ``python -m bench.bench_ops [--mb 50]``; prints a Markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
 import msgspec
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cdc.format.infolog import CompactionTracker, parse_log_bytes, parse_notice  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ one after the other and keep their output.
 
-Usage: python bench/run_all.py [--quick]
+Usage: python -m bench.run_all [--quick]
 
 Each bench prints its own figures with the baseline measured in the same run (see
 BENCHMARKS.md for what each measures). The combined output goes to stdout and to
@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
             line = f"\n## {' '.join(cmd)}\n"
             sys.stdout.write(line)
             out.write(line)
-            proc = subprocess.run([sys.executable, os.path.join(HERE, cmd[0]), *cmd[1:]], capture_output=True, text=True)
+            module = "bench." + cmd[0].removesuffix(".py")
+            proc = subprocess.run([sys.executable, "-m", module, *cmd[1:]], capture_output=True, text=True, cwd=os.path.dirname(HERE))
             sys.stdout.write(proc.stdout)
             out.write(proc.stdout)
             if proc.returncode:

@@ -349,7 +349,7 @@ class EventBus:
                         log.error("dropped one event that cannot be committed (%s)", type(exc).__name__)
                         skipped.add(idx)
                         if cp:
-                            self.journal.append([], cp)
+                            self._append_checkpoints(cp)
                     else:
                         if recs:
                             records.extend(recs)
@@ -357,7 +357,7 @@ class EventBus:
                             skipped.add(idx)
                     idx += 1
                 if not events and cps:
-                    self.journal.append([], cps)
+                    self._append_checkpoints(cps)
             except JournalError:
                 if not events or j == 0:
                     del records[start_len:]
@@ -369,6 +369,16 @@ class EventBus:
                     self.dropped_events += 1
                 idx = start_idx + len(events)
         return records, skipped, len(items)
+
+    def _append_checkpoints(self, cps: dict[str, bytes]) -> None:
+        """Commit checkpoints alone (salvage); ones LMDB cannot store are dropped and logged
+        instead of failing the salvage (which re-queued events already committed: duplicates)."""
+        try:
+            self.journal.append([], cps)
+        except JournalError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("dropped checkpoints that cannot be committed (%s)", type(exc).__name__)
 
     @staticmethod
     def _resolve(items: list[_Item], records: list[Record], skipped: set[int]) -> None:

@@ -34,6 +34,7 @@ class Health:
             attached later (conditions set before that are the initial state, not transitions).
         beat_timeout_s: a component beat older than this makes liveness unhealthy.
         loop_lag_s: an event-loop stall longer than this makes liveness unhealthy.
+        clock: the monotonic clock the beats are stamped and aged with (tests inject one).
     """
 
     def __init__(
@@ -42,7 +43,9 @@ class Health:
         *,
         beat_timeout_s: float = 30.0,
         loop_lag_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.emit = emit
         self.beat_timeout_s = beat_timeout_s
         self.loop_lag_s = loop_lag_s
@@ -118,11 +121,11 @@ class Health:
 
     def beat(self, name: str) -> None:
         """A component made progress (components call this at least every few seconds)."""
-        self._beats[name] = time.monotonic()
+        self._beats[name] = self.clock()
 
     def check_beats(self, now: float | None = None) -> None:
         """Update liveness from the beats (called by the watchdog)."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         for name, t in list(self._beats.items()):
             age = now - t
             ok = age <= self.beat_timeout_s

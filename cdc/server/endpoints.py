@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server as WsServer
@@ -106,6 +107,8 @@ class Server(HttpRoutes, WsSessions):
         self._schema: bytes | None = None
         self._static: dict[str, bytes] = {}
         self._closing = False
+        self.clock: Callable[[], float] = time.time
+        """Wall clock that token expiry is measured against (tests inject one instead of sleeping)."""
         self.ws_results: dict[str, int] = dict.fromkeys(WS_RESULTS, 0)
         """``/ws/events`` attempts by result (``cdc_ws_connections_total{result}``)."""
         self.polls_waiting = 0

@@ -63,6 +63,7 @@ class HttpRoutes:
     polls_waiting: int
     stats: StatsCollector
     _closing: bool
+    clock: Callable[[], float]  # Server.clock (token expiry)
     _schema: bytes | None
     _static: dict[str, bytes]
 
@@ -322,7 +323,7 @@ class HttpRoutes:
         deadline = loop.time() + timeout
         since = hub.latest_id if req.since is None else req.since
         if grant.exp is not None:
-            deadline = min(deadline, loop.time() + max(0.0, grant.exp - time.time()))
+            deadline = min(deadline, loop.time() + max(0.0, grant.exp - self.clock()))
 
         epoch = journal.epoch
         tail = b',"epoch":' + _json.encode(epoch) + b"}"

@@ -51,6 +51,7 @@ class WsSessions:
     heartbeat_ms: int
     ws_results: dict[str, int]
     _closing: bool
+    clock: Callable[[], float]  # Server.clock (token expiry)
     _token: Callable[[Request, list[tuple[str, str]]], str | None]  # HttpRoutes._token
 
     async def _handler(self, conn: ServerConnection) -> None:
@@ -181,7 +182,7 @@ class WsSessions:
         if grant.exp is None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, grant.exp - time.time())
+        delay = max(0.0, grant.exp - self.clock())
         sub.exp_handle = loop.call_later(delay, sub.close, 4401, "token expired")
 
     def _on_message(self, sub: Subscriber, message: str | bytes) -> None:

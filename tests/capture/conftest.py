@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cdc.delivery.bus import EventBus  # noqa: E402
 from cdc.delivery.health import Health  # noqa: E402
@@ -26,9 +23,9 @@ from cdc.model.config import Config  # noqa: E402
 from cdc.journal.lmdb_journal import Journal  # noqa: E402
 from cdc.model.wire import Record
 from cdc.sources.store import detect_store  # noqa: E402
-from tests.writer import StoreWriter  # noqa: E402
+from tests.harness.writers import StoreWriter  # noqa: E402
 
-from tests.waiting import TIMEOUT_FACTOR, wait_for  # noqa: E402,F401  (re-exported)
+from tests.harness.waiting import TIMEOUT_FACTOR, wait_for  # noqa: E402,F401  (re-exported)
 
 
 class HealthLog(Health):

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OPAQUE_TOKEN, http_request_sync, wait_for_sync
+from tests.harness.daemon import OPAQUE_TOKEN
+from tests.harness.net import http_request_sync
+from tests.harness.waiting import wait_for_sync
 
 
 def _events(port: int) -> list[dict[str, Any]]:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from typing import Any
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.conftest import http_request, recv_events, recv_json, wait_for
-from tests.writer import StoreWriter
+from tests.harness.clients import ResumingClient as Collector
+from tests.harness.net import http_request, recv_events, recv_json
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
 
@@ -44,27 +44,6 @@ async def test_ws_ordered_exactly_once_several_cfs_with_values(daemon_factory, t
         m = (await http_request(d.port, "GET", "/metrics")).body.decode()
         assert "cdc_wal_events_captured" in m and "cdc_capture_lag_bytes" in m
         w.kill()
-
-
-class Collector:
-    """Collects key_change events, reconnecting with since=<last id> when the daemon goes away."""
-
-    def __init__(self, url_for) -> None:
-        self.url_for = url_for
-        self.events: list[dict[str, Any]] = []
-        self.stop = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self.stop.is_set():
-            last = self.events[-1]["id"] if self.events else 0
-            try:
-                async with websockets.connect(self.url_for(last), max_size=None, open_timeout=2) as ws:
-                    await recv_json(ws)
-                    async for raw in ws:
-                        msg = json.loads(raw)
-                        self.events.extend(e for e in (msg if isinstance(msg, list) else [msg]) if "id" in e)
-            except (ConnectionClosed, OSError, InvalidHandshake, asyncio.TimeoutError):
-                await asyncio.sleep(0.05)
 
 
 async def test_kill9_twice_while_writer_keeps_writing(daemon_proc_factory, tmp_path):
@@ -101,7 +80,7 @@ async def test_kill9_twice_while_writer_keeps_writing(daemon_proc_factory, tmp_p
             await wait_for(lambda: col.events and col.events[-1].get("seq") == final, 30, f"catch-up to {final}")
             await asyncio.sleep(0.1)  # nothing more may arrive
         finally:
-            col.stop.set()
+            col.stopping.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert [e["type"] for e in col.events if e["type"] != "key_change"] == []  # no gap

@@ -9,7 +9,7 @@ import threading
 from cdc.capture.checkpoint import StoreIdentity, decode_identity, encode_identity
 from cdc.sources.manifest import ManifestFollower
 from cdc.sources.store import load_manifest
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 
 def _manifest_size(db: str) -> int:

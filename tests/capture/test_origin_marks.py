@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import recv_events, recv_json
+from tests.harness.net import recv_events, recv_json
 
 WRITER = r"""
 #include <rocksdb/db.h>

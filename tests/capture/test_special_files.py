@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from tests.conftest import http_request, recv_events, recv_json
-from tests.writer import StoreWriter
+from tests.harness.net import http_request, recv_events, recv_json
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
 

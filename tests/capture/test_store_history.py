@@ -17,8 +17,8 @@ import websockets
 
 import cdc.sources.store as store
 from tests.capture.conftest import wait_for
-from tests.conftest import http_request, recv_events, recv_json
-from tests.writer import StoreWriter
+from tests.harness.net import http_request, recv_events, recv_json
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.waiting import wait_for_sync
+from tests.harness.waiting import wait_for_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,73 +94,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 import json  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 
-sys.path.insert(0, str(REPO / "tests"))
-from writer import StoreWriter  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.harness.daemon import DaemonProcess, child_env  # noqa: E402
+from tests.harness.net import free_port, http_get  # noqa: E402,F401  (re-exported)
+from tests.harness.writers import StoreWriter  # noqa: E402
 
 
 def wait_for(cond, timeout: float = 15.0, what: str = "condition"):
     return wait_for_sync(cond, timeout, what)
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
 def cdc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY")}
-    env.update(extra or {})
-    return env
-
-
-class Daemon:
-    """`python -m cdc serve ...` as a subprocess; stderr goes to a file for inspection."""
-
-    def __init__(self, args: list[str], env: dict[str, str], port: int, log_path: Path) -> None:
-        self.args, self.env, self.port, self.log_path = args, env, port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{port}"
-
-    def start(self, ready: bool = True) -> Daemon:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cdc", "serve", *self.args], env=cdc_env(self.env),
-                                     stdout=self._log, stderr=self._log, cwd=str(REPO))
-        if ready:
-            wait_for(lambda: self.proc.poll() is not None or http_get(self.base + "/health/ready")[0] == 200,
-                     timeout=30, what="daemon ready")
-            assert self.proc.poll() is None, self.log()
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Send ``sig`` (None: already signalled) and wait for the exit code."""
-        assert self.proc is not None
-        if sig is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._log.close()
-        return rc
+    return child_env(extra)
 
 
 @pytest.fixture
@@ -173,21 +118,23 @@ def store(tmp_path: Path):
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, store, secret_file: Path):
-    started: list[Daemon] = []
+def serve_factory(tmp_path: Path, store, secret_file: Path):
+    """``d = serve_factory(*extra_args, env=, port=, ready=, state=)``: ``python -m cdc serve`` against
+    the ``store`` writer's DB, as a :class:`DaemonProcess` ready on ``/health/ready`` (killed at teardown)."""
+    started: list[DaemonProcess] = []
 
     def make(*extra: str, env: dict[str, str] | None = None, port: int | None = None, ready: bool = True,
-             state: str = "state") -> Daemon:
+             state: str = "state") -> DaemonProcess:
         port = port or free_port()
         args = ["--db", store.path, "--state-dir", str(tmp_path / state), "--port", str(port), *extra]
         e = {"CDC_JWT_SECRET_FILE": str(secret_file), "CDC_LOG_LEVEL": "info", **(env or {})}
-        d = Daemon(args, e, port, tmp_path / f"daemon-{len(started)}.log").start(ready=ready)
+        d = DaemonProcess.serve(args, port, tmp_path / f"daemon-{len(started)}.log", env=child_env(e), ready_path="/health/ready")
         started.append(d)
-        return d
+        return d.start(ready=ready)
 
     yield make
     for d in started:
-        if d.proc is not None and d.proc.poll() is None:
+        if d.running():
             d.stop(signal.SIGKILL)
 
 
@@ -207,7 +154,7 @@ def debug_serve(tmp_path: Path, db: Path, *args: str, preexec_fn: Any = None) ->
     """``cdc serve --log-level debug --log-format json`` in a subprocess on a free port, with a clean
     environment and its log in ``tmp_path/daemon.log``; yields (port, process, log path) once it
     serves and kills it afterwards. ``args`` adds options (auth sources, ...)."""
-    from tests.conftest import wait_serving
+    from tests.harness.daemon import wait_serving
 
     port = free_port()
     log_path = tmp_path / "daemon.log"

@@ -19,8 +19,8 @@ from .conftest import REPO, cdc_env, free_port, http_get, ndjson, run_cdc
 pytestmark = pytest.mark.integration
 
 
-def test_serve_tail_count_ndjson(store, daemon_factory, admin_token) -> None:
-    d = daemon_factory()
+def test_serve_tail_count_ndjson(store, serve_factory, admin_token) -> None:
+    d = serve_factory()
     for i in range(5):
         store.put(f"user:{i}", f"v{i}", cf="users")
     r = run_cdc("tail", d.base, "--since", "0", "--types", "key_change", "--cf", "users", "--count", "5",
@@ -35,8 +35,8 @@ def test_serve_tail_count_ndjson(store, daemon_factory, admin_token) -> None:
     assert admin_token not in r.out + r.err
 
 
-def test_tail_pretty_prefix_values_and_token_file(store, daemon_factory, admin_token, tmp_path: Path) -> None:
-    d = daemon_factory()
+def test_tail_pretty_prefix_values_and_token_file(store, serve_factory, admin_token, tmp_path: Path) -> None:
+    d = serve_factory()
     store.put("a:1", "x")
     store.put("b:1", "hello")
     store.put("b,2", "comma")
@@ -51,8 +51,8 @@ def test_tail_pretty_prefix_values_and_token_file(store, daemon_factory, admin_t
     assert "b,2 = comma" in lines[1]
 
 
-def test_tail_reconnects_and_resumes_without_loss(store, daemon_factory, admin_token) -> None:
-    d = daemon_factory()
+def test_tail_reconnects_and_resumes_without_loss(store, serve_factory, admin_token) -> None:
+    d = serve_factory()
     port = d.port
     tail = subprocess.Popen(
         [sys.executable, "-m", "cdc", "tail", d.base, "--types", "key_change", "--prefix", "before:", "--prefix", "during:",
@@ -70,7 +70,7 @@ def test_tail_reconnects_and_resumes_without_loss(store, daemon_factory, admin_t
         assert d.stop() == 0  # graceful: subscribers get 1001
         for i in range(3):
             store.put(f"during:{i}", "x")  # written while the daemon is down
-        d2 = daemon_factory(port=port)
+        d2 = serve_factory(port=port)
         assert d2.port == port
         out, err = tail.communicate(timeout=30)
     finally:
@@ -84,8 +84,8 @@ def test_tail_reconnects_and_resumes_without_loss(store, daemon_factory, admin_t
     assert "reconnecting" in err
 
 
-def test_publish_then_tail_sees_sync_event(daemon_factory, admin_token) -> None:
-    d = daemon_factory()
+def test_publish_then_tail_sees_sync_event(serve_factory, admin_token) -> None:
+    d = serve_factory()
     r = run_cdc("publish", d.base.replace("http://", "ws://") + "/ws/events", "--type", "sync_event", "--status", "completed",
                 "--details", '{"peer": "replica-eu", "keys": 3}', "--token", admin_token)
     assert r.code == 0, r.err
@@ -97,8 +97,8 @@ def test_publish_then_tail_sees_sync_event(daemon_factory, admin_token) -> None:
     assert ev["id"] == pid and ev["status"] == "completed" and ev["details"] == {"peer": "replica-eu", "keys": 3}
 
 
-def test_token_scopes_are_enforced(daemon_factory, secret_file: Path) -> None:
-    d = daemon_factory()
+def test_token_scopes_are_enforced(serve_factory, secret_file: Path) -> None:
+    d = serve_factory()
     r = run_cdc("token", "--secret-file", str(secret_file), "--types", "sync_event", "--cf", "users,orders",
                 "--prefix", "user:", "--subject", "svc", "--ttl", "60")
     assert r.code == 0
@@ -135,8 +135,8 @@ def test_check_config_leveldb(level_db: Path, tmp_path: Path) -> None:
     assert "configuration ok: leveldb store" in r.err
 
 
-def test_sigterm_clean_exit_json_logs_no_secrets(store, daemon_factory, admin_token) -> None:
-    d = daemon_factory("--log-format", "json")
+def test_sigterm_clean_exit_json_logs_no_secrets(store, serve_factory, admin_token) -> None:
+    d = serve_factory("--log-format", "json")
     # a client that puts its token in the URL, as browsers do
     import asyncio
 
@@ -160,13 +160,13 @@ def test_sigterm_clean_exit_json_logs_no_secrets(store, daemon_factory, admin_to
     assert any(json.loads(ln)["msg"].startswith("listening on") for ln in lines)
 
 
-def test_sd_notify_ready_status_watchdog_stopping(daemon_factory, tmp_path: Path) -> None:
+def test_sd_notify_ready_status_watchdog_stopping(serve_factory, tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     name = f"cdc-it-{uuid.uuid4().hex}"
     sock.bind("\0" + name)
     sock.settimeout(20)
     with sock:
-        d = daemon_factory(env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
+        d = serve_factory(env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
         seen: list[str] = []
 
         def got(prefix: str) -> bool:
@@ -208,6 +208,7 @@ def _stop_demo(proc: subprocess.Popen[str], demo_dir: Path) -> None:
     assert "Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_every_event_type(tmp_path: Path) -> None:
     proc, url, demo_dir = _start_demo(tmp_path, "--rate", "20", "--flush-every", "1", "--compact-every", "1.5",
                                       "--checkpoint-every", "1", "--sync-every", "1")
@@ -273,8 +274,8 @@ def test_python_dash_m_and_console_script() -> None:
         assert p.returncode == 0 and "serve" in p.stdout and "demo" in p.stdout
 
 
-def test_tail_bad_filter_is_fatal_not_a_reconnect_loop(daemon_factory, admin_token) -> None:
-    d = daemon_factory()
+def test_tail_bad_filter_is_fatal_not_a_reconnect_loop(serve_factory, admin_token) -> None:
+    d = serve_factory()
     r = run_cdc("tail", d.base + "/ws/events?values=maybe", "--token", admin_token, timeout=30)
     assert r.code == 2, r.err
     assert "Traceback" not in r.err and "rejected the subscription" in r.err.splitlines()[-1]

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO, cdc_env, free_port
 
 
@@ -41,6 +43,7 @@ def _get(url: str, headers: dict[str, str], timeout: float = 40) -> tuple[int, d
         return r.status, hdrs, r.read()
 
 
+@pytest.mark.slow
 def test_demo_allow_origin_long_compaction_and_headers(tmp_path: Path) -> None:
     proc, base, token = _start(tmp_path, "--allow-origin", "http://localhost:4200", "--bulk-every", "2", "--rate", "5")
     try:

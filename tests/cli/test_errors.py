@@ -192,8 +192,8 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, ca
     assert err.count("\n") == 1 and "RuntimeError: kaboom" in err and "abc.def" not in err and "Traceback" not in err
 
 
-def test_second_daemon_on_the_same_state_dir_is_refused(daemon_factory, store, tmp_path: Path, secret_file: Path) -> None:
-    d = daemon_factory()
+def test_second_daemon_on_the_same_state_dir_is_refused(serve_factory, store, tmp_path: Path, secret_file: Path) -> None:
+    d = serve_factory()
     r = serve("--db", store.path, "--state-dir", str(tmp_path / "state"), "--port", "0",
               env={"CDC_JWT_SECRET_FILE": str(secret_file)})
     assert_one_line_error(r, 3, "is in use by another cdc", f"pid {d.proc.pid}")

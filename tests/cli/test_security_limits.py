@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from cdc.daemon.preflight import raise_nofile_limit
-from tests.conftest import http_request_sync
+from tests.harness.net import http_request_sync
 
 from .conftest import debug_serve
 

@@ -25,7 +25,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from cdc.delivery.auth import mint_token
-from tests.conftest import http_request_sync
+from tests.harness.net import http_request_sync
 
 from .conftest import debug_serve
 

@@ -15,7 +15,9 @@ from websockets.exceptions import ConnectionClosed
 from cdc.delivery.auth import Authenticator, mint_token, narrow
 from cdc.errors import AuthError, ConfigError
 from cdc.model.events import KeyChange, SyncEvent
-from tests.conftest import OPAQUE_TOKEN, SECRET, http_request, publish, recv_events, recv_json, token
+from tests.harness.daemon import OPAQUE_TOKEN, SECRET, token
+from tests.harness.clock import ManualClock
+from tests.harness.net import http_request, publish, recv_events, recv_json
 
 
 async def closed_with(ws) -> int:
@@ -71,11 +73,12 @@ async def test_opaque_token_and_bearer_header(daemon):
 
 
 async def test_expiring_token_closes_4401_unless_refreshed(daemon):
-    short = token(ttl=1)
-    async with daemon.connect(tok=short) as ws:
+    daemon.ctx.server.clock = ManualClock(time.time() + 120)  # the server's clock is past the token's exp
+    async with daemon.connect(tok=token(ttl=60)) as ws:  # valid when checked, expired on the server's clock
         t0 = time.monotonic()
         assert await closed_with(ws) == 4401
         assert time.monotonic() - t0 < 3
+    daemon.ctx.server.clock = time.time
     first = token(ttl=2)  # exp = int(now) + 2: between 1 and 2 s from now
     async with daemon.connect(tok=first) as ws:
         await recv_json(ws)

@@ -10,7 +10,7 @@ from typing import Any
 from cdc.model.events import KeyChange, SyncEvent
 from cdc.delivery.hub import Coalescer, coalesce_page
 from cdc.model.wire import Record
-from tests.conftest import http_request, recv_events, recv_json
+from tests.harness.net import http_request, recv_events, recv_json
 
 
 def kc(i: int, key: str, cf: str = "default", **kw: Any) -> KeyChange:

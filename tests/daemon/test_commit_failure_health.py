@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from cdc.model.events import SyncEvent
-from tests.conftest import http_request, wait_for
+from tests.harness.net import http_request
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from cdc.model.events import KeyChange, SyncEvent
-from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
+from tests.harness.net import http_request, publish, recv_events, recv_json
+from tests.harness.waiting import wait_for
 
 
 def kc(i: int, key: str | None = None, cf: str = "default", value: str | None = None, **kw) -> KeyChange:

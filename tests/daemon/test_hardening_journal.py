@@ -13,7 +13,7 @@ from typing import Any
 from cdc.model.events import KeyChange
 from cdc.journal.lmdb_journal import Journal
 from cdc.model.wire import PreEncoded, WireFormat
-from tests.conftest import recv_events
+from tests.harness.net import recv_events
 
 
 def _cf_lens(records: list[Any]) -> list[int | None]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cdc.model.events import KeyChange
 from cdc.delivery.health import Health
-from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
+from tests.harness.net import http_request, publish, recv_events, recv_json
+from tests.harness.waiting import wait_for
 
 
 def test_health_transitions_emit_once():

@@ -8,7 +8,7 @@ import pathlib
 import re
 from typing import Any
 
-from tests.conftest import http_request, recv_json
+from tests.harness.net import http_request, recv_json
 from tests.daemon.test_server_hardening import _raw_exchange
 
 CDC = pathlib.Path(__file__).resolve().parents[2] / "cdc"

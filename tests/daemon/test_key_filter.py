@@ -11,7 +11,8 @@ import websockets
 from cdc.model.events import KeyChange, SyncEvent
 from cdc.delivery.hub import Filter
 from cdc.model.wire import Record
-from tests.conftest import http_request, recv_events, recv_json, token
+from tests.harness.daemon import token
+from tests.harness.net import http_request, recv_events, recv_json
 
 
 def rec(key: bytes | None = b"k", end_key: bytes | None = None, type_: str = "key_change") -> Record:

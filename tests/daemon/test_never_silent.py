@@ -24,7 +24,8 @@ from typing import Any
 import websockets
 
 from cdc.model.events import KeyChange
-from tests.conftest import http_request, publish, recv_events, recv_json, wait_for
+from tests.harness.net import http_request, publish, recv_events, recv_json
+from tests.harness.waiting import wait_for
 
 PAGE = 4096
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.conftest import wait_for
+from tests.harness.waiting import wait_for
 
 
 async def test_ready_status_watchdog_over_notify_socket(daemon_factory, tmp_path, monkeypatch):

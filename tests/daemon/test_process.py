@@ -8,41 +8,14 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import recv_json, wait_for
-from tests.writer import StoreWriter
+from tests.harness.clients import ResumingClient
+from tests.harness.net import recv_json
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 pytestmark = pytest.mark.integration
-
-
-class ResumingClient:
-    """Collects events, reconnecting with since=<last id> whenever the connection drops."""
-
-    def __init__(self, url_for) -> None:
-        self.url_for = url_for
-        self.events: list[dict[str, Any]] = []
-        self.last = 0
-        self.connections = 0
-        self.stop = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                async with websockets.connect(self.url_for(self.last), max_size=None, open_timeout=2) as ws:
-                    self.connections += 1
-                    await recv_json(ws)
-                    async for raw in ws:
-                        msg = json.loads(raw)
-                        for e in msg if isinstance(msg, list) else [msg]:
-                            if "id" in e:
-                                self.events.append(e)
-                                self.last = e["id"]
-            except (ConnectionClosed, OSError, InvalidHandshake, asyncio.TimeoutError):
-                await asyncio.sleep(0.05)
-
-    def keys(self) -> list[str]:
-        return [e["key"] for e in self.events if e["type"] == "key_change"]
 
 
 async def test_kill9_mid_stream_then_restart_no_loss_no_duplicate(daemon_proc_factory, tmp_path):
@@ -68,7 +41,7 @@ async def test_kill9_mid_stream_then_restart_no_loss_no_duplicate(daemon_proc_fa
             assert client.keys() == want
             assert client.connections >= 2
         finally:
-            client.stop.set()
+            client.stopping.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         w.kill()

@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from cdc.delivery.auth import CLOCK_SKEW_S, MAX_SCOPE_ITEMS, Authenticator
 from cdc.errors import AuthError
-from tests.conftest import SECRET, http_request, recv_json
+from tests.harness.daemon import SECRET
+from tests.harness.net import http_request, recv_json
 
 
 def _b64(data: bytes) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cdc.model.published import MAX_KEY_LEN, MAX_NAME_BYTES, MAX_STRING_BYTES
-from tests.conftest import publish, recv_events
+from tests.harness.net import publish, recv_events
 
 BIG = 70_000
 

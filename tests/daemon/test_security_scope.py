@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from cdc.model.events import CaptureGap, CompactionStatus, KeyChange, SnapshotEvent, SyncEvent
-from tests.conftest import recv_events, recv_json, token
+from tests.harness.daemon import token
+from tests.harness.net import recv_events, recv_json
 
 
 def _mixed() -> list[Any]:

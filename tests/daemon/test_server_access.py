@@ -11,7 +11,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cdc.daemon.logs import TextFormatter
-from tests.conftest import http_request, recv_json, token, wait_for
+from tests.harness.daemon import token
+from tests.harness.net import http_request, recv_json
+from tests.harness.waiting import wait_for
 
 
 async def closed_code(ws) -> int:

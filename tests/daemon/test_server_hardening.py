@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import http_request, recv_json, token, wait_for
+from tests.harness.daemon import token
+
+
+# ----------------------------------------------------------------------------- raw HTTP helpers
+from tests.harness.net import http_request, recv_json
+
+
+# ----------------------------------------------------------------------------- raw HTTP helpers
+from tests.harness.waiting import wait_for
 
 
 # ----------------------------------------------------------------------------- raw HTTP helpers

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.conftest import http_request, http_request_sync, token, wait_for
+from tests.harness.daemon import token
+from tests.harness.net import http_request, http_request_sync
+from tests.harness.waiting import wait_for
 
 
 def _polls_waiting(port: int) -> int:

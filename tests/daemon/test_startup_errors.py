@@ -10,7 +10,7 @@ from cdc.daemon.app import App, serve
 from cdc.model.config import OPTIONS, Config, load_config
 from cdc.cli.errors import run_and_exit
 from cdc.errors import ConfigError, StartupError
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 
 def _busy_port() -> socket.socket:

@@ -11,8 +11,9 @@ import msgspec
 import websockets
 
 from cdc.delivery.stats import StatsCollector
-from tests.conftest import http_request, recv_json, token
-from tests.writer import StoreWriter
+from tests.harness.daemon import token
+from tests.harness.net import http_request, recv_json
+from tests.harness.writers import StoreWriter
 
 COUNT_KEYS = {"put", "delete", "merge", "delete_range", "bytes"}
 TOP_KEYS = {

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

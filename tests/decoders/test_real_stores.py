@@ -415,8 +415,7 @@ def test_real_wal_split_and_truncated_at_every_byte(tmp_path):
 def test_live_recycled_wal_end_then_fresh_reader(tmp_path):
     """A recycled WAL being written: the reader stops with "end" at the previous life's
     leftovers; a fresh reader from ``offset`` later sees the records written since."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from writer import StoreWriter
+    from tests.harness.writers import StoreWriter
 
     path = tmp_path / "db"
     with StoreWriter(path, options={"recycle_log_file_num": 4}) as w:

@@ -1,7 +1,10 @@
 """Fixtures for the frontend tests: a real daemon subprocess and real headless Chromium.
 
-- ``Daemon``: ``python -m cdc serve`` on a free loopback port with a tokens file and a JWT
-  secret, restartable on the same port and state dir (kill -9 / SIGSTOP for failure tests).
+- ``Daemon`` (:class:`FrontendDaemon`): ``python -m cdc serve`` on a free loopback port with its own
+  store, a tokens file and a JWT secret; a :class:`tests.harness.daemon.DaemonProcess`, so it
+  restarts on the same port and state dir (kill -9 / SIGSTOP for failure tests).
+- ``serve_daemon_factory``: ``serve_daemon_factory(*extra_args, name="d")`` -> a started one;
+  ``daemon``: one of them.
 - ``browser``: one headless Chromium (Debian's /usr/bin/chromium via Playwright; never a
   downloaded browser) per test session; each test gets a fresh context.
 - ``harness``: a blank page on the daemon's origin (served by a Playwright route, so the page
@@ -15,11 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +28,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from cdc.delivery.auth import mint_token
+from tests.harness.daemon import DaemonProcess
+from tests.harness.net import free_port
 
-from cdc.delivery.auth import mint_token  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -41,17 +43,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-from tests.waiting import TIMEOUT_FACTOR  # noqa: E402,F401  (re-exported)
-from tests.waiting import wait_for_sync as wait_for  # noqa: E402,F401  (re-exported)
+from tests.harness.waiting import TIMEOUT_FACTOR  # noqa: E402,F401  (re-exported)
+from tests.harness.waiting import wait_for_sync as wait_for  # noqa: E402,F401  (re-exported)
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "frontend-test-token-0123456789abcdef"
 SECRET = "frontend-test-secret-0123456789abcdef0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def refused_port() -> int:
@@ -59,86 +55,45 @@ def refused_port() -> int:
     return free_port()
 
 
-class Daemon:
-    """``cdc serve`` as a subprocess; ``restart()`` reuses port and state dir."""
+class FrontendDaemon(DaemonProcess):
+    """``cdc serve`` under ``tmp`` with its own (empty) store, tokens file and JWT secret; ``extra``
+    CLI options may be changed before ``start()`` / ``restart()``."""
 
     def __init__(self, tmp: Path, extra: list[str] | None = None) -> None:
         self.tmp = tmp
         self.db = tmp / "db"
         self.state = tmp / "state"
-        self.port = free_port()
         self.extra = list(extra or [])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp / "daemon.log"
         self.db.mkdir(parents=True, exist_ok=True)
         tokens = tmp / "tokens"
         tokens.write_text(f"# test tokens\n{TOKEN}\n")
         secret = tmp / "jwt-secret"
         secret.write_text(SECRET + "\n")
         self.tokens_file, self.secret_file = tokens, secret
-        self.admin_token = mint_token(SECRET, subject="frontend-tests", admin=True, values=True)
+        admin = mint_token(SECRET, subject="frontend-tests", admin=True, values=True)
+        super().__init__([], free_port(), tmp / "daemon.log", env=dict(os.environ), cwd=tmp, ready_path="/health/live",
+                         ready_timeout=20.0, admin=admin)
 
     @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def admin_token(self) -> str:
+        return self.admin
 
     @property
-    def ws_url(self) -> str:
+    def ws_endpoint(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/events"
 
-    def start(self) -> Daemon:
+    def start(self, ready: bool = True) -> FrontendDaemon:
         if not any(self.db.iterdir()):
             _create_store(self.db)
-        cmd = [
-            sys.executable, "-m", "cdc", "serve",
+        self.argv = [
+            "-m", "cdc", "serve",
             "--db", str(self.db), "--state-dir", str(self.state),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--tokens-file", str(self.tokens_file), "--jwt-secret-file", str(self.secret_file),
             *self.extra,
         ]  # fmt: skip
-        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=self.tmp)
-        logf.close()
-        wait_for(self._ready, 20, what=f"daemon on port {self.port} (log: {self.log})")
+        super().start(ready)
         return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(self.base + "/health/live", timeout=1) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(12)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def restart(self) -> Daemon:
-        self.stop()
-        return self.start()
 
     # -- HTTP helpers
     def publish(self, event: dict[str, Any], token: str | None = None) -> int:
@@ -161,6 +116,9 @@ class Daemon:
             return json.loads(r.read())
 
 
+Daemon = FrontendDaemon  # the name the frontend tests use
+
+
 def _create_store(path: Path) -> None:
     """An empty RocksDB store (created by a short-lived rocksdict process)."""
     code = "import sys, rocksdict; db = rocksdict.Rdict(sys.argv[1]); db.close()"
@@ -168,7 +126,7 @@ def _create_store(path: Path) -> None:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def serve_daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
 
     def make(*extra: str, name: str = "d") -> Daemon:
@@ -182,8 +140,8 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
 
 @pytest.fixture
-def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
-    return daemon_factory()
+def daemon(serve_daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return serve_daemon_factory()
 
 
 # --------------------------------------------------------------------------- browser

@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 
 from cdc.delivery.auth import mint_token
-from tests.writer import StoreWriter
+from tests.harness.writers import StoreWriter
 
 from .conftest import SECRET, TOKEN, Daemon, free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "angular"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.origin_writer import OriginWriter, build
+from tests.harness.writers import OriginWriter, build_origin_writer as build
 
 from .conftest import TOKEN, Daemon, Harness, refused_port, wait_for
 
@@ -30,8 +30,8 @@ def _record(h: Harness, js_stream: str, name: str) -> None:
     h.page.evaluate(f"() => {{ window.rec.{name} = []; {js_stream}.subscribe((x) => window.rec.{name}.push(x)); }}")
 
 
-def test_key_filter_onkey_skip_origin_and_stats(daemon_factory: Any, harness_factory: Any, writer_exe: Path) -> None:
-    daemon: Daemon = daemon_factory("--stats-interval-ms", "200")
+def test_key_filter_onkey_skip_origin_and_stats(serve_daemon_factory: Any, harness_factory: Any, writer_exe: Path) -> None:
+    daemon: Daemon = serve_daemon_factory("--stats-interval-ms", "200")
     h = harness_factory(daemon)
     h.start_client(types=["key_change"], key=["k1"], skipOrigin="me", **FAST)
     h.wait_status("connected")
@@ -60,8 +60,8 @@ def test_key_filter_onkey_skip_origin_and_stats(daemon_factory: Any, harness_fac
     assert all(e["type"] != "stats" for e in h.rec("events"))  # never on the event streams
 
 
-def test_coalesce_and_stats_while_polling(daemon_factory: Any, harness_factory: Any, writer_exe: Path) -> None:
-    daemon: Daemon = daemon_factory("--stats-interval-ms", "200")
+def test_coalesce_and_stats_while_polling(serve_daemon_factory: Any, harness_factory: Any, writer_exe: Path) -> None:
+    daemon: Daemon = serve_daemon_factory("--stats-interval-ms", "200")
     h = harness_factory(daemon)
     h.start_client(types=["key_change"], coalesce=400, **FAST)
     h.wait_status("connected")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.origin_writer import OriginWriter, build
-from tests.writer import StoreWriter
+from tests.harness.writers import OriginWriter, build_origin_writer as build
+from tests.harness.writers import StoreWriter
 
 from .conftest import TOKEN, Daemon, wait_for
 
@@ -41,6 +41,7 @@ def _rows(page: Any) -> int:
     return int(page.locator("#keys tr").count())
 
 
+@pytest.mark.slow
 def test_dashboard_shows_live_data(store_daemon: Any, context: Any, artifacts: Path) -> None:
     daemon, writer = store_daemon
     page = context.new_page()
@@ -146,6 +147,7 @@ def test_dashboard_login_field_and_bad_token(daemon: Daemon, context: Any) -> No
     assert TOKEN not in page.url
 
 
+@pytest.mark.slow
 def test_key_explorer_flags_foreign_origins(tmp_path: Path, context: Any, artifacts: Path) -> None:
     exe = build(tmp_path)
     if exe is None:

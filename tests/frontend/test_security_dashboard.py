@@ -21,10 +21,10 @@ pytestmark = [pytest.mark.browser]
 
 
 @pytest.fixture
-def daemon(daemon_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+def daemon(serve_daemon_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Daemon:
     """The daemon of this work tree (not whatever ``cdc`` an editable install points at)."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    return daemon_factory()
+    return serve_daemon_factory()
 
 
 class Decoy:

@@ -1,17 +1,13 @@
-"""Fixtures for the ops tests (helpers live in opshelpers.py, the writer in opswriter.py)."""
+"""Fixtures for the ops tests (helpers live in opshelpers.py, the writer is tests/harness/ops_writer.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from cdc.model.config import Config  # noqa: E402
+from cdc.model.config import Config
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from cdc.model.config import Config  # noqa: E402
 from cdc.journal.lmdb_journal import Journal  # noqa: E402
 from cdc.model.wire import Record
 
-from tests.waiting import wait_for as _wait_for  # noqa: E402
+from tests.harness.waiting import wait_for as _wait_for  # noqa: E402
 
 
 # The ops tests wait on slower things (compactions, LOG flushes): a longer default bound.

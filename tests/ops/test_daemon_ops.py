@@ -9,8 +9,10 @@ import shutil
 
 import pytest
 
-from tests.conftest import publish, recv_events, token, wait_for
-from tests.ops.opswriter import OpsWriter
+from tests.harness.daemon import token
+from tests.harness.net import publish, recv_events
+from tests.harness.waiting import wait_for
+from tests.harness.writers import OpsWriter
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +37,7 @@ def summary(events):
     return out
 
 
+@pytest.mark.slow
 async def test_ops_events_in_order_with_key_changes(tmp_path, daemon_factory):
     db = str(tmp_path / "store")
     snapdir = tmp_path / "snaps"
@@ -104,7 +107,7 @@ async def test_ops_events_in_order_with_key_changes(tmp_path, daemon_factory):
     assert len(running) >= 1 and all(e["job"] == cjob for e in running), running
     assert pos(("snap", "cp", "started")) < pos(("snap", "cp", "completed")) < pos(("sync", "completed")) < pos(
         ("snap", "cp", "deleted"))
-    from tests.conftest import http_request
+    from tests.harness.net import http_request
 
     metrics = (await http_request(d.port, "GET", "/metrics")).body.decode()
     assert 'cdc_ops_events_total{type="compaction_status"}' in metrics, metrics[:2000]

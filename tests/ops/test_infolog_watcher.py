@@ -10,7 +10,7 @@ import pytest
 
 from cdc.ops.infolog import InfoLogWatcher
 from tests.ops.opshelpers import run_components, wait_for
-from tests.ops.opswriter import OpsWriter
+from tests.harness.writers import OpsWriter
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ def _by_job(events, etype="compaction_status"):
     return out
 
 
+@pytest.mark.slow
 async def test_slow_compaction_started_running_completed(tmp_path, ops_config):
     db = str(tmp_path / "db")
     with OpsWriter(db, rate=6 << 20) as w:
@@ -119,6 +120,7 @@ def _log_text(db: str) -> str:
     return out
 
 
+@pytest.mark.slow
 async def test_compaction_missed_while_down_is_reported_from_manifest(tmp_path, ops_config, monkeypatch):
     monkeypatch.setattr(InfoLogWatcher, "manifest_grace_s", 0.3)
     db = str(tmp_path / "db")
@@ -206,6 +208,7 @@ async def test_leveldb_compactions_from_manifest(tmp_path, ops_config):
     assert all(e["details"]["input_file_count"] >= 1 for e in comps)
 
 
+@pytest.mark.slow
 async def test_daemon_restart_during_compaction_keeps_tracking_it(tmp_path, ops_config):
     db = str(tmp_path / "db")
     cfg = ops_config(db)

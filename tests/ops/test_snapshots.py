@@ -11,7 +11,7 @@ import pytest
 
 from cdc.ops.snapshots import SnapshotWatcher
 from tests.ops.opshelpers import run_components, wait_for
-from tests.ops.opswriter import OpsWriter
+from tests.harness.writers import OpsWriter
 
 pytestmark = pytest.mark.integration
 

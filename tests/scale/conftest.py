@@ -2,12 +2,10 @@
 `cdc serve --nats-url` capture nodes and `cdc edge` nodes as subprocesses, resuming subscribers.
 
 Every process is started on free loopback ports and killed in the fixture's teardown; every wait
-is bounded (tests.waiting)."""
+is bounded (tests.harness.waiting)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -19,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 
-from tests.conftest import ROOT, SECRET, OPAQUE_TOKEN, free_port, http_request_sync, token
-from tests.waiting import wait_for, wait_for_sync
+from tests.harness.daemon import ROOT, SECRET, OPAQUE_TOKEN, token
+from tests.harness.net import free_port, http_request_sync
+from tests.harness.clients import ResumingClient
+from tests.harness.waiting import wait_for, wait_for_sync
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -204,65 +203,11 @@ def nodes(tmp_path: Path) -> Iterator[Any]:
                 n.proc.wait(10)
 
 
-class ResumingSubscriber:
-    """A WebSocket subscriber that, whenever its connection ends, reconnects to the next URL of
-    ``nodes`` with ``since=<last id>``; records every event and every duplicate / reset."""
-
-    def __init__(self, name: str, nodes: list[Node], query: str = "", since: int = 0) -> None:
-        self.name = name
-        self.nodes = nodes
-        self.query = query
-        self.last_id = since
-        self.events: list[dict[str, Any]] = []
-        self.duplicates: list[int] = []
-        self.resets: list[dict[str, Any]] = []
-        self.connects = 0
-        self.current: Node | None = None
-        self._stop = asyncio.Event()
-        self.task: asyncio.Task[Any] | None = None
-
-    def start(self) -> ResumingSubscriber:
-        self.task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-
-    async def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            node = self.nodes[i % len(self.nodes)]
-            i += 1
-            if node.proc is None or node.proc.poll() is not None:
-                await asyncio.sleep(0.05)
-                continue
-            q = (self.query + "&" if self.query else "") + f"since={self.last_id}"
-            try:
-                async with websockets.connect(node.ws_url(q), max_size=None, open_timeout=5) as ws:
-                    self.current = node
-                    self.connects += 1
-                    async for raw in ws:
-                        msg = json.loads(raw)
-                        for m in msg if isinstance(msg, list) else [msg]:
-                            if "id" in m:
-                                if m["id"] <= self.last_id:
-                                    self.duplicates.append(m["id"])
-                                    continue
-                                self.last_id = m["id"]
-                                self.events.append(m)
-                            elif m.get("type") == "reset":
-                                self.resets.append(m)
-            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
-                pass
-            self.current = None
-            await asyncio.sleep(0.05)
+# the scale tests' name for the harness's resuming client over a list of nodes
+ResumingSubscriber = ResumingClient.over_nodes
 
 
-def assert_same_events(sub: ResumingSubscriber, truth: list[dict[str, Any]]) -> None:
+def assert_same_events(sub: ResumingClient, truth: list[dict[str, Any]]) -> None:
     """Every event of ``truth`` (the capture node's own) exactly once, in order, identical."""
     assert not sub.duplicates, f"{sub.name}: duplicates {sub.duplicates[:10]}"
     assert not sub.resets, f"{sub.name}: resets {sub.resets[:3]}"
@@ -273,7 +218,7 @@ def assert_same_events(sub: ResumingSubscriber, truth: list[dict[str, Any]]) -> 
         assert a == b, f"{sub.name}: event {a.get('id')} differs: {a} != {b}"
 
 
-async def wait_caught_up(subs: list[ResumingSubscriber], latest: int, timeout: float = 30.0) -> None:
+async def wait_caught_up(subs: list[ResumingClient], latest: int, timeout: float = 30.0) -> None:
     await wait_for(lambda: all(s.last_id >= latest for s in subs), timeout, f"subscribers reach id {latest}: " + ", ".join(f"{s.name}={s.last_id}" for s in subs), interval=0.05)
 
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import websockets
 
-from tests.conftest import http_request_sync, token
+from tests.harness.daemon import token
+from tests.harness.net import http_request_sync
 from tests.scale.conftest import ResumingSubscriber, assert_same_events, wait_caught_up
-from tests.waiting import wait_for
-from tests.writer import StoreWriter
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 
+@pytest.mark.slow
 async def test_edge_serves_the_journal_with_the_same_ids(tmp_path, nats_single, nodes):
     with StoreWriter(tmp_path / "db", cfs=["users"]) as w:
         w.put("boot", "1")

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import OPAQUE_TOKEN, http_request_sync, token
+from tests.harness.daemon import OPAQUE_TOKEN, token
+from tests.harness.net import http_request_sync
 from tests.scale.conftest import Node
-from tests.waiting import wait_for
-from tests.writer import StoreWriter
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
 
 
 async def _session(node: Node, query: str, tok: str | None, *, send: list[dict[str, Any]] | None = None, origin: str | None = None, idle_s: float = 0.4) -> dict[str, Any]:
@@ -102,6 +103,7 @@ CASES: list[tuple[str, str, str | None]] = [
 ]
 
 
+@pytest.mark.slow
 async def test_same_answers_on_serve_and_edge(pair):
     cap, edge, w = pair
     for name, query, tok in CASES:

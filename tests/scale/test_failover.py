@@ -11,9 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.scale.conftest import NatsServer, Node, ResumingSubscriber, assert_same_events, wait_caught_up
-from tests.waiting import wait_for
-from tests.writer import StoreWriter
+from tests.harness.waiting import wait_for
+from tests.harness.writers import StoreWriter
+
+pytestmark = pytest.mark.slow  # NATS cluster failover: ~10 s a test
 
 
 class BackgroundWriter:

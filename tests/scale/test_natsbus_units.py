@@ -16,7 +16,7 @@ from cdc.errors import ConfigError
 from cdc.model.events import KeyChange, SyncEvent
 from cdc.journal.lmdb_journal import Journal
 from cdc.delivery.natsbus import build_messages, event_subject, ix_type_cf, subject_token, unpack_records
-from tests.conftest import ROOT
+from tests.harness.daemon import ROOT
 
 
 def test_subject_tokens() -> None:
@@ -163,7 +163,7 @@ def test_missing_nats_py_is_one_line(tmp_path) -> None:
     r = _run(["edge", "--nats-url", "nats://127.0.0.1:1", "--tokens-file", str(tokens), "--state-dir", str(tmp_path / "s")], env)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == "cdc: error: --nats-url needs the nats-py package: pip install 'cdc[nats]'", r.stderr
-    from tests.conftest import make_store
+    from tests.harness.daemon import make_store
 
     db = make_store(str(tmp_path / "db"))
     r = _run(["serve", "--db", db, "--nats-url", "nats://127.0.0.1:1", "--tokens-file", str(tokens), "--state-dir", str(tmp_path / "s2"), "--port", "0"], env)

@@ -1,7 +1,7 @@
 """Bounded chaos soak (issue 9): exactly-once, in order, values intact, through kill -9 and SIGSTOP.
 
 One real RocksDB store (3 column families, WAL archiving on, small memtables so flushes and WAL
-switches happen) written by a ``tests/writer.py`` subprocess running a seeded script: single
+switches happen) written by a ``tests/harness/writers.py`` subprocess running a seeded script: single
 puts, batches across column families, deletes, a few delete_range, explicit flushes and
 compactions, one clean reopen half way. Every value carries the step that wrote it and a CRC32,
 and the writer logs the sequence number of every committed step, so the expected history
@@ -40,9 +40,6 @@ import http.client
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import zlib
 from collections import Counter
@@ -57,9 +54,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from cdc.delivery.auth import mint_token
 from cdc.model.events import decode_bytes
-from tests.conftest import free_port, http_request, http_request_sync, wait_serving
-from tests.waiting import TIMEOUT_FACTOR, wait_for
-from tests.writer import StoreWriter, _enc
+from tests.harness.daemon import DaemonProcess, child_env
+from tests.harness.net import free_port, http_request, http_request_sync
+from tests.harness.waiting import TIMEOUT_FACTOR, wait_for
+from tests.harness.writers import StoreWriter, _enc
 
 SEED = int(os.environ.get("CDC_SOAK_SEED", "9"))
 STEPS = int(os.environ.get("CDC_SOAK_STEPS", "2400"))
@@ -265,81 +263,25 @@ def _all(e: Entry) -> bool:
 # --------------------------------------------------------------------------- the daemon
 
 
-class ChaosDaemon:
-    """``python -m cdc serve`` on a fixed port and state dir, with a timeline of what was done to it."""
+class ChaosDaemon(DaemonProcess):
+    """``python -m cdc serve`` on a fixed port and state dir (the harness's subprocess daemon, which
+    keeps the timeline of what was done to it), with the soak's store, tokens and options."""
 
     def __init__(self, tmp: Path, db: str, wal_dir: str | None = None) -> None:
         self.tmp = tmp
         self.db = db
         self.wal_dir = wal_dir
-        self.port = free_port()
         self.state = tmp / "state"
-        self.log_path = tmp / "daemon.log"
         (tmp / "tokens").write_text(f"# soak\n{TOKEN}\n")
         (tmp / "jwt-secret").write_text(SECRET + "\n")
-        self.admin = mint_token(SECRET, "soak", admin=True, values=True, ttl=3600)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.timeline: list[tuple[float, str]] = []  # (unix time, what happened)
-        self.incarnation = 0
-        self.stopped = False
-
-    def note(self, what: str) -> None:
-        self.timeline.append((time.time(), what))
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def start(self, wait: bool = True) -> None:
-        """Start and wait until ``/health/startup`` is 200 (blocking: call it in a thread)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_") and k not in ("NOTIFY_SOCKET", "STATE_DIRECTORY", "JOURNAL_STREAM")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        self.incarnation += 1
-        with open(self.log_path, "ab") as log:
-            log.write(b"\n===== soak: start incarnation %d =====\n" % self.incarnation)
-            log.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cdc", "serve", "--db", self.db, "--state-dir", str(self.state),
-                 "--host", "127.0.0.1", "--port", str(self.port),
-                 "--tokens-file", str(self.tmp / "tokens"), "--jwt-secret-file", str(self.tmp / "jwt-secret"),
-                 "--heartbeat-ms", str(HEARTBEAT_MS), "--log-level", "info",
-                 *(["--wal-dir", self.wal_dir] if self.wal_dir else []), *SERVE_ARGS],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.tmp),
-            )  # fmt: skip
-        t0 = time.monotonic()
-        self.stopped = False
-        if not wait:
-            self.note(f"incarnation {self.incarnation} (pid {self.proc.pid}) started")
-            return
-        wait_serving(self.proc, self.port, self.log_text, timeout=30)
-        self.note(f"incarnation {self.incarnation} (pid {self.proc.pid}) serving after {time.monotonic() - t0:.2f} s")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.stopped = False
-        self.note(f"kill -9 pid {self.proc.pid}")
-
-    def sigstop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.stopped = True
-        self.note(f"SIGSTOP pid {self.proc.pid}")
-
-    def sigcont(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-        self.stopped = False
-        self.note(f"SIGCONT pid {self.proc.pid}")
-
-    def shutdown(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
+        args = ["--db", db, "--state-dir", str(self.state), "--host", "127.0.0.1",
+                "--tokens-file", str(tmp / "tokens"), "--jwt-secret-file", str(tmp / "jwt-secret"),
+                "--heartbeat-ms", str(HEARTBEAT_MS), "--log-level", "info",
+                *(["--wal-dir", wal_dir] if wal_dir else []), *SERVE_ARGS]  # fmt: skip
+        port = free_port()
+        env = child_env({"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)})
+        super().__init__(["-m", "cdc", "serve", *args, "--port", str(port)], port, tmp / "daemon.log", env=env, cwd=tmp,
+                         admin=mint_token(SECRET, "soak", admin=True, values=True, ttl=3600))
 
 
 CHAOS_KINDS = {"kill9": 35, "stop": 25, "stop_flood": 15, "stop_kill": 13, "kill_starting": 12}
@@ -376,25 +318,25 @@ async def chaos(d: ChaosDaemon, rng: random.Random, writer_done: asyncio.Event, 
         n += 1
         try:
             if kind == "stop":
-                d.sigstop()
+                d.pause()
                 await asyncio.sleep(rng.uniform(0.3, 3.0))
-                d.sigcont()
+                d.resume()
                 continue
             if kind == "stop_flood":
-                d.sigstop()
+                d.pause()
                 t = time.monotonic()
                 await asyncio.to_thread(flood, d, FLOOD_WRITES)
                 d.note(f"{FLOOD_WRITES} file writes in the store dir (inotify overflow) in {time.monotonic() - t:.2f} s")
                 await asyncio.sleep(rng.uniform(0.5, 2.5))
-                d.sigcont()
+                d.resume()
                 continue
             if kind == "stop_kill":
-                d.sigstop()
+                d.pause()
                 await asyncio.sleep(rng.uniform(0.2, 1.5))
             d.kill9()
             await asyncio.sleep(rng.uniform(0.0, 1.5))  # the writer goes on while the daemon is down
             if kind == "kill_starting":
-                d.start(wait=False)
+                d.start(ready=False)
                 await asyncio.sleep(rng.uniform(0.05, 0.6))  # imports, journal open, catch-up, first clients
                 d.kill9()
             await asyncio.to_thread(d.start)
@@ -778,7 +720,7 @@ async def test_chaos_soak(tmp_path: Path, request: pytest.FixtureRequest) -> Non
     lines.extend(f"  note: {n}" for n in notes)
     summary = "\n".join(lines)
     if failures:
-        daemon_log = d.log_text().splitlines()
+        daemon_log = d.log().splitlines()
         warn = [ln for ln in daemon_log if any(w in ln for w in ("WARNING", "ERROR", "CRITICAL", "Traceback", "gap"))]
         report = "\n".join(
             ["CHAOS SOAK FAILED", *(f"- {f}" for f in failures), summary,

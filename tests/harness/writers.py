@@ -1,4 +1,15 @@
-"""A store writer in a subprocess, driven over stdin, for everyone's tests and benches.
+"""The store writers for everyone's tests and benches.
+
+- :class:`StoreWriter`: rocksdict (RocksDB) or plyvel (LevelDB) in a subprocess, driven over stdin
+  (below; this file is also the child's script).
+- :class:`OriginWriter`: a C++ program that marks WriteBatches with ``cdc-origin:`` LogData
+  (:func:`build_origin_writer` compiles it).
+- :class:`OpsWriter` (ops_writer.py): rocksdict with the options the ops tests need (rate limiter,
+  background compactions, info-LOG rotation).
+- :class:`CxxWriter`: the C++ harness driver of ``tests/cxx`` (2PC, column families, WAL TTL, ...);
+  re-exported here, its source stays in tests/cxx.
+
+StoreWriter: a store writer in a subprocess, driven over stdin.
 
 Why a subprocess: rocksdict deletes the WAL when the DB is closed, and a test needs a store that
 another process keeps writing (exactly like production). The child holds the DB open until told
@@ -38,11 +49,13 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 KeyLike = str | bytes
@@ -501,5 +514,98 @@ def _child_main(spec_text: str) -> None:
     os._exit(0)
 
 
-if __name__ == "__main__":
+# --------------------------------------------------------------------------- OriginWriter (C++)
+
+# A RocksDB writer that marks its WriteBatches with ``cdc-origin:`` LogData (rocksdict has no
+# PutLogData): a small C++ program compiled with g++ against librocksdb, driven over stdin.
+#
+# Each stdin line is one WriteBatch: ``ORIGIN KEY VALUE [KEY VALUE ...]`` (ORIGIN ``-``: no marker;
+# VALUE ``-``: a delete). The program answers ``ok <latest seq>`` per line and keeps the DB open
+# until stdin closes (then it exits without flushing: the WAL stays for cdc).
+
+ORIGIN_WRITER_SOURCE = r"""
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <iostream>
+#include <unistd.h>
+#include <sstream>
+#include <string>
+#include <rocksdb/comparator.h>
+using namespace ROCKSDB_NAMESPACE;
+// rocksdict stores its (bytewise) comparator under the name "rocksdict"
+class Named : public Comparator {
+ public:
+  const char* Name() const override { return "rocksdict"; }
+  int Compare(const Slice& a, const Slice& b) const override { return BytewiseComparator()->Compare(a, b); }
+  void FindShortestSeparator(std::string* s, const Slice& l) const override { BytewiseComparator()->FindShortestSeparator(s, l); }
+  void FindShortSuccessor(std::string* k) const override { BytewiseComparator()->FindShortSuccessor(k); }
+};
+int main(int argc, char** argv) {
+  Options o; o.create_if_missing = true;
+  DB* db; Status st = DB::Open(o, argv[1], &db);
+  if (!st.ok() && st.ToString().find("rocksdict") != std::string::npos) {
+    static Named named; o.comparator = &named;
+    st = DB::Open(o, argv[1], &db);
+  }
+  if (!st.ok()) { std::cerr << st.ToString() << std::endl; return 1; }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string origin, k, v;
+    in >> origin;
+    WriteBatch b;
+    if (origin != "-") b.PutLogData("cdc-origin:" + origin);
+    while (in >> k >> v) { if (v == "-") b.Delete(k); else b.Put(k, v); }
+    st = db->Write(WriteOptions(), &b);
+    std::cout << (st.ok() ? "ok " : "error ") << db->GetLatestSequenceNumber() << std::endl;
+  }
+  _exit(0);  // no close: the WAL stays on disk for cdc
+}
+"""
+
+
+def build_origin_writer(directory: Path) -> Path | None:
+    """Compile the writer into ``directory``; None when g++ or librocksdb-dev is missing."""
+    if not shutil.which("g++") or not os.path.isdir("/usr/include/rocksdb"):
+        return None
+    src = directory / "origin_writer.cc"
+    exe = directory / "origin_writer"
+    if not exe.exists():
+        src.write_text(ORIGIN_WRITER_SOURCE)
+        subprocess.run(["g++", "-std=c++17", "-O0", str(src), "-o", str(exe), "-lrocksdb"], check=True, timeout=240)
+    return exe
+
+
+class OriginWriter:
+    """``with OriginWriter(exe, db) as w: w.batch("tab-1", ("k", "v"), ("k2", None))``."""
+
+    def __init__(self, exe: Path, db: Path | str) -> None:
+        self.proc = subprocess.Popen([str(exe), str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def batch(self, origin: str | None, *pairs: tuple[str, str | None]) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        words = [origin or "-"] + [w for k, v in pairs for w in (k, v if v is not None else "-")]
+        self.proc.stdin.write(" ".join(words) + "\n")
+        answer = self.proc.stdout.readline().split()
+        assert answer and answer[0] == "ok", answer
+        return int(answer[1])
+
+    def __enter__(self) -> OriginWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+if __name__ != "__main__":  # the child runs this file as a script, without the tests package
+    from tests.cxx import CxxWriter, Report, arg  # noqa: E402,F401  (the C++ harness driver)
+    from tests.cxx import build as build_cxx_writer  # noqa: E402,F401
+    from tests.harness.ops_writer import OpsWriter  # noqa: E402,F401  (rate-limited compactions, LOG rotation)
+else:
     _child_main(sys.argv[1])

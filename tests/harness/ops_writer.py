@@ -1,6 +1,6 @@
 """A rocksdict writer subprocess for the ops tests: compactions that last seconds, LOG rotation.
 
-Why not tests/writer.py: these tests need options it does not expose (rate limiter, no
+Why not tests/harness/writers.py: these tests need options it does not expose (rate limiter, no
 compression, table format_version 5 so Debian's ldb 7.8 can back the store up, info-LOG size
 limit for rotation) and a compaction that runs in the background while the child answers.
 
