@@ -370,7 +370,7 @@ def run_demo(
                 waiter.cancel()
                 await task  # raises the start-up error
                 return
-            bound = getattr(app.ctx, "port", None) or port
+            bound = (app.ctx.port if app.ctx is not None else 0) or port
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
             base = f"http://{shown}:{bound}"
             url = f"{base}/#token={token}"
