@@ -16,11 +16,8 @@ Exit codes of :func:`serve`: 0 clean stop, 1 cancelled; errors raise (their ``ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
-import signal
 from collections.abc import Callable
 
 from cdc.delivery.auth import Authenticator
@@ -31,9 +28,9 @@ from cdc.delivery.health import Health
 from cdc.delivery.hub import Hub
 from cdc.journal.lmdb_journal import Journal
 from cdc.delivery.metrics import Metrics
-from cdc.errors import StartupError
 from cdc.daemon.preflight import require_auth_source
 from cdc.daemon.sdnotify import Notifier
+from cdc.daemon.wiring import NodeContext, close_server, exit_code_of, open_journal, run_guarded, run_until_signal, start_server
 from cdc.capture import WalCapture
 from cdc.delivery.natsbus import NatsPublisher, require_nats
 from cdc.model.context import Component
@@ -51,7 +48,7 @@ GC_THRESHOLD0 = 20_000
 """Young-generation GC threshold while the daemon runs (CPython default: 700)."""
 
 
-class AppContext:
+class AppContext(NodeContext):
     """What components get (docs/design.md, "The daemon's internal API"): satisfies
     ``cdc.model.context.Context`` (components), ``StatsSources`` (stats frames) and
     ``cdc.delivery.context.ServerContext`` / ``PublisherContext``."""
@@ -68,17 +65,9 @@ class AppContext:
         hub: Hub,
         auth: Authenticator,
     ) -> None:
-        self.config = config
+        super().__init__(config, journal, health, metrics, stop, hub, auth)
         self.store = store
         self.bus = bus
-        self.journal = journal
-        self.health = health
-        self.metrics = metrics
-        self.stop = stop
-        self.hub = hub
-        self.auth = auth
-        self.server: Server | None = None
-        self.port = 0
         self.components: list[Component] = []  # the running components
         self.capture: WalCapture | None = None  # stats frames read its counters
         self.infolog: InfoLogWatcher | None = None  # ... and its SST sizes
@@ -149,14 +138,7 @@ class App:
         if cfg.insecure_no_auth:
             log.warning("AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who can reach %s:%s can read every event and publish", cfg.host, cfg.port)
         store = _detect_store(cfg)
-        journal = Journal(
-            os.path.join(cfg.state_dir, "journal"),
-            map_size=cfg.journal_map_size,
-            retention_count=cfg.retention_count,
-            retention_bytes=cfg.retention_bytes,
-            retention_age_s=cfg.retention_age_s,
-            sync=self.journal_sync,
-        )
+        journal = open_journal(cfg, "journal", sync=self.journal_sync)
         server = None
         try:
             metrics = Metrics()
@@ -181,11 +163,7 @@ class App:
             health.emit = bus.emit_nowait  # from here on, transitions are events
             server = Server(ctx, hub, auth)
             ctx.server = server
-            try:
-                await server.start()
-            except OSError as exc:
-                # the environment (port in use, address not available), not the configuration: exit 3
-                raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+            await start_server(server, cfg)
             ctx.port = server.port
             health.set("startup", "server", True)
             log.info("listening on http://%s:%d (journal %s, latest id %d)", server.host, server.port, journal.path, journal.latest_id)
@@ -196,7 +174,7 @@ class App:
                 tg.create_task(health.watchdog(aux_stop), name="cdc-watchdog")
                 tg.create_task(server.heartbeats(aux_stop), name="cdc-heartbeats")
                 tg.create_task(self._notify_loop(aux_stop), name="cdc-notify")
-                comp_tasks = [tg.create_task(self._run_component(c, ctx), name=f"cdc-{type(c).__name__}") for c in comps]
+                comp_tasks = [tg.create_task(run_guarded(type(c).__name__, c.run(ctx), health), name=f"cdc-{type(c).__name__}") for c in comps]
                 # Start-up objects live as long as the daemon: keep them out of GC scans, and
                 # collect the young generation less often (the pipeline allocates per event).
                 gc.freeze()
@@ -225,23 +203,9 @@ class App:
                 if server.ws is not None:
                     server.ws.close(close_connections=True)
         finally:
-            if server is not None and server.ws is not None:
-                server.ws.close(close_connections=True)
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2.0):
-                        await server.ws.wait_closed()
+            await close_server(server)
             journal.close()
             log.info("stopped")
-
-    async def _run_component(self, comp: Component, ctx: AppContext) -> None:
-        name = type(comp).__name__
-        try:
-            await comp.run(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a component bug must not take the daemon down
-            log.exception("component %s failed", name)
-            ctx.health.set("readiness", f"component:{name}", False, f"{name} stopped: {type(exc).__name__}")
 
     async def _notify_loop(self, stop: asyncio.Event) -> None:
         """READY=1 once startup is healthy; STATUS= every few s; WATCHDOG=1 while live."""
@@ -280,41 +244,11 @@ class App:
 
 async def run_app(config: Config, *, started: asyncio.Event | None = None, app: App | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT (or ``app.stop``); see the module docstring."""
-    app = app or App(config)
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            app.stop.set()
-        elif main_task is not None:
-            main_task.cancel()
-
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not main thread
-            pass
-    try:
-        await app.run(started)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    await run_until_signal(app or App(config), started)
 
 
 def serve(config: Config) -> int:
     """``cdc serve``: run the daemon; returns the process exit code (0 clean stop, 1 cancelled by a
     second signal). Start-up failures raise their :class:`CdcError` (each carries its exit code;
     the CLI prints the one line)."""
-    try:
-        asyncio.run(run_app(config))
-    except KeyboardInterrupt:  # pragma: no cover
-        return 0
-    except asyncio.CancelledError:  # second signal
-        return 1
-    return 0
+    return exit_code_of(lambda: run_app(config))

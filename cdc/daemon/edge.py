@@ -44,9 +44,9 @@ from cdc.delivery.hub import Hub
 from cdc.journal.lmdb_journal import Journal
 from cdc.server import Server
 from cdc.delivery.metrics import Metrics
-from cdc.delivery.natsbus import H_EPOCH, H_LAST, connect, publish_subject, require_nats, unpack_records
-from cdc.errors import StartupError
+from cdc.delivery.natsbus import H_EPOCH, H_LAST, close_connection, connect, publish_subject, require_nats, retry_until_stopped, unpack_records
 from cdc.daemon.preflight import require_auth_source
+from cdc.daemon.wiring import NodeContext, close_server, exit_code_of, open_journal, run_guarded, run_until_signal, start_server
 
 __all__ = ["EdgeApp", "EdgeHub", "EdgeSource", "ForwardingBus", "edge_serve"]
 
@@ -177,28 +177,10 @@ class EdgeSource:
     async def run(self, ctx: _EdgeContext) -> None:
         require_nats()
         stop = ctx.stop
-        backoff = 0.2
         reporter = asyncio.create_task(self._reporter(ctx))
         waker = asyncio.create_task(self._wake_on(stop))
         try:
-            while not stop.is_set():
-                try:
-                    if self.nc is None:
-                        self.nc = await connect(self.config, f"cdc-edge:{self.stream}", self._on_state)
-                    await self._consume(ctx)
-                    backoff = 0.2
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - NATS trouble: retry, keep serving the mirror
-                    log.warning("edge: stream consumer interrupted (%s: %s); retrying", type(exc).__name__, str(exc)[:200])
-                    if self.nc is not None and not self.nc.is_connected and not self.nc.is_reconnecting:
-                        await self._close()
-                if stop.is_set():
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await stop.wait()
-                backoff = min(backoff * 2, 2.0)
+            await retry_until_stopped(stop, lambda: self._attempt(ctx), self._interrupted)
         finally:
             reporter.cancel()
             waker.cancel()
@@ -213,12 +195,19 @@ class EdgeSource:
             self._report(ctx)
             await asyncio.sleep(0.5)
 
+    async def _attempt(self, ctx: _EdgeContext) -> None:
+        if self.nc is None:
+            self.nc = await connect(self.config, f"cdc-edge:{self.stream}", self._on_state)
+        await self._consume(ctx)
+
+    async def _interrupted(self, exc: Exception) -> None:  # keep serving the mirror
+        log.warning("edge: stream consumer interrupted (%s: %s); retrying", type(exc).__name__, str(exc)[:200])
+        if self.nc is not None and not self.nc.is_connected and not self.nc.is_reconnecting:
+            await self._close()
+
     async def _close(self) -> None:
         nc, self.nc = self.nc, None
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    await nc.close()
+        await close_connection(nc)
         self._on_state(False)
 
     async def _start_seq(self, js: Any, latest: int) -> tuple[int, int]:
@@ -393,22 +382,16 @@ class EdgeSource:
         ctx.hub.publish(records)
 
 
-class _EdgeContext:
+class _EdgeContext(NodeContext):
     """What the server and the source use (the AppContext of an edge): satisfies
     ``cdc.delivery.context.ServerContext``; no store and no local components."""
 
+    hub: EdgeHub
+
     def __init__(self, config: Config, journal: Journal, health: Health, metrics: Metrics, stop: asyncio.Event, hub: EdgeHub, auth: Authenticator) -> None:
-        self.config = config
+        super().__init__(config, journal, health, metrics, stop, hub, auth)
         self.store = None
-        self.journal = journal
-        self.health = health
-        self.metrics = metrics
-        self.stop = stop
-        self.hub = hub
-        self.auth = auth
         self.bus: ForwardingBus | None = None
-        self.server: Server | None = None
-        self.port = 0
         self.capture: None = None  # stats frames: no local capture ...
         self.infolog: None = None  # ... and no info LOG on an edge
 
@@ -425,14 +408,7 @@ class _EdgeContext:
 
 def _open_mirror(cfg: Config) -> Journal:
     # sync off: the mirror is a cache of the stream (rebuilt from it after any loss)
-    return Journal(
-        os.path.join(cfg.state_dir, "mirror"),
-        map_size=cfg.journal_map_size,
-        retention_count=cfg.retention_count,
-        retention_bytes=cfg.retention_bytes,
-        retention_age_s=cfg.retention_age_s,
-        sync=False,
-    )
+    return open_journal(cfg, "mirror", sync=False)
 
 
 class EdgeApp:
@@ -468,17 +444,14 @@ class EdgeApp:
             health.set("readiness", "nats_lag", False, "mirror not caught up with the stream yet")
             server = Server(ctx, hub, auth)
             ctx.server = server
-            try:
-                await server.start()
-            except OSError as exc:
-                raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+            await start_server(server, cfg)
             ctx.port = server.port
             log.info("edge listening on http://%s:%d (stream %s, mirror latest id %d)", server.host, server.port, cfg.nats_stream, journal.latest_id)
             async with asyncio.TaskGroup() as tg:
                 aux_stop = asyncio.Event()
                 tg.create_task(health.watchdog(aux_stop), name="cdc-watchdog")
                 tg.create_task(server.heartbeats(aux_stop), name="cdc-heartbeats")
-                src_task = tg.create_task(self._run_source(source, ctx), name="cdc-edge-source")
+                src_task = tg.create_task(run_guarded("EdgeSource", source.run(ctx), health), name="cdc-edge-source")
                 tg.create_task(self._notify_loop(ctx, aux_stop), name="cdc-notify")
                 if started is not None:
                     started.set()
@@ -494,11 +467,7 @@ class EdgeApp:
                 aux_stop.set()
                 src_task.cancel()
         finally:
-            if server is not None and server.ws is not None:
-                server.ws.close(close_connections=True)
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2.0):
-                        await server.ws.wait_closed()
+            await close_server(server)
             (ctx.journal if ctx is not None else journal).close()
             log.info("stopped")
 
@@ -521,15 +490,6 @@ class EdgeApp:
                 async with asyncio.timeout(interval):
                     await stop.wait()
         n.stopping()
-
-    async def _run_source(self, source: EdgeSource, ctx: _EdgeContext) -> None:
-        try:
-            await source.run(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("edge source failed")
-            ctx.health.set("readiness", "component:EdgeSource", False, f"EdgeSource stopped: {type(exc).__name__}")
 
 
 def check_edge_config(config: Config, *, bind: bool = True) -> None:
@@ -555,32 +515,6 @@ def check_edge_config(config: Config, *, bind: bool = True) -> None:
 
 def edge_serve(config: Config) -> int:
     """``cdc edge``: run until SIGTERM/SIGINT; returns the exit code (errors raise: the CLI prints them)."""
-    import signal
-
     app = EdgeApp(config)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        seen = [0]
-
-        def on_signal() -> None:
-            seen[0] += 1
-            if seen[0] == 1:
-                app.stop.set()
-            elif task is not None:
-                task.cancel()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal)
-        await app.run()
-
-    try:
-        asyncio.run(main())  # a CdcError propagates: the CLI prints it with its exit code
-    except KeyboardInterrupt:  # pragma: no cover
-        return 0
-    except asyncio.CancelledError:
-        return 1
-    return 0
+    return exit_code_of(lambda: run_until_signal(app))
 

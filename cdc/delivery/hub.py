@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdc.errors import JournalCorrupt
 from cdc.delivery.wsconn import abort, is_paused, lost_waiter, wait_writable, write_frames
+from cdc.delivery.waits import wait_event
 from cdc.journal.lmdb_journal import Journal
 from cdc.model.wire import Record, SubState, WireFormat, build_frames, control_frame
 
@@ -569,13 +570,7 @@ class Hub:
         """Wait until the next publish (True) or the timeout (False)."""
         if self._published is None:
             self._published = asyncio.Event()
-        ev = self._published
-        try:
-            async with asyncio.timeout(timeout_s):
-                await ev.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._published, timeout_s)
 
     def broadcast_control(self, body: dict[str, Any]) -> None:
         """Send a control frame (e.g. heartbeat) to every LIVE subscriber."""

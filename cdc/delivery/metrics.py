@@ -39,6 +39,14 @@ __all__ = ["Metrics", "CONTENT_TYPE"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def _counter_by(name: str, doc: str, label: str, counts: Mapping[Any, int]) -> CounterMetricFamily:
+    """A counter family with one sample per key of ``counts`` (in key order), labelled ``label``."""
+    c = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in sorted(counts.items()):
+        c.add_metric([str(key)], n)
+    return c
+
+
 class _Pull(Collector):
     def __init__(self, fn: Callable[[], Iterator[Any]]) -> None:
         self._fn = fn
@@ -103,17 +111,11 @@ class Metrics:
         journal = self._journal
         health = self._health
         if hub is not None:
-            c = CounterMetricFamily("cdc_events_captured", "events journaled and published, by type", labels=["type"])
-            for t, n in sorted(hub.published_by_type.items()):
-                c.add_metric([t], n)
-            yield c
+            yield _counter_by("cdc_events_captured", "events journaled and published, by type", "type", hub.published_by_type)
             yield CounterMetricFamily("cdc_events_delivered", "events handed to subscriber connections", value=hub.delivered)
             yield GaugeMetricFamily("cdc_subscribers", "connected WebSocket subscribers", value=hub.count)
             yield GaugeMetricFamily("cdc_subscribers_closing", "subscribers closed by the server whose connection is not gone yet", value=hub.closing)
-            c = CounterMetricFamily("cdc_subscribers_closed", "subscribers closed by the server, by close code", labels=["code"])
-            for code, n in sorted(hub.closed_by_code.items()):
-                c.add_metric([str(code)], n)
-            yield c
+            yield _counter_by("cdc_subscribers_closed", "subscribers closed by the server, by close code", "code", hub.closed_by_code)
         if bus is not None:
             yield GaugeMetricFamily("cdc_bus_pending_events", "events emitted and not yet committed", value=bus.pending)
             yield GaugeMetricFamily("cdc_bus_pending_bytes", "bytes of events emitted and not yet committed", value=bus.pending_bytes)
@@ -133,21 +135,16 @@ class Metrics:
             yield CounterMetricFamily("cdc_journal_rejected_events", "events skipped because they cannot be stored", value=journal.rejected)
         server = self._server
         if server is not None:
-            c = CounterMetricFamily("cdc_ws_connections", "WebSocket /ws/events attempts by result", labels=["result"])
-            for result, n in sorted(server.ws_results.items()):
-                c.add_metric([result], n)
-            yield c
+            yield _counter_by("cdc_ws_connections", "WebSocket /ws/events attempts by result", "result", server.ws_results)
             yield GaugeMetricFamily("cdc_http_polls_waiting", "long-polls (GET /events) waiting for events", value=server.polls_waiting)
             gate = server.gate
-            c = CounterMetricFamily(
+            yield _counter_by(
                 "cdc_http_connections_refused",
                 "connections closed before their request completed, by reason "
                 "(unfinished_total / unfinished_per_ip caps, header_timeout, accept_error)",
-                labels=["reason"],
+                "reason",
+                gate.refused,
             )
-            for reason, n in sorted(gate.refused.items()):
-                c.add_metric([reason], n)
-            yield c
             yield GaugeMetricFamily("cdc_http_connections_unfinished", "connections whose request is not complete yet", value=gate.total)
         if health is not None:
             g = GaugeMetricFamily("cdc_health", "1 when the probe is healthy", labels=["probe"])

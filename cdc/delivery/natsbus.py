@@ -46,7 +46,7 @@ import sys
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import accumulate, repeat
 from operator import add, and_
 from typing import TYPE_CHECKING, Any
@@ -294,6 +294,42 @@ async def connect(config: Any, name: str, on_state: Any = None) -> Any:
     return nc
 
 
+async def close_connection(nc: Any) -> None:
+    """Close a NATS connection (``None``: nothing), bounded to 2 s, ignoring its errors."""
+    if nc is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await nc.close()
+
+
+async def retry_until_stopped(
+    stop: asyncio.Event,
+    attempt: Callable[[], Awaitable[None]],
+    on_error: Callable[[Exception], Awaitable[None]],
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run ``attempt`` until ``stop`` is set. An exception goes to ``on_error``; ``after`` runs
+    after every attempt; the next attempt waits a backoff (0.2 s doubling to 2 s, reset by an
+    attempt that returned) or ``stop``."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            await attempt()
+            backoff = 0.2
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - NATS trouble: the caller logs it, then retry
+            await on_error(exc)
+        if after is not None:
+            await after()
+        if stop.is_set():
+            break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(backoff):
+                await stop.wait()
+        backoff = min(backoff * 2, 2.0)
+
+
 async def ensure_stream(js: Any, config: Any) -> Any:
     """The stream's info; creates the stream when it does not exist."""
     from nats.js.api import StorageType, StreamConfig
@@ -396,29 +432,8 @@ class NatsPublisher:
         done = asyncio.Event()
         reporter = asyncio.create_task(self._reporter(ctx, done))
         stopper = asyncio.create_task(self._wake_on(stop))
-        backoff = 0.2
         try:
-            while not stop.is_set():
-                try:
-                    await self._session(ctx)
-                    backoff = 0.2
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - NATS trouble: retry, capture goes on
-                    self.errors += 1
-                    if self.connected or self.errors == 1:
-                        log.warning("NATS publishing interrupted (%s: %s); retrying", type(exc).__name__, str(exc)[:200])
-                    else:
-                        log.debug("NATS publishing: %s", exc)
-                nc = self._nc
-                if nc is not None and (nc.is_closed or not (nc.is_connected or nc.is_reconnecting)):
-                    await self._close()  # otherwise nats-py reconnects by itself: resync on the same connection
-                if stop.is_set():
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await stop.wait()
-                backoff = min(backoff * 2, 2.0)
+            await retry_until_stopped(stop, lambda: self._session(ctx), self._interrupted, self._close_if_down)
         finally:
             await self._close()
             done.set()
@@ -430,12 +445,21 @@ class NatsPublisher:
         await stop.wait()
         self._wake.set()
 
+    async def _interrupted(self, exc: Exception) -> None:  # capture goes on
+        self.errors += 1
+        if self.connected or self.errors == 1:
+            log.warning("NATS publishing interrupted (%s: %s); retrying", type(exc).__name__, str(exc)[:200])
+        else:
+            log.debug("NATS publishing: %s", exc)
+
+    async def _close_if_down(self) -> None:
+        nc = self._nc
+        if nc is not None and (nc.is_closed or not (nc.is_connected or nc.is_reconnecting)):
+            await self._close()  # otherwise nats-py reconnects by itself: resync on the same connection
+
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    await nc.close()
+        await close_connection(nc)
         self._on_state(False)
 
     async def _session(self, ctx: PublisherContext) -> None:

@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cdc.model.context import StatsSources
+from cdc.delivery.waits import wait_event
 from cdc.model.wire import SubState, control_frame
 
 if TYPE_CHECKING:
@@ -139,13 +140,7 @@ class StatsCollector:
         """Wait for the next computation (True) or the timeout (False)."""
         if self._updated is None:
             self._updated = asyncio.Event()
-        ev = self._updated
-        try:
-            async with asyncio.timeout(timeout_s):
-                await ev.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_event(self._updated, timeout_s)
 
     @staticmethod
     def restrict(stats: dict[str, Any], cfs: frozenset[str] | None) -> dict[str, Any]:

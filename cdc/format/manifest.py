@@ -261,17 +261,19 @@ def _decode_wal_addition_body(c: _Cursor) -> tuple[int, int | None]:
             raise CorruptRecord(f"unknown WAL addition field {tag}")
 
 
+def _skip_blob_fields(c: _Cursor) -> None:
+    """A blob record's custom fields (tag, length-prefixed value) up to kEndMarker (0): none is used."""
+    while c.varint(32) != 0:
+        c.varstring()
+
+
 def _decode_blob_addition(c: _Cursor) -> BlobFileMeta:
     number = c.varint()
     count = c.varint()
     nbytes = c.varint()
     method = c.varstring()
     checksum = c.varstring()
-    while True:
-        tag = c.varint(32)
-        if tag == 0:  # kEndMarker
-            break
-        c.varstring()
+    _skip_blob_fields(c)
     return BlobFileMeta(number, count, nbytes, method, checksum)
 
 
@@ -279,11 +281,7 @@ def _decode_blob_garbage(c: _Cursor) -> tuple[int, int, int]:
     number = c.varint()
     count = c.varint()
     nbytes = c.varint()
-    while True:
-        tag = c.varint(32)
-        if tag == 0:
-            break
-        c.varstring()
+    _skip_blob_fields(c)
     return number, count, nbytes
 
 
@@ -345,16 +343,12 @@ def decode_version_edit(payload: bytes) -> VersionEdit:
                 edit.max_column_family = c.varint(32)
             elif tag == TAG_IN_ATOMIC_GROUP:
                 edit.in_atomic_group = c.varint(32)
-            elif tag == TAG_BLOB_FILE_ADDITION:
+            elif tag == TAG_BLOB_FILE_ADDITION or tag == TAG_BLOB_FILE_ADDITION_DEPRECATED:
                 edit.blob_additions.append(_decode_blob_addition(c))
-            elif tag == TAG_BLOB_FILE_GARBAGE:
+            elif tag == TAG_BLOB_FILE_GARBAGE or tag == TAG_BLOB_FILE_GARBAGE_DEPRECATED:
                 edit.blob_garbage.append(_decode_blob_garbage(c))
             elif tag == TAG_DB_ID:
                 edit.db_id = c.varstring()
-            elif tag == TAG_BLOB_FILE_ADDITION_DEPRECATED:
-                edit.blob_additions.append(_decode_blob_addition(c))
-            elif tag == TAG_BLOB_FILE_GARBAGE_DEPRECATED:
-                edit.blob_garbage.append(_decode_blob_garbage(c))
             elif tag == TAG_WAL_ADDITION:
                 edit.wal_additions.append(_decode_wal_addition_body(c))
             elif tag == TAG_WAL_DELETION:

@@ -702,6 +702,7 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
             if ((((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF) != masked:
                 break
             if count == 1 and tag == 1:
+                # inlined for speed (cli/dumpwal's fast path repeats this parse to render lines, no Op):
                 # single default-CF Put with a one-byte key length, 1- or 2-byte value length
                 kl = buf[i + 20]
                 ke = i + 21 + kl

@@ -172,6 +172,7 @@ class Journal:
         sync: bool = True,
     ) -> None:
         self._lock_fd = -1
+        self.epoch = ""  # set below once read or created; close() only writes an identity that has one
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
@@ -740,11 +741,10 @@ class Journal:
 
     def close(self) -> None:
         """Close the environment and release the directory lock (idempotent)."""
-        if getattr(self, "epoch", None) and self._lock_fd >= 0:
+        if self.epoch and self._lock_fd >= 0:
             self._write_identity()
         try:
-            if hasattr(self, "env"):
-                self.env.close()
+            self.env.close()  # __init__ calls close() only once ``env`` is open (before that: _unlock)
         except lmdb.Error:  # pragma: no cover
             pass
         self._unlock()
