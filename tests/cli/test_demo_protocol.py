@@ -68,6 +68,11 @@ def test_demo_allow_origin_long_compaction_and_headers(tmp_path: Path) -> None:
             running += [e for e in page["events"] if e["status"] == "running" and e["cf"] == "archive"]
         assert running, "no running progress from the demo's bulk compaction"
         assert 0 <= running[-1]["details"].get("progress", 0) <= 100  # percent
+        # the bulk load goes through the WAL: captured, no gap (a write without the WAL would be one)
+        _, _, body = _get(base + "/events?since=0&types=capture_gap&timeout=0", auth)
+        assert json.loads(body)["events"] == []
+        _, _, body = _get(base + "/events?since=0&types=key_change&cf=archive&timeout=0&limit=1", auth)
+        assert json.loads(body)["events"], "bulk rows arrive as key_change events"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
