@@ -247,9 +247,11 @@ class RawClient(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # Host with the port: with auth off the daemon refuses a Host naming another port (port 80 when absent)
+        port = transport.get_extra_info("peername")[1]
         transport.write(
             (
-                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
@@ -262,7 +264,7 @@ class RawClient(asyncio.Protocol):
             if i < 0:
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
-                self.open.set_exception(RuntimeError(bytes(buf[:100]).decode()))
+                self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
                 return
             del buf[: i + 4]
             self.open.set_result(None)
