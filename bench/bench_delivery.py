@@ -193,8 +193,14 @@ class ServerProc:
         args = [PY, "-m", "bench.bench_delivery", "_server", kind, str(self.port)]
         if kind == "cdc":
             args += [self.tmp, *extra]
+        spawn = os.environ.get("CDC_BENCH_PYSPY_SPAWN")  # run the server under py-spy from its start: raw stacks to this file
+        if spawn:
+            args = ["py-spy", "record", "-r", os.environ.get("CDC_BENCH_PYSPY_RATE", "200"), "-f", "raw", "-o", spawn,
+                    *(["--gil"] if os.environ.get("CDC_BENCH_PYSPY_GIL") else []), "--", *args]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        while spawn and line and line.strip() != "READY":  # py-spy's own lines
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if line.strip() != "READY":
             raise RuntimeError(f"{kind} server failed: {line!r}")
         self.profiler = None
@@ -218,7 +224,7 @@ class ServerProc:
             self.profiler.wait(30)
         try:
             self.proc.stdin.close()  # type: ignore[union-attr]
-            self.proc.wait(20)
+            self.proc.wait(120 if os.environ.get("CDC_BENCH_PYSPY_SPAWN") else 20)
         except Exception:
             self.proc.kill()
             self.proc.wait()
