@@ -341,7 +341,7 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
         total = [0]
         done = asyncio.Event()
         target = subs * events
-        path = "/ws/events" if kind == "cdc" else "/"
+        path = "/ws/events" + os.environ.get("CDC_BENCH_FANOUT_QUERY", "") if kind == "cdc" else "/"
         clients = await open_clients(srv.port, path, subs, total, done, target, wait_hello=kind == "cdc")
         await asyncio.sleep(0.5)
         t0 = time.perf_counter()
@@ -355,7 +355,9 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
 
 
 async def bench_fanout() -> dict[str, Any]:
-    subs, events, batch = 1000, 500, 10
+    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT: issue 11's 500 batch=1 variant
+    subs, events = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "1000")), 500
+    batch = int(os.environ.get("CDC_BENCH_FANOUT_EMIT", "10"))  # events per bus.emit (bare: per loop turn)
     res: dict[str, list[float]] = {"bare": [], "cdc": []}
     for _ in range(int(os.environ.get("CDC_BENCH_RUNS", "3"))):
         for kind in ("bare", "cdc"):
@@ -364,6 +366,7 @@ async def bench_fanout() -> dict[str, Any]:
     cdc = max(res["cdc"])
     return {
         "subscribers": subs,
+        "query": os.environ.get("CDC_BENCH_FANOUT_QUERY", ""),
         "events": events,
         "emit_batch": batch,
         "bare_deliveries_per_s": round(bare),
