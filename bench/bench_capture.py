@@ -1,6 +1,6 @@
 """Capture benchmarks (issue 3): keeping up with the writer, write -> subscriber latency, stages.
 
-Run: ``python -m bench.bench_capture [keepup] [latency] [stages]`` (all by default).
+Run: ``python -m bench.bench_capture [keepup] [latency] [stages] [catchup]`` (all but catchup by default).
 
 - keepup: a rocksdict writer (subprocess, tests/harness/writers.py) puts 300,000 keys in WriteBatches of
   100 while the real daemon (subprocess: capture + journal + hub + server) tails the WAL; one
@@ -13,6 +13,16 @@ Run: ``python -m bench.bench_capture [keepup] [latency] [stages]`` (all by defau
   framing/WriteBatch decode (cdc.wal), event building (WalCapture.build), journal append
   (cdc.journal, 20,000 events per transaction, sync off); the baseline is the writer's time.
   ``--profile`` adds a pyinstrument profile of decode + build.
+
+- catchup: the store is written first (``bench_dump_wal``'s writer: N puts in WriteBatches of B,
+  100-byte values, one WAL, the writer exits without closing so the WAL stays); then the daemon
+  (subprocess, as for keepup) starts on it and one ``since=0&batch=1`` subscriber (types=key_change)
+  counts events until it has all N. Time = daemon process start -> subscriber's last event. Baseline,
+  same run, same WAL: ``ldb dump_wal --walfile=F --print_value`` (stdout to /dev/null, whole process).
+  Ratio = catchup_s / ldb_s (issue 11 target: <= 2x for 1M/100, <= 2.5x for 200k/1).
+  Options: ``--puts=N --batch=B`` (one variant; default both 1,000,000/100 and 200,000/1),
+  ``--runs=R`` (default 2). ``CDC_BENCH_PYSPY=FILE`` profiles the daemon (attached after READY,
+  so the profiled run's time is not a figure).
 
 The daemon, the clients and the raw WebSocket client code are shared with bench_delivery.py.
 """
@@ -196,6 +206,69 @@ def bench_stages(profile: bool = False) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+async def catchup_one(puts: int, batch: int, runs: int) -> dict[str, Any]:
+    """Daemon start on a WAL already holding ``puts`` puts -> a since=0 batch=1 subscriber's last event."""
+    from bench import bench_dump_wal as bdw
+
+    ldb = shutil.which("ldb") or "/usr/bin/ldb"
+    results = []
+    tmp = tempfile.mkdtemp(prefix="cdcbench-catchup-")
+    try:
+        wal = bdw.make_wal(tmp, "db", puts, batch)
+        db = os.path.dirname(wal)
+        for _ in range(runs):
+            ldb_s, _cpu = bdw.run_cmd([ldb, "dump_wal", f"--walfile={wal}", "--print_value"])
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            srv = bd.ServerProc("cdc", "0", db)  # returns once the daemon printed READY
+            try:
+                ready_s = time.perf_counter() - t0
+                total = [0]
+                done = asyncio.Event()
+                clients = await bd.open_clients(
+                    srv.port, "/ws/events?types=key_change&since=0&batch=1", 1, total, done, puts, wait_hello=False
+                )
+                await asyncio.wait_for(done.wait(), 1800)
+                catchup_s = time.perf_counter() - t0
+                bd.close_clients(clients)
+            finally:
+                srv.close()
+            results.append((ldb_s, catchup_s, ready_s, load))
+            print(f"catchup {puts}/{batch}: ldb {ldb_s:.2f}s cdc {catchup_s:.2f}s (ready {ready_s:.2f}s) "
+                  f"ratio {catchup_s / ldb_s:.2f}x load1 {load:.2f}", file=sys.stderr, flush=True)
+        wal_bytes = os.path.getsize(wal)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    best = min(results, key=lambda r: r[1] / r[0])
+    return {
+        "puts": puts,
+        "batch": batch,
+        "wal_bytes": wal_bytes,
+        "ldb_s": round(best[0], 3),
+        "catchup_s": round(best[1], 3),
+        "events_per_s": round(puts / best[1]),
+        "ratio_catchup_over_ldb": round(best[1] / best[0], 2),
+        "runs": [{"ldb_s": round(a, 3), "catchup_s": round(b, 3), "ready_s": round(c, 3), "ratio": round(b / a, 2), "load1": round(d, 2)}
+                 for a, b, c, d in results],
+    }
+
+
+def _opt(name: str, default: int) -> int:
+    for a in sys.argv[1:]:
+        if a.startswith(f"--{name}="):
+            return int(a.split("=", 1)[1].replace("_", ""))
+    return default
+
+
+async def bench_catchup() -> dict[str, Any]:
+    runs = _opt("runs", 2)
+    if any(a.startswith(("--puts=", "--batch=")) for a in sys.argv[1:]):
+        variants = [(_opt("puts", 1_000_000), _opt("batch", 100))]
+    else:
+        variants = [(1_000_000, 100), (200_000, 1)]
+    return {f"{p}x{b}": await catchup_one(p, b, runs) for p, b in variants}
+
+
 async def main(names: list[str], profile: bool) -> None:
     bd.raise_nofile()
     for name in names:
@@ -206,6 +279,8 @@ async def main(names: list[str], profile: bool) -> None:
             res = await bench_latency()
         elif name == "latency1":
             res = await bench_latency(subs=1)
+        elif name == "catchup":
+            res = await bench_catchup()
         elif name == "stages":
             res = bench_stages(profile)
         else:
@@ -216,6 +291,7 @@ async def main(names: list[str], profile: bool) -> None:
 
 if __name__ == "__main__":
     if "-h" in sys.argv or "--help" in sys.argv:
-        sys.exit("usage: bench_capture.py [stages | keepup | latency | latency1]... [--profile]")
+        sys.exit("usage: bench_capture.py [stages | keepup | latency | latency1 | catchup]... [--profile]"
+                 " [--puts=N --batch=B --runs=R (catchup)]")
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     asyncio.run(main(args or ["stages", "keepup", "latency"], "--profile" in sys.argv))

@@ -193,8 +193,14 @@ class ServerProc:
         args = [PY, "-m", "bench.bench_delivery", "_server", kind, str(self.port)]
         if kind == "cdc":
             args += [self.tmp, *extra]
+        spawn = os.environ.get("CDC_BENCH_PYSPY_SPAWN")  # run the server under py-spy from its start: raw stacks to this file
+        if spawn:
+            args = ["py-spy", "record", "-r", os.environ.get("CDC_BENCH_PYSPY_RATE", "200"), "-f", "raw", "-o", spawn,
+                    *(["--gil"] if os.environ.get("CDC_BENCH_PYSPY_GIL") else []), "--", *args]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        while spawn and line and line.strip() != "READY":  # py-spy's own lines
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if line.strip() != "READY":
             raise RuntimeError(f"{kind} server failed: {line!r}")
         self.profiler = None
@@ -218,7 +224,7 @@ class ServerProc:
             self.profiler.wait(30)
         try:
             self.proc.stdin.close()  # type: ignore[union-attr]
-            self.proc.wait(20)
+            self.proc.wait(120 if os.environ.get("CDC_BENCH_PYSPY_SPAWN") else 20)
         except Exception:
             self.proc.kill()
             self.proc.wait()
@@ -247,9 +253,11 @@ class RawClient(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # Host with the port: with auth off the daemon refuses a Host naming another port (port 80 when absent)
+        port = transport.get_extra_info("peername")[1]
         transport.write(
             (
-                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
@@ -262,7 +270,7 @@ class RawClient(asyncio.Protocol):
             if i < 0:
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
-                self.open.set_exception(RuntimeError(bytes(buf[:100]).decode()))
+                self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
                 return
             del buf[: i + 4]
             self.open.set_result(None)
@@ -333,7 +341,7 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
         total = [0]
         done = asyncio.Event()
         target = subs * events
-        path = "/ws/events" if kind == "cdc" else "/"
+        path = "/ws/events" + os.environ.get("CDC_BENCH_FANOUT_QUERY", "") if kind == "cdc" else "/"
         clients = await open_clients(srv.port, path, subs, total, done, target, wait_hello=kind == "cdc")
         await asyncio.sleep(0.5)
         t0 = time.perf_counter()
@@ -347,7 +355,9 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
 
 
 async def bench_fanout() -> dict[str, Any]:
-    subs, events, batch = 1000, 500, 10
+    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT: issue 11's 500 batch=1 variant
+    subs, events = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "1000")), 500
+    batch = int(os.environ.get("CDC_BENCH_FANOUT_EMIT", "10"))  # events per bus.emit (bare: per loop turn)
     res: dict[str, list[float]] = {"bare": [], "cdc": []}
     for _ in range(int(os.environ.get("CDC_BENCH_RUNS", "3"))):
         for kind in ("bare", "cdc"):
@@ -356,6 +366,7 @@ async def bench_fanout() -> dict[str, Any]:
     cdc = max(res["cdc"])
     return {
         "subscribers": subs,
+        "query": os.environ.get("CDC_BENCH_FANOUT_QUERY", ""),
         "events": events,
         "emit_batch": batch,
         "bare_deliveries_per_s": round(bare),
