@@ -17,7 +17,6 @@ Figures (each compared with its baseline measured in the same run):
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from bench.bench_delivery import LatencyClient, close_clients, free_port, open_clients, raise_nofile  # noqa: E402
+from bench.bench_delivery import LatencyClient, close_clients, free_port, open_clients, run_named  # noqa: E402
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -230,12 +229,7 @@ BENCHES = {"latency": bench_latency, "fanout": bench_fanout, "cpu": bench_cpu}
 
 
 async def main(names: list[str]) -> None:
-    raise_nofile()
-    for name in names:
-        t0 = time.perf_counter()
-        res = await BENCHES[name]()
-        res["bench_s"] = round(time.perf_counter() - t0, 1)
-        print(json.dumps({name: res}), flush=True)
+    await run_named(BENCHES, names)
 
 
 if __name__ == "__main__":
