@@ -498,18 +498,7 @@ async def bench_latency() -> dict[str, Any]:
                 await asyncio.wait_for(c.open, 10)
                 clients.append(c)
 
-            def paced() -> None:
-                # Pacing here (sleeping, not spinning) keeps a core free for the daemon; the value is
-                # the wall time taken just before the put goes to the writer (so the latency also
-                # includes the pipe hop to the writer process).
-                t0 = time.perf_counter()
-                for i in range(count):
-                    d = t0 + i / 1000 - time.perf_counter()
-                    if d > 0:
-                        time.sleep(d)
-                    w.put(f"lat{i:010d}", str(time.time_ns()))
-
-            await asyncio.to_thread(paced)
+            await asyncio.to_thread(paced_puts, w, count)
             await asyncio.wait_for(done.wait(), 60)
             close_clients(clients)
             lat.sort()
@@ -557,6 +546,18 @@ async def bench_throughput() -> dict[str, Any]:
 
 
 BENCHES = {"fanout": bench_fanout, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
+
+
+def paced_puts(w: Any, count: int, rate: float = 1000.0) -> None:
+    """``count`` puts at ``rate``/s, each value the wall time in ns just before the put goes to the
+    writer (so latency includes the pipe hop to the writer process). Pacing by sleeping, not
+    spinning, keeps a core free for the daemon."""
+    t0 = time.perf_counter()
+    for i in range(count):
+        d = t0 + i / rate - time.perf_counter()
+        if d > 0:
+            time.sleep(d)
+        w.put(f"lat{i:010d}", str(time.time_ns()))
 
 
 async def run_named(benches: dict[str, Any], names: list[str]) -> None:

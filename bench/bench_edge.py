@@ -29,7 +29,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from bench.bench_delivery import LatencyClient, close_clients, free_port, open_clients, run_named  # noqa: E402
+from bench.bench_delivery import LatencyClient, close_clients, free_port, open_clients, paced_puts, run_named  # noqa: E402
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -136,15 +136,7 @@ async def bench_latency(count: int = 5000, subs: int = 10) -> dict[str, Any]:
                 clients.append(c)
         w = s.w
 
-        def paced() -> None:
-            t0 = time.perf_counter()
-            for i in range(count):
-                d = t0 + i / 1000 - time.perf_counter()
-                if d > 0:
-                    time.sleep(d)
-                w.put(f"lat{i:010d}", str(time.time_ns()))
-
-        await asyncio.to_thread(paced)
+        await asyncio.to_thread(paced_puts, w, count)
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in done.values())), 60)
         close_clients(clients)
         for k, xs in lats.items():
