@@ -19,8 +19,8 @@ import resource
 import socket
 import stat
 
-from cdc.model.config import Config, cli_name
 from cdc.errors import CdcError, ConfigError, StartupError
+from cdc.model.config import Config, cli_name
 from cdc.sources.store import detect_store
 
 __all__ = [
@@ -193,11 +193,7 @@ def check_journal(path: str, *, in_use_ok: bool = True) -> None:
         except lmdb.Error as exc:
             raise StartupError(str(_corrupt(path, exc))) from None
         try:
-            try:
-                dbs = [env.open_db(name, create=False) for name in (b"ev", b"ix", b"meta")]
-            except lmdb.NotFoundError:
-                return  # created but never used
-            verify_env(env, path, *dbs)
+            verify_env(env, path)
         except JournalError as exc:
             raise StartupError(str(exc)) from None
         except lmdb.Error as exc:

@@ -31,6 +31,7 @@ import msgspec
 from cdc.errors import JournalError
 from cdc.model.events import EVENT_TYPES, Event
 from cdc.journal.lmdb_journal import Journal
+from cdc.model.chunk import Committed
 from cdc.model.wire import PreEncoded, Record
 
 __all__ = ["EventBus", "event_size"]
@@ -381,15 +382,16 @@ class EventBus:
             log.error("dropped checkpoints that cannot be committed (%s)", type(exc).__name__)
 
     @staticmethod
-    def _resolve(items: list[_Item], records: list[Record], skipped: set[int]) -> None:
+    def _resolve(items: list[_Item], records: list[Record] | Committed, skipped: set[int]) -> None:
         """Give each waiting emitter the ids of its own events."""
         idx = 0  # index into the concatenated events
         ri = 0  # index into records
+        id_at = records.id_at if type(records) is Committed else (lambda i: records[i].id)
         for events, _cp, _seq, fut, _size in items:
             ids: list[int] = []
             for _ in range(len(events)):
                 if idx not in skipped:
-                    ids.append(records[ri].id)
+                    ids.append(id_at(ri))
                     ri += 1
                 idx += 1
             if fut is not None and not fut.done():

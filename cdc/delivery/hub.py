@@ -52,6 +52,7 @@ from cdc.errors import JournalCorrupt
 from cdc.delivery.wsconn import abort, is_paused, lost_waiter, wait_writable, write_frames
 from cdc.delivery.waits import wait_event
 from cdc.journal.lmdb_journal import Journal
+from cdc.model.chunk import ACCEPT, REJECT, Chunk, Committed
 from cdc.model.wire import Record, SubState, WireFormat, build_frames, control_frame
 
 if TYPE_CHECKING:
@@ -160,6 +161,22 @@ class Filter:
             return False
         return True
 
+    def parts(self, chunks: list[Chunk]) -> list[Chunk | list[Record]]:
+        """The events of ``chunks`` that pass: whole chunks where the chunk's summary decides
+        (no per-event work), else the matching Records of the chunk (see ``Chunk.verdict``)."""
+        if self.accept_all:
+            return list(chunks)
+        out: list[Chunk | list[Record]] = []
+        for c in chunks:
+            v = c.verdict(self.types, self.cfs, self._ranges, self.keys)
+            if v == ACCEPT:
+                out.append(c)
+            elif v != REJECT:
+                recs = self.select(c.records())
+                if recs:
+                    out.append(recs)
+        return out
+
     def select(self, records: list[Record]) -> list[Record]:
         """``[r for r in records if self.match(r)]``, with the common filters as one comprehension."""
         types, prefixes = self.types, self.prefixes
@@ -267,6 +284,25 @@ def coalesce_page(records: list[Record], ms: int) -> list[Record]:
     co = Coalescer(ms)
     out = co.add_windowed(records)
     return out + co.take()[0]
+
+
+def _records(parts: list[Chunk | list[Record]]) -> list[Record]:
+    """The Records of matched parts (chunks materialized)."""
+    out: list[Record] = []
+    for p in parts:
+        out += p.records() if type(p) is Chunk else p  # type: ignore[union-attr,operator]
+    return out
+
+
+def _frames(parts: list[Chunk | list[Record]], fmt: int, batch: bool) -> list[bytes]:
+    """Frames of matched parts: a chunk's own (cached on it), else built from the Records."""
+    if len(parts) == 1:
+        p = parts[0]
+        return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+    out: list[bytes] = []
+    for p in parts:
+        out += p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+    return out
 
 
 class Subscriber:
@@ -503,39 +539,66 @@ class Hub:
 
     # --------------------------------------------------------------- fan-out
 
-    def publish(self, records: list[Record]) -> None:
-        """Fan committed records out to every LIVE subscriber whose filter matches (never waits)."""
+    def publish(self, records: list[Record] | Committed) -> None:
+        """Fan committed records out to every LIVE subscriber whose filter matches (never waits).
+
+        A journal commit (:class:`Committed`) goes out chunk by chunk: a chunk that wholly
+        passes a filter is sent as its prebuilt frame(s), shared by every subscriber of that
+        format; Records are made only for chunks a filter splits (and for non-JSON formats)."""
         if not records:
             return
-        self.latest_id = records[-1].id
+        if type(records) is Committed:
+            chunks = records.chunks
+        else:  # a plain list of Records (the bus's event-by-event salvage)
+            chunks = None
+        self.latest_id = records.last_id if chunks is not None else records[-1].id  # type: ignore[union-attr]
         self.published += len(records)
         by_type = self.published_by_type
-        for r in records:
-            by_type[r.type] = by_type.get(r.type, 0) + 1
+        if chunks is not None:
+            for c in chunks:
+                types = c.summary()[0] if len(c) == c.size else ()
+                if len(types) == 1:
+                    for t in types:
+                        by_type[t] = by_type.get(t, 0) + len(c)
+                else:
+                    for r in c.records():
+                        by_type[r.type] = by_type.get(r.type, 0) + 1
+        else:
+            for r in records:
+                by_type[r.type] = by_type.get(r.type, 0) + 1
         for g in list(self._groups.values()):
             flt = g.filter
-            matched = records if flt.accept_all else flt.select(records)
-            if not matched:
-                continue
-            first_id = matched[0].id
-            last_id = matched[-1].id
-            n = len(matched)
+            if chunks is not None:
+                parts = flt.parts(chunks)
+                if not parts:
+                    continue
+                first_id = parts[0].first if type(parts[0]) is Chunk else parts[0][0].id  # type: ignore[union-attr,index]
+                last_id = parts[-1].last if type(parts[-1]) is Chunk else parts[-1][-1].id  # type: ignore[union-attr,index]
+                n = sum(map(len, parts))
+            else:
+                matched = records if flt.accept_all else flt.select(records)  # type: ignore[arg-type]
+                if not matched:
+                    continue
+                parts = [matched]  # type: ignore[list-item]
+                first_id = matched[0].id
+                last_id = matched[-1].id
+                n = len(matched)
             cache: dict[int, list[bytes]] = {}
             for sub in list(g.subs.values()):
                 if sub.state != LIVE:
                     continue
                 if sub.co is not None:
-                    self._coalesce(sub, sub.co, matched)
+                    self._coalesce(sub, sub.co, _records(parts))
                     continue
                 if first_id <= sub.last_id:  # already sent by its replay
-                    rest = [r for r in matched if r.id > sub.last_id]
+                    rest = [r for r in _records(parts) if r.id > sub.last_id]
                     if rest:
                         sub.push(build_frames(rest, sub.fmt, sub.batch), rest[-1].id, len(rest))
                     continue
                 ck = sub.fmt * 2 + sub.batch
                 frames = cache.get(ck)
                 if frames is None:
-                    frames = cache[ck] = build_frames(matched, sub.fmt, sub.batch)
+                    frames = cache[ck] = _frames(parts, sub.fmt, sub.batch)
                 sub.push(frames, last_id, n)
         ev = self._published
         if ev is not None:
@@ -635,36 +698,26 @@ class Hub:
     async def _replay(self, sub: Subscriber, since: int) -> None:
         pos = since if since else max(0, self.journal.oldest_id - 1)  # 0 = from the oldest retained
         co = sub.co
-        fast = sub.filter.accept_all and sub.fmt == WireFormat.JSON and co is None
+        flt = sub.filter
         journal = self.journal
         gap = False
         while sub.state == REPLAY and pos < self.latest_id:
-            if fast:
-                wires, last = await asyncio.to_thread(journal.read_wire, pos, REPLAY_CHUNK)
-                if not wires or _wire_id(wires[0]) != pos + 1:
-                    gap = True  # pruned under our feet
-                    break
-                cut = self.latest_id
-                if last > cut:  # committed but not published yet: stop at what was published
-                    wires = [w for w in wires if _wire_id(w) <= cut]
-                    last = cut
-                frames = [b"[" + b",".join(wires) + b"]"] if sub.batch else wires
-                n = len(wires)
-            else:
-                recs = await asyncio.to_thread(journal.read, pos, REPLAY_CHUNK)
-                if not recs or recs[0].id != pos + 1:
-                    gap = True
-                    break
-                cut = self.latest_id
-                if recs[-1].id > cut:
-                    recs = [r for r in recs if r.id <= cut]
-                last = recs[-1].id
-                flt = sub.filter
-                matched = recs if flt.accept_all else [r for r in recs if flt.match(r)]
-                if co is not None:
-                    matched = co.add_windowed(matched)
+            chunks = await asyncio.to_thread(journal.read_chunks, pos, REPLAY_CHUNK)
+            if not chunks or chunks[0].first != pos + 1:
+                gap = True  # pruned under our feet
+                break
+            cut = self.latest_id
+            if chunks[-1].last > cut:  # committed but not published yet: stop at what was published
+                chunks = [c.view(c.first, cut) for c in chunks if c.first <= cut]
+            last = chunks[-1].last
+            parts = flt.parts(chunks)
+            if co is not None:
+                matched = co.add_windowed(_records(parts))
                 n = len(matched)
                 frames = build_frames(matched, sub.fmt, sub.batch) if matched else []
+            else:
+                n = sum(map(len, parts))
+                frames = _frames(parts, sub.fmt, sub.batch) if parts else []
             if sub.state != REPLAY:
                 return
             if frames:

@@ -6,19 +6,24 @@ Invariants:
   pruning every event never makes an id come back).
 - ``append(events, checkpoints)`` writes the events *and* the checkpoints in ONE write
   transaction: after a ``kill -9`` either both are on disk or neither is.
-- Each event is stored as its wire JSON *with* its id and *without* its value (``ev`` db), and
-  its filter fields + the JSON fragment of its value (``ix`` db), so that replay and fan-out
-  never re-encode: JSON with value = ``wire[:-1] + value_fragment + b"}"``.
+- Events are stored in chunks (:mod:`cdc.model.chunk`): one LMDB record per run of up to
+  CHUNK_EVENTS consecutive events of one commit, holding each event's wire JSON *with* its id
+  and *without* its value (comma-separated: the run's ``batch=1`` frame is one slice), its ix
+  record (filter fields + the JSON fragment of its value) and a summary (types, cfs, key range)
+  that lets the fan-out accept or reject a whole chunk for a filter. Nothing is re-encoded on
+  replay or fan-out: JSON with value = ``wire[:-1] + value_fragment + b"}"``.
 - Retention (count, bytes, age) prunes the oldest events, in bounded batches, inside append
-  transactions.
+  transactions (a chunk partly over the count/bytes limit is rewritten without its oldest events).
 - A full LMDB map or a full disk raises :class:`~cdc.errors.JournalFull`; the transaction is
   aborted, nothing half-written remains, and the journal stays usable.
 
-Layout (LMDB named databases, keys are 8-byte big-endian ids):
-- ``ev``:   id -> wire JSON (``{"id":N,"type":...}``) without ``value``/``value_encoding``
-- ``ix``:   id -> ``_IX`` header (commit ms, lengths) + type + cf + key + end_key + value fragment
-- ``meta``: ``next_id`` (u64), ``bytes`` (u64: stored bytes of ev+ix), ``cp:<name>`` -> checkpoint,
-  ``epoch`` (the journal's identity: 16 hex characters, random, written when the journal is created)
+Layout (LMDB named databases):
+- ``ch``:   ``>Q`` first id + ``>I`` count -> chunk value (:mod:`cdc.model.chunk`)
+- ``meta``: ``next_id`` (u64), ``bytes`` (u64: stored bytes of the chunks), ``count`` (u64:
+  retained events), ``format`` (u64: 2), ``cp:<name>`` -> checkpoint, ``epoch`` (the journal's
+  identity: 16 hex characters, random, written when the journal is created)
+- a journal of format 1 (``ev``: id -> wire, ``ix``: id -> ix record) is migrated to chunks when
+  opened, in bounded transactions that each move records and delete them (crash-safe, resumable).
 
 Integrity (README "Recovering the journal"): before LMDB maps ``data.mdb``, :func:`check_journal_file`
 reads its two meta pages and refuses a file shorter than the last page they record (mapping it would
@@ -39,117 +44,58 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from itertools import islice
 from typing import Any
 
 import lmdb
 import msgspec
 
 from cdc.errors import JournalCorrupt, JournalError, JournalFull
+from cdc.format import speedups
 from cdc.journal.lock import lock_journal, unlock_journal
+from cdc.model.chunk import (
+    Chunk,
+    Committed,
+    chunk_key,
+    chunk_of_stored,
+    encode_chunk,
+    first_key,
+    pack_ix,
+    parse_key,
+)
 from cdc.model.events import Event
 from cdc.model.wire import PreEncoded, Record, encode_event
 
-__all__ = ["Journal", "check_journal_file", "verify_env"]
+__all__ = ["CHUNK_EVENTS", "Journal", "check_journal_file", "verify_env"]
 
 _ID = struct.Struct(">Q")
 _U64 = struct.Struct("<Q")
-# commit time ms, len(type), len(cf) (0xFFFF: none, 0xFFFE: long cf), len(key) (-1: none), len(end_key) (-1: none)
-_IX = struct.Struct("<qHHii")
-_NO_CF = 0xFFFF
-_LONG_CF = 0xFFFE
-"""cf length field of a cf of >= 0xFFFE bytes: its real length follows the type bytes as a u32
-(so every cf length is unambiguous and 0xFFFF always means "no cf")."""
-_U32 = struct.Struct("<I")
-MAX_TYPE_BYTES = 0xFFFF
-"""Longest storable event type (UTF-8 bytes); a longer type is rejected (skipped and counted)."""
-_IX_HEAD = struct.Struct("<qHH")  # the first three fields of _IX
-_KL = struct.Struct("<ii")  # the last two
-_NO_KEYS = _KL.pack(-1, -1)
 _json_encoder = msgspec.json.Encoder()
 
 _log = logging.getLogger("cdc.journal")
 
 PRUNE_BATCH = 50_000
 """Most events pruned by one append transaction (bounds the time of a write txn)."""
+CHUNK_EVENTS = 1000
+"""Most events per stored chunk (one LMDB record; also the live ``batch=1`` frame)."""
+CHUNK_BYTES = 1 << 20
+"""A chunk is closed after the event that reaches this many stored bytes."""
+MIGRATE_BATCH = 100_000
+"""Events moved per transaction when a format-1 journal is migrated."""
+FORMAT = 2
+"""Journal layout version (``meta`` ``format``): 2 = chunks (``ch``); 1 = one ``ev`` + one ``ix``
+record per event (migrated to chunks when opened, see :meth:`Journal._migrate`)."""
 
-
-_utf8_cache: dict[str, bytes] = {}
-
-
-def _utf8(text: str) -> bytes:
-    b = _utf8_cache.get(text)
-    if b is None:
-        b = text.encode()
-        if len(_utf8_cache) < 4096:
-            _utf8_cache[text] = b
-    return b
-
-
-_ix_pack = _IX.pack
-
-
-_tc_cache: dict[tuple[str, str | None], tuple[bytes, int, int]] = {}
-
-
-def _type_cf(etype: str, cf: str | None) -> tuple[bytes, int, int]:
-    """(type bytes + cf bytes, len(type), cf length field) for the ix header, cached."""
-    tc = _tc_cache.get((etype, cf))
-    if tc is None:
-        t = _utf8(etype)
-        if len(t) > MAX_TYPE_BYTES:
-            raise ValueError(f"event type longer than {MAX_TYPE_BYTES} bytes")
-        c = b"" if cf is None else _utf8(cf)
-        if cf is None:
-            tc = (t, len(t), _NO_CF)
-        elif len(c) >= _LONG_CF:
-            tc = (t + _U32.pack(len(c)) + c, len(t), _LONG_CF)
-        else:
-            tc = (t + c, len(t), len(c))
-        if len(_tc_cache) < 4096:
-            _tc_cache[(etype, cf)] = tc
-    return tc
-
-
-def _pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: bytes | None, value: bytes) -> bytes:
-    tc, tl, cl = _type_cf(etype, cf)
-    if end_key is None:
-        if key is None:
-            return _ix_pack(ts, tl, cl, -1, -1) + tc + value
-        return b"".join((_ix_pack(ts, tl, cl, len(key), -1), tc, key, value))
-    return b"".join((_ix_pack(ts, tl, cl, -1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value))
+_encode_chunk = speedups.C.encode_chunk if speedups.C is not None and hasattr(speedups.C, "encode_chunk") else encode_chunk
 
 
 def _check_encoded(item: PreEncoded) -> None:
-    """Raise if an encoded event cannot be laid out as ``ev`` + ``ix`` values."""
+    """Raise if an encoded event cannot be laid out in a chunk."""
     core, value, etype, cf, key, end_key = item
     if not (isinstance(core, bytes) and isinstance(value, bytes) and core[:1] == b"{"):
         raise TypeError("bad pre-encoded event")
     b'{"id":%d,%b' % (0, core[1:])
-    _pack_ix(0, etype, cf, key, end_key, value)
-
-
-def _unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
-    ts, tl, cl, kl, el = _IX.unpack_from(ix)
-    p = _IX.size
-    etype = ix[p : p + tl].decode()
-    p += tl
-    cf: str | None = None
-    if cl != _NO_CF:
-        if cl == _LONG_CF:
-            cl = _U32.unpack_from(ix, p)[0]
-            p += 4
-        cf = ix[p : p + cl].decode()
-        p += cl
-    key: bytes | None = None
-    if kl >= 0:
-        key = ix[p : p + kl]
-        p += kl
-    end_key: bytes | None = None
-    if el >= 0:
-        end_key = ix[p : p + el]
-        p += el
-    return Record(id_, etype, cf, key, end_key, ts, wire, ix[p:])
+    pack_ix(0, etype, cf, key, end_key, value)
+    encode_chunk([item], 0, 1, 0, 1, 1)
 
 
 class Journal:
@@ -204,21 +150,22 @@ class Journal:
         self.retention_bytes = retention_bytes
         self.retention_age_s = retention_age_s
         try:
-            self._ev = self.env.open_db(b"ev")
-            self._ix = self.env.open_db(b"ix")
+            self._ch = self.env.open_db(b"ch")
             self._meta = self.env.open_db(b"meta")
-            verify_env(self.env, path, self._ev, self._ix, self._meta)
+            verify_env(self.env, path)
             self._write_lock = threading.Lock()
             self._last_age_check = 0.0
             self.full = False  # set while the last append failed with JournalFull
+            self._migrate()
             with self.env.begin() as txn:
                 raw = txn.get(b"next_id", db=self._meta)
                 self._next_id = _U64.unpack(raw)[0] if raw else 1
                 raw = txn.get(b"bytes", db=self._meta)
                 self._bytes = _U64.unpack(raw)[0] if raw else 0
-                self._count = txn.stat(self._ev)["entries"]
-                cur = txn.cursor(db=self._ev)
-                self._oldest = _ID.unpack(cur.key())[0] if cur.first() else self._next_id
+                raw = txn.get(b"count", db=self._meta)
+                self._count = _U64.unpack(raw)[0] if raw else 0
+                cur = txn.cursor(db=self._ch)
+                self._oldest = parse_key(cur.key())[0] if cur.first() else self._next_id
                 raw = txn.get(b"epoch", db=self._meta)
                 epoch = bytes(raw).decode("ascii", "replace") if raw else ""
             if not epoch:
@@ -399,57 +346,37 @@ class Journal:
         encoded: list[PreEncoded],
         checkpoints: dict[str, bytes] | None,
         now_ms: int,
-    ) -> list[Record]:
+    ) -> Committed:
         """One write transaction (see :meth:`append`); any exception leaves nothing written."""
         with self._write_lock:
             next_id = self._next_id
-            records: list[Record] = []
+            chunks: list[Chunk] = []
             added = 0
             try:
                 with self.env.begin(write=True) as txn:
-                    ev_cur = txn.cursor(db=self._ev)
-                    ix_cur = txn.cursor(db=self._ix)
-                    ev_put = ev_cur.put
-                    ix_put = ix_cur.put
-                    id_pack = _ID.pack
-                    kl_pack = _KL.pack
-                    rec_append = records.append
-                    R = Record
-                    last_t: str | None = None
-                    last_cf: str | None = None
-                    head = tc = b""
-                    for core, value, etype, cf, key, end_key in encoded:
-                        wire = b'{"id":%d,%b' % (next_id, core[1:])
-                        if etype is not last_t or cf is not last_cf:  # same objects in a run: no lookup
-                            tc, tl, cl = _type_cf(etype, cf)
-                            head = _IX_HEAD.pack(now_ms, tl, cl)
-                            last_t, last_cf = etype, cf
-                        if end_key is None:
-                            if key is None:
-                                ix = b"%b%b%b%b" % (head, _NO_KEYS, tc, value)
-                            else:
-                                ix = b"%b%b%b%b%b" % (head, kl_pack(len(key), -1), tc, key, value)
-                        else:
-                            ix = b"".join(
-                                (head, kl_pack(-1 if key is None else len(key), len(end_key)), tc, key or b"", end_key, value)
-                            )
-                        k = id_pack(next_id)
-                        ev_put(k, wire, append=True)
-                        ix_put(k, ix, append=True)
-                        added += len(wire) + len(ix)
-                        rec_append(R(next_id, etype, cf, key, end_key, now_ms, wire, value))
-                        next_id += 1
+                    ch_put = txn.cursor(db=self._ch).put
+                    pos, n_all = 0, len(encoded)
+                    encode = _encode_chunk
+                    while pos < n_all:
+                        blob, taken = encode(encoded, pos, next_id, now_ms, CHUNK_EVENTS, CHUNK_BYTES)
+                        ch_put(chunk_key(next_id, taken), blob, append=True)
+                        chunks.append(Chunk(next_id, blob))
+                        added += len(blob)
+                        next_id += taken
+                        pos += taken
                     put = txn.put
                     if checkpoints:
                         for name, data in checkpoints.items():
                             put(b"cp:" + name.encode(), data, db=self._meta)
                     total = self._bytes + added
-                    count = self._count + len(records)
+                    count = self._count + n_all
                     pruned_n, pruned_b, oldest = self._prune(txn, count, total, now_ms)
                     total -= pruned_b
                     count -= pruned_n
-                    put(b"next_id", _U64.pack(next_id), db=self._meta)
-                    put(b"bytes", _U64.pack(total), db=self._meta)
+                    if n_all or pruned_n:
+                        put(b"next_id", _U64.pack(next_id), db=self._meta)
+                        put(b"bytes", _U64.pack(total), db=self._meta)
+                        put(b"count", _U64.pack(count), db=self._meta)
             except lmdb.MapFullError as exc:
                 self.full = True
                 raise JournalFull(
@@ -462,9 +389,9 @@ class Journal:
                     self.full = True
                     raise JournalFull(f"disk full under journal {self.path}") from exc
                 raise JournalError(f"journal write failed: {exc}") from exc
-            first = records[0].id if self._count == 0 and records else None
+            first = chunks[0].first if self._count == 0 and chunks else None
             self._committed(next_id, total, count, oldest if pruned_n else None, first)
-            return records
+            return Committed(chunks)
 
     rejected = 0
     """Events skipped because they could not be encoded (since open)."""
@@ -472,7 +399,11 @@ class Journal:
     """Indices (in the events argument) skipped by the last append."""
 
     def _prune(self, txn: lmdb.Transaction, count: int, total: int, now_ms: int) -> tuple[int, int, int | None]:
-        """Delete the oldest events over the retention limits (at most PRUNE_BATCH)."""
+        """Delete the oldest events over the retention limits (at most about PRUNE_BATCH).
+
+        Whole chunks go while every event in them is over a limit (or older than the age
+        limit: a chunk's time is its newest event's); the chunk the count or bytes limit falls
+        into is rewritten without its oldest events. Returns (events, bytes, new oldest id)."""
         over_count = self.retention_count and count > self.retention_count
         over_bytes = self.retention_bytes and total > self.retention_bytes
         check_age = False
@@ -484,30 +415,45 @@ class Journal:
         if not (over_count or over_bytes or check_age):
             return 0, 0, None
         cutoff = now_ms - int(self.retention_age_s * 1000) if check_age else None
-        ev_cur = txn.cursor(db=self._ev)
-        ix_cur = txn.cursor(db=self._ix)
+        cur = txn.cursor(db=self._ch)
         n = 0
         nbytes = 0
-        if not ev_cur.first():
+        if not cur.first():
             return 0, 0, None
-        ix_cur.first()
         while n < PRUNE_BATCH:
-            drop = (self.retention_count and count - n > self.retention_count) or (
-                self.retention_bytes and total - nbytes > self.retention_bytes
-            )
-            ix = ix_cur.value()
-            if not drop and cutoff is not None and ix:
-                drop = _IX.unpack_from(ix)[0] < cutoff
-            if not drop:
+            first, size = parse_key(cur.key())
+            blob = cur.value()
+            need_n = count - n - self.retention_count if self.retention_count else 0
+            need_b = total - nbytes - self.retention_bytes if self.retention_bytes else 0
+            aged = cutoff is not None and Chunk(first, blob).ts < cutoff
+            if not aged and need_n <= 0 and need_b <= 0:
                 break
-            nbytes += len(ev_cur.value()) + len(ix)
-            n += 1
-            ev_cur.delete()
-            ix_cur.delete()
-            if not ev_cur.key():
-                break
-        key = ev_cur.key()
-        return n, nbytes, _ID.unpack(key)[0] if key else None
+            if aged or need_n >= size or need_b >= len(blob):
+                n += size
+                nbytes += len(blob)
+                if not cur.delete() or not cur.key():
+                    break
+                continue
+            # the limit falls inside this chunk: drop its oldest events, keep the rest
+            old = Chunk(first, blob)
+            wires, ixs = old.wires(), old.ixs()
+            k = max(need_n, 0)
+            if need_b > 0:
+                freed = 0
+                for j in range(size):
+                    freed += len(wires[j]) + len(ixs[j]) + 9
+                    if freed >= need_b:
+                        k = max(k, j + 1)
+                        break
+            k = min(max(k, 1), size - 1)
+            rest = chunk_of_stored(first + k, wires[k:], ixs[k:])
+            cur.delete()
+            txn.put(chunk_key(first + k, size - k), rest, db=self._ch)
+            n += k
+            nbytes += len(blob) - len(rest)
+            break
+        cur = txn.cursor(db=self._ch)
+        return n, nbytes, parse_key(cur.key())[0] if cur.first() else None
 
     def prune(self) -> int:
         """Apply the retention limits now (age included); returns the number of events deleted."""
@@ -518,6 +464,7 @@ class Journal:
                     n, b, oldest = self._prune(txn, self._count, self._bytes, int(time.time() * 1000))
                     if n:
                         txn.put(b"bytes", _U64.pack(self._bytes - b), db=self._meta)
+                        txn.put(b"count", _U64.pack(self._count - n), db=self._meta)
                 if n:
                     # LMDB reuses the pages a txn freed only from the txn after next: commit one
                     # small txn now, or a full map stays full for big values (needing runs of
@@ -532,7 +479,7 @@ class Journal:
                 self._oldest = oldest if oldest is not None and self._count else self._next_id
             return n
 
-    def append_raw(self, items: Sequence[tuple[int, bytes, bytes]]) -> tuple[list[Record], int]:
+    def append_raw(self, items: Sequence[tuple[int, bytes, bytes]]) -> tuple[Committed | list[Record], int]:
         """Mirror path (``cdc edge``): store records that already carry their ids.
 
         ``items`` are ``(id, ev value, ix value)`` exactly as another journal stores them (see
@@ -559,106 +506,171 @@ class Journal:
             if missing:
                 raise ValueError("append_raw: ids must be consecutive within one call")
             hole = fresh[0][0] - next_id if self._count or next_id > 1 else 0
-            records: list[Record] = []
+            chunks: list[Chunk] = []
             try:
                 with self.env.begin(write=True) as txn:
                     count, total = self._count, self._bytes
                     if hole and count:
-                        for db in (self._ev, self._ix):
-                            txn.drop(db, delete=False)
+                        txn.drop(self._ch, delete=False)
                         count, total = 0, 0
-                    ev_put = txn.cursor(db=self._ev).put
-                    ix_put = txn.cursor(db=self._ix).put
+                    ch_put = txn.cursor(db=self._ch).put
                     added = 0
-                    for id_, wire, ix in fresh:
-                        k = _ID.pack(id_)
-                        ev_put(k, wire, append=True)
-                        ix_put(k, ix, append=True)
-                        added += len(wire) + len(ix)
-                        records.append(_unpack_record(id_, bytes(wire), bytes(ix)))
+                    for a in range(0, len(fresh), CHUNK_EVENTS):
+                        part = fresh[a : a + CHUNK_EVENTS]
+                        first = part[0][0]
+                        blob = chunk_of_stored(first, [bytes(p[1]) for p in part], [bytes(p[2]) for p in part])
+                        ch_put(chunk_key(first, len(part)), blob, append=True)
+                        chunks.append(Chunk(first, blob))
+                        added += len(blob)
                     next_id = fresh[-1][0] + 1
                     total += added
-                    count += len(records)
+                    count += len(fresh)
                     pruned_n, pruned_b, oldest = self._prune(txn, count, total, int(time.time() * 1000))
                     total -= pruned_b
                     count -= pruned_n
                     txn.put(b"next_id", _U64.pack(next_id), db=self._meta)
                     txn.put(b"bytes", _U64.pack(total), db=self._meta)
+                    txn.put(b"count", _U64.pack(count), db=self._meta)
             except lmdb.MapFullError as exc:
                 self.full = True
                 raise JournalFull(f"journal map full ({self.map_size} bytes at {self.path})") from exc
             except lmdb.Error as exc:
                 raise JournalError(f"journal write failed: {exc}") from exc
-            first = records[0].id if records and (hole or count == len(records)) else None
-            self._committed(next_id, total, count, oldest if pruned_n else None, first)
-            return records, hole
+            first_new = chunks[0].first if chunks and (hole or count == len(fresh)) else None
+            self._committed(next_id, total, count, oldest if pruned_n else None, first_new)
+            return Committed(chunks), hole
+
+    # ------------------------------------------------------------------ migration
+
+    def _migrate(self) -> None:
+        """Move a format-1 journal's ``ev``/``ix`` records into chunks (see the module doc).
+
+        Each transaction moves up to MIGRATE_BATCH events and deletes them, so a crash in the
+        middle leaves a journal that the next open finishes migrating."""
+        try:
+            ev_db = self.env.open_db(b"ev", create=False)
+            ix_db = self.env.open_db(b"ix", create=False)
+        except lmdb.NotFoundError:
+            return
+        moved = 0
+        t0 = time.monotonic()
+        while True:
+            with self.env.begin(write=True) as txn:
+                ev_cur = txn.cursor(db=ev_db)
+                ix_cur = txn.cursor(db=ix_db)
+                if not ev_cur.first():
+                    txn.drop(ev_db, delete=True)
+                    txn.drop(ix_db, delete=True)
+                    total = count = 0
+                    for k, v in txn.cursor(db=self._ch):
+                        count += parse_key(k)[1]
+                        total += len(v)
+                    txn.put(b"bytes", _U64.pack(total), db=self._meta)
+                    txn.put(b"count", _U64.pack(count), db=self._meta)
+                    txn.put(b"format", _U64.pack(FORMAT), db=self._meta)
+                    break
+                ix_cur.first()
+                run: list[tuple[int, bytes, bytes]] = []
+                while len(run) < MIGRATE_BATCH and ev_cur.key():
+                    id_ = _ID.unpack(ev_cur.key())[0]
+                    if _ID.unpack(ix_cur.key())[0] != id_:
+                        raise JournalCorrupt(self.path, f"format-1 journal: event {id_} has no index record")
+                    run.append((id_, ev_cur.value(), ix_cur.value()))
+                    ev_cur.delete()
+                    ix_cur.delete()
+                start = 0
+                for i in range(1, len(run) + 1):
+                    if i == len(run) or run[i][0] != run[i - 1][0] + 1 or i - start >= CHUNK_EVENTS:
+                        part = run[start:i]
+                        txn.put(chunk_key(part[0][0], len(part)), chunk_of_stored(part[0][0], [p[1] for p in part], [p[2] for p in part]), db=self._ch)
+                        start = i
+                moved += len(run)
+        if moved:
+            _log.warning("journal %s: migrated %d events to the chunked layout (format %d) in %.1f s", self.path, moved, FORMAT, time.monotonic() - t0)
 
     # ------------------------------------------------------------------ reading
 
+    def _chunks(self, txn: Any, since_id: int) -> Iterable[Chunk]:
+        """The stored chunks holding ids after ``since_id``, in id order (the first as a view
+        starting after ``since_id``)."""
+        cur = txn.cursor(db=self._ch)
+        target = since_id + 1
+        found = cur.set_range(first_key(target))
+        if not found or parse_key(cur.key())[0] > target:
+            # the chunk before the one found (or the last chunk) may hold ``target``
+            back = txn.cursor(db=self._ch)
+            ok = (back.set_range(first_key(target)) and back.prev()) if found else back.last()
+            if ok:
+                first, n = parse_key(back.key())
+                if first + n > target:
+                    cur, found = back, True
+        if not found:
+            return
+        for k, v in cur:
+            first, _n = parse_key(k)
+            c = Chunk(first, v)
+            yield c.view(target, c.last) if first < target else c
+
+    def read_chunks(self, since_id: int, limit: int = 10_000) -> list[Chunk]:
+        """Chunks (views) of up to about ``limit`` events with ``id > since_id``, in id order
+        (the replay path: each chunk's frames are prebuilt slices).
+
+        Raises:
+            JournalCorrupt: a damaged page or chunk was met (also sets :attr:`damaged`).
+        """
+        try:
+            out: list[Chunk] = []
+            n = 0
+            with self.env.begin(buffers=False) as txn:
+                for c in self._chunks(txn, since_id):
+                    if n + len(c) > limit and out:
+                        break
+                    out.append(c)
+                    n += len(c)
+            return out
+        except (*_DAMAGE, ValueError, struct.error, IndexError) as exc:
+            raise self._corrupt(exc) from None
+
     def read_columns(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> tuple[int, list[bytes], list[bytes]] | None:
         """Up to ``limit`` stored records with ``id > since_id`` as columns ``(first id, ev values,
-        ix values)`` (ids first, first+1, ...), stopping after a chunk of 256 that passes
-        ``max_bytes``; ``(since_id + 1, [], [])`` when there is none; None when the ids there are
-        not consecutive (use :meth:`read_raw`). The NATS publisher's source (no per-record work)."""
+        ix values)`` (ids first, first+1, ...), stopping after a chunk that passes ``max_bytes``;
+        ``(since_id + 1, [], [])`` when there is none; None when the ids there are not
+        consecutive (use :meth:`read_raw`). The NATS publisher's source (no per-record work)."""
+        evs: list[bytes] = []
+        ixs: list[bytes] = []
+        first = since_id + 1
+        size = 0
         with self.env.begin(buffers=False) as txn:
-            ev_cur = txn.cursor(db=self._ev)
-            ix_cur = txn.cursor(db=self._ix)
-            start = _ID.pack(since_id + 1)
-            if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-                return since_id + 1, [], []
-            first = _ID.unpack(ev_cur.key())[0]
-            evs_it = ev_cur.iternext(keys=False, values=True)
-            ixs_it = ix_cur.iternext(keys=False, values=True)
-            evs: list[bytes] = []
-            ixs: list[bytes] = []
-            size = 0
-            while len(evs) < limit and size <= max_bytes:
-                n = min(256, limit - len(evs))
-                ev_chunk = list(islice(evs_it, n))
-                if not ev_chunk:
+            for c in self._chunks(txn, since_id):
+                if not evs:
+                    first = c.first
+                elif c.first != first + len(evs):
                     break
-                ix_chunk = list(islice(ixs_it, len(ev_chunk)))
-                evs += ev_chunk
-                ixs += ix_chunk
-                size += sum(map(len, ev_chunk)) + sum(map(len, ix_chunk))
-                if len(ev_chunk) < n:
+                if len(evs) + len(c) > limit:
+                    c = c.view(c.first, c.first + limit - len(evs) - 1)
+                w, x = c.wires(), c.ixs()
+                evs += w
+                ixs += x
+                size += sum(map(len, w)) + sum(map(len, x))
+                if len(evs) >= limit or size > max_bytes:
                     break
-        if not evs:
-            return first, [], []
-        last = evs[-1]
-        if len(ixs) != len(evs) or int(last[6 : last.index(b",", 6)]) != first + len(evs) - 1:
-            return None
         return first, evs, ixs
 
     def read_raw(self, since_id: int, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes, bytes]]:
         """Up to ``limit`` stored ``(id, ev value, ix value)`` with ``id > since_id``, oldest
         first (about ``max_bytes`` at most): what :meth:`append_raw` takes."""
-        cols = self.read_columns(since_id, limit, max_bytes)
-        if cols is not None:
-            first, evs, ixs = cols
-            return list(zip(range(first, first + len(evs)), evs, ixs, strict=True))
         out: list[tuple[int, bytes, bytes]] = []
+        size = 0
         with self.env.begin(buffers=False) as txn:
-            size = 0
-            for item in self._after(txn, since_id):
-                size += len(item[1]) + len(item[2])
-                if out and size > max_bytes:
-                    break
-                out.append(item)
-                if len(out) >= limit:
-                    break
+            for c in self._chunks(txn, since_id):
+                for item in zip(range(c.first, c.last + 1), c.wires(), c.ixs(), strict=True):
+                    size += len(item[1]) + len(item[2])
+                    if out and size > max_bytes:
+                        return out
+                    out.append(item)
+                    if len(out) >= limit:
+                        return out
         return out
-
-    def _after(self, txn: Any, since_id: int) -> Iterable[tuple[int, bytes, bytes]]:
-        """``(id, ev value, ix value)`` of the records after ``since_id``, in id order (the two
-        trees walked together)."""
-        ev_cur = txn.cursor(db=self._ev)
-        ix_cur = txn.cursor(db=self._ix)
-        start = _ID.pack(since_id + 1)
-        if not ev_cur.set_range(start) or not ix_cur.set_range(start):
-            return ()
-        unpack = _ID.unpack
-        return ((unpack(k)[0], wire, ix) for (k, wire), ix in zip(ev_cur, ix_cur.iternext(keys=False, values=True), strict=False))
 
     def get_checkpoint(self, name: str) -> bytes | None:
         """Last checkpoint committed under ``name`` (None if never)."""
@@ -673,47 +685,34 @@ class Journal:
             JournalCorrupt: a damaged page or record was met (also sets :attr:`damaged`).
         """
         try:
-            return self._read(since_id, limit)
-        except (*_DAMAGE, ValueError, struct.error, IndexError) as exc:
+            out: list[Record] = []
+            with self.env.begin(buffers=False) as txn:
+                for c in self._chunks(txn, since_id):
+                    if len(out) + len(c) > limit:
+                        c = c.view(c.first, c.first + limit - len(out) - 1)
+                    out += c.records()
+                    if len(out) >= limit:
+                        break
+            return out
+        except (*_DAMAGE, ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
             raise self._corrupt(exc) from None
 
-    def _read(self, since_id: int, limit: int) -> list[Record]:
-        out: list[Record] = []
-        with self.env.begin(buffers=False) as txn:
-            for id_, wire, ix in self._after(txn, since_id):
-                out.append(_unpack_record(id_, wire, ix))
-                if len(out) >= limit:
-                    break
-        return out
-
     def read_wire(self, since_id: int, limit: int = 10_000) -> tuple[list[bytes], int]:
-        """Fast path: wire JSON (no values) of up to ``limit`` events with ``id > since_id``.
+        """Wire JSON (no values) of up to ``limit`` events with ``id > since_id``.
 
         Returns (frames, id of the last frame or ``since_id`` when none).
 
         Raises:
             JournalCorrupt: a damaged page or record was met (also sets :attr:`damaged`).
         """
-        try:
-            return self._read_wire(since_id, limit)
-        except (*_DAMAGE, ValueError, IndexError) as exc:
-            raise self._corrupt(exc) from None
-
-    def _read_wire(self, since_id: int, limit: int) -> tuple[list[bytes], int]:
-        with self.env.begin(buffers=False) as txn:
-            cur = txn.cursor(db=self._ev)
-            if not cur.set_range(_ID.pack(since_id + 1)):
-                return [], since_id
-            out: list[bytes] = []
-            append = out.append
-            for wire in cur.iternext(keys=False, values=True):
-                append(wire)
-                if len(out) >= limit:
-                    break
-            if not out:
-                return out, since_id
-            last = out[-1]
-            return out, int(last[6 : last.index(b",", 6)])
+        out: list[bytes] = []
+        last = since_id
+        for c in self.read_chunks(since_id, limit):
+            if len(out) + len(c) > limit:
+                c = c.view(c.first, c.first + limit - len(out) - 1)
+            out += c.wires()
+            last = c.last
+        return out, last
 
     def iter_all(self) -> Iterable[Record]:  # pragma: no cover - debugging aid
         since = 0
@@ -756,7 +755,7 @@ class Journal:
 
 # ---------------------------------------------------------------------- integrity
 
-_DAMAGE: tuple[type[BaseException], ...] = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError)
+_DAMAGE: tuple[type[BaseException], ...] = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadValsizeError, lmdb.BadTxnError)
 """LMDB errors that mean the file's pages are not what its tree says."""
 
 _META_MAGIC = 0xBEEFC0DE
@@ -821,38 +820,68 @@ def check_journal_file(path: str) -> None:
         raise JournalCorrupt(path, f"data.mdb is truncated: {size} bytes, its last page ends at {need}")
 
 
-def verify_env(env: lmdb.Environment, path: str, ev: Any, ix: Any, meta: Any) -> None:
+def verify_env(env: lmdb.Environment, path: str) -> None:
     """Walk every branch and leaf page of the journal's trees read-only (keys only) and check
-    the journal's own records: ``ev`` and ``ix`` hold the same ids, all below ``next_id``.
-    About 0.1 s per million events.
+    the journal's own records: chunk keys well formed, ids increasing without overlap, all
+    below ``next_id``, and as many events as ``count`` says. A format-1 journal's ``ev`` and
+    ``ix`` trees (not migrated yet) must hold the same ids. About 0.1 s per million chunks.
 
     Raises:
         JournalCorrupt: a page or record is not what it should be.
     """
     try:
+        dbs = {}
+        for name in (b"ch", b"meta", b"ev", b"ix"):
+            try:
+                dbs[name] = env.open_db(name, create=False)
+            except lmdb.NotFoundError:
+                pass
+        if b"meta" not in dbs:
+            return  # created but never used
         with env.begin() as txn:
-            counts = []
-            for db in (ev, ix):
-                cur = txn.cursor(db=db)
-                n = 0
-                for k in cur.iternext(keys=True, values=False):
-                    if len(k) != 8:
-                        raise JournalCorrupt(path, "an event key is not 8 bytes")
-                    n += 1
-                counts.append(n)
-                if n != txn.stat(db)["entries"]:
-                    raise JournalCorrupt(path, "a tree holds fewer entries than its header says")
+            meta = dbs[b"meta"]
             for _k in txn.cursor(db=meta).iternext(keys=True, values=False):
                 pass
-            if counts[0] != counts[1]:
-                raise JournalCorrupt(path, f"{counts[0]} events but {counts[1]} index records")
             raw = txn.get(b"next_id", db=meta)
-            if counts[0]:
-                if raw is None or len(raw) != 8:
+            next_id = _U64.unpack(raw)[0] if raw is not None and len(raw) == 8 else None
+            total = 0
+            end = 0
+            if b"ch" in dbs:
+                n_keys = 0
+                for k in txn.cursor(db=dbs[b"ch"]).iternext(keys=True, values=False):
+                    if len(k) != 12:
+                        raise JournalCorrupt(path, "a chunk key is not 12 bytes")
+                    first, n = parse_key(k)
+                    if n == 0 or first < end:
+                        raise JournalCorrupt(path, f"chunk {first}+{n} overlaps the one before it")
+                    end = first + n
+                    total += n
+                    n_keys += 1
+                if n_keys != txn.stat(dbs[b"ch"])["entries"]:
+                    raise JournalCorrupt(path, "a tree holds fewer entries than its header says")
+                raw = txn.get(b"count", db=meta)
+                if raw is not None and b"ev" not in dbs and _U64.unpack(raw)[0] != total:
+                    raise JournalCorrupt(path, f"{total} events in chunks but the count record says {_U64.unpack(raw)[0]}")
+            if b"ev" in dbs and b"ix" in dbs:
+                counts = []
+                for db in (dbs[b"ev"], dbs[b"ix"]):
+                    n = 0
+                    for k in txn.cursor(db=db).iternext(keys=True, values=False):
+                        if len(k) != 8:
+                            raise JournalCorrupt(path, "an event key is not 8 bytes")
+                        n += 1
+                    counts.append(n)
+                    if n != txn.stat(db)["entries"]:
+                        raise JournalCorrupt(path, "a tree holds fewer entries than its header says")
+                if counts[0] != counts[1]:
+                    raise JournalCorrupt(path, f"{counts[0]} events but {counts[1]} index records")
+                cur = txn.cursor(db=dbs[b"ev"])
+                if cur.last():
+                    end = max(end, _ID.unpack(cur.key())[0] + 1)
+            if end:
+                if next_id is None:
                     raise JournalCorrupt(path, "the next_id record is missing")
-                cur = txn.cursor(db=ev)
-                cur.last()
-                if _ID.unpack(cur.key())[0] >= _U64.unpack(raw)[0]:
+                if end > next_id:
                     raise JournalCorrupt(path, "an event id is not below next_id")
     except JournalCorrupt:
         raise
