@@ -295,10 +295,16 @@ def _records(parts: list[Chunk | list[Record]]) -> list[Record]:
 
 
 def _frames(parts: list[Chunk | list[Record]], fmt: int, batch: bool) -> list[bytes]:
-    """Frames of matched parts: a chunk's own (cached on it), else built from the Records."""
+    """Frames of matched parts: one per event, or (``batch``) one array of them all -- a single
+    chunk's is prebuilt and cached on it; JSON arrays of several are joined from their parts."""
     if len(parts) == 1:
         p = parts[0]
         return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+    if batch and fmt == 0:
+        bodies = [p.region() if type(p) is Chunk else b",".join([r.wire for r in p]) for p in parts]  # type: ignore[union-attr]
+        return [b"[" + b",".join(bodies) + b"]"]
+    if batch:
+        return build_frames(_records(parts), fmt, True)
     out: list[bytes] = []
     for p in parts:
         out += p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
