@@ -55,6 +55,7 @@ from cdc.journal.lock import lock_journal, unlock_journal
 from cdc.model.chunk import (
     Chunk,
     Committed,
+    assemble_chunk,
     chunk_key,
     chunk_of_stored,
     encode_chunk,
@@ -85,7 +86,25 @@ FORMAT = 2
 """Journal layout version (``meta`` ``format``): 2 = chunks (``ch``); 1 = one ``ev`` + one ``ix``
 record per event (migrated to chunks when opened, see :meth:`Journal._migrate`)."""
 
-_encode_chunk = speedups.C.encode_chunk if speedups.C is not None and hasattr(speedups.C, "encode_chunk") else encode_chunk
+_C_CHUNK: Any = None
+if not speedups.DISABLED:
+    try:
+        from cdc.journal import _chunk as _C_CHUNK  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # not built: the Python packer
+        _C_CHUNK = None
+
+
+def _encode_chunk_c(items: list[Any], start: int, first_id: int, ts: int, max_events: int, max_bytes: int) -> tuple[bytes, int]:
+    """:func:`cdc.model.chunk.encode_chunk` with the per-event loop in C (same bytes); items the
+    C loop does not take (unusual types) go through the Python reference."""
+    r = _C_CHUNK.encode_run(items, start, first_id, ts, max_events, max_bytes)
+    if r is None:
+        return encode_chunk(items, start, first_id, ts, max_events, max_bytes)
+    ev, ix, ev_ends, ix_ends, n, types, cfs, kmin, kmax, flags = r
+    return assemble_chunk(ts, flags, n, ev, ix, ev_ends, ix_ends, types, cfs, kmin, kmax), n
+
+
+_encode_chunk = _encode_chunk_c if _C_CHUNK is not None else encode_chunk
 
 
 def _check_encoded(item: PreEncoded) -> None:
@@ -156,7 +175,10 @@ class Journal:
             self._write_lock = threading.Lock()
             self._last_age_check = 0.0
             self.full = False  # set while the last append failed with JournalFull
+            self._psize = int(self.env.stat()["psize"])
+            self._file_size = 0
             self._migrate()
+            self._cover_last_page()
             with self.env.begin() as txn:
                 raw = txn.get(b"next_id", db=self._meta)
                 self._next_id = _U64.unpack(raw)[0] if raw else 1
@@ -477,6 +499,7 @@ class Journal:
                 self._count -= n
                 self._bytes -= b
                 self._oldest = oldest if oldest is not None and self._count else self._next_id
+                self._cover_last_page()
             return n
 
     def append_raw(self, items: Sequence[tuple[int, bytes, bytes]]) -> tuple[Committed | list[Record], int]:
@@ -623,7 +646,8 @@ class Journal:
             n = 0
             with self.env.begin(buffers=False) as txn:
                 for c in self._chunks(txn, since_id):
-                    if n + len(c) > limit and out:
+                    if n + len(c) >= limit:
+                        out.append(c.view(c.first, c.first + limit - n - 1))
                         break
                     out.append(c)
                     n += len(c)
@@ -727,6 +751,8 @@ class Journal:
         """The counters after a commit: the oldest id is the next one when empty, else the
         oldest left by pruning, else ``first_new`` (the first appended when the journal was
         empty before), else unchanged."""
+        if pruned_oldest is not None:
+            self._cover_last_page()
         self.full = False
         self._next_id = next_id
         self._bytes = total
@@ -737,6 +763,25 @@ class Journal:
             self._oldest = pruned_oldest
         elif first_new is not None:
             self._oldest = first_new
+
+    def _cover_last_page(self) -> None:
+        """Keep ``data.mdb`` at least as long as the last page LMDB's meta records.
+
+        Pages a transaction allocates and frees again (events pruned in the transaction that
+        wrote them) are never written, so the file can end before ``last_pgno``: harmless to
+        LMDB (those pages are free) but indistinguishable from a truncated file for
+        :func:`check_journal_file`. Extending the file (sparse, zeros: free pages) keeps that
+        check meaningful. Called after commits that pruned."""
+        try:
+            need = (self.env.info()["last_pgno"] + 1) * self._psize
+            if need > self._file_size:
+                data = os.path.join(self.path, "data.mdb")
+                self._file_size = os.path.getsize(data)
+                if need > self._file_size:
+                    os.truncate(data, need)
+                    self._file_size = need
+        except OSError as exc:  # not fatal: only the next start's truncation check can be fooled
+            _log.debug("cannot extend %s: %s", self.path, exc)
 
     def close(self) -> None:
         """Close the environment and release the directory lock (idempotent)."""

@@ -199,21 +199,20 @@ def pack_chunk(
         flags: F_RANGES | F_KEYLESS | F_NO_CF as they apply.
     """
     n = len(wires)
-    summary = _sum_enc.encode((sorted(types), sorted(cfs), min(keys) if keys else None, max(keys) if keys else None))
-    ev = b",".join(wires)
     ev_ends = accumulate(len(w) + 1 for w in wires)
-    ix_ends = accumulate(map(len, ixs))
     fmt = "<%dI" % n
-    return b"".join(
-        (
-            _HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev), len(summary)),
-            struct.pack(fmt, *(e - 1 for e in ev_ends)),
-            struct.pack(fmt, *ix_ends),
-            summary,
-            ev,
-            b"".join(ixs),
-        )
+    return assemble_chunk(
+        ts, flags, n, b",".join(wires), b"".join(ixs), struct.pack(fmt, *(e - 1 for e in ev_ends)), struct.pack(fmt, *accumulate(map(len, ixs))), types, cfs, min(keys) if keys else None, max(keys) if keys else None
     )
+
+
+def assemble_chunk(
+    ts: int, flags: int, n: int, ev: bytes, ix: bytes, ev_ends: bytes, ix_ends: bytes, types: Any, cfs: Any, kmin: bytes | None, kmax: bytes | None
+) -> bytes:
+    """A chunk value from its parts (the ev and ix regions, their packed u32 end tables, the
+    summary inputs): what :func:`pack_chunk` and the C packer's caller share."""
+    summary = _sum_enc.encode((sorted(types), sorted(cfs), kmin, kmax))
+    return b"".join((_HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev), len(summary)), ev_ends, ix_ends, summary, ev, ix))
 
 
 def summarize(items: Sequence[tuple[Any, ...]]) -> tuple[set[str], set[str], list[bytes], int]:
@@ -253,8 +252,10 @@ class Chunk:
         sumo = _HEAD.size + 8 * n
         evo = sumo + sum_len
         ixo = evo + ev_len
-        if ixo > len(blob):
+        if n == 0 or ixo > len(blob):
             raise ValueError("chunk shorter than its layout")
+        if _U32.unpack_from(blob, _HEAD.size + 4 * (n - 1))[0] != ev_len or ixo + _U32.unpack_from(blob, _HEAD.size + 8 * n - 4)[0] != len(blob):
+            raise ValueError("chunk regions do not match their offset tables")
         self.base = base
         self.lo = lo
         self.hi = n if hi is None else hi
