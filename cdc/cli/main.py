@@ -30,6 +30,7 @@ import click
 from click.core import ParameterSource
 
 from cdc import __version__
+from cdc.format.speedups import NAME as _SPEEDUPS
 from cdc.model.config import OPTIONS, Config, cli_name, env_name, load_config, render_effective
 from cdc.cli.errors import run_and_exit
 from cdc.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, StartupError, UserError
@@ -38,6 +39,8 @@ __all__ = ["UserError", "cli", "main", "mint"]
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+_VERSION_MESSAGE = "%(prog)s %(version)s (speedups: " + _SPEEDUPS + ")"
+
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: run the click group; every failure is one line + its exit code."""
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 @click.group(context_settings=_CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="cdc")
+@click.version_option(__version__, "-V", "--version", prog_name="cdc", message=_VERSION_MESSAGE)
 def cli() -> None:
     """Change data capture for RocksDB and LevelDB, served live over WebSocket and HTTP.
 

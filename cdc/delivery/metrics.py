@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cdc.format import speedups
+
 if TYPE_CHECKING:
     from cdc.delivery.bus import EventBus
     from cdc.delivery.health import Health
@@ -68,6 +70,7 @@ class Metrics:
         self.capture_gaps = Counter("cdc_capture_gaps", "sequence gaps detected by capture", registry=r)
         self.wal_bytes_read = Counter("cdc_wal_bytes_read", "WAL bytes read by capture", registry=r)
         self.ops_events = Counter("cdc_ops_events", "operational notices emitted", ["type"], registry=r)
+        Gauge("cdc_speedups_info", 'which hot path runs: path="c" (the optional C extension) or "python"', ["path"], registry=r).labels(path=speedups.NAME).set(1)
         self._by_name: dict[str, Counter | Gauge] = {
             "decode_errors": self.decode_errors,
             "capture_lag_bytes": self.capture_lag_bytes,

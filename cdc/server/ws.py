@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
 from cdc import __version__
+from cdc.format.speedups import NAME as SPEEDUPS
 from cdc.delivery.auth import Authenticator, Grant, narrow
 from cdc.delivery.hub import Filter, Hub, Subscriber
 from cdc.model.wire import Auth, ClientMessageError, Ping, Subscribe, SubState, WireFormat, control_frame, decode_client_message
@@ -85,6 +86,7 @@ class WsSessions:
         hello: dict[str, Any] = {
             "type": "hello",
             "version": __version__,
+            "speedups": SPEEDUPS,
             "latest_id": latest,
             "oldest_id": hub.journal.oldest_id,
             "heartbeat_ms": self.heartbeat_ms,
