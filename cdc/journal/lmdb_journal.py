@@ -107,6 +107,9 @@ def _encode_chunk_c(items: list[Any], start: int, first_id: int, ts: int, max_ev
 _encode_chunk = _encode_chunk_c if _C_CHUNK is not None else encode_chunk
 
 
+_ALL_PRE = {PreEncoded}
+
+
 def _check_encoded(item: PreEncoded) -> None:
     """Raise if an encoded event cannot be laid out in a chunk."""
     core, value, etype, cf, key, end_key = item
@@ -314,7 +317,11 @@ class Journal:
         encoded: list[PreEncoded] = []
         skipped: list[int] = []
         enc_append = encoded.append
-        for i, ev in enumerate(events):
+        todo: Sequence[Any] = events
+        if events and set(map(type, events)) == _ALL_PRE:  # capture's hot path: nothing to encode
+            encoded = events if type(events) is list else list(events)  # type: ignore[assignment]
+            todo = ()
+        for i, ev in enumerate(todo):
             if type(ev) is PreEncoded:  # pre-encoded by capture (cdc.model.wire)
                 enc_append(ev)
                 continue

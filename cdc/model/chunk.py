@@ -13,8 +13,9 @@ Layout of a chunk value (little-endian; key = ``>Q`` first id + ``>I`` count, se
 - ``ix_ends``: ``n`` u32, end of event ``i``'s ix record within the ix region
 - summary (``sum_len`` bytes, msgpack ``[types, cfs, kmin, kmax]``): what the whole chunk holds, so
   that a filter can accept or reject it without looking at its events (see :meth:`Chunk.verdict`)
-- ev region (``ev_len`` bytes): ``wire0,wire1,...`` -- each event's JSON with its id and without its
-  value, comma-separated, so ``b"[" + region + b"]"`` is the chunk's ``batch=1`` frame
+- ev region (``ev_len`` bytes): ``[wire0,wire1,...]`` -- each event's JSON with its id and without
+  its value, comma-separated in brackets: the whole chunk's ``batch=1`` frame is one slice
+  (``ev_ends`` count from the first wire, after the ``[``)
 - ix region: each event's ix record: :data:`IX` header (commit ms, len(type), cf length field,
   len(key) or -1, len(end_key) or -1) + type + cf + key + end_key + the JSON fragment of its value
 
@@ -212,7 +213,7 @@ def assemble_chunk(
     """A chunk value from its parts (the ev and ix regions, their packed u32 end tables, the
     summary inputs): what :func:`pack_chunk` and the C packer's caller share."""
     summary = _sum_enc.encode((sorted(types), sorted(cfs), kmin, kmax))
-    return b"".join((_HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev), len(summary)), ev_ends, ix_ends, summary, ev, ix))
+    return b"".join((_HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev) + 2, len(summary)), ev_ends, ix_ends, summary, b"[", ev, b"]", ix))
 
 
 def summarize(items: Sequence[tuple[Any, ...]]) -> tuple[set[str], set[str], list[bytes], int]:
@@ -254,7 +255,12 @@ class Chunk:
         ixo = evo + ev_len
         if n == 0 or ixo > len(blob):
             raise ValueError("chunk shorter than its layout")
-        if _U32.unpack_from(blob, _HEAD.size + 4 * (n - 1))[0] != ev_len or ixo + _U32.unpack_from(blob, _HEAD.size + 8 * n - 4)[0] != len(blob):
+        if (
+            _U32.unpack_from(blob, _HEAD.size + 4 * (n - 1))[0] != ev_len - 2
+            or ixo + _U32.unpack_from(blob, _HEAD.size + 8 * n - 4)[0] != len(blob)
+            or blob[evo] != 0x5B  # [
+            or blob[ixo - 1] != 0x5D  # ]
+        ):
             raise ValueError("chunk regions do not match their offset tables")
         self.base = base
         self.lo = lo
@@ -264,9 +270,9 @@ class Chunk:
         self.ts = ts
         self.flags = flags
         self.blob = blob
-        self._evo = evo
+        self._evo = evo + 1  # the wires, inside the region's brackets
         self._ixo = ixo
-        self._ev_len = ev_len
+        self._ev_len = ev_len - 2
         self._sum = (sumo, sum_len)
         self._ends: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._records: list[Record] | None = None
@@ -356,7 +362,12 @@ class Chunk:
         out = cache.get(ck)
         if out is None:
             if fmt == 0:
-                out = [b"[" + self.region() + b"]"] if batch and self.hi - self.lo > 1 else self.wires()
+                if not batch or self.hi - self.lo == 1:
+                    out = self.wires()
+                elif self.lo == 0 and self.hi == _HEAD.unpack_from(self.blob)[3]:
+                    out = [self.blob[self._evo - 1 : self._evo + self._ev_len + 1]]  # stored with its brackets
+                else:
+                    out = [b"[" + self.region() + b"]"]
             else:
                 out = build_frames(self.records(), fmt, batch)
             cache[ck] = out

@@ -5,7 +5,7 @@
  * items[start:] -- tuples (core: bytes, value: bytes, type: str, cf: str|None, key: bytes|None,
  * end_key: bytes|None) -- into the pieces of one chunk (cdc/model/chunk.py): the comma-separated
  * wire region ('{"id":N,' + core[1:] per event), the ix region, the two u32 end-offset tables,
- * the summary inputs (set of types, set of cfs, smallest and largest key, flags) and the number
+ * (the caller adds the region's brackets), the summary inputs (set of types, set of cfs, smallest and largest key, flags) and the number
  * of events taken (at most max_events; stops after the event that reaches max_bytes).
  *
  * Invariant: byte-identical to cdc.model.chunk.encode_chunk (tests/journal differential tests).
