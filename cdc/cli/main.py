@@ -32,6 +32,7 @@ from click.core import ParameterSource
 from cdc import __version__
 from cdc.model.config import OPTIONS, Config, cli_name, env_name, load_config, render_effective
 from cdc.cli.errors import run_and_exit
+from cdc.format.speedups import NAME as SPEEDUPS
 from cdc.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, StartupError, UserError
 
 __all__ = ["UserError", "cli", "main", "mint"]
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 @click.group(context_settings=_CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="cdc")
+@click.version_option(__version__, "-V", "--version", prog_name="cdc", message=f"%(prog)s %(version)s (speedups: {SPEEDUPS})")
 def cli() -> None:
     """Change data capture for RocksDB and LevelDB, served live over WebSocket and HTTP.
 
