@@ -2,8 +2,9 @@
 
 Differential: on every byte vector (hand-built tags, hypothesis WriteBatches, random and corrupted
 bytes, splits at every point, real rocksdict / C++ / plyvel stores) the C ``scan_simple`` returns a
-prefix of what ``_scan_simple_records`` returns and stops at the same place or earlier, and
-``WalReader`` gives identical batches, state, offset and error with and without the extension.
+prefix of what the Python reader returns and stops at a resume point (a Python reader started
+there returns the rest), and ``WalReader`` gives identical batches, state, offset and error with
+and without the extension.
 Skipped when the extension is not built (or ``CDC_NO_SPEEDUPS=1``).
 """
 
@@ -31,38 +32,40 @@ pytestmark = pytest.mark.skipif(C is None, reason="C extension not built (or CDC
 # ------------------------------------------------------------------ helpers
 
 
-def scan_both(data: bytes, *, leveldb: bool = False, offset: int = 0, log_number: int = 8):
-    """(C batches, C end, Python batches, Python end) of one scan over fresh readers."""
-    res = []
-    for fn in (wal._scan_simple_c, wal._scan_simple_records):
-        log = LogReader(log_number, offset=offset, leveldb=leveldb)
-        log.feed(data)
-        out = fn(log, leveldb) if fn is wal._scan_simple_c else fn(log, leveldb, None)
-        res += [out, log.offset]
-    return res
+def scan_c(data: bytes, *, leveldb: bool = False, offset: int = 0, log_number: int = 8):
+    """(batches, end offset) of one C scan over a fresh reader fed ``data`` (at file ``offset``)."""
+    log = LogReader(log_number, offset=offset, leveldb=leveldb)
+    log.feed(data)
+    out = wal._scan_simple_c(log, leveldb)
+    return out, log.offset
 
 
 def check_scan(data: bytes, *, leveldb: bool = False, offset: int = 0) -> int:
-    """C's run is a prefix of Python's (field by field, and the same types); returns its length."""
-    c_out, c_end, py_out, py_end = scan_both(data, leveldb=leveldb, offset=offset)
-    assert c_end <= py_end
-    assert c_out == py_out[: len(c_out)]
-    for cb, pb in zip(c_out, py_out):
+    """The C run is a prefix of what the Python reader returns (field by field, same types), and
+    its end is a resume point: a Python reader started there returns the rest, ending in the same
+    state/offset/error. Returns the number of batches C decoded."""
+    c_out, c_end = scan_c(data, leveldb=leveldb, offset=offset)
+    ref = read_all(data, use_c=False, leveldb=leveldb, offset=offset)
+    assert c_out == ref[0][: len(c_out)]
+    for cb, pb in zip(c_out, ref[0]):
         assert type(cb) is type(pb) and [type(o) for o in cb.ops] == [type(o) for o in pb.ops]
         assert [tuple(map(type, o)) for o in cb.ops] == [tuple(map(type, o)) for o in pb.ops]
-    if c_end < py_end:
-        # C stops earlier only on a batch holding a record it leaves to Python
-        nxt = py_out[len(c_out)]
-        assert any(o.op not in ("put", "delete", "merge", "single_delete", "delete_range") for o in nxt.ops) or nxt.seq + nxt.count > (1 << 63) - 1
+    if c_out:
+        rest = read_all(data[c_end - offset :], use_c=False, leveldb=leveldb, offset=c_end, legacy_seen=True)
+        assert rest[0] == ref[0][len(c_out) :] and rest[1:] == ref[1:]
+    else:
+        assert c_end == offset
     return len(c_out)
 
 
-def read_all(data: bytes, *, use_c: bool, leveldb: bool = False, cuts=(), log_number: int = 8, offset: int = 0):
-    """WalReader over ``data`` fed in pieces: (batches, state, offset, error offset/reason)."""
+def read_all(data: bytes, *, use_c: bool, leveldb: bool = False, cuts=(), log_number: int = 8, offset: int = 0, legacy_seen: bool = False):
+    """WalReader over ``data`` fed in pieces: (batches, state, offset, error offset/reason).
+    ``legacy_seen``: resume after legacy records (a recyclable record is then corruption)."""
     saved = wal._C
     wal._C = C if use_c else None
     try:
         r = WalReader(log_number, leveldb=leveldb, offset=offset)
+        r._log._legacy_seen = legacy_seen
         out = []
         prev = 0
         for c in sorted({min(max(c, 0), len(data)) for c in cuts}) + [len(data)]:
@@ -149,7 +152,7 @@ def test_every_tag_alone_and_between_puts(body, leveldb):
     n = check_scan(data, leveldb=leveldb)
     handled = body in TAG_BODIES and (not leveldb or body[0] in (0, 1))
     if handled:
-        assert n == (4 if len(body) < 1000 else 3)  # the big one fragments in the last batch
+        assert n == 4  # the big one fragments in the last batch: C joins the fragments
     else:
         assert n == 1
     same_both_ways(data, leveldb=leveldb)
@@ -434,3 +437,63 @@ def test_bad_arguments_do_not_crash():
     with pytest.raises(TypeError):
         C.set_wal_types(tuple, dict)
     assert struct.calcsize("<QI") == 12
+
+
+# ------------------------------------------------------------------ fragments (C joins the writer's shape)
+
+
+def _fragmented_stream() -> bytes:
+    recs = []
+    for i in range(14):
+        n = (5_000, 20_000, 33_000, 70_000, 100)[i % 5] + i
+        recs.append(batch(1000 + i * 3, 2, b"\x01" + varstr(b"k%d" % i) + varstr(bytes([i]) * n) + b"\x00" + varstr(b"d%d" % i)))
+    return write_log(recs)
+
+
+def test_fragment_chains_same_both_ways_under_damage_and_splits():
+    data = _fragmented_stream()
+    full = same_both_ways(data)
+    assert full[1] == "ok" and len(full[0]) == 14
+    assert check_scan(data) == 14
+    heads = [blk + d for blk in range(0, len(data), 32768) for d in (0, 4, 5, 6, 7, 8)]
+    for pos in heads + list(range(0, len(data), 4999)):
+        if pos >= len(data):
+            continue
+        bad = bytearray(data)
+        bad[pos] ^= 0x41
+        same_both_ways(bytes(bad))
+        check_scan(bytes(bad))
+        check_scan(data[:pos])
+        same_both_ways(data[:pos])
+    for k in heads[::2]:
+        assert read_all(data, use_c=True, cuts=(k, k + 1, k + 32768)) == full, k
+
+
+def test_fragments_not_in_the_writers_shape_go_to_python():
+    put = batch(7, 1, b"\x01" + varstr(b"k") + varstr(b"v" * 50))
+    ok = physical(1, batch(1, 1, b"\x01" + varstr(b"a") + varstr(b"b")))
+    cases = [
+        physical(2, put[:20]) + physical(4, put[20:]),  # FIRST + LAST inside one block (valid for the reader)
+        physical(2, put[:20]) + physical(3, put[20:30]) + physical(4, put[30:]),
+        physical(2, put[:20]) + physical(1, put),  # FULL inside a fragment: corrupt
+        physical(4, put),  # LAST without FIRST: corrupt
+        physical(3, put),
+        physical(2, put[:20]),  # FIRST then nothing: need_more
+        b"\x00" * 7 + ok,  # zero header
+        physical(9, b"\x00\x00\x00\x00") + ok,  # compression type
+        physical(5, put, 8),  # recyclable
+    ]
+    for case in cases:
+        data = ok + case + ok
+        check_scan(data)
+        same_both_ways(data)
+    # a FIRST filling its block, then a LAST that is too long / a MIDDLE that does not fill its block
+    pad = ok * ((32768 - 200) // len(ok))
+    room = 32768 - len(pad) - 7
+    big = batch(9, 1, b"\x01" + varstr(b"big") + varstr(b"z" * 20000))
+    first = physical(2, big[:room])
+    for tail in (physical(4, big[room:]), physical(3, big[room : room + 100]) + physical(4, big[room + 100 :]), physical(1, big[room:])):
+        data = pad + first + tail + ok
+        check_scan(data)
+        same_both_ways(data)
+    assert check_scan(pad + first + physical(4, big[room:]) + ok) == len(pad) // len(ok) + 2

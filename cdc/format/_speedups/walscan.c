@@ -1,14 +1,15 @@
 /* walscan.c -- scan_simple: the WAL reader's hot loop (log framing + CRC32C + WriteBatch).
  *
- * Drop-in for cdc.format.wal._scan_simple_records (the pure-Python reference). It decodes the
- * leading run of unfragmented legacy FULL records (type 1) of the LogReader's window whose
- * CRC32C is valid and whose WriteBatch holds only records listed in decode_batch() below, and
- * stops at the first anything else (trailer, fragment, other record type, bad CRC, a tag it
- * does not handle, truncated field, count mismatch...), exactly where the Python loop stops or
- * earlier. The Python reader then handles that record as without this function.
+ * Drop-in for cdc.format.wal._scan_simple_records (the pure-Python reference) that goes a bit
+ * further: it decodes the leading run of legacy data records of the LogReader's window (FULL
+ * records, and FIRST..LAST chains in the writer's exact shape, skipping block trailers like
+ * LogReader.read_raw) whose CRC32C is valid and whose WriteBatch holds only records listed in
+ * decode_batch() below, and stops at the first anything else (recyclable or metadata record,
+ * zero header, bad CRC, a tag it does not handle, truncated field, count mismatch...). The
+ * Python reader then handles that record as without this function.
  *
- * Invariant: every Batch/Op returned equals, field by field, what _decode_batch gives for the
- * same payload (tests/decoders/test_speedups_wal.py compares them). Never reads outside `buf`.
+ * Invariant: every Batch/Op returned equals, field by field, what LogReader.read_raw +
+ * _decode_batch give for the same bytes, and the end position is a resume point (tests/decoders/test_speedups_wal.py compares them). Never reads outside `buf`.
  */
 #include "speedups.h"
 
@@ -203,8 +204,71 @@ stop:
     return STOP;
 }
 
+/* 1 when the physical record at h (header + payload of `length` bytes) has a valid CRC32C */
+static inline int crc_ok(const uint8_t *h, Py_ssize_t length)
+{
+    uint32_t c = cdc_crc32c(0, h + 6, (size_t)(length + 1));
+    return (uint32_t)(((c >> 15) | (c << 17)) + 0xA282EAD8u) == le32(h);
+}
+
+/* A legacy FIRST fragment at buf[i] (checked: CRC, fits its block) followed by MIDDLEs that fill
+ * whole blocks and a LAST at a block start, all with valid CRCs and all within buf: the joined
+ * payload in a new PyMem buffer (*out, *out_len) and the end of the LAST in *end; 0 when the
+ * fragments are not exactly that shape (Python's reader then handles them), -1 on no memory. */
+static int join_fragments(const uint8_t *buf, Py_ssize_t nbuf, Py_ssize_t i, Py_ssize_t block_end,
+                          uint8_t **out, size_t *out_len, Py_ssize_t *end)
+{
+    size_t total = 0;
+    Py_ssize_t j = block_end;
+    for (;;) { /* pass 1: check the chain, measure it */
+        if (j + 7 > nbuf)
+            return 0;
+        const uint8_t *h = buf + j;
+        Py_ssize_t length = (Py_ssize_t)(h[4] | (h[5] << 8));
+        if (j + 7 + length > nbuf || 7 + length > 32768)
+            return 0;
+        if (h[6] == 3) {
+            if (7 + length != 32768 || !crc_ok(h, length))
+                return 0;
+            total += (size_t)length;
+            j += 32768;
+            continue;
+        }
+        if (h[6] != 4 || !crc_ok(h, length))
+            return 0;
+        total += (size_t)length;
+        *end = j + 7 + length;
+        break;
+    }
+    Py_ssize_t first_len = block_end - (i + 7);
+    total += (size_t)first_len;
+    uint8_t *p = PyMem_Malloc(total ? total : 1);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(p, buf + i + 7, (size_t)first_len);
+    size_t at = (size_t)first_len;
+    for (j = block_end; j < *end; j += 32768) {
+        Py_ssize_t length = (Py_ssize_t)(buf[j + 4] | (buf[j + 5] << 8));
+        memcpy(p + at, buf + j + 7, (size_t)length);
+        at += (size_t)length;
+    }
+    *out = p;
+    *out_len = total;
+    return 1;
+}
+
 /* scan_simple(buf: bytes, base: int, i: int, log_number: int, leveldb: bool) -> (list[Batch], end_i)
- * Mirrors _scan_simple_records' loop over the window (buf, base, i) of a LogReader. */
+ *
+ * Decodes the leading run of legacy data records of the LogReader window (buf, base, i): FULL
+ * records, and FIRST/MIDDLE/LAST chains in the writer's exact shape (FIRST to its block's end,
+ * MIDDLEs filling whole blocks, LAST at a block start), skipping the trailers between blocks as
+ * LogReader.read_raw does. Stops (end_i = the start of that record) at anything else: a bad
+ * CRC, another record type (recyclable, metadata, zero header), a record not wholly in buf, a
+ * batch decode_batch leaves to Python. Everything consumed is what read_raw + _decode_batch
+ * would return for those bytes, so LogReader.consume(base + end_i) keeps the reader's
+ * invariants (resume offset after the last returned record). */
 PyObject *cdc_scan_simple(PyObject *self, PyObject *args)
 {
     PyObject *bufobj, *log_number;
@@ -226,42 +290,60 @@ PyObject *cdc_scan_simple(PyObject *self, PyObject *args)
         goto done; /* not a window LogReader gives: leave everything to Python */
     long long boff = base % 32768;
     for (;;) {
-        /* one block at a time: records never cross a block boundary */
-        Py_ssize_t lim = i + 32768 - (Py_ssize_t)((boff + i) % 32768);
-        if (lim > nbuf)
-            lim = nbuf;
-        if (i + 20 > lim)
+        Py_ssize_t avail = nbuf - i;
+        if (avail <= 0)
             break;
-        Py_ssize_t block_start = i;
-        while (i + 20 <= lim) {
-            const uint8_t *h = buf + i;
-            uint32_t masked = le32(h);
-            Py_ssize_t length = (Py_ssize_t)(h[4] | (h[5] << 8));
-            Py_ssize_t e = i + 7 + length;
-            if (h[6] != 1 || e > lim)
-                break;
-            uint32_t c = cdc_crc32c(0, h + 6, (size_t)(length + 1));
-            if ((uint32_t)(((c >> 15) | (c << 17)) + 0xA282EAD8u) != masked)
-                break;
-            PyObject *b = decode_batch(h + 7, (size_t)length, log_number, base + i, leveldb);
-            if (b == STOP)
-                break;
-            if (b == NULL) {
-                Py_DECREF(out);
-                return NULL;
+        Py_ssize_t block_left = 32768 - (Py_ssize_t)((boff + i) % 32768);
+        if (block_left < 7) {
+            /* trailer: zero padding up to the block end, skipped once bytes beyond it are known */
+            if (avail > block_left) {
+                i += block_left;
+                continue;
             }
-            int rc = PyList_Append(out, b);
-            Py_DECREF(b);
+            break;
+        }
+        if (avail < 7)
+            break;
+        const uint8_t *h = buf + i;
+        Py_ssize_t length = (Py_ssize_t)(h[4] | (h[5] << 8));
+        Py_ssize_t e = i + 7 + length;
+        if (7 + length > block_left || e > nbuf || (h[6] != 1 && h[6] != 2))
+            break;
+        if (!crc_ok(h, length))
+            break;
+        PyObject *b;
+        Py_ssize_t next;
+        if (h[6] == 1) {
+            b = decode_batch(h + 7, (size_t)length, log_number, base + i, leveldb);
+            next = e;
+        } else {
+            if (e != i + block_left)
+                break; /* a FIRST that does not fill its block: not the writer's shape */
+            uint8_t *joined;
+            size_t jlen;
+            int rc = join_fragments(buf, nbuf, i, e, &joined, &jlen, &next);
+            if (rc == 0)
+                break;
             if (rc < 0) {
                 Py_DECREF(out);
                 return NULL;
             }
-            i = e;
+            b = decode_batch(joined, jlen, log_number, base + i, leveldb);
+            PyMem_Free(joined);
         }
-        if (i + 20 <= lim || i == block_start)
-            break; /* stopped on something the general reader must handle */
-        if (i < lim)
-            break; /* a trailer or a record of < 20 bytes: let the reader decide */
+        if (b == STOP)
+            break;
+        if (b == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        int rc = PyList_Append(out, b);
+        Py_DECREF(b);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        i = next;
     }
 done:
     return Py_BuildValue("(Nn)", out, i);
