@@ -1,11 +1,25 @@
-"""Optional C speedups (pyproject.toml holds the metadata). Built by ``pip install -e .`` when a C
-compiler and the Python headers are present; skipped otherwise (``optional=True``): the pure-Python
-reference path then runs (``cdc --version`` says which). ``CDC_NO_SPEEDUPS=1`` disables them at run time."""
+"""Build of the optional C extension (cdc.format._speedups); pyproject.toml holds the metadata.
+
+``optional=True``: without a C compiler (or Python headers) the build of the extension fails
+quietly and cdc runs its pure-Python path (``cdc --version`` says which one runs).
+"""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("cdc.journal._chunk", sources=["cdc/journal/_speedups/chunk.c"], optional=True, extra_compile_args=["-O2"]),
+        Extension(
+            "cdc.format._speedups",
+            sources=[
+                "cdc/format/_speedups/module.c",
+                "cdc/format/_speedups/crc32c.c",
+                "cdc/format/_speedups/walscan.c",
+                "cdc/format/_speedups/build.c",
+                "cdc/format/_speedups/chunk.c",
+            ],
+            depends=["cdc/format/_speedups/speedups.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
     ]
 )

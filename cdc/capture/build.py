@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from cdc.format.speedups import C as _C
 from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering
 from cdc.model.events import CaptureGap, KeyChange
 from cdc.model.wire import PUT_BODY, PUT_HEAD, VALUE_KEY, PreEncoded, marks_tail
@@ -132,6 +133,12 @@ def cf_json_map(names: dict[int, str]) -> dict[int, tuple[str, bytes]]:
     return {i: (n, _json_encode(n)) for i, n in names.items()}
 
 
+_build_plain = None
+if _C is not None:
+    _C.set_event_type(PreEncoded)
+    _build_plain = _C.build_plain
+
+
 def build_events(
     batches: list[Batch],
     *,
@@ -169,8 +176,23 @@ def build_events(
     put_cf, put_n, put_b = -1, 0, 0
     bad_origins = 0
     rewind = None
-    n_batches = len(batches)
-    for i, b in enumerate(batches):
+    n_batches = n_all = len(batches)
+    plain = _build_plain if type(batches) is list and type(cf_json) is dict and type(counts) is dict else None
+    i = 0
+    while i < n_all:
+        if plain is not None:
+            # runs of plain put batches in C (cdc/format/_speedups/build.c: the same events,
+            # counters and state as this loop); it stops before any other batch, handled below
+            i, last_seq, last_wal, put_cf, put_n, put_b, per_key = plain(
+                batches, i, events, counts, cf_json, put_head, last_seq, last_wal, done_wal, done_off,
+                numbering.scheme == SEQ_PER_BATCH, put_cf, put_n, put_b,
+            )
+            if per_key:
+                numbering.scheme = SEQ_PER_KEY
+            if i >= n_all:
+                break
+        b = batches[i]
+        i += 1
         if b.log_number == done_wal and b.offset < done_off:
             continue  # at or before the checkpoint position of this WAL: delivered
         bseq = b.seq
@@ -179,7 +201,7 @@ def build_events(
             # a newer WAL goes back to sequence numbers already delivered: the store went
             # back in time (stop here; the caller decides and re-reads from this batch)
             rewind = (b.log_number, b.offset, bseq)
-            n_batches = i
+            n_batches = i - 1
             break
         raw_ops = ops = b.ops
         if len(ops) == 1 and ops[0][0] >= 0:

@@ -1,9 +1,11 @@
-"""The optional C hot path (``cdc.format._speedups``) or None.
+"""The optional C extension (``cdc.format._speedups``) and which path runs (pure).
 
-``C`` is the extension module when it was built (``pip install -e .`` with a C compiler) and
-the environment does not say ``CDC_NO_SPEEDUPS=1``; every caller then uses its functions, else
-the pure-Python reference functions (same results: differential tests check it). ``NAME`` says
-which path runs (``cdc --version``, the ``hello`` frame and ``/metrics`` report it).
+``C`` is the extension module, or None when it was not built (no C compiler at install time)
+or ``CDC_NO_SPEEDUPS=1`` is set; ``NAME`` is ``"c"`` or ``"python"`` (``cdc --version`` shows it).
+Every caller uses the C function when ``C is not None``, else its Python reference, which
+stays the definition of the behaviour: the C code gives the same objects and bytes, or hands
+the input back to the Python path (tests/decoders/test_speedups_wal.py,
+tests/capture/test_speedups_build.py).
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-__all__ = ["C", "NAME", "DISABLED"]
+__all__ = ["C", "NAME"]
 
-DISABLED = os.environ.get("CDC_NO_SPEEDUPS", "") not in ("", "0")
-C: ModuleType | None = None
-if not DISABLED:
+
+def _load() -> ModuleType | None:
+    if os.environ.get("CDC_NO_SPEEDUPS", "") not in ("", "0"):
+        return None
     try:
-        from cdc.format import _speedups as C  # type: ignore[attr-defined,no-redef]
-    except ImportError:  # not built (no compiler at install time): the Python path
-        C = None
+        from cdc.format import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _speedups
+
+
+C: ModuleType | None = _load()
 NAME = "c" if C is not None else "python"

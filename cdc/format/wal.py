@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from cdc.errors import CorruptRecord, FormatError, UnsupportedRecord
 from crc32c import crc32c
 
+from cdc.format.speedups import C as _C
 from cdc.format.blocks import (
     PREDECESSOR_WAL_INFO_TYPE,
     RECYCLABLE_USER_DEFINED_TIMESTAMP_SIZE_TYPE,
@@ -745,6 +746,20 @@ def _scan_simple_records(log: LogReader, leveldb: bool, decode: Callable[[bytes,
     return out
 
 
+def _scan_simple_c(log: LogReader, leveldb: bool) -> list[Any]:
+    """:func:`_scan_simple_records` (without a custom decoder) in C: same batches, same stop
+    (or earlier); the C module's walscan.c keeps the Python function as its reference."""
+    buf, base, i = log.window()
+    out, j = _C.scan_simple(buf, base, i, log.log_number, leveldb)  # type: ignore[union-attr]
+    if j != i:
+        log.consume(base + j)
+    return out
+
+
+if _C is not None:
+    _C.set_wal_types(Batch, Op)
+
+
 class WalReader:
     """Incremental WAL reader: framing + compression + UDT sizes + WriteBatch decoding.
 
@@ -835,7 +850,10 @@ class WalReader:
                 if not log.in_fragment:
                     if scan is not None:
                         out += scan(log)
-                    out += _scan_simple_records(log, leveldb, custom)
+                    if custom is None and _C is not None:
+                        out += _scan_simple_c(log, leveldb)
+                    else:
+                        out += _scan_simple_records(log, leveldb, custom)
                 # then one record the general way (a fragment, a trailer, metadata, an error)
                 items = log.read_raw(fast, 1)
             else:

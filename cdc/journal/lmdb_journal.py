@@ -86,12 +86,7 @@ FORMAT = 2
 """Journal layout version (``meta`` ``format``): 2 = chunks (``ch``); 1 = one ``ev`` + one ``ix``
 record per event (migrated to chunks when opened, see :meth:`Journal._migrate`)."""
 
-_C_CHUNK: Any = None
-if not speedups.DISABLED:
-    try:
-        from cdc.journal import _chunk as _C_CHUNK  # type: ignore[attr-defined,no-redef]
-    except ImportError:  # not built: the Python packer
-        _C_CHUNK = None
+_C_CHUNK: Any = speedups.C  # encode_run: the per-event loop of encode_chunk in C (None: the Python reference)
 
 
 def _encode_chunk_c(items: list[Any], start: int, first_id: int, ts: int, max_events: int, max_bytes: int) -> tuple[bytes, int]:

@@ -267,7 +267,7 @@ def test_demo_dashboard_in_chromium(tmp_path: Path) -> None:
 
 def test_python_dash_m_and_console_script() -> None:
     r = run_cdc("--version")
-    assert r.code == 0 and "0.1.0" in r.out
+    assert r.code == 0 and "0.1.0" in r.out and "(speedups: " in r.out
     entry = Path(sys.executable).with_name("cdc")
     if os.access(entry, os.X_OK):
         p = subprocess.run([str(entry), "--help"], capture_output=True, text=True, env=cdc_env())

@@ -1,5 +1,5 @@
 /*
- * cdc.journal._chunk: the journal's per-event packing loop in C (optional speedup).
+ * chunk.c -- the journal's per-event chunk packing loop (cdc.journal's Journal._commit).
  *
  * encode_run(items, start, first_id, ts, max_events, max_bytes) packs pre-encoded events
  * items[start:] -- tuples (core: bytes, value: bytes, type: str, cf: str|None, key: bytes|None,
@@ -8,14 +8,12 @@
  * (the caller adds the region's brackets), the summary inputs (set of types, set of cfs, smallest and largest key, flags) and the number
  * of events taken (at most max_events; stops after the event that reaches max_bytes).
  *
- * Invariant: byte-identical to cdc.model.chunk.encode_chunk (tests/journal differential tests).
+ * Invariant: byte-identical to cdc.model.chunk.encode_chunk (tests/journal/test_chunk_pack.py).
  * Anything unusual (a type other than exactly bytes/str/None where expected, a core not starting
  * with '{', lengths over the layout's limits) returns None: the caller then runs the Python
  * reference on the same items, which raises or handles it exactly as without this module.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
+#include "speedups.h"
 #include <string.h>
 
 #define F_RANGES 1
@@ -88,7 +86,7 @@ static int unpack_item(PyObject *it, item_t *o) {
     return 1;
 }
 
-static PyObject *encode_run(PyObject *self, PyObject *args) {
+PyObject *cdc_encode_run(PyObject *self, PyObject *args) {
     PyObject *items;
     Py_ssize_t start, max_events, max_bytes;
     unsigned long long first_id;
@@ -192,13 +190,3 @@ fail:
     Py_XDECREF(types); Py_XDECREF(cfs);
     return NULL;
 }
-
-static PyMethodDef methods[] = {
-    {"encode_run", encode_run, METH_VARARGS,
-     "encode_run(items, start, first_id, ts, max_events, max_bytes) -> pieces of one chunk, or None"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunk", "The journal's chunk packing loop (optional C speedup).", -1, methods};
-
-PyMODINIT_FUNC PyInit__chunk(void) { return PyModule_Create(&module); }
