@@ -294,12 +294,18 @@ def _records(parts: list[Chunk | list[Record]]) -> list[Record]:
     return out
 
 
-def _frames(parts: list[Chunk | list[Record]], fmt: int, batch: bool) -> list[bytes]:
-    """Frames of matched parts: one per event, or (``batch``) one array of them all -- a single
-    chunk's is prebuilt and cached on it; JSON arrays of several are joined from their parts."""
-    if len(parts) == 1:
-        p = parts[0]
-        return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+def _frames(parts: list[Chunk | list[Record]], fmt: int, batch: bool, merge: bool = True) -> list[bytes]:
+    """Frames of matched parts: one per event, or (``batch``) arrays -- one of them all when
+    ``merge`` (replay: the same frames whatever the chunking), else one per part (live: a whole
+    chunk's array is a slice of the stored value, cached on the chunk for every subscriber)."""
+    if len(parts) == 1 or not merge:
+        if len(parts) == 1:
+            p = parts[0]
+            return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+        out: list[bytes] = []
+        for p in parts:
+            out += p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+        return out
     if batch and fmt == 0:
         bodies = [p.region() if type(p) is Chunk else b",".join([r.wire for r in p]) for p in parts]  # type: ignore[union-attr]
         return [b"[" + b",".join(bodies) + b"]"]
@@ -604,7 +610,7 @@ class Hub:
                 ck = sub.fmt * 2 + sub.batch
                 frames = cache.get(ck)
                 if frames is None:
-                    frames = cache[ck] = _frames(parts, sub.fmt, sub.batch)
+                    frames = cache[ck] = _frames(parts, sub.fmt, sub.batch, merge=False)
                 sub.push(frames, last_id, n)
         ev = self._published
         if ev is not None:
