@@ -55,6 +55,7 @@ import msgspec
 
 from cdc.errors import ConfigError
 from cdc.journal.lmdb_journal import Journal
+from cdc.model.chunk import ix_type_cf
 
 if TYPE_CHECKING:
     from cdc.delivery.context import PublisherContext
@@ -141,20 +142,6 @@ def stream_subjects(stream: str) -> list[str]:
 
 def publish_subject(stream: str) -> str:
     return f"cdc.{stream}.publish"
-
-
-def ix_type_cf(ix: bytes) -> tuple[str, str | None]:
-    """(type, cf) from a journal ``ix`` value (cdc/journal.py layout)."""
-    _ts, tl, cl = _IX_HEAD.unpack_from(ix)
-    p = 20  # _IX size: q H H i i
-    etype = bytes(ix[p : p + tl]).decode()
-    p += tl
-    if cl == _NO_CF:
-        return etype, None
-    if cl == _LONG_CF:
-        cl = _U32.unpack_from(ix, p)[0]
-        p += 4
-    return etype, bytes(ix[p : p + cl]).decode()
 
 
 _HEAD = struct.Struct(">QI")  # first id, record count

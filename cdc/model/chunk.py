@@ -141,17 +141,17 @@ def pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: byt
 
 
 def ix_type_cf(ix: bytes) -> tuple[str, str | None]:
-    """(type, cf) of an ix record (without unpacking the rest)."""
+    """(type, cf) of an ix record, bytes or memoryview (without unpacking the rest)."""
     _ts, tl, cl, _kl, _el = IX.unpack_from(ix)
     p = IX.size
-    etype = ix[p : p + tl].decode()
+    etype = str(ix[p : p + tl], "utf-8")
     p += tl
     if cl == NO_CF:
         return etype, None
     if cl == LONG_CF:
         cl = _U32.unpack_from(ix, p)[0]
         p += 4
-    return etype, ix[p : p + cl].decode()
+    return etype, str(ix[p : p + cl], "utf-8")
 
 
 def unpack_record(id_: int, wire: bytes, ix: bytes) -> Record:
