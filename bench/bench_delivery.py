@@ -63,6 +63,11 @@ def make_event_bytes(i: int) -> bytes:
     return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
 
 
+def make_array_frame(lo: int, hi: int) -> bytes:
+    """A ``batch=1`` frame as cdc builds it: the JSON array of the events with ids lo..hi-1."""
+    return b"[" + b",".join([make_event_bytes(i) for i in range(lo, hi)]) + b"]"
+
+
 async def bare_server(port: int) -> None:
     """The baseline: websockets with defaults, a broadcast() loop over every connection."""
     from websockets.asyncio.server import broadcast, serve
@@ -92,6 +97,15 @@ async def bare_server(port: int) -> None:
                     for _ in range(min(batch, n - i)):
                         i += 1
                         broadcast(conns, make_event_bytes(i), text=True)
+                    await asyncio.sleep(0)
+                print("SENT", flush=True)
+            elif line[0] == "prep":  # prep N FRAME FIRST_ID: build the frames (JSON arrays of FRAME events) now
+                n, per, first = int(line[1]), int(line[2]), int(line[3])
+                frames = [make_array_frame(i, min(n + first, i + per)) for i in range(first, n + first, per)]
+                print("PREPPED", flush=True)
+            elif line[0] == "send":  # broadcast the prepared frames, one per loop turn
+                for f in frames:
+                    broadcast(conns, f, text=True)
                     await asyncio.sleep(0)
                 print("SENT", flush=True)
 
@@ -160,6 +174,21 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
                 await asyncio.sleep(0)
             await bus.flush()
             print("SENT", flush=True)
+        elif line[0] == "prep":  # prep N FRAME: build the events now, N/FRAME emits, commits capped at FRAME
+            n, per = int(line[1]), int(line[2])
+            first = app.ctx.hub.latest_id + 1
+            chunks = [
+                [KeyChange(timestamp=1700000000000, operation="put", key=f"user:{i:08d}", seq=i) for i in range(lo, min(n + first, lo + per))]
+                for lo in range(first, n + first, per)
+            ]
+            bus.max_batch = bus._batch_limit = per  # one commit (= one batch=1 frame) per emit
+            print(f"PREPPED {first}", flush=True)
+        elif line[0] == "send":  # emit the prepared chunks, one per loop turn
+            for chunk in chunks:
+                await bus.emit(chunk)
+                await asyncio.sleep(0)
+            await bus.flush()
+            print("SENT", flush=True)
     app.stop.set()
     await task
     if gc_pauses:
@@ -210,6 +239,24 @@ class ServerProc:
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
 
+    def command(self, line: str, answer: str | None = None) -> str:
+        """Send one command line; with ``answer``, wait for the line starting with it and return it."""
+        self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        while answer is not None:
+            got = self.proc.stdout.readline()  # type: ignore[union-attr]
+            if not got:
+                raise RuntimeError(f"{self.kind} server ended before {answer}")
+            if got.startswith(answer):
+                return got.strip()
+        return ""
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) of the server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def go(self, n: int, batch: int) -> None:
         self.proc.stdin.write(f"go {n} {batch}\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
@@ -238,18 +285,33 @@ _MARK = b'{"id":'
 
 
 class RawClient(asyncio.Protocol):
-    """A WebSocket client that only counts events (occurrences of ``{"id":`` in text frames)."""
+    """A WebSocket client that only counts events (occurrences of ``{"id":`` in text frames).
+
+    Streaming: a frame's payload is counted in place in each chunk the transport hands over
+    (no copy into a reassembly buffer), so large array frames (``batch=1``) cost the client one
+    C-level ``bytes.count`` per chunk; a mark split across two chunks is found from the last 5
+    bytes of the previous chunk. Also counts the data frames (frames with >= 1 event) and their
+    payload bytes, so two servers' framing can be compared.
+    """
 
     def __init__(self, path: str, total: list[int], done: asyncio.Event | None = None, target: int = 0) -> None:
         self.path = path
         self.total = total
         self.done = done
         self.target = target
-        self.buf = bytearray()
+        self.buf = bytearray()  # the handshake response until it is complete
         self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.hello = asyncio.get_running_loop().create_future()
         self.events = 0
+        self.frames = 0  # data frames (holding >= 1 event)
+        self.payload_bytes = 0  # payload bytes of those frames
+        self._hdr = b""  # a frame header split across chunks
+        self._left = 0  # payload bytes of the current frame still to come
+        self._len = 0  # the current frame's payload length
+        self._text = False
+        self._cur = 0  # events counted in the current frame
+        self._tail = b""  # last <= 5 payload bytes of the current frame (a mark split across chunks)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -262,50 +324,83 @@ class RawClient(asyncio.Protocol):
             ).encode()
         )
 
-    def data_received(self, data: bytes) -> None:
+    def _handshake(self, data: bytes) -> bytes | None:
+        """Feed handshake bytes; the bytes after the response once it is complete, else None."""
         buf = self.buf
         buf += data
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            return None
+        if not buf.startswith(b"HTTP/1.1 101"):
+            self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
+            return None
+        rest = bytes(buf[i + 4 :])
+        buf.clear()
+        self.open.set_result(None)
+        return rest
+
+    def data_received(self, data: bytes) -> None:
         if not self.open.done():
-            i = buf.find(b"\r\n\r\n")
-            if i < 0:
+            rest = self._handshake(data)
+            if not rest:
                 return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
-                return
-            del buf[: i + 4]
-            self.open.set_result(None)
+            data = rest
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         pos = 0
-        n = len(buf)
+        n = len(data)
         count = 0
-        while n - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            if b1 == 126:
-                if n - pos < 4:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                hl = 4
-            elif b1 == 127:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                hl = 10
-            else:
-                ln = b1
-                hl = 2
-            if n - pos < hl + ln:
+        while pos < n:
+            left = self._left
+            if left:
+                end = pos + left if n - pos > left else n
+                if self._text:
+                    c = data.count(_MARK, pos, end)
+                    tail = self._tail
+                    if tail:  # a mark split between the previous chunk and this one
+                        c += (tail + data[pos : pos + 5]).count(_MARK)
+                    self._cur += c
+                    count += c
+                    if end - pos >= 5:
+                        self._tail = data[end - 5 : end]
+                    else:
+                        self._tail = (tail + data[pos:end])[-5:]
+                self._left = left - (end - pos)
+                pos = end
+                if not self._left:
+                    self._frame_end()
+                continue
+            h = self._hdr + data[pos : pos + 10] if self._hdr else data[pos : pos + 10]
+            if len(h) < 2:
+                self._hdr = h
                 break
-            if not self.hello.done():
-                self.hello.set_result(None)
-            if buf[pos] & 0x0F == 1:
-                count += buf.count(_MARK, pos + hl, pos + hl + ln)
-            pos += hl + ln
-        if pos:
-            del buf[:pos]
+            b1 = h[1] & 0x7F
+            hl = 4 if b1 == 126 else 10 if b1 == 127 else 2
+            if len(h) < hl:
+                self._hdr = h
+                break
+            ln = int.from_bytes(h[2:4], "big") if b1 == 126 else int.from_bytes(h[2:10], "big") if b1 == 127 else b1
+            pos += hl - len(self._hdr)
+            self._hdr = b""
+            self._text = h[0] & 0x0F == 1
+            self._len = self._left = ln
+            self._cur = 0
+            self._tail = b""
+            if not ln:
+                self._frame_end()
         if count:
             self.events += count
             self.total[0] += count
             if self.done is not None and self.total[0] >= self.target:
                 self.done.set()
+
+    def _frame_end(self) -> None:
+        if self._cur:
+            self.frames += 1
+            self.payload_bytes += self._len
+        if not self.hello.done():
+            self.hello.set_result(None)
 
 
 async def open_clients(port: int, path: str, n: int, total: list[int], done: asyncio.Event, target: int, wait_hello: bool) -> list[RawClient]:
@@ -335,6 +430,77 @@ def close_clients(clients: list[RawClient]) -> None:
 # =========================================================================== benchmarks
 
 
+async def fanout_frames_one(kind: str, subs: int, events: int, per: int) -> dict[str, Any]:
+    """One run of the issue-11 fan-out: ``events`` events in frames of ``per`` to ``subs`` clients."""
+    srv = ServerProc(kind)
+    try:
+        if kind == "cdc":
+            first = int(srv.command(f"prep {events} {per}", "PREPPED").split()[1])
+            path = "/ws/events?batch=1"
+        else:
+            srv.command(f"prep {events} {per} 1", "PREPPED")
+            path = "/"
+        total = [0]
+        done = asyncio.Event()
+        target = subs * events
+        clients = await open_clients(srv.port, path, subs, total, done, target, wait_hello=kind == "cdc")
+        await asyncio.sleep(0.5)
+        cpu0, my0 = srv.cpu_s(), time.process_time()
+        t0 = time.perf_counter()
+        srv.command("send")
+        await asyncio.wait_for(done.wait(), 300)
+        dt = time.perf_counter() - t0
+        cpu, my = srv.cpu_s() - cpu0, time.process_time() - my0
+        frames = sum(c.frames for c in clients)
+        nbytes = sum(c.payload_bytes for c in clients)
+        close_clients(clients)
+        return {
+            "events_per_s": target / dt,
+            "s": dt,
+            "server_cpu_s": cpu,
+            "client_cpu_s": my,
+            "frames_per_sub": frames / subs,
+            "bytes_per_event": nbytes / target,
+            **({"first_id": first} if kind == "cdc" else {}),
+        }
+    finally:
+        srv.close()
+
+
+async def bench_fanout() -> dict[str, Any]:
+    """Issue 11: 500 ``batch=1`` subscribers; the same events in the same framing on both sides.
+
+    cdc: the events (pre-built KeyChange Structs) are emitted on the daemon's bus in chunks of
+    100 with the bus's commit size capped at 100, so every journal commit (fsync per commit, the
+    default) is one chunk and each ``batch=1`` subscriber gets one JSON array frame of 100
+    events per commit. Bare: a ``websockets`` server with defaults ``broadcast()``-ing the same
+    frames pre-built (byte-identical JSON, ids from 1), one frame per loop turn. The same raw
+    client counts events on both sides; events/s = subscribers x events / (send -> last event
+    at the last client). Best of ``CDC_BENCH_RUNS`` (3) runs, alternating bare/cdc.
+    """
+    subs = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "500"))
+    events = int(os.environ.get("CDC_BENCH_FANOUT_EVENTS", "20000"))
+    per = int(os.environ.get("CDC_BENCH_FANOUT_FRAME", "100"))
+    res: dict[str, list[dict[str, Any]]] = {"bare": [], "cdc": []}
+    for _ in range(int(os.environ.get("CDC_BENCH_RUNS", "3"))):
+        for kind in ("bare", "cdc"):
+            res[kind].append(await fanout_frames_one(kind, subs, events, per))
+    best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in res.items()}
+    out: dict[str, Any] = {"subscribers": subs, "events": events, "events_per_frame": per}
+    for k in ("bare", "cdc"):
+        b = best[k]
+        out[k] = {
+            "events_per_s": round(b["events_per_s"]),
+            "server_cpu_us_per_delivery": round(b["server_cpu_s"] * 1e6 / (subs * events), 3),
+            "client_cpu_share": round(b["client_cpu_s"] / b["s"], 2),
+            "frames_per_sub": b["frames_per_sub"],
+            "bytes_per_event": round(b["bytes_per_event"], 1),
+        }
+    out["ratio_cdc_over_bare"] = round(best["cdc"]["events_per_s"] / best["bare"]["events_per_s"], 3)
+    out["runs_events_per_s"] = {k: [round(r["events_per_s"]) for r in v] for k, v in res.items()}
+    return out
+
+
 async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
     srv = ServerProc(kind)
     try:
@@ -354,8 +520,10 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
         srv.close()
 
 
-async def bench_fanout() -> dict[str, Any]:
-    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT: issue 11's 500 batch=1 variant
+async def bench_fanout_issue3() -> dict[str, Any]:
+    """Issue 3's fan-out (the figure before session 15): 1,000 subscribers, one frame per event on
+    both sides, cdc emitting 10 events per ``bus.emit`` with commits uncapped."""
+    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT
     subs, events = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "1000")), 500
     batch = int(os.environ.get("CDC_BENCH_FANOUT_EMIT", "10"))  # events per bus.emit (bare: per loop turn)
     res: dict[str, list[float]] = {"bare": [], "cdc": []}
@@ -439,40 +607,38 @@ class LatencyClient(RawClient):
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
-        if self.open.done():
-            self.buf += data
-            buf = self.buf
-            # frames are small here: payload < 126 bytes or a 16-bit length
-            pos = 0
-            n = len(buf)
-            while n - pos >= 2:
-                b1 = buf[pos + 1] & 0x7F
-                hl = 4 if b1 == 126 else 2
-                if n - pos < hl:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big") if b1 == 126 else b1
-                if n - pos < hl + ln:
-                    break
-                frame = bytes(buf[pos + hl : pos + hl + ln])
-                pos += hl + ln
-                i = frame.find(b'"value":"')
-                if i < 0:
-                    continue
-                v = int(frame[i + 9 : frame.index(b'"', i + 9)])
-                t = frame.find(b'"timestamp":')
-                ts = int(frame[t + 12 : frame.index(b",", t + 12)])
-                self.lat.append((now - v) / 1e6)
-                self.cap.append(ts - v / 1e6)
-                self.total[0] += 1
-                if self.total[0] >= self.target and self.done is not None:
-                    self.done.set()
-            del buf[:pos]
-            return
-        super().data_received(data)
-        if self.open.done() and self.buf:
-            rest = bytes(self.buf)
-            self.buf.clear()
-            self.data_received(rest)
+        if not self.open.done():
+            rest = self._handshake(data)
+            if not rest:
+                return
+            data = rest
+        self.buf += data
+        buf = self.buf
+        # frames are small here: payload < 126 bytes or a 16-bit length
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b1 = buf[pos + 1] & 0x7F
+            hl = 4 if b1 == 126 else 2
+            if n - pos < hl:
+                break
+            ln = int.from_bytes(buf[pos + 2 : pos + 4], "big") if b1 == 126 else b1
+            if n - pos < hl + ln:
+                break
+            frame = bytes(buf[pos + hl : pos + hl + ln])
+            pos += hl + ln
+            i = frame.find(b'"value":"')
+            if i < 0:
+                continue
+            v = int(frame[i + 9 : frame.index(b'"', i + 9)])
+            t = frame.find(b'"timestamp":')
+            ts = int(frame[t + 12 : frame.index(b",", t + 12)])
+            self.lat.append((now - v) / 1e6)
+            self.cap.append(ts - v / 1e6)
+            self.total[0] += 1
+            if self.total[0] >= self.target and self.done is not None:
+                self.done.set()
+        del buf[:pos]
 
 
 async def bench_latency() -> dict[str, Any]:
@@ -545,7 +711,7 @@ async def bench_throughput() -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-BENCHES = {"fanout": bench_fanout, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
+BENCHES = {"fanout": bench_fanout, "fanout_issue3": bench_fanout_issue3, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
 
 
 def paced_puts(w: Any, count: int, rate: float = 1000.0) -> None:
