@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -156,6 +157,30 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     await started.wait()
     assert app.ctx is not None
     bus = app.ctx.bus
+    trace: dict[str, list[float]] = {}
+    if os.environ.get("CDC_BENCH_TRACE"):  # diagnose latency: commit and fan-out durations, capture -> fan-out age
+        journal, hub = bus.journal, app.ctx.hub
+        append0, publish0 = journal.append, bus.on_commit
+
+        def traced_append(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            out = append0(*a, **k)
+            trace.setdefault("commit_ms", []).append((time.perf_counter() - t) * 1000)
+            trace.setdefault("commit_events", []).append(len(out))
+            return out
+
+        def traced_publish(records: Any) -> None:
+            t = time.perf_counter()
+            trace.setdefault("capture_to_fanout_ms", []).append(time.time() * 1000 - records[0].ts)
+            publish0(records)
+            trace.setdefault("fanout_ms", []).append((time.perf_counter() - t) * 1000)
+            now = time.time_ns()
+            for r in records:  # latency bench: the value is the write's wall time in ns
+                if r.value.startswith(b',"value":"') and r.value[10:-1].isdigit():
+                    trace.setdefault("write_to_fanout_done_ms", []).append((now - int(r.value[10:-1])) / 1e6)
+
+        journal.append = traced_append  # type: ignore[method-assign]
+        bus.on_commit = traced_publish
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -191,6 +216,9 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
             print("SENT", flush=True)
     app.stop.set()
     await task
+    for name, xs in trace.items():
+        xs.sort()
+        print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
     if gc_pauses:
         gc_pauses.sort()
         print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
@@ -597,8 +625,17 @@ async def bench_replay() -> dict[str, Any]:
         srv.close()
 
 
+_LAT_EVENT = re.compile(rb'"timestamp":(\d+),.*?"value":"(\d+)"')
+
+
 class LatencyClient(RawClient):
-    """Raw client recording write -> receive latency from the value (the write's wall time in ns)."""
+    """Raw client recording write -> receive latency from the value (the write's wall time in ns).
+
+    Cheap per chunk, so that the client (one process, 20 connections) adds little delay: one
+    regex pass over each received chunk finds every event's capture timestamp and value (frame
+    headers are not parsed: the pattern cannot span two events, and an event cut at the chunk's
+    end is kept for the next chunk). Needs ``values=1`` and events whose value is the write's
+    wall time in ns (the writer's ``paced`` command)."""
 
     def __init__(self, path: str, lat: list[float], cap: list[float], total: list[int], done: asyncio.Event, target: int) -> None:
         super().__init__(path, total, done, target)
@@ -612,38 +649,37 @@ class LatencyClient(RawClient):
             if not rest:
                 return
             data = rest
-        self.buf += data
-        buf = self.buf
-        # frames are small here: payload < 126 bytes or a 16-bit length
-        pos = 0
-        n = len(buf)
-        while n - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            hl = 4 if b1 == 126 else 2
-            if n - pos < hl:
-                break
-            ln = int.from_bytes(buf[pos + 2 : pos + 4], "big") if b1 == 126 else b1
-            if n - pos < hl + ln:
-                break
-            frame = bytes(buf[pos + hl : pos + hl + ln])
-            pos += hl + ln
-            i = frame.find(b'"value":"')
-            if i < 0:
-                continue
-            v = int(frame[i + 9 : frame.index(b'"', i + 9)])
-            t = frame.find(b'"timestamp":')
-            ts = int(frame[t + 12 : frame.index(b",", t + 12)])
-            self.lat.append((now - v) / 1e6)
-            self.cap.append(ts - v / 1e6)
-            self.total[0] += 1
+        if self.buf:
+            self.buf += data
+            data = bytes(self.buf)
+            self.buf.clear()
+        end = 0
+        found = 0
+        lat, cap = self.lat, self.cap
+        for m in _LAT_EVENT.finditer(data):
+            v = int(m[2])
+            lat.append((now - v) / 1e6)
+            cap.append(int(m[1]) - v / 1e6)
+            end = m.end()
+            found += 1
+        rest = data.rfind(b'{"id":', end)  # an event not complete yet
+        if rest >= 0:
+            self.buf += data[rest:]
+        if found:
+            self.total[0] += found
             if self.total[0] >= self.target and self.done is not None:
                 self.done.set()
-        del buf[:pos]
 
 
-async def bench_latency() -> dict[str, Any]:
+async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> dict[str, Any]:
+    """Write -> subscriber latency: ``count`` single puts paced at ``rate``/s by the writer process
+    (which stamps each value with the wall time just before its write and paces by sleeping, no
+    busy wait: a write that is late goes out at once), real capture, journal with fsync per
+    commit (the daemon's default), ``subs`` subscribers (``values=1``, one frame per event)."""
     from tests.harness.writers import StoreWriter
 
+    rate = int(os.environ.get("CDC_BENCH_LAT_RATE", rate))
+    count = int(os.environ.get("CDC_BENCH_LAT_COUNT", count))
     tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
     db = os.path.join(tmp, "db")
     with StoreWriter(db) as w:
@@ -652,8 +688,6 @@ async def bench_latency() -> dict[str, Any]:
         try:
             lat: list[float] = []
             cap: list[float] = []  # write -> capture timestamp
-            count = 5000
-            subs = 20
             total = [0]
             done = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -663,26 +697,41 @@ async def bench_latency() -> dict[str, Any]:
                 await loop.create_connection(lambda c=c: c, "127.0.0.1", srv.port)
                 await asyncio.wait_for(c.open, 10)
                 clients.append(c)
-
-            await asyncio.to_thread(paced_puts, w, count)
-            await asyncio.wait_for(done.wait(), 60)
+            cpu0, my0, t0 = srv.cpu_s(), time.process_time(), time.perf_counter()
+            ans = await asyncio.to_thread(w.cmd, "paced", count=count, rate=rate, prefix="lat", spin=False)
+            await asyncio.wait_for(done.wait(), 120)
+            wall = time.perf_counter() - t0
+            cpu, my = srv.cpu_s() - cpu0, time.process_time() - my0
             close_clients(clients)
-            lat.sort()
-            cap.sort()
-            return {
-                "writes": count,
-                "rate_per_s": 1000,
-                "subscribers": subs,
-                "p50_ms": round(lat[len(lat) // 2], 2),
-                "p99_ms": round(lat[int(len(lat) * 0.99)], 2),
-                "max_ms": round(lat[-1], 2),
-                "capture_p50_ms": round(cap[len(cap) // 2], 2),
-                "capture_p99_ms": round(cap[int(len(cap) * 0.99)], 2),
-            }
         finally:
             srv.close()
             w.kill()
             shutil.rmtree(tmp, ignore_errors=True)
+    lat.sort()
+    cap.sort()
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
+
+    return {
+        "writes": count,
+        "rate_per_s": rate,
+        "achieved_rate_per_s": round(count / float(ans["elapsed_s"])),
+        "subscribers": subs,
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "p999_ms": pct(lat, 0.999),
+        "max_ms": round(lat[-1], 2),
+        "capture_p50_ms": pct(cap, 0.5),
+        "capture_p99_ms": pct(cap, 0.99),
+        "daemon_cpu_share": round(cpu / wall, 2),
+        "client_cpu_share": round(my / wall, 2),
+    }
+
+
+async def bench_latency10k() -> dict[str, Any]:
+    """The same at 10,000 writes/s (30,000 writes)."""
+    return await bench_latency(10_000, 30_000)
 
 
 async def bench_throughput() -> dict[str, Any]:
@@ -711,7 +760,7 @@ async def bench_throughput() -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-BENCHES = {"fanout": bench_fanout, "fanout_issue3": bench_fanout_issue3, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
+BENCHES = {"fanout": bench_fanout, "fanout_issue3": bench_fanout_issue3, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "latency10k": bench_latency10k, "throughput": bench_throughput}
 
 
 def paced_puts(w: Any, count: int, rate: float = 1000.0) -> None:
