@@ -1,23 +1,36 @@
-"""Delivery benchmarks (issue 3): fan-out, idle memory, journal replay, write->subscriber latency.
+"""Delivery benchmarks (issues 3 and 11): fan-out, idle memory, journal replay, write->subscriber latency.
 
-Run: ``python -m bench.bench_delivery [fanout] [memory] [replay] [latency] [throughput]`` (all by default).
+Run: ``python -m bench.bench_delivery [NAME|GROUP]...`` (all by default); names: fanout,
+fanout_issue3, memory, replay, latency, latency10k, throughput; group ``issue11`` = fanout,
+latency, latency10k, memory, replay (issue 11's delivery rows, each < 60 s). One JSON line per
+bench, with its duration and the 1-minute load average before/after (the machine is shared).
 
 Each server (cdc, or the bare ``websockets`` baseline) runs in its own subprocess
 (``python -m bench.bench_delivery _server KIND PORT ...``); this process is the client side.
-Clients are raw asyncio protocols (handshake + frame counting, no per-frame JSON parsing) so
-that the client costs the same for both servers and stays cheap.
+Clients are raw asyncio protocols (handshake + streaming frame counting, no per-frame JSON
+parsing) so that the client costs the same for both servers and stays cheap.
 
-Figures:
-- fanout: events/s x subscribers delivered to 1,000 subscribers (cdc vs a bare websockets
-  ``broadcast()`` loop sending the same bytes), ratio target >= 0.7.
+Figures (targets: issue 11; see BENCHMARKS.md "Issue 11 delivery figures (session 15)"):
+- fanout: 500 ``batch=1`` subscribers, 20,000 events framed 100 per frame on both sides (cdc:
+  commits of 100 emitted on the bus; bare: websockets ``broadcast()`` of the same pre-built
+  frames); events/s delivered, ratio cdc / bare >= 1.0. ``fanout_issue3``: the older figure
+  (1,000 subscribers, one frame per event).
 - memory: RSS delta per idle subscriber at 10,000 subscribers (cdc vs bare websockets with
   default settings), target <= 12 KB.
-- replay: journal replay of 1,000,000 events to one ``batch=1`` subscriber, events/s,
-  target >= 1,000,000/s (baseline: reading the same LMDB values in a tight loop).
-- latency: write -> subscriber p50/p99 at 1,000 writes/s with 20 subscribers (real RocksDB writer,
-  real capture), target p99 <= 10 ms.
+- replay: journal of 1,000,000 events replayed to one ``since=0&batch=1`` subscriber vs a raw
+  LMDB cursor iteration of every value of every named database of that env, ratio >= 0.8.
+- latency / latency10k: write -> subscriber p50/p99 at 1,000 / 10,000 writes/s with 20
+  subscribers (real RocksDB writer, real capture, fsync per commit), p99 <= 10 ms / <= 5 ms.
 - throughput: 300,000 puts in batches of 100 by a rocksdict writer reach one batch=1 subscriber
   in no more time than the writer took (ratio >= 1.0).
+
+Diagnostics (environment): ``CDC_BENCH_PYSPY=FILE`` (py-spy attached after READY),
+``CDC_BENCH_PYSPY_SPAWN=FILE`` (+ ``CDC_BENCH_PYSPY_GIL=1``, ``CDC_BENCH_PYSPY_RATE``: the server
+runs under py-spy from its start), ``CDC_BENCH_TRACE=1`` (daemon: commit / fan-out durations,
+capture -> fan-out and write -> fan-out-done ages, on stderr), ``CDC_BENCH_GCLOG=1``,
+``CDC_BENCH_NOSYNC=1`` (journal without fsync), ``CDC_BENCH_RUNS``, ``CDC_BENCH_FANOUT_SUBS`` /
+``_EVENTS`` / ``_FRAME``, ``CDC_BENCH_MEM_SUBS``, ``CDC_BENCH_REPLAY_EVENTS``,
+``CDC_BENCH_LAT_RATE`` / ``_COUNT``.
 """
 
 from __future__ import annotations
@@ -831,20 +844,26 @@ async def run_named(benches: dict[str, Any], names: list[str]) -> None:
     raise_nofile()
     for name in names:
         t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
         res = await benches[name]()
         res["bench_s"] = round(time.perf_counter() - t0, 1)
+        res["load_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]  # before, after: the machine is shared
         print(json.dumps({name: res}), flush=True)
 
 
+GROUPS = {"issue11": ["fanout", "latency", "latency10k", "memory", "replay"]}
+"""Named groups of benches: ``issue11`` = the delivery rows of issue 11's targets (BENCHMARKS.md)."""
+
+
 async def main(names: list[str]) -> None:
-    await run_named(BENCHES, names)
+    await run_named(BENCHES, [b for name in names for b in GROUPS.get(name, [name])])
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
         server_main(sys.argv[2:])
     else:
-        unknown = [a for a in sys.argv[1:] if a not in BENCHES]
+        unknown = [a for a in sys.argv[1:] if a not in BENCHES and a not in GROUPS]
         if unknown:
-            sys.exit(f"usage: bench_delivery.py [{' | '.join(BENCHES)}]...  (unknown: {' '.join(unknown)})")
+            sys.exit(f"usage: bench_delivery.py [{' | '.join([*BENCHES, *GROUPS])}]...  (unknown: {' '.join(unknown)})")
         asyncio.run(main(sys.argv[1:] or list(BENCHES)))
