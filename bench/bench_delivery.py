@@ -689,7 +689,7 @@ async def bench_replay() -> dict[str, Any]:
         srv.close()
 
 
-_LAT_EVENT = re.compile(rb'"timestamp":(\d+),.*?"value":"(\d+)"')
+_LAT_EVENT = re.compile(rb'"timestamp":(\d+),[^{}]*?"value":"(\d+)"')
 
 
 class LatencyClient(RawClient):
