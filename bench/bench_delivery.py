@@ -229,6 +229,8 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
             print("SENT", flush=True)
     app.stop.set()
     await task
+    if trace:
+        print(f"TRACE bus: {bus._emitted_seq} emits, {bus.commits} commits, {bus.committed_events} events", file=sys.stderr)
     for name, xs in trace.items():
         xs.sort()
         print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
