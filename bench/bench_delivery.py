@@ -660,11 +660,12 @@ async def bench_replay() -> dict[str, Any]:
         for _ in range(3):
             total = [0]
             done = asyncio.Event()
+            cpu0, my0 = srv.cpu_s(), time.process_time()
             t0 = time.perf_counter()
             clients = await open_clients(srv.port, "/ws/events?since=0&batch=1", 1, total, done, n, wait_hello=False)
             await asyncio.wait_for(done.wait(), 120)
             dt = time.perf_counter() - t0
-            results.append((n / dt, clients[0].payload_bytes, clients[0].frames))
+            results.append((n / dt, clients[0].payload_bytes, clients[0].frames, srv.cpu_s() - cpu0, time.process_time() - my0))
             close_clients(clients)
         best = max(results)
         raw_eps = n / raw["s"]
@@ -684,6 +685,8 @@ async def bench_replay() -> dict[str, Any]:
                 "mb_sent": round(best[1] / 1e6, 1),
                 "frames": best[2],
                 "runs_events_per_s": [round(r[0]) for r in results],
+                "runs_daemon_cpu_s": [round(r[3], 3) for r in results],
+                "runs_client_cpu_s": [round(r[4], 3) for r in results],
             },
             "ratio_cdc_over_raw": round(best[0] / raw_eps, 3),
         }

@@ -89,6 +89,19 @@ async def test_one_list_to_many_connections_is_encoded_once_and_received_intact(
                 await c.close()
 
 
+@pytest.mark.parametrize("n", [65_535, 65_536, 1_500_000])
+async def test_single_big_frame_received_intact(rig: Rig, n: int) -> None:
+    async with serve(rig.handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as c:
+            await wait_for(lambda: len(rig.conns) == 1, timeout=5)
+            big = b"[" + b"z" * (n - 2) + b"]"
+            assert write_frames(rig.conns[0], [big], True)
+            assert write_frames(rig.conns[0], [big], False)
+            assert write_frames(rig.conns[0], [b'"next"'], True)
+            assert await recv_all(c, 3) == [big.decode(), big, '"next"']
+
+
 async def test_queued_protocol_bytes_go_first_and_closed_connections_refuse(rig: Rig) -> None:
     async with serve(rig.handler, "127.0.0.1", 0, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
