@@ -294,11 +294,16 @@ class ServerProc:
                 return got.strip()
         return ""
 
-    def cpu_s(self) -> float:
-        """CPU time (user + system) of the server process so far."""
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process so far."""
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) of the server process so far."""
+        return sum(self.cpu_split())
 
     def go(self, n: int, batch: int) -> None:
         self.proc.stdin.write(f"go {n} {batch}\n")  # type: ignore[union-attr]
@@ -766,11 +771,12 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
                 await loop.create_connection(lambda c=c: c, "127.0.0.1", srv.port)
                 await asyncio.wait_for(c.open, 10)
                 clients.append(c)
-            cpu0, my0, t0 = srv.cpu_s(), time.process_time(), time.perf_counter()
+            (u0, s0), my0, t0 = srv.cpu_split(), time.process_time(), time.perf_counter()
             ans = await asyncio.to_thread(w.cmd, "paced", count=count, rate=rate, prefix="lat", spin=False)
             await asyncio.wait_for(done.wait(), 120)
             wall = time.perf_counter() - t0
-            cpu, my = srv.cpu_s() - cpu0, time.process_time() - my0
+            u1, s1 = srv.cpu_split()
+            cpu, my = u1 - u0 + s1 - s0, time.process_time() - my0
             close_clients(clients)
         finally:
             srv.close()
@@ -794,6 +800,7 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         "capture_p50_ms": pct(cap, 0.5),
         "capture_p99_ms": pct(cap, 0.99),
         "daemon_cpu_share": round(cpu / wall, 2),
+        "daemon_cpu_us_per_write": {"user": round((u1 - u0) * 1e6 / count), "sys": round((s1 - s0) * 1e6 / count)},
         "client_cpu_share": round(my / wall, 2),
     }
 
