@@ -151,6 +151,8 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         heartbeat_ms=600_000,
         subscriber_queue=100_000,
     )
+    if os.environ.get("CDC_BENCH_SWITCH_MS"):  # experiment: the GIL switch interval (default 5 ms)
+        sys.setswitchinterval(float(os.environ["CDC_BENCH_SWITCH_MS"]) / 1000)
     app = App(cfg, components=None if db else [], journal_sync=not os.environ.get("CDC_BENCH_NOSYNC"))
     gc_pauses: list[float] = []
     if os.environ.get("CDC_BENCH_GCLOG"):  # diagnose latency tails: GC pauses in the daemon
