@@ -1,23 +1,36 @@
-"""Delivery benchmarks (issue 3): fan-out, idle memory, journal replay, write->subscriber latency.
+"""Delivery benchmarks (issues 3 and 11): fan-out, idle memory, journal replay, write->subscriber latency.
 
-Run: ``python -m bench.bench_delivery [fanout] [memory] [replay] [latency] [throughput]`` (all by default).
+Run: ``python -m bench.bench_delivery [NAME|GROUP]...`` (all by default); names: fanout,
+fanout_issue3, memory, replay, latency, latency10k, throughput; group ``issue11`` = fanout,
+latency, latency10k, memory, replay (issue 11's delivery rows, each < 60 s). One JSON line per
+bench, with its duration and the 1-minute load average before/after (the machine is shared).
 
 Each server (cdc, or the bare ``websockets`` baseline) runs in its own subprocess
 (``python -m bench.bench_delivery _server KIND PORT ...``); this process is the client side.
-Clients are raw asyncio protocols (handshake + frame counting, no per-frame JSON parsing) so
-that the client costs the same for both servers and stays cheap.
+Clients are raw asyncio protocols (handshake + streaming frame counting, no per-frame JSON
+parsing) so that the client costs the same for both servers and stays cheap.
 
-Figures:
-- fanout: events/s x subscribers delivered to 1,000 subscribers (cdc vs a bare websockets
-  ``broadcast()`` loop sending the same bytes), ratio target >= 0.7.
+Figures (targets: issue 11; see BENCHMARKS.md "Issue 11 delivery figures (session 15)"):
+- fanout: 500 ``batch=1`` subscribers, 20,000 events framed 100 per frame on both sides (cdc:
+  commits of 100 emitted on the bus; bare: websockets ``broadcast()`` of the same pre-built
+  frames); events/s delivered, ratio cdc / bare >= 1.0. ``fanout_issue3``: the older figure
+  (1,000 subscribers, one frame per event).
 - memory: RSS delta per idle subscriber at 10,000 subscribers (cdc vs bare websockets with
   default settings), target <= 12 KB.
-- replay: journal replay of 1,000,000 events to one ``batch=1`` subscriber, events/s,
-  target >= 1,000,000/s (baseline: reading the same LMDB values in a tight loop).
-- latency: write -> subscriber p50/p99 at 1,000 writes/s with 20 subscribers (real RocksDB writer,
-  real capture), target p99 <= 10 ms.
+- replay: journal of 1,000,000 events replayed to one ``since=0&batch=1`` subscriber vs a raw
+  LMDB cursor iteration of every value of every named database of that env, ratio >= 0.8.
+- latency / latency10k: write -> subscriber p50/p99 at 1,000 / 10,000 writes/s with 20
+  subscribers (real RocksDB writer, real capture, fsync per commit), p99 <= 10 ms / <= 5 ms.
 - throughput: 300,000 puts in batches of 100 by a rocksdict writer reach one batch=1 subscriber
   in no more time than the writer took (ratio >= 1.0).
+
+Diagnostics (environment): ``CDC_BENCH_PYSPY=FILE`` (py-spy attached after READY),
+``CDC_BENCH_PYSPY_SPAWN=FILE`` (+ ``CDC_BENCH_PYSPY_GIL=1``, ``CDC_BENCH_PYSPY_RATE``: the server
+runs under py-spy from its start), ``CDC_BENCH_TRACE=1`` (daemon: commit / fan-out durations,
+capture -> fan-out and write -> fan-out-done ages, on stderr), ``CDC_BENCH_GCLOG=1``,
+``CDC_BENCH_NOSYNC=1`` (journal without fsync), ``CDC_BENCH_RUNS``, ``CDC_BENCH_FANOUT_SUBS`` /
+``_EVENTS`` / ``_FRAME``, ``CDC_BENCH_MEM_SUBS``, ``CDC_BENCH_REPLAY_EVENTS``,
+``CDC_BENCH_LAT_RATE`` / ``_COUNT``.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -63,6 +77,11 @@ def make_event_bytes(i: int) -> bytes:
     return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
 
 
+def make_array_frame(lo: int, hi: int) -> bytes:
+    """A ``batch=1`` frame as cdc builds it: the JSON array of the events with ids lo..hi-1."""
+    return b"[" + b",".join([make_event_bytes(i) for i in range(lo, hi)]) + b"]"
+
+
 async def bare_server(port: int) -> None:
     """The baseline: websockets with defaults, a broadcast() loop over every connection."""
     from websockets.asyncio.server import broadcast, serve
@@ -94,6 +113,15 @@ async def bare_server(port: int) -> None:
                         broadcast(conns, make_event_bytes(i), text=True)
                     await asyncio.sleep(0)
                 print("SENT", flush=True)
+            elif line[0] == "prep":  # prep N FRAME FIRST_ID: build the frames (JSON arrays of FRAME events) now
+                n, per, first = int(line[1]), int(line[2]), int(line[3])
+                frames = [make_array_frame(i, min(n + first, i + per)) for i in range(first, n + first, per)]
+                print("PREPPED", flush=True)
+            elif line[0] == "send":  # broadcast the prepared frames, one per loop turn
+                for f in frames:
+                    broadcast(conns, f, text=True)
+                    await asyncio.sleep(0)
+                print("SENT", flush=True)
 
 
 async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> None:
@@ -123,6 +151,8 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         heartbeat_ms=600_000,
         subscriber_queue=100_000,
     )
+    if os.environ.get("CDC_BENCH_SWITCH_MS"):  # experiment: the GIL switch interval (default 5 ms)
+        sys.setswitchinterval(float(os.environ["CDC_BENCH_SWITCH_MS"]) / 1000)
     app = App(cfg, components=None if db else [], journal_sync=not os.environ.get("CDC_BENCH_NOSYNC"))
     gc_pauses: list[float] = []
     if os.environ.get("CDC_BENCH_GCLOG"):  # diagnose latency tails: GC pauses in the daemon
@@ -142,6 +172,30 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     await started.wait()
     assert app.ctx is not None
     bus = app.ctx.bus
+    trace: dict[str, list[float]] = {}
+    if os.environ.get("CDC_BENCH_TRACE"):  # diagnose latency: commit and fan-out durations, capture -> fan-out age
+        journal, hub = bus.journal, app.ctx.hub
+        append0, publish0 = journal.append, bus.on_commit
+
+        def traced_append(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            out = append0(*a, **k)
+            trace.setdefault("commit_ms", []).append((time.perf_counter() - t) * 1000)
+            trace.setdefault("commit_events", []).append(len(out))
+            return out
+
+        def traced_publish(records: Any) -> None:
+            t = time.perf_counter()
+            trace.setdefault("capture_to_fanout_ms", []).append(time.time() * 1000 - records[0].ts)
+            publish0(records)
+            trace.setdefault("fanout_ms", []).append((time.perf_counter() - t) * 1000)
+            now = time.time_ns()
+            for r in records:  # latency bench: the value is the write's wall time in ns
+                if r.value.startswith(b',"value":"') and r.value[10:-1].isdigit():
+                    trace.setdefault("write_to_fanout_done_ms", []).append((now - int(r.value[10:-1])) / 1e6)
+
+        journal.append = traced_append  # type: ignore[method-assign]
+        bus.on_commit = traced_publish
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -160,8 +214,28 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
                 await asyncio.sleep(0)
             await bus.flush()
             print("SENT", flush=True)
+        elif line[0] == "prep":  # prep N FRAME: build the events now, N/FRAME emits, commits capped at FRAME
+            n, per = int(line[1]), int(line[2])
+            first = app.ctx.hub.latest_id + 1
+            chunks = [
+                [KeyChange(timestamp=1700000000000, operation="put", key=f"user:{i:08d}", seq=i) for i in range(lo, min(n + first, lo + per))]
+                for lo in range(first, n + first, per)
+            ]
+            bus.max_batch = bus._batch_limit = per  # one commit (= one batch=1 frame) per emit
+            print(f"PREPPED {first}", flush=True)
+        elif line[0] == "send":  # emit the prepared chunks, one per loop turn
+            for chunk in chunks:
+                await bus.emit(chunk)
+                await asyncio.sleep(0)
+            await bus.flush()
+            print("SENT", flush=True)
     app.stop.set()
     await task
+    if trace:
+        print(f"TRACE bus: {bus._emitted_seq} emits, {bus.commits} commits, {bus.committed_events} events", file=sys.stderr)
+    for name, xs in trace.items():
+        xs.sort()
+        print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
     if gc_pauses:
         gc_pauses.sort()
         print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
@@ -210,6 +284,29 @@ class ServerProc:
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
 
+    def command(self, line: str, answer: str | None = None) -> str:
+        """Send one command line; with ``answer``, wait for the line starting with it and return it."""
+        self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        while answer is not None:
+            got = self.proc.stdout.readline()  # type: ignore[union-attr]
+            if not got:
+                raise RuntimeError(f"{self.kind} server ended before {answer}")
+            if got.startswith(answer):
+                return got.strip()
+        return ""
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) of the server process so far."""
+        return sum(self.cpu_split())
+
     def go(self, n: int, batch: int) -> None:
         self.proc.stdin.write(f"go {n} {batch}\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
@@ -238,18 +335,33 @@ _MARK = b'{"id":'
 
 
 class RawClient(asyncio.Protocol):
-    """A WebSocket client that only counts events (occurrences of ``{"id":`` in text frames)."""
+    """A WebSocket client that only counts events (occurrences of ``{"id":`` in text frames).
+
+    Streaming: a frame's payload is counted in place in each chunk the transport hands over
+    (no copy into a reassembly buffer), so large array frames (``batch=1``) cost the client one
+    C-level ``bytes.count`` per chunk; a mark split across two chunks is found from the last 5
+    bytes of the previous chunk. Also counts the data frames (frames with >= 1 event) and their
+    payload bytes, so two servers' framing can be compared.
+    """
 
     def __init__(self, path: str, total: list[int], done: asyncio.Event | None = None, target: int = 0) -> None:
         self.path = path
         self.total = total
         self.done = done
         self.target = target
-        self.buf = bytearray()
+        self.buf = bytearray()  # the handshake response until it is complete
         self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.hello = asyncio.get_running_loop().create_future()
         self.events = 0
+        self.frames = 0  # data frames (holding >= 1 event)
+        self.payload_bytes = 0  # payload bytes of those frames
+        self._hdr = b""  # a frame header split across chunks
+        self._left = 0  # payload bytes of the current frame still to come
+        self._len = 0  # the current frame's payload length
+        self._text = False
+        self._cur = 0  # events counted in the current frame
+        self._tail = b""  # last <= 5 payload bytes of the current frame (a mark split across chunks)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -262,50 +374,83 @@ class RawClient(asyncio.Protocol):
             ).encode()
         )
 
-    def data_received(self, data: bytes) -> None:
+    def _handshake(self, data: bytes) -> bytes | None:
+        """Feed handshake bytes; the bytes after the response once it is complete, else None."""
         buf = self.buf
         buf += data
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            return None
+        if not buf.startswith(b"HTTP/1.1 101"):
+            self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
+            return None
+        rest = bytes(buf[i + 4 :])
+        buf.clear()
+        self.open.set_result(None)
+        return rest
+
+    def data_received(self, data: bytes) -> None:
         if not self.open.done():
-            i = buf.find(b"\r\n\r\n")
-            if i < 0:
+            rest = self._handshake(data)
+            if not rest:
                 return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.open.set_exception(RuntimeError(bytes(buf[:400]).decode()))
-                return
-            del buf[: i + 4]
-            self.open.set_result(None)
+            data = rest
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         pos = 0
-        n = len(buf)
+        n = len(data)
         count = 0
-        while n - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            if b1 == 126:
-                if n - pos < 4:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                hl = 4
-            elif b1 == 127:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                hl = 10
-            else:
-                ln = b1
-                hl = 2
-            if n - pos < hl + ln:
+        while pos < n:
+            left = self._left
+            if left:
+                end = pos + left if n - pos > left else n
+                if self._text:
+                    c = data.count(_MARK, pos, end)
+                    tail = self._tail
+                    if tail:  # a mark split between the previous chunk and this one
+                        c += (tail + data[pos : pos + 5]).count(_MARK)
+                    self._cur += c
+                    count += c
+                    if end - pos >= 5:
+                        self._tail = data[end - 5 : end]
+                    else:
+                        self._tail = (tail + data[pos:end])[-5:]
+                self._left = left - (end - pos)
+                pos = end
+                if not self._left:
+                    self._frame_end()
+                continue
+            h = self._hdr + data[pos : pos + 10] if self._hdr else data[pos : pos + 10]
+            if len(h) < 2:
+                self._hdr = h
                 break
-            if not self.hello.done():
-                self.hello.set_result(None)
-            if buf[pos] & 0x0F == 1:
-                count += buf.count(_MARK, pos + hl, pos + hl + ln)
-            pos += hl + ln
-        if pos:
-            del buf[:pos]
+            b1 = h[1] & 0x7F
+            hl = 4 if b1 == 126 else 10 if b1 == 127 else 2
+            if len(h) < hl:
+                self._hdr = h
+                break
+            ln = int.from_bytes(h[2:4], "big") if b1 == 126 else int.from_bytes(h[2:10], "big") if b1 == 127 else b1
+            pos += hl - len(self._hdr)
+            self._hdr = b""
+            self._text = h[0] & 0x0F == 1
+            self._len = self._left = ln
+            self._cur = 0
+            self._tail = b""
+            if not ln:
+                self._frame_end()
         if count:
             self.events += count
             self.total[0] += count
             if self.done is not None and self.total[0] >= self.target:
                 self.done.set()
+
+    def _frame_end(self) -> None:
+        if self._cur:
+            self.frames += 1
+            self.payload_bytes += self._len
+        if not self.hello.done():
+            self.hello.set_result(None)
 
 
 async def open_clients(port: int, path: str, n: int, total: list[int], done: asyncio.Event, target: int, wait_hello: bool) -> list[RawClient]:
@@ -335,6 +480,77 @@ def close_clients(clients: list[RawClient]) -> None:
 # =========================================================================== benchmarks
 
 
+async def fanout_frames_one(kind: str, subs: int, events: int, per: int) -> dict[str, Any]:
+    """One run of the issue-11 fan-out: ``events`` events in frames of ``per`` to ``subs`` clients."""
+    srv = ServerProc(kind)
+    try:
+        if kind == "cdc":
+            first = int(srv.command(f"prep {events} {per}", "PREPPED").split()[1])
+            path = "/ws/events?batch=1"
+        else:
+            srv.command(f"prep {events} {per} 1", "PREPPED")
+            path = "/"
+        total = [0]
+        done = asyncio.Event()
+        target = subs * events
+        clients = await open_clients(srv.port, path, subs, total, done, target, wait_hello=kind == "cdc")
+        await asyncio.sleep(0.5)
+        cpu0, my0 = srv.cpu_s(), time.process_time()
+        t0 = time.perf_counter()
+        srv.command("send")
+        await asyncio.wait_for(done.wait(), 300)
+        dt = time.perf_counter() - t0
+        cpu, my = srv.cpu_s() - cpu0, time.process_time() - my0
+        frames = sum(c.frames for c in clients)
+        nbytes = sum(c.payload_bytes for c in clients)
+        close_clients(clients)
+        return {
+            "events_per_s": target / dt,
+            "s": dt,
+            "server_cpu_s": cpu,
+            "client_cpu_s": my,
+            "frames_per_sub": frames / subs,
+            "bytes_per_event": nbytes / target,
+            **({"first_id": first} if kind == "cdc" else {}),
+        }
+    finally:
+        srv.close()
+
+
+async def bench_fanout() -> dict[str, Any]:
+    """Issue 11: 500 ``batch=1`` subscribers; the same events in the same framing on both sides.
+
+    cdc: the events (pre-built KeyChange Structs) are emitted on the daemon's bus in chunks of
+    100 with the bus's commit size capped at 100, so every journal commit (fsync per commit, the
+    default) is one chunk and each ``batch=1`` subscriber gets one JSON array frame of 100
+    events per commit. Bare: a ``websockets`` server with defaults ``broadcast()``-ing the same
+    frames pre-built (byte-identical JSON, ids from 1), one frame per loop turn. The same raw
+    client counts events on both sides; events/s = subscribers x events / (send -> last event
+    at the last client). Best of ``CDC_BENCH_RUNS`` (3) runs, alternating bare/cdc.
+    """
+    subs = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "500"))
+    events = int(os.environ.get("CDC_BENCH_FANOUT_EVENTS", "20000"))
+    per = int(os.environ.get("CDC_BENCH_FANOUT_FRAME", "100"))
+    res: dict[str, list[dict[str, Any]]] = {"bare": [], "cdc": []}
+    for _ in range(int(os.environ.get("CDC_BENCH_RUNS", "3"))):
+        for kind in ("bare", "cdc"):
+            res[kind].append(await fanout_frames_one(kind, subs, events, per))
+    best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in res.items()}
+    out: dict[str, Any] = {"subscribers": subs, "events": events, "events_per_frame": per}
+    for k in ("bare", "cdc"):
+        b = best[k]
+        out[k] = {
+            "events_per_s": round(b["events_per_s"]),
+            "server_cpu_us_per_delivery": round(b["server_cpu_s"] * 1e6 / (subs * events), 3),
+            "client_cpu_share": round(b["client_cpu_s"] / b["s"], 2),
+            "frames_per_sub": b["frames_per_sub"],
+            "bytes_per_event": round(b["bytes_per_event"], 1),
+        }
+    out["ratio_cdc_over_bare"] = round(best["cdc"]["events_per_s"] / best["bare"]["events_per_s"], 3)
+    out["runs_events_per_s"] = {k: [round(r["events_per_s"]) for r in v] for k, v in res.items()}
+    return out
+
+
 async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
     srv = ServerProc(kind)
     try:
@@ -354,8 +570,10 @@ async def fanout_one(kind: str, subs: int, events: int, batch: int) -> float:
         srv.close()
 
 
-async def bench_fanout() -> dict[str, Any]:
-    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT: issue 11's 500 batch=1 variant
+async def bench_fanout_issue3() -> dict[str, Any]:
+    """Issue 3's fan-out (the figure before session 15): 1,000 subscribers, one frame per event on
+    both sides, cdc emitting 10 events per ``bus.emit`` with commits uncapped."""
+    # CDC_BENCH_FANOUT_SUBS / _QUERY (e.g. "?batch=1") / _EMIT
     subs, events = int(os.environ.get("CDC_BENCH_FANOUT_SUBS", "1000")), 500
     batch = int(os.environ.get("CDC_BENCH_FANOUT_EMIT", "10"))  # events per bus.emit (bare: per loop turn)
     res: dict[str, list[float]] = {"bare": [], "cdc": []}
@@ -393,44 +611,107 @@ async def memory_one(kind: str, subs: int) -> float:
 
 
 async def bench_memory() -> dict[str, Any]:
-    subs = 10_000
+    """RSS delta of the server process per idle subscriber: RSS 0.3 s after start-up vs 2 s after
+    ``CDC_BENCH_MEM_SUBS`` (default 10,000) clients connected (cdc: ``/ws/events``, no filter, each
+    got its hello), against a bare ``websockets`` server with defaults holding as many."""
+    subs = int(os.environ.get("CDC_BENCH_MEM_SUBS", "10000"))
     bare = await memory_one("bare", subs)
     cdc = await memory_one("cdc", subs)
     return {"subscribers": subs, "bare_bytes_per_sub": round(bare), "cdc_bytes_per_sub": round(cdc), "ratio_cdc_over_bare": round(cdc / bare, 3)}
 
 
-async def bench_replay() -> dict[str, Any]:
-    n = 1_000_000
-    srv = ServerProc("cdc", str(n))
-    try:
-        # baseline: the raw LMDB read of the same values in this process
-        import lmdb
+def raw_lmdb_iterate(path: str) -> dict[str, Any]:
+    """The replay baseline, independent of the journal's layout: open the LMDB env read-only,
+    list the named databases (the keys of the main database), iterate every value of every one
+    of them with a cursor (``iternext(keys=False, values=True)``) and sum their lengths."""
+    import lmdb
 
-        env = lmdb.open(os.path.join(srv.tmp, "journal"), max_dbs=4, readonly=True, lock=False)
-        ev = env.open_db(b"ev", create=False)
+    env = lmdb.open(path, max_dbs=64, readonly=True, subdir=os.path.isdir(path))
+    try:
         t0 = time.perf_counter()
         with env.begin(buffers=False) as txn:
-            c = 0
-            for _v in txn.cursor(db=ev).iternext(keys=False, values=True):
-                c += 1
-        lmdb_s = time.perf_counter() - t0
+            names = [k for k in txn.cursor().iternext(keys=True, values=False)]
+            values = nbytes = 0
+            dbs = []
+            for name in names:
+                try:
+                    db = env.open_db(name, txn=txn, create=False)
+                except lmdb.Error:  # a plain key of the main database, not a named database
+                    continue
+                dbs.append(name.decode(errors="replace"))
+                for v in txn.cursor(db=db).iternext(keys=False, values=True):
+                    values += 1
+                    nbytes += len(v)
+        return {"s": time.perf_counter() - t0, "values": values, "bytes": nbytes, "dbs": dbs}
+    finally:
         env.close()
+
+
+async def bench_replay() -> dict[str, Any]:
+    """Journal replay to one ``since=0&batch=1`` subscriber vs raw LMDB cursor iteration.
+
+    The daemon's journal is filled first (``CDC_BENCH_REPLAY_EVENTS``, default 1,000,000 key
+    changes without values, through ``Journal.append`` in chunks of 20,000, before the daemon
+    starts on it). (a) :func:`raw_lmdb_iterate` over that journal's env, in this process; (b) the
+    daemon replays the whole journal to one raw client (``/ws/events?since=0&batch=1``): time from
+    connect to the last event. Best of 3 each; ratio = (b) / (a) in events per second.
+    """
+    n = int(os.environ.get("CDC_BENCH_REPLAY_EVENTS", "1000000"))
+    t_fill = time.perf_counter()
+    srv = ServerProc("cdc", str(n))
+    fill_s = time.perf_counter() - t_fill
+    try:
+        raws = [raw_lmdb_iterate(os.path.join(srv.tmp, "journal")) for _ in range(3)]
+        raw = min(raws, key=lambda r: r["s"])
         results = []
         for _ in range(3):
             total = [0]
             done = asyncio.Event()
+            cpu0, my0 = srv.cpu_s(), time.process_time()
             t0 = time.perf_counter()
             clients = await open_clients(srv.port, "/ws/events?since=0&batch=1", 1, total, done, n, wait_hello=False)
             await asyncio.wait_for(done.wait(), 120)
-            results.append(n / (time.perf_counter() - t0))
+            dt = time.perf_counter() - t0
+            results.append((n / dt, clients[0].payload_bytes, clients[0].frames, srv.cpu_s() - cpu0, time.process_time() - my0))
             close_clients(clients)
-        return {"events": n, "cdc_events_per_s": round(max(results)), "runs": [round(r) for r in results], "lmdb_iterate_events_per_s": round(c / lmdb_s)}
+        best = max(results)
+        raw_eps = n / raw["s"]
+        return {
+            "events": n,
+            "fill_and_start_s": round(fill_s, 1),
+            "raw_lmdb": {
+                "events_per_s": round(raw_eps),
+                "s": round(raw["s"], 3),
+                "values": raw["values"],
+                "mb": round(raw["bytes"] / 1e6, 1),
+                "dbs": raw["dbs"],
+                "runs_s": [round(r["s"], 3) for r in raws],
+            },
+            "cdc_replay": {
+                "events_per_s": round(best[0]),
+                "mb_sent": round(best[1] / 1e6, 1),
+                "frames": best[2],
+                "runs_events_per_s": [round(r[0]) for r in results],
+                "runs_daemon_cpu_s": [round(r[3], 3) for r in results],
+                "runs_client_cpu_s": [round(r[4], 3) for r in results],
+            },
+            "ratio_cdc_over_raw": round(best[0] / raw_eps, 3),
+        }
     finally:
         srv.close()
 
 
+_LAT_EVENT = re.compile(rb'"timestamp":(\d+),[^{}]*?"value":"(\d+)"')
+
+
 class LatencyClient(RawClient):
-    """Raw client recording write -> receive latency from the value (the write's wall time in ns)."""
+    """Raw client recording write -> receive latency from the value (the write's wall time in ns).
+
+    Cheap per chunk, so that the client (one process, 20 connections) adds little delay: one
+    regex pass over each received chunk finds every event's capture timestamp and value (frame
+    headers are not parsed: the pattern cannot span two events, and an event cut at the chunk's
+    end is kept for the next chunk). Needs ``values=1`` and events whose value is the write's
+    wall time in ns (the writer's ``paced`` command)."""
 
     def __init__(self, path: str, lat: list[float], cap: list[float], total: list[int], done: asyncio.Event, target: int) -> None:
         super().__init__(path, total, done, target)
@@ -439,45 +720,42 @@ class LatencyClient(RawClient):
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
-        if self.open.done():
+        if not self.open.done():
+            rest = self._handshake(data)
+            if not rest:
+                return
+            data = rest
+        if self.buf:
             self.buf += data
-            buf = self.buf
-            # frames are small here: payload < 126 bytes or a 16-bit length
-            pos = 0
-            n = len(buf)
-            while n - pos >= 2:
-                b1 = buf[pos + 1] & 0x7F
-                hl = 4 if b1 == 126 else 2
-                if n - pos < hl:
-                    break
-                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big") if b1 == 126 else b1
-                if n - pos < hl + ln:
-                    break
-                frame = bytes(buf[pos + hl : pos + hl + ln])
-                pos += hl + ln
-                i = frame.find(b'"value":"')
-                if i < 0:
-                    continue
-                v = int(frame[i + 9 : frame.index(b'"', i + 9)])
-                t = frame.find(b'"timestamp":')
-                ts = int(frame[t + 12 : frame.index(b",", t + 12)])
-                self.lat.append((now - v) / 1e6)
-                self.cap.append(ts - v / 1e6)
-                self.total[0] += 1
-                if self.total[0] >= self.target and self.done is not None:
-                    self.done.set()
-            del buf[:pos]
-            return
-        super().data_received(data)
-        if self.open.done() and self.buf:
-            rest = bytes(self.buf)
+            data = bytes(self.buf)
             self.buf.clear()
-            self.data_received(rest)
+        end = 0
+        found = 0
+        lat, cap = self.lat, self.cap
+        for m in _LAT_EVENT.finditer(data):
+            v = int(m[2])
+            lat.append((now - v) / 1e6)
+            cap.append(int(m[1]) - v / 1e6)
+            end = m.end()
+            found += 1
+        rest = data.rfind(b'{"id":', end)  # an event not complete yet
+        if rest >= 0:
+            self.buf += data[rest:]
+        if found:
+            self.total[0] += found
+            if self.total[0] >= self.target and self.done is not None:
+                self.done.set()
 
 
-async def bench_latency() -> dict[str, Any]:
+async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> dict[str, Any]:
+    """Write -> subscriber latency: ``count`` single puts paced at ``rate``/s by the writer process
+    (which stamps each value with the wall time just before its write and paces by sleeping, no
+    busy wait: a write that is late goes out at once), real capture, journal with fsync per
+    commit (the daemon's default), ``subs`` subscribers (``values=1``, one frame per event)."""
     from tests.harness.writers import StoreWriter
 
+    rate = int(os.environ.get("CDC_BENCH_LAT_RATE", rate))
+    count = int(os.environ.get("CDC_BENCH_LAT_COUNT", count))
     tmp = tempfile.mkdtemp(prefix="cdcbench-lat-")
     db = os.path.join(tmp, "db")
     with StoreWriter(db) as w:
@@ -486,8 +764,6 @@ async def bench_latency() -> dict[str, Any]:
         try:
             lat: list[float] = []
             cap: list[float] = []  # write -> capture timestamp
-            count = 5000
-            subs = 20
             total = [0]
             done = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -497,26 +773,43 @@ async def bench_latency() -> dict[str, Any]:
                 await loop.create_connection(lambda c=c: c, "127.0.0.1", srv.port)
                 await asyncio.wait_for(c.open, 10)
                 clients.append(c)
-
-            await asyncio.to_thread(paced_puts, w, count)
-            await asyncio.wait_for(done.wait(), 60)
+            (u0, s0), my0, t0 = srv.cpu_split(), time.process_time(), time.perf_counter()
+            ans = await asyncio.to_thread(w.cmd, "paced", count=count, rate=rate, prefix="lat", spin=False)
+            await asyncio.wait_for(done.wait(), 120)
+            wall = time.perf_counter() - t0
+            u1, s1 = srv.cpu_split()
+            cpu, my = u1 - u0 + s1 - s0, time.process_time() - my0
             close_clients(clients)
-            lat.sort()
-            cap.sort()
-            return {
-                "writes": count,
-                "rate_per_s": 1000,
-                "subscribers": subs,
-                "p50_ms": round(lat[len(lat) // 2], 2),
-                "p99_ms": round(lat[int(len(lat) * 0.99)], 2),
-                "max_ms": round(lat[-1], 2),
-                "capture_p50_ms": round(cap[len(cap) // 2], 2),
-                "capture_p99_ms": round(cap[int(len(cap) * 0.99)], 2),
-            }
         finally:
             srv.close()
             w.kill()
             shutil.rmtree(tmp, ignore_errors=True)
+    lat.sort()
+    cap.sort()
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
+
+    return {
+        "writes": count,
+        "rate_per_s": rate,
+        "achieved_rate_per_s": round(count / float(ans["elapsed_s"])),
+        "subscribers": subs,
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "p999_ms": pct(lat, 0.999),
+        "max_ms": round(lat[-1], 2),
+        "capture_p50_ms": pct(cap, 0.5),
+        "capture_p99_ms": pct(cap, 0.99),
+        "daemon_cpu_share": round(cpu / wall, 2),
+        "daemon_cpu_us_per_write": {"user": round((u1 - u0) * 1e6 / count), "sys": round((s1 - s0) * 1e6 / count)},
+        "client_cpu_share": round(my / wall, 2),
+    }
+
+
+async def bench_latency10k() -> dict[str, Any]:
+    """The same at 10,000 writes/s (30,000 writes)."""
+    return await bench_latency(10_000, 30_000)
 
 
 async def bench_throughput() -> dict[str, Any]:
@@ -545,7 +838,7 @@ async def bench_throughput() -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-BENCHES = {"fanout": bench_fanout, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "throughput": bench_throughput}
+BENCHES = {"fanout": bench_fanout, "fanout_issue3": bench_fanout_issue3, "memory": bench_memory, "replay": bench_replay, "latency": bench_latency, "latency10k": bench_latency10k, "throughput": bench_throughput}
 
 
 def paced_puts(w: Any, count: int, rate: float = 1000.0) -> None:
@@ -565,20 +858,26 @@ async def run_named(benches: dict[str, Any], names: list[str]) -> None:
     raise_nofile()
     for name in names:
         t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
         res = await benches[name]()
         res["bench_s"] = round(time.perf_counter() - t0, 1)
+        res["load_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]  # before, after: the machine is shared
         print(json.dumps({name: res}), flush=True)
 
 
+GROUPS = {"issue11": ["fanout", "latency", "latency10k", "memory", "replay"]}
+"""Named groups of benches: ``issue11`` = the delivery rows of issue 11's targets (BENCHMARKS.md)."""
+
+
 async def main(names: list[str]) -> None:
-    await run_named(BENCHES, names)
+    await run_named(BENCHES, [b for name in names for b in GROUPS.get(name, [name])])
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
         server_main(sys.argv[2:])
     else:
-        unknown = [a for a in sys.argv[1:] if a not in BENCHES]
+        unknown = [a for a in sys.argv[1:] if a not in BENCHES and a not in GROUPS]
         if unknown:
-            sys.exit(f"usage: bench_delivery.py [{' | '.join(BENCHES)}]...  (unknown: {' '.join(unknown)})")
+            sys.exit(f"usage: bench_delivery.py [{' | '.join([*BENCHES, *GROUPS])}]...  (unknown: {' '.join(unknown)})")
         asyncio.run(main(sys.argv[1:] or list(BENCHES)))

@@ -25,6 +25,11 @@ from cdc.sources.inotify import WalGrabber
 log = logging.getLogger("cdc.capture")
 
 
+WATCH_GROUPING_MS = (100, 20)
+"""(debounce, step) of the watchfiles loop while the inotify thread wakes capture on writes: a
+change is reported at most 100 ms after it (20 ms after the last of a burst)."""
+
+
 class WatchMixin:
     """Notifications -> wake-ups (see module docstring)."""
 
@@ -52,12 +57,17 @@ class WatchMixin:
             if ctx.stop.is_set():
                 return
             self._arm_grabber()
+            # With the inotify thread waking capture on WAL writes and opening new WALs, these
+            # notifications are only hints for the rest (CURRENT/MANIFEST, dir changes): group
+            # them over longer windows, or a busy WAL costs a thread hop per write (step) or
+            # every 5 ms (debounce) for nothing.
+            debounce, step = WATCH_GROUPING_MS if self._write_wakes else (5, 1)
             try:
                 async for changes in watchfiles.awatch(
                     *paths,
                     watch_filter=self._watch_filter,
-                    debounce=5,
-                    step=1,
+                    debounce=debounce,
+                    step=step,
                     stop_event=restart,
                     recursive=True,
                     rust_timeout=max(100, int(self._ctx.config.rescan_interval_s * 1000)),

@@ -4,8 +4,10 @@ The hub writes pre-encoded frames straight into a connection without awaiting (t
 never waits for a subscriber) and the server front-end sees a connection's bytes before
 websockets' handshake parser does. Neither is public API, so both live here:
 
-- :func:`write_frames`: ``protocol.state``, ``protocol.send_text`` / ``send_binary`` and
-  ``ServerConnection.send_data()`` (the same calls ``websockets.asyncio.server.broadcast`` makes);
+- :func:`write_frames`: ``protocol.state``, ``protocol.extensions``, ``protocol.writes``,
+  ``ServerConnection.send_data()`` and ``transport``: the frames are encoded once per list (a
+  filter group's subscribers share it) and written straight into the transport, the bytes
+  ``protocol.send_text`` / ``send_binary`` would queue (``broadcast()`` encodes per connection);
 - :func:`is_paused` / :func:`wait_writable`: ``ServerConnection.paused`` and ``drain()``
   (the transport's high-water-mark flow control);
 - :func:`abort` / :func:`lost_waiter`: ``transport.abort()`` and ``connection_lost_waiter``;
@@ -38,23 +40,68 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 from websockets.protocol import State
 
-__all__ = ["FrontConnection", "write_frames", "is_paused", "wait_writable", "abort", "lost_waiter", "forget_handshake", "ServerConnection"]
+__all__ = ["FrontConnection", "write_frames", "encode_frames", "is_paused", "wait_writable", "abort", "lost_waiter", "forget_handshake", "ServerConnection"]
 
 _OPEN = State.OPEN
 _CONNECTING = State.CONNECTING
 
 
+_TEXT = 0x81  # FIN + text opcode
+_BINARY = 0x82  # FIN + binary opcode
+
+
+def encode_frames(frames: list[bytes], text: bool) -> bytes:
+    """The bytes of ``frames`` as unfragmented, unmasked server frames (RFC 6455 5.2) with no
+    extension: what websockets' ``Frame.serialize`` writes for a server without compression."""
+    op = _TEXT if text else _BINARY
+    parts: list[bytes] = []
+    for f in frames:
+        n = len(f)
+        if n < 126:
+            parts.append(bytes((op, n)))
+        elif n < 0x10000:
+            parts.append(bytes((op, 126)) + n.to_bytes(2, "big"))
+        else:
+            parts.append(bytes((op, 127)) + n.to_bytes(8, "big"))
+        parts.append(f)
+    return b"".join(parts)
+
+
+_last: tuple[list[bytes] | None, bool, bytes] = (None, True, b"")
+"""The last frames list encoded (kept alive, so its identity cannot be reused), its text flag and
+its bytes: the hub hands one list to every subscriber of a filter group in turn."""
+
+
 def write_frames(conn: ServerConnection, frames: list[bytes], text: bool) -> bool:
     """Write already-encoded messages into the transport now, never waiting; False when the
-    connection is not open or the transport is broken (its handler sees the close)."""
+    connection is not open or the transport is broken (its handler sees the close).
+
+    Fast path (no extension negotiated, the server's case: ``compression=None``): the frames are
+    encoded by :func:`encode_frames` once per list and written with one ``transport.write``, the
+    same bytes websockets' ``send_text``/``send_binary`` + ``send_data`` would write frame by
+    frame; anything websockets queued before (a pong, a close) goes out first. A frames list must
+    not change once written (the hub builds a new list per fan-out; queued lists stay as built).
+    """
+    global _last
     proto = conn.protocol
     if proto.state is not _OPEN:
         return False
-    send = proto.send_text if text else proto.send_binary
     try:
-        for f in frames:
-            send(f)
-        conn.send_data()
+        if proto.extensions or proto.expect_continuation_frame:
+            send = proto.send_text if text else proto.send_binary
+            for f in frames:
+                send(f)
+            conn.send_data()
+            return True
+        last = _last
+        if last[0] is frames and last[1] is text:
+            data = last[2]
+        else:
+            data = encode_frames(frames, text)
+            _last = (frames, text, data)
+        if proto.writes:
+            conn.send_data()
+        conn.transport.write(data)
     except Exception:  # noqa: BLE001 - a broken transport: the handler sees the close and cleans up
         return False
     return True

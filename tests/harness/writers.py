@@ -23,7 +23,8 @@ Protocol (one JSON object per line on the child's stdin, one JSON answer per lin
     {"op": "put_many", "count": N, "batch": B, "prefix": P, "start": I, "value_size": S, "cf": NAME?}
         N puts of keys P + "%010d" % i in WriteBatches of B; answers {"elapsed_s": ..., "seq": ...}
     {"op": "paced", "count": N, "rate": R, "prefix": P, "start": I}
-        N single puts at R puts/s, each value = the wall time in ns of the write (bench latency)
+        N single puts at R puts/s, each value = the wall time in ns of the write (bench latency);
+        "spin": false sleeps whenever ahead of schedule (no busy wait; late writes catch up at once)
     {"op": "flush", "cf": NAME?}   {"op": "flush_wal"}   {"op": "compact", "cf": NAME?}
     {"op": "create_cf", "name": NAME}   {"op": "drop_cf", "name": NAME}   {"op": "seq"}
     {"op": "reopen"}  close the DB cleanly and open it again with the same spec (rocksdb)
@@ -402,6 +403,7 @@ class _Child:
             count, rate = int(msg["count"]), float(msg["rate"])
             prefix = str(msg.get("prefix", "p")).encode()
             start = int(msg.get("start", 0))
+            spin = bool(msg.get("spin", True))  # False: sleep even < 2 ms ahead (a late write catches up)
             t0 = time.perf_counter()
             for n in range(count):
                 due = t0 + n / rate
@@ -409,7 +411,7 @@ class _Child:
                     d = due - time.perf_counter()
                     if d <= 0:
                         break
-                    time.sleep(d if d > 0.002 else 0)
+                    time.sleep(d if d > 0.002 or not spin else 0)
                 wb = self._new_batch()
                 wb.put(prefix + b"%010d" % (start + n), b"%d" % time.time_ns())
                 self._write(wb)
