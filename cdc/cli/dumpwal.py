@@ -60,7 +60,16 @@ from cdc.errors import CdcError, FormatError, StoreError
 from cdc.format.blocks import LogReader
 from cdc.format.manifest import ManifestState
 from cdc.sources.store import detect_store, list_wal_files, load_manifest
-from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader, _decode_batch, decode_entity
+from cdc.format.wal import (
+    SEQ_PER_BATCH,
+    SEQ_PER_KEY,
+    Batch,
+    SeqNumbering,
+    WalReader,
+    _decode_batch,
+    decode_entity,
+    seq_scheme_evidence,
+)
 
 _READ_CHUNK = 1 << 18  # small pieces keep the live objects (and page faults) few
 _FLUSH_BYTES = 1 << 20
@@ -469,42 +478,52 @@ class _KeysOnly:
     # -- one WriteBatch of n Puts with equal key and value lengths (bulk loads)
 
     def batch(self, payload: bytes, log_number: int, offset: int, leveldb: bool) -> Any:
-        """``WalReader.batch_decoder``: rendered lines, or the general decoder's Batch."""
-        fast = self.fast
-        if fast is not None and not leveldb:
-            # C: any batch of default-CF Puts with printable keys (a superset of the below)
-            lines = fast.batch(payload, offset, self.mid, self.tail)
-            if lines is not None:
-                self.rendered += 1
-                return lines
-            return _decode_batch(payload, log_number, offset, leveldb)
-        n = len(payload)
-        if n > 16 and payload[12] == 1 and not leveldb:
-            count = int.from_bytes(payload[8:12], "little")
-            k = payload[13]
-            if count >= _MIN_RUN and k < 0x80 and 14 + k < n:
-                v = payload[14 + k]
-                if v >= 0x80 and 15 + k < n:
-                    v = (v & 0x7F) | (payload[15 + k] << 7)
-                vb = _varint_bytes(v)
-                stride = 2 + k + len(vb) + v
-                if n == 12 + count * stride:
-                    rx = self._batch_rx.get((k, v))
-                    if rx is None:
-                        rx = re.compile(
-                            b"\x01" + re.escape(bytes([k])) + b"(.{%d})" % k + re.escape(vb) + b".{%d}" % v, re.S
-                        )
-                        self._batch_rx[(k, v)] = rx
-                    keys = rx.findall(payload, 12)
-                    # count non-overlapping matches of `stride` bytes in count*stride bytes tile them
-                    if len(keys) == count and _json_safe(b"".join(keys)):
-                        seq0 = int.from_bytes(payload[:8], "little")
-                        args: list[Any] = [None] * (2 * count)
-                        args[0::2] = range(seq0, seq0 + count)
-                        args[1::2] = keys
-                        self.rendered += 1
-                        return (self.line_at % offset * count) % tuple(args)
-        return _decode_batch(payload, log_number, offset, leveldb)
+        """``WalReader.batch_decoder``: rendered lines, or the general decoder's Batch.
+
+        Renders per key only while the records so far are not numbered per batch: the first
+        decoded record that says "per batch" (a WritePrepared/Unprepared marker, or data closed
+        by a Noop) turns the multi-Put rendering off for the rest of the WAL (``multi``), so that
+        the formatter numbers what follows, as without this fast path.
+        """
+        if self.multi and not leveldb:
+            fast = self.fast
+            if fast is not None:
+                # C: any batch of default-CF Puts with printable keys (a superset of the below)
+                lines = fast.batch(payload, offset, self.mid, self.tail)
+                if lines is not None:
+                    self.rendered += 1
+                    return lines
+            else:
+                n = len(payload)
+                if n > 16 and payload[12] == 1:
+                    count = int.from_bytes(payload[8:12], "little")
+                    k = payload[13]
+                    if count >= _MIN_RUN and k < 0x80 and 14 + k < n:
+                        v = payload[14 + k]
+                        if v >= 0x80 and 15 + k < n:
+                            v = (v & 0x7F) | (payload[15 + k] << 7)
+                        vb = _varint_bytes(v)
+                        stride = 2 + k + len(vb) + v
+                        if n == 12 + count * stride:
+                            rx = self._batch_rx.get((k, v))
+                            if rx is None:
+                                rx = re.compile(
+                                    b"\x01" + re.escape(bytes([k])) + b"(.{%d})" % k + re.escape(vb) + b".{%d}" % v, re.S
+                                )
+                                self._batch_rx[(k, v)] = rx
+                            keys = rx.findall(payload, 12)
+                            # count non-overlapping matches of `stride` bytes in count*stride bytes tile them
+                            if len(keys) == count and _json_safe(b"".join(keys)):
+                                seq0 = int.from_bytes(payload[:8], "little")
+                                args: list[Any] = [None] * (2 * count)
+                                args[0::2] = range(seq0, seq0 + count)
+                                args[1::2] = keys
+                                self.rendered += 1
+                                return (self.line_at % offset * count) % tuple(args)
+        b = _decode_batch(payload, log_number, offset, leveldb)
+        if len(b.ops) != b.count and self.multi and seq_scheme_evidence(b)[0] == SEQ_PER_BATCH:
+            self.multi = False  # markers (not counted) in the record: numbered per batch?
+        return b
 
     # -- consecutive unfragmented single-Put records of one length (one write per call)
 

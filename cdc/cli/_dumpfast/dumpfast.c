@@ -146,7 +146,7 @@ static inline char *put_u64(char *d, uint64_t v) {
 static unsigned char safe[256];
 
 static void safe_init(void) {
-    for (int c = 0; c < 256; c++) safe[c] = (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') || c == 0x7F;
+    for (int c = 0; c < 256; c++) safe[c] = c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
 /* ------------------------------------------------------------------ WriteBatch -> lines */
@@ -429,6 +429,15 @@ static PyObject *py_batch(PyObject *self, PyObject *const *args, Py_ssize_t narg
 }
 
 PyDoc_STRVAR(crc_doc, "crc32c(data) -> int: the CRC32C of data (for tests).");
+PyDoc_STRVAR(crc_table_doc, "crc32c_table(data) -> int: the same with the table code (for tests).");
+
+static PyObject *py_crc32c_table(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    uint32_t c = crc_sw((const unsigned char *)view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(c);
+}
 
 static PyObject *py_crc32c(PyObject *self, PyObject *arg) {
     Py_buffer view;
@@ -442,6 +451,7 @@ static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))py_scan, METH_FASTCALL, scan_doc},
     {"batch", (PyCFunction)(void (*)(void))py_batch, METH_FASTCALL, batch_doc},
     {"crc32c", py_crc32c, METH_O, crc_doc},
+    {"crc32c_table", py_crc32c_table, METH_O, crc_table_doc},
     {NULL, NULL, 0, NULL},
 };
 
