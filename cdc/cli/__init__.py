@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from typing import NoReturn
 
 __all__ = ["main"]
@@ -39,11 +40,21 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(rc)
     from cdc.cli.main import main as click_main
 
-    globals()["main"] = _entry  # importing the submodule rebinds the package attribute `main`
     click_main(argv)
 
 
-_entry = main
+class _Package(types.ModuleType):
+    """``cdc.cli.main`` stays this function when the submodule ``cdc.cli.main`` is imported
+    (the import system sets the package attribute to the submodule; before the lazy import, the
+    package bound the function last, and callers such as tests rely on ``cdc.cli.main(argv)``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "main" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def _plain_dump_wal(args: list[str]) -> tuple[str, bool] | None:
