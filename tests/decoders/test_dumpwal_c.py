@@ -110,6 +110,8 @@ def test_framing_edges(tmp_path, monkeypatch):
         "a MIDDLE without FIRST": physical(3, rec),
         "FIRST then FULL": physical(1, rec) + physical(2, rec[:5]) + physical(1, rec),
         "FIRST then FIRST": physical(2, rec[:5]) + physical(2, rec[5:]),
+        "FULL between FIRST and LAST": physical(2, rec[:5]) + physical(1, rec[5:9]) + physical(4, rec[9:]),
+        "FIRST MIDDLE LAST": physical(2, rec[:5]) + physical(3, rec[5:9]) + physical(4, rec[9:]) + physical(1, rec),
         "recyclable record": physical(1, rec) + physical(5, rec, 42),
         "unknown type": physical(1, rec) + physical(20, rec),
         "metadata record (SetCompressionType)": physical(1, rec) + physical(9, struct.pack("<I", 0)),
@@ -181,12 +183,20 @@ def test_multi_put_batches_after_a_per_batch_wal(tmp_path, monkeypatch):
     d.mkdir()
     noop = b"\x0d"
     older = [batch(1, 2, put(b"a", b"1") + put(b"b", b"2") + noop)]  # a Noop is not counted
-    newer = [batch(2, 3, put(b"c", b"1") + put(b"d", b"2") + put(b"e", b"3")), batch(5, 1, put(b"f", b"1"))]
+    newer = [
+        batch(2, 3, put(b"c", b"1") + put(b"d", b"2") + put(b"e", b"3")),  # per key (weak evidence)
+        batch(5, 1, put(b"f", b"1")),
+        batch(6, 2, put(b"g", b"1") + put(b"h", b"2") + b"\x0b" + varstr(b"x")),  # says nothing: the last scheme
+    ]
     for name, recs in (("000001.log", older), ("000002.log", newer)):
         with open(d / name, "wb") as f:
             f.write(write_log(recs))
     out, err, code = dump_both(os.fspath(d), monkeypatch)
-    assert code == 0 and err == "" and out.count(b"\n") == 7  # the Noop has its line
+    assert code == 0 and err == "" and out.count(b"\n") == 10  # the Noop and the Commit have their line
+    assert out.splitlines()[-3:-1] == [
+        b'{"seq":6,"op":"put","cf":"default","key":"g","wal":2,"offset":58}',
+        b'{"seq":7,"op":"put","cf":"default","key":"h","wal":2,"offset":58}',
+    ]
 
 
 def test_dump_mode_c_really_uses_the_extension(tmp_path, monkeypatch):
