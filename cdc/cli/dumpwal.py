@@ -438,11 +438,15 @@ def _lanes(region: bytes, stride: int, first: int, width: int) -> bytearray:
 
 
 class _KeysOnly:
-    """Renders uniform runs for ``dump-wal`` without ``--values`` (see above)."""
+    """Renders uniform runs for ``dump-wal`` without ``--values`` (see above); with the
+    optional C renderer (``fast``), every run of default-CF Put records with printable keys,
+    with ``--values`` too (printable values)."""
 
-    def __init__(self, cf_default: str, wal: int, fast: Any = None) -> None:
+    def __init__(self, cf_default: str, wal: int, fast: Any = None, values: bool = False) -> None:
         self.fast = fast
         """The C renderer (cdc.cli._dumpfast) when built and allowed, else None."""
+        self.values = values
+        """Lines with values (``--values``): only the C renderer does those (``fast`` is set)."""
         cf = _json_str(cf_default).replace(b"%", b"%%")
         self.line = b'{"seq":%d,"op":"put","cf":' + cf + b',"key":"%s","wal":' + b"%d" % wal + b',"offset":%d}\n'
         self.head = b'{"seq":'
@@ -489,7 +493,7 @@ class _KeysOnly:
             fast = self.fast
             if fast is not None:
                 # C: any batch of default-CF Puts with printable keys (a superset of the below)
-                lines = fast.batch(payload, offset, self.mid, self.tail)
+                lines = fast.batch(payload, offset, self.mid, self.tail, self.values)
                 if lines is not None:
                     self.rendered += 1
                     return lines
@@ -539,7 +543,7 @@ class _KeysOnly:
         if self.fast is not None:
             # C: every accepted record (a superset of the runs below: any lengths, fragments,
             # multi-Put batches when numbered per key); it stops where this code would stop
-            lines, end, count = self.fast.scan(buf, base, i, self.mid, self.tail, self.multi)
+            lines, end, count = self.fast.scan(buf, base, i, self.mid, self.tail, self.multi, self.values)
             if not count:
                 return []
             log.consume(base + end)
@@ -768,8 +772,9 @@ def _dump_file(
     reader = WalReader(number, leveldb=leveldb)
     fmt.numbering.new_wal()
     keys_only: _KeysOnly | None = None
-    if not fmt.values and not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH"):
-        keys_only = _KeysOnly(fmt.names[0], number, _speedups())
+    fast = None if leveldb or os.environ.get("CDC_DUMPWAL_NO_FASTPATH") else _speedups()
+    if not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH") and (not fmt.values or fast is not None):
+        keys_only = _KeysOnly(fmt.names[0], number, fast, fmt.values)
         if fmt.numbering.scheme != SEQ_PER_BATCH:  # its multi-Put batches are numbered per key
             reader.batch_decoder = keys_only.batch
             keys_only.multi = True

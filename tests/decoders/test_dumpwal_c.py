@@ -51,7 +51,8 @@ def test_crc32c_matches_the_package():
             assert _dumpfast.crc32c_table(view) == crc32c(bytes(view))
 
 
-def test_lengths_fragments_and_batches(tmp_path, monkeypatch):
+@pytest.mark.parametrize("values", [False, True])
+def test_lengths_fragments_and_batches(tmp_path, monkeypatch, values):
     rng = random.Random(11)
     recs = []
     seq = 1
@@ -65,11 +66,12 @@ def test_lengths_fragments_and_batches(tmp_path, monkeypatch):
         recs.append(batch(seq, n, body))
         seq += n
     path = write(tmp_path, recs)
-    out, err, code = dump_both(path, monkeypatch)
+    out, err, code = dump_both(path, monkeypatch, values)
     assert code == 0 and err == "" and out.count(b"\n") == seq - 1
 
 
-def test_edges_left_to_the_python_reader(tmp_path, monkeypatch):
+@pytest.mark.parametrize("values", [False, True])
+def test_edges_left_to_the_python_reader(tmp_path, monkeypatch, values):
     def noncanonical(n: int) -> bytes:  # n as a 2-byte varint ending in 0x00
         return bytes([n | 0x80, 0])
 
@@ -94,12 +96,18 @@ def test_edges_left_to_the_python_reader(tmp_path, monkeypatch):
         batch(24, 1, put(b"\xff\xfe", b"v")),
         batch(25, 1, put(b"del\x7f", b"v")),
         batch(26, 1, b"\x01" + varint(1 << 21) + b"k"),  # a 4-byte varint (and too short)
+        batch(27, 1, put(b"k", b'q"uote')),  # values that JSON escapes or that are not ASCII
+        batch(28, 1, put(b"k", b"back\\slash")),
+        batch(29, 1, put(b"k", b"ctl\x00")),
+        batch(30, 1, put(b"k", "é".encode())),
+        batch(31, 1, put(b"k", b"\xff")),
+        batch(32, 2, put(b"k", b"ok") + put(b"k2", b"\x7f\x80")),
         b"short",  # not even a header
     ]
     for i, rec in enumerate(odd):
         recs = [batch(100 * i + j, 1, put(b"a%d" % j, b"v")) for j in range(5)] + [rec]
         recs += [batch(100 * i + 50 + j, 1, put(b"b%d" % j, b"v")) for j in range(5)]
-        dump_both(write(tmp_path, recs), monkeypatch)
+        dump_both(write(tmp_path, recs), monkeypatch, values)
 
 
 def test_framing_edges(tmp_path, monkeypatch):
@@ -122,10 +130,11 @@ def test_framing_edges(tmp_path, monkeypatch):
         with open(path, "wb") as f:
             f.write(data)
         dump_both(path, monkeypatch)
+        dump_both(path, monkeypatch, values=True)
         for cut in range(0, len(data), 3):
             with open(path, "wb") as f:
                 f.write(data[:cut])
-            dump_both(path, monkeypatch)
+            dump_both(path, monkeypatch, values=cut % 2 == 0)
 
 
 @settings(max_examples=80, deadline=None)
@@ -142,8 +151,9 @@ def test_framing_edges(tmp_path, monkeypatch):
     ),
     flips=st.lists(st.integers(0, 10**9), max_size=3),
     cut=st.one_of(st.none(), st.integers(0, 10**9)),
+    values=st.booleans(),
 )
-def test_generated(tmp_path_factory, records, flips, cut):
+def test_generated(tmp_path_factory, records, flips, cut, values):
     from _pytest.monkeypatch import MonkeyPatch
 
     mp = MonkeyPatch()
@@ -169,7 +179,7 @@ def test_generated(tmp_path_factory, records, flips, cut):
         path = os.fspath(tmp_path_factory.mktemp("gen") / "000005.log")
         with open(path, "wb") as fh:
             fh.write(bytes(data))
-        out, err, code = dump_both(path, mp)
+        out, err, code = dump_both(path, mp, values)
         if not flips and cut is None:
             assert code == 0 and out.count(b"\n") == total
     finally:
@@ -214,6 +224,9 @@ def test_dump_mode_c_really_uses_the_extension(tmp_path, monkeypatch):
     path = write(tmp_path, [batch(1 + i, 1, put(b"k%d" % i, b"v" * i)) for i in range(300)])
     out, err, code = dump_mode(path, monkeypatch, "c")
     assert code == 0 and sum(calls) == 300
+    calls.clear()
+    out, err, code = dump_mode(path, monkeypatch, "c", values=True)
+    assert code == 0 and sum(calls) == 300 and out.count(b'"value":"') == 300
     calls.clear()
     dump_mode(path, monkeypatch, "python")  # CDC_NO_SPEEDUPS=1
     assert calls == []

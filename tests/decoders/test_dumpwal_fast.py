@@ -34,7 +34,7 @@ MODES = ["general", "python"] + (["c"] if _speedups_built() else [])
 (CDC_NO_SPEEDUPS); c: the same with the optional C renderer cdc.cli._dumpfast (when built)."""
 
 
-def dump_mode(path: str, monkeypatch, mode: str) -> tuple[bytes, str, int]:
+def dump_mode(path: str, monkeypatch, mode: str, values: bool = False) -> tuple[bytes, str, int]:
     monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
     monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
     if mode == "general":
@@ -42,17 +42,18 @@ def dump_mode(path: str, monkeypatch, mode: str) -> tuple[bytes, str, int]:
     elif mode == "python":
         monkeypatch.setenv("CDC_NO_SPEEDUPS", "1")
     out, err = io.BytesIO(), io.StringIO()
-    code = run(path, values=False, out=out, err=err)
+    code = run(path, values=values, out=out, err=err)
     monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
     monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
     return out.getvalue(), err.getvalue(), code
 
 
-def dump_both(path: str, monkeypatch) -> tuple[bytes, str, int]:
-    """Dump in every mode; stdout, stderr and exit code must be identical to the general path's."""
-    slow = dump_mode(path, monkeypatch, "general")
+def dump_both(path: str, monkeypatch, values: bool = False) -> tuple[bytes, str, int]:
+    """Dump in every mode; stdout, stderr and exit code must be identical to the general path's.
+    (With ``values``, only the C renderer has a fast path.)"""
+    slow = dump_mode(path, monkeypatch, "general", values)
     for mode in MODES[1:]:
-        fast = dump_mode(path, monkeypatch, mode)
+        fast = dump_mode(path, monkeypatch, mode, values)
         assert fast[2] == slow[2] and fast[1] == slow[1], mode
         assert fast[0].splitlines() == slow[0].splitlines(), mode
         assert fast[0] == slow[0], mode

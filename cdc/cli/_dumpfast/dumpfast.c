@@ -14,6 +14,7 @@
  *
  *   {"seq":S,"op":"put","cf":<cf>,"key":"K","wal":W,"offset":O}\n
  *
+ * or, with `values`, ...,"offset":O,"value":"V"}\n (the value printable ASCII like the key),
  * with `mid` = ,"op":"put","cf":<cf>,"key":"  and `tail` = ","wal":W,"offset":  given by the
  * caller (so the column family name and the WAL number are rendered by Python).
  *
@@ -156,6 +157,7 @@ typedef struct {
     Py_ssize_t mid_len;
     const char *tail;
     Py_ssize_t tail_len;
+    int values; /* also print the value: ,"value":"V" after the offset (printable ASCII too) */
 } line_parts;
 
 static inline int varint32(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, uint32_t *out) {
@@ -213,10 +215,17 @@ static Py_ssize_t render_batch(obuf *o, const unsigned char *pl, Py_ssize_t n, u
         const unsigned char *key = pl + pos;
         pos += klen;
         if (!varint32(pl, n, &pos, &vlen) || (uint64_t)pos + vlen > (uint64_t)n) goto reject;
+        const unsigned char *value = pl + pos;
         pos += vlen;
         for (uint32_t k = 0; k < klen; k++)
             if (!safe[key[k]]) goto reject;
-        if (ob_reserve(o, 7 + 20 + lp->mid_len + klen + lp->tail_len + off_len + 2) < 0) return -1;
+        Py_ssize_t extra = 0;
+        if (lp->values) {
+            for (uint32_t k = 0; k < vlen; k++)
+                if (!safe[value[k]]) goto reject;
+            extra = 11 + vlen;
+        }
+        if (ob_reserve(o, 7 + 20 + lp->mid_len + klen + lp->tail_len + off_len + 2 + extra) < 0) return -1;
         char *d = o->p + o->len;
         memcpy(d, "{\"seq\":", 7);
         d = put_u64(d + 7, seq + r);
@@ -228,6 +237,13 @@ static Py_ssize_t render_batch(obuf *o, const unsigned char *pl, Py_ssize_t n, u
         d += lp->tail_len;
         memcpy(d, obuf_off, (size_t)off_len);
         d += off_len;
+        if (lp->values) {
+            memcpy(d, ",\"value\":\"", 10);
+            d += 10;
+            memcpy(d, value, vlen);
+            d += vlen;
+            *d++ = '"';
+        }
         d[0] = '}';
         d[1] = '\n';
         o->len = (d + 2) - o->p;
@@ -319,7 +335,7 @@ static Py_ssize_t scan_records(obuf *o, obuf *scratch, const unsigned char *buf,
 
 /* ------------------------------------------------------------------ Python API */
 
-static int get_parts(PyObject *mid, PyObject *tail, line_parts *lp) {
+static int get_parts(PyObject *mid, PyObject *tail, PyObject *values, line_parts *lp) {
     if (!PyBytes_Check(mid) || !PyBytes_Check(tail)) {
         PyErr_SetString(PyExc_TypeError, "mid and tail must be bytes");
         return -1;
@@ -328,7 +344,8 @@ static int get_parts(PyObject *mid, PyObject *tail, line_parts *lp) {
     lp->mid_len = PyBytes_GET_SIZE(mid);
     lp->tail = PyBytes_AS_STRING(tail);
     lp->tail_len = PyBytes_GET_SIZE(tail);
-    return 0;
+    lp->values = values ? PyObject_IsTrue(values) : 0;
+    return lp->values < 0 ? -1 : 0;
 }
 
 static PyObject *finish(obuf *o, PyObject *rest) {
@@ -346,13 +363,13 @@ static PyObject *finish(obuf *o, PyObject *rest) {
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(buf, base, start, mid, tail, multi) -> (lines: bytes, end: int, count: int)\n\n"
+             "scan(buf, base, start, mid, tail, multi, values=False) -> (lines: bytes, end: int, count: int)\n\n"
              "Render the leading run of accepted records of buf[start:] (buf[0] is at file offset base);\n"
              "end = index in buf after the last rendered record (start when none), count = lines.");
 
 static PyObject *py_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "scan() takes 6 arguments");
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "scan() takes 6 or 7 arguments");
         return NULL;
     }
     Py_buffer view;
@@ -361,7 +378,7 @@ static PyObject *py_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t start = PyLong_AsSsize_t(args[2]);
     int multi = PyObject_IsTrue(args[5]);
     line_parts lp;
-    if (PyErr_Occurred() || multi < 0 || get_parts(args[3], args[4], &lp) < 0) {
+    if (PyErr_Occurred() || multi < 0 || get_parts(args[3], args[4], nargs > 6 ? args[6] : NULL, &lp) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -397,20 +414,20 @@ static PyObject *py_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 PyDoc_STRVAR(batch_doc,
-             "batch(payload, offset, mid, tail) -> bytes | None\n\n"
+             "batch(payload, offset, mid, tail, values=False) -> bytes | None\n\n"
              "The lines of one WriteBatch payload (records numbered per key) at file offset `offset`,\n"
              "or None when it is not a batch this module accepts.");
 
 static PyObject *py_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "batch() takes 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "batch() takes 4 or 5 arguments");
         return NULL;
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     unsigned long long offset = PyLong_AsUnsignedLongLong(args[1]);
     line_parts lp;
-    if (PyErr_Occurred() || get_parts(args[2], args[3], &lp) < 0) {
+    if (PyErr_Occurred() || get_parts(args[2], args[3], nargs > 4 ? args[4] : NULL, &lp) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
