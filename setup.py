@@ -11,7 +11,7 @@ setup(
     ext_modules=[
         Extension(
             "cdc.cli._dumpfast",
-            sources=["cdc/cli/_dumpfast/dumpfast.c"],
+            sources=["cdc/cli/_dumpfast_c/dumpfast.c"],
             extra_compile_args=["-O2"],
             optional=True,
         )

@@ -738,7 +738,7 @@ def _speedups() -> Any:
         from cdc.cli import _dumpfast
     except ImportError:
         return None
-    return _dumpfast
+    return _dumpfast if hasattr(_dumpfast, "scan") else None  # the extension, not a stray directory
 
 
 def _manifest_names(db_dir: str) -> dict[int, str]:

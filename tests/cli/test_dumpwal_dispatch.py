@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.decoders.conftest import batch, varstr, write_log
+from tests.decoders.test_dumpwal_fast import MODES
 
 from .conftest import REPO
 
@@ -105,6 +106,9 @@ def test_plain_dump_wal_imports_neither_click_nor_msgspec(wals):
     env = _env()
     code, out, err = _run([sys.executable, "-c", probe, "dump-wal", wals["good"]], env)
     assert code == 0 and out.count(b"\n") == 53
-    assert err == b""  # none of them was imported
+    if MODES[-1] == "c":
+        assert err == b""  # none of them was imported (every record rendered by the C renderer)
+    else:
+        assert err == b"msgspec"  # the Python path formats the 3-record batch with msgspec
     code, out, err = _run([sys.executable, "-c", probe, "dump-wal", wals["good"], "--db", wals["empty"]], env)
     assert b"click" in err and b"cdc.cli.main" in err  # the other forms: the click group
