@@ -59,7 +59,7 @@ sys.modules[__name__].__class__ = _Package
 
 def _plain_dump_wal(args: list[str]) -> tuple[str, bool] | None:
     """(PATH, values) when ``args`` are ``dump-wal`` + one PATH + optional ``--values``, else None."""
-    if len(args) < 2 or args[0] != "dump-wal":
+    if len(args) < 2 or args[0] != "dump-wal" or os.name == "nt":  # click expands globs on Windows
         return None
     environ = os.environ
     for name in _NO_PLAIN_ENV:
