@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     plain = _plain_dump_wal(sys.argv[1:] if argv is None else list(argv))
     if plain is not None:
-        from cdc.cli.dumpwal import run
-
         try:
-            rc = run(plain[0], values=plain[1])
-        except KeyboardInterrupt:
-            sys.exit(130)  # EXIT_INTERRUPTED, as run_and_exit maps it
-        sys.exit(rc)
+            from cdc.cli.dumpwal import run
+        except ImportError:
+            run = None  # a broken install: click's path reports it as one line
+        if run is not None:
+            try:
+                rc = run(plain[0], values=plain[1])  # never raises (its errors are its lines)
+            except KeyboardInterrupt:
+                sys.exit(130)  # EXIT_INTERRUPTED, as run_and_exit maps it
+            sys.exit(rc)
     from cdc.cli.main import main as click_main
 
     click_main(argv)
