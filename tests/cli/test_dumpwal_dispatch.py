@@ -112,3 +112,14 @@ def test_plain_dump_wal_imports_neither_click_nor_msgspec(wals):
         assert err == b"msgspec"  # the Python path formats the 3-record batch with msgspec
     code, out, err = _run([sys.executable, "-c", probe, "dump-wal", wals["good"], "--db", wals["empty"]], env)
     assert b"click" in err and b"cdc.cli.main" in err  # the other forms: the click group
+
+
+def test_broken_install_is_one_line_both_ways(wals, tmp_path):
+    """A dependency that cannot be imported: the plain dispatch hands over to click's path,
+    which prints its one line (no traceback)."""
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "crc32c.py").write_text("raise ImportError('crc32c is not installed')\n")
+    path = os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", str(REPO))])
+    code, out, err = run_both(["dump-wal", wals["good"]], {"PYTHONPATH": path})
+    assert code == 1 and b"Traceback" not in err and err.count(b"\n") == 1 and b"crc32c is not installed" in err
