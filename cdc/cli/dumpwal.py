@@ -729,6 +729,7 @@ class _KeysOnly:
         parts.append(self.line % (int.from_bytes(p[:8], "little"), key, base + i))
         return e
 
+
 def _speedups() -> Any:
     """The optional C renderer ``cdc.cli._dumpfast``, or None when it is not built or
     ``CDC_NO_SPEEDUPS`` is set (to anything but "" or "0"): then the Python path does the same."""
