@@ -119,7 +119,7 @@ typedef struct {
 } obuf;
 
 static int ob_reserve(obuf *o, Py_ssize_t extra) {
-    if (o->len + extra <= o->cap) return 0;
+    if (o->p && o->len + extra <= o->cap) return 0; /* (always a buffer: no memcpy to NULL) */
     Py_ssize_t cap = o->cap ? o->cap : 1 << 16;
     while (cap < o->len + extra) cap *= 2;
     char *np = PyMem_Realloc(o->p, (size_t)cap);
