@@ -499,7 +499,23 @@ class _KeysOnly:
                     return lines
             else:
                 n = len(payload)
-                if n > 16 and payload[12] == 1:
+                if n >= 15 and payload[8:13] == b"\x01\x00\x00\x00\x01":
+                    # one Put (a record split across reads: its fragments were joined)
+                    k = payload[13]
+                    if k < 0x80 and 15 + k <= n:
+                        v = payload[14 + k]
+                        vs = 15 + k
+                        if v >= 0x80:
+                            if vs < n and payload[vs] < 0x80:
+                                v = (v & 0x7F) | (payload[vs] << 7)
+                                vs += 1
+                            else:
+                                v = -1  # a longer varint: the general decoder
+                        key = payload[14 : 14 + k]
+                        if v >= 0 and vs + v == n and _json_safe(key):
+                            self.rendered += 1
+                            return self.line % (int.from_bytes(payload[:8], "little"), key, offset)
+                elif n > 16 and payload[12] == 1:
                     count = int.from_bytes(payload[8:12], "little")
                     k = payload[13]
                     if count >= _MIN_RUN and k < 0x80 and 14 + k < n:

@@ -6,8 +6,9 @@ stderr and exit code must be identical (``dump_both``). The cases aim at what on
 accepts -- keys and values of any length (1-3 byte varints), fragmented records, multi-Put
 batches of varying lengths -- and at the edges where it must stop and leave the record to the
 Python reader: non-canonical varints, a wrong count, trailing bytes, an empty batch, a sequence
-number overflowing 64 bits, keys JSON escapes, other ops, bad CRCs, cuts. Skipped when the
-extension is not built (``python setup.py build_ext --inplace``).
+number overflowing 64 bits, keys JSON escapes, other ops, bad CRCs, cuts, records split across
+reads. Without the extension (``python setup.py build_ext --inplace`` builds it) only the Python
+paths are compared and the C-only tests are skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from hypothesis import strategies as st
 from .conftest import batch, physical, varint, varstr, write_log
 from .test_dumpwal_fast import MODES, dump_both, dump_mode
 
-pytestmark = pytest.mark.skipif("c" not in MODES, reason="cdc.cli._dumpfast is not built")
+needs_c = pytest.mark.skipif("c" not in MODES, reason="cdc.cli._dumpfast is not built")
+"""(Without the extension the other tests still compare the Python fast path with the general one.)"""
 
 
 def put(key: bytes, value: bytes) -> bytes:
@@ -37,6 +39,7 @@ def write(tmp_path, recs: list[bytes], name: str = "000042.log") -> str:
     return path
 
 
+@needs_c
 def test_crc32c_matches_the_package():
     from crc32c import crc32c
 
@@ -70,8 +73,13 @@ def test_lengths_fragments_and_batches(tmp_path, monkeypatch, values):
     assert code == 0 and err == "" and out.count(b"\n") == seq - 1
 
 
+@pytest.mark.parametrize("chunk", [None, 41])  # 41-byte reads: records split across reads
 @pytest.mark.parametrize("values", [False, True])
-def test_edges_left_to_the_python_reader(tmp_path, monkeypatch, values):
+def test_edges_left_to_the_python_reader(tmp_path, monkeypatch, values, chunk):
+    import cdc.cli.dumpwal as dumpwal
+
+    if chunk:
+        monkeypatch.setattr(dumpwal, "_READ_CHUNK", chunk)
     def noncanonical(n: int) -> bytes:  # n as a 2-byte varint ending in 0x00
         return bytes([n | 0x80, 0])
 
@@ -96,6 +104,9 @@ def test_edges_left_to_the_python_reader(tmp_path, monkeypatch, values):
         batch(24, 1, put(b"\xff\xfe", b"v")),
         batch(25, 1, put(b"del\x7f", b"v")),
         batch(26, 1, b"\x01" + varint(1 << 21) + b"k"),  # a 4-byte varint (and too short)
+        batch(33, 1, b"\x01" + varstr(b"k") + bytes([0x85, 0x80, 0x01]) + b"v" * 5),  # 3-byte value length, wrong
+        batch(34, 1, b"\x01" + varstr(b"k") + bytes([0x85, 0x80]) + b"v" * 5),  # varint cut short
+        batch(35, 1, b"\x01" + varstr(b"k") + bytes([0x85, 0x81]) + b"v" * 132),  # 0x85 alone would fit
         batch(27, 1, put(b"k", b'q"uote')),  # values that JSON escapes or that are not ASCII
         batch(28, 1, put(b"k", b"back\\slash")),
         batch(29, 1, put(b"k", b"ctl\x00")),
@@ -209,6 +220,7 @@ def test_multi_put_batches_after_a_per_batch_wal(tmp_path, monkeypatch):
     ]
 
 
+@needs_c
 def test_dump_mode_c_really_uses_the_extension(tmp_path, monkeypatch):
     import cdc.cli._dumpfast as fast
 
