@@ -1,4 +1,4 @@
-"""Build of the optional C extension (cdc.format._speedups); pyproject.toml holds the metadata.
+"""Build of the optional C extensions (cdc.format._speedups, cdc.cli._dumpfast); pyproject.toml holds the metadata.
 
 ``optional=True``: without a C compiler (or Python headers) the build of the extension fails
 quietly and cdc runs its pure-Python path (``cdc --version`` says which one runs).
@@ -20,6 +20,13 @@ setup(
             depends=["cdc/format/_speedups/speedups.h"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        # `cdc dump-wal`'s keys/values renderer (framing + CRC32C + default-cf Puts -> JSON lines)
+        Extension(
+            "cdc.cli._dumpfast",
+            sources=["cdc/cli/_dumpfast_c/dumpfast.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

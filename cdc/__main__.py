@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc.cli.main import main
+from cdc.cli import main
 
 if __name__ == "__main__":
     main()

@@ -54,37 +54,78 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
-import msgspec
 from crc32c import crc32c
 
 from cdc.errors import CdcError, FormatError, StoreError
 from cdc.format.blocks import LogReader
 from cdc.format.manifest import ManifestState
 from cdc.sources.store import detect_store, list_wal_files, load_manifest
-from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, SeqNumbering, WalReader, _decode_batch, decode_entity
+from cdc.format.wal import (
+    SEQ_PER_BATCH,
+    SEQ_PER_KEY,
+    Batch,
+    SeqNumbering,
+    WalReader,
+    _decode_batch,
+    decode_entity,
+    seq_scheme_evidence,
+)
 
 _READ_CHUNK = 1 << 18  # small pieces keep the live objects (and page faults) few
 _FLUSH_BYTES = 1 << 20
 _WAL_NAME = re.compile(r"^(\d+)\.log$")
 
 
-class DumpRecord(msgspec.Struct, omit_defaults=True):
-    """One NDJSON line of ``cdc dump-wal`` (field order = output order)."""
+def _make_record_type() -> type:
+    """The msgspec Struct of one line, built on first use: a keys-only dump whose records all
+    take the fast path never imports msgspec (start-up time)."""
+    import msgspec
 
-    seq: int
-    op: str
-    cf: str
-    key: str
-    wal: int
-    offset: int
-    key_encoding: str | None = None
-    end_key: str | None = None
-    end_key_encoding: str | None = None
-    value: str | None = None
-    value_encoding: str | None = None
-    ts: str | None = None
-    ts_encoding: str | None = None
-    columns: list[dict[str, str]] | None = None
+    class DumpRecord(msgspec.Struct, omit_defaults=True):
+        """One NDJSON line of ``cdc dump-wal`` (field order = output order)."""
+
+        seq: int
+        op: str
+        cf: str
+        key: str
+        wal: int
+        offset: int
+        key_encoding: str | None = None
+        end_key: str | None = None
+        end_key_encoding: str | None = None
+        value: str | None = None
+        value_encoding: str | None = None
+        ts: str | None = None
+        ts_encoding: str | None = None
+        columns: list[dict[str, str]] | None = None
+
+    return DumpRecord
+
+
+_record_type: Any = None
+
+
+def _record_cls() -> Any:
+    global _record_type
+    if _record_type is None:
+        _record_type = _make_record_type()
+    return _record_type
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DumpRecord":
+        return _record_cls()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _json_str(text: str) -> bytes:
+    """``text`` as a JSON string, exactly as msgspec encodes it."""
+    raw = text.encode()
+    if _json_safe(raw):
+        return b'"' + raw + b'"'
+    import msgspec
+
+    return msgspec.json.encode(text)
 
 
 _b64 = base64.b64encode
@@ -136,7 +177,7 @@ class _Formatter:
     def __init__(self, names: dict[int, str], values: bool) -> None:
         self.names = _Names(names)
         self.values = values
-        self.encoder = msgspec.json.Encoder()
+        self.encoder: Any = None  # a msgspec.json.Encoder, made on first use
         self.numbering = SeqNumbering()  # per-key / per-batch numbering (see cdc.wal)
         self.last_seq = -1  # last sequence number consumed so far (next record: last_seq + 1)
         self._wc_prepared: dict[bytes | None, int] = {}  # WriteCommitted xid -> prepared records
@@ -182,12 +223,12 @@ class _Formatter:
             self.last_seq = b.seq + consumed - 1
         return ops
 
-    def records(self, batches: Iterable[Batch]) -> list[DumpRecord]:
-        out: list[DumpRecord] = []
+    def records(self, batches: Iterable[Batch]) -> list[Any]:
+        out: list[Any] = []
         append = out.append
         names = self.names
         values = self.values
-        rec = DumpRecord
+        rec = _record_cls()
         general = self._general
         for b in batches:
             wal, off, bseq, _count, ops = b
@@ -256,10 +297,11 @@ class _Formatter:
         return out
 
     def _general(
-        self, wal: int, off: int, pos_seq: int, ops: Iterable[tuple], out: list[DumpRecord]
+        self, wal: int, off: int, pos_seq: int, ops: Iterable[tuple], out: list[Any]
     ) -> None:
         names = self.names
         values = self.values
+        rec = _record_cls()
         for seq, name, cf_id, key, value, end_key, ts in ops:
             if seq < 0:
                 seq = pos_seq  # consumes none: show the position's sequence number
@@ -268,7 +310,7 @@ class _Formatter:
             d: dict[str, str] = {}
             if key is not None:
                 _text(key, "key", d)
-            r = DumpRecord(seq, name, names[cf_id], d.get("key", ""), wal, off, d.get("key_encoding"))
+            r = rec(seq, name, names[cf_id], d.get("key", ""), wal, off, d.get("key_encoding"))
             if end_key is not None:
                 d = {}
                 _text(end_key, "end_key", d)
@@ -291,6 +333,10 @@ class _Formatter:
             out.append(r)
 
     def encode(self, batches: Iterable[Batch]) -> bytes:
+        if self.encoder is None:
+            import msgspec
+
+            self.encoder = msgspec.json.Encoder()
         return self.encoder.encode_lines(self.records(batches))
 
     def encode_mixed(self, items: list[Any]) -> bytes:
@@ -392,19 +438,28 @@ def _lanes(region: bytes, stride: int, first: int, width: int) -> bytearray:
 
 
 class _KeysOnly:
-    """Renders uniform runs for ``dump-wal`` without ``--values`` (see above)."""
+    """Renders uniform runs for ``dump-wal`` without ``--values`` (see above); with the
+    optional C renderer (``fast``), every run of default-CF Put records with printable keys,
+    with ``--values`` too (printable values)."""
 
-    def __init__(self, cf_default: str, wal: int) -> None:
-        cf = msgspec.json.encode(cf_default).replace(b"%", b"%%")
+    def __init__(self, cf_default: str, wal: int, fast: Any = None, values: bool = False) -> None:
+        self.fast = fast
+        """The C renderer (cdc.cli._dumpfast) when built and allowed, else None."""
+        self.values = values
+        """Lines with values (``--values``): only the C renderer does those (``fast`` is set)."""
+        cf = _json_str(cf_default).replace(b"%", b"%%")
         self.line = b'{"seq":%d,"op":"put","cf":' + cf + b',"key":"%s","wal":' + b"%d" % wal + b',"offset":%d}\n'
         self.head = b'{"seq":'
-        self.mid = b',"op":"put","cf":' + msgspec.json.encode(cf_default) + b',"key":"'
+        self.mid = b',"op":"put","cf":' + _json_str(cf_default) + b',"key":"'
+        self.tail = b'","wal":%d,"offset":' % wal
         self._fixed: dict[tuple[int, int], bytes] = {}
         # the same with the offset filled in by a first %-format (%% survives it as %)
         self.line_at = self.line.replace(b"%", b"%%").replace(b'"offset":%%d}', b'"offset":%d}')
         self._templates: dict[int, bytes] = {}
         self.rendered = 0
         """How many times pre-rendered lines were returned (the caller then expects bytes items)."""
+        self.multi = False
+        """Multi-Put batches may be rendered (numbered per key): set with ``batch_decoder``."""
         self._batch_rx: dict[tuple[int, int], re.Pattern[bytes]] = {}
         self._rec_rx: dict[tuple[int, int, int], tuple[re.Pattern[bytes], re.Pattern[bytes]]] = {}
 
@@ -427,34 +482,68 @@ class _KeysOnly:
     # -- one WriteBatch of n Puts with equal key and value lengths (bulk loads)
 
     def batch(self, payload: bytes, log_number: int, offset: int, leveldb: bool) -> Any:
-        """``WalReader.batch_decoder``: rendered lines, or the general decoder's Batch."""
-        n = len(payload)
-        if n > 16 and payload[12] == 1 and not leveldb:
-            count = int.from_bytes(payload[8:12], "little")
-            k = payload[13]
-            if count >= _MIN_RUN and k < 0x80 and 14 + k < n:
-                v = payload[14 + k]
-                if v >= 0x80 and 15 + k < n:
-                    v = (v & 0x7F) | (payload[15 + k] << 7)
-                vb = _varint_bytes(v)
-                stride = 2 + k + len(vb) + v
-                if n == 12 + count * stride:
-                    rx = self._batch_rx.get((k, v))
-                    if rx is None:
-                        rx = re.compile(
-                            b"\x01" + re.escape(bytes([k])) + b"(.{%d})" % k + re.escape(vb) + b".{%d}" % v, re.S
-                        )
-                        self._batch_rx[(k, v)] = rx
-                    keys = rx.findall(payload, 12)
-                    # count non-overlapping matches of `stride` bytes in count*stride bytes tile them
-                    if len(keys) == count and _json_safe(b"".join(keys)):
-                        seq0 = int.from_bytes(payload[:8], "little")
-                        args: list[Any] = [None] * (2 * count)
-                        args[0::2] = range(seq0, seq0 + count)
-                        args[1::2] = keys
-                        self.rendered += 1
-                        return (self.line_at % offset * count) % tuple(args)
-        return _decode_batch(payload, log_number, offset, leveldb)
+        """``WalReader.batch_decoder``: rendered lines, or the general decoder's Batch.
+
+        Renders per key only while the records so far are not numbered per batch: the first
+        decoded record that says "per batch" (a WritePrepared/Unprepared marker, or data closed
+        by a Noop) turns the multi-Put rendering off for the rest of the WAL (``multi``), so that
+        the formatter numbers what follows, as without this fast path.
+        """
+        if self.multi and not leveldb:
+            fast = self.fast
+            if fast is not None:
+                # C: any batch of default-CF Puts with printable keys (a superset of the below)
+                lines = fast.batch(payload, offset, self.mid, self.tail, self.values)
+                if lines is not None:
+                    self.rendered += 1
+                    return lines
+            else:
+                n = len(payload)
+                if n >= 15 and payload[8:13] == b"\x01\x00\x00\x00\x01":
+                    # one Put (a record split across reads: its fragments were joined)
+                    k = payload[13]
+                    if k < 0x80 and 15 + k <= n:
+                        v = payload[14 + k]
+                        vs = 15 + k
+                        if v >= 0x80:
+                            if vs < n and payload[vs] < 0x80:
+                                v = (v & 0x7F) | (payload[vs] << 7)
+                                vs += 1
+                            else:
+                                v = -1  # a longer varint: the general decoder
+                        key = payload[14 : 14 + k]
+                        if v >= 0 and vs + v == n and _json_safe(key):
+                            self.rendered += 1
+                            return self.line % (int.from_bytes(payload[:8], "little"), key, offset)
+                elif n > 16 and payload[12] == 1:
+                    count = int.from_bytes(payload[8:12], "little")
+                    k = payload[13]
+                    if count >= _MIN_RUN and k < 0x80 and 14 + k < n:
+                        v = payload[14 + k]
+                        if v >= 0x80 and 15 + k < n:
+                            v = (v & 0x7F) | (payload[15 + k] << 7)
+                        vb = _varint_bytes(v)
+                        stride = 2 + k + len(vb) + v
+                        if n == 12 + count * stride:
+                            rx = self._batch_rx.get((k, v))
+                            if rx is None:
+                                rx = re.compile(
+                                    b"\x01" + re.escape(bytes([k])) + b"(.{%d})" % k + re.escape(vb) + b".{%d}" % v, re.S
+                                )
+                                self._batch_rx[(k, v)] = rx
+                            keys = rx.findall(payload, 12)
+                            # count non-overlapping matches of `stride` bytes in count*stride bytes tile them
+                            if len(keys) == count and _json_safe(b"".join(keys)):
+                                seq0 = int.from_bytes(payload[:8], "little")
+                                args: list[Any] = [None] * (2 * count)
+                                args[0::2] = range(seq0, seq0 + count)
+                                args[1::2] = keys
+                                self.rendered += 1
+                                return (self.line_at % offset * count) % tuple(args)
+        b = _decode_batch(payload, log_number, offset, leveldb)
+        if len(b.ops) != b.count and self.multi and seq_scheme_evidence(b)[0] == SEQ_PER_BATCH:
+            self.multi = False  # markers (not counted) in the record: numbered per batch?
+        return b
 
     # -- consecutive unfragmented single-Put records of one length (one write per call)
 
@@ -467,6 +556,15 @@ class _KeysOnly:
         then handles (and reports) exactly as without this scanner.
         """
         buf, base, i = log.window()
+        if self.fast is not None:
+            # C: every accepted record (a superset of the runs below: any lengths, fragments,
+            # multi-Put batches when numbered per key); it stops where this code would stop
+            lines, end, count = self.fast.scan(buf, base, i, self.mid, self.tail, self.multi, self.values)
+            if not count:
+                return []
+            log.consume(base + end)
+            self.rendered += 1
+            return [lines]
         nbuf = len(buf)
         done = i
         parts: list[bytes] = []
@@ -647,6 +745,19 @@ class _KeysOnly:
         parts.append(self.line % (int.from_bytes(p[:8], "little"), key, base + i))
         return e
 
+
+def _speedups() -> Any:
+    """The optional C renderer ``cdc.cli._dumpfast``, or None when it is not built or
+    ``CDC_NO_SPEEDUPS`` is set (to anything but "" or "0"): then the Python path does the same."""
+    if os.environ.get("CDC_NO_SPEEDUPS", "") not in ("", "0"):
+        return None
+    try:
+        from cdc.cli import _dumpfast
+    except ImportError:
+        return None
+    return _dumpfast if hasattr(_dumpfast, "scan") else None  # the extension, not a stray directory
+
+
 def _manifest_names(db_dir: str) -> dict[int, str]:
     """cf id -> name from the MANIFEST in ``db_dir`` (live and dropped); {} without one."""
     if not os.path.isfile(os.path.join(db_dir, "CURRENT")):
@@ -678,10 +789,12 @@ def _dump_file(
     reader = WalReader(number, leveldb=leveldb)
     fmt.numbering.new_wal()
     keys_only: _KeysOnly | None = None
-    if not fmt.values and not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH"):
-        keys_only = _KeysOnly(fmt.names[0], number)
+    fast = None if leveldb or os.environ.get("CDC_DUMPWAL_NO_FASTPATH") else _speedups()
+    if not leveldb and not os.environ.get("CDC_DUMPWAL_NO_FASTPATH") and (not fmt.values or fast is not None):
+        keys_only = _KeysOnly(fmt.names[0], number, fast, fmt.values)
         if fmt.numbering.scheme != SEQ_PER_BATCH:  # its multi-Put batches are numbered per key
             reader.batch_decoder = keys_only.batch
+            keys_only.multi = True
         reader.run_scanner = keys_only.records
     rendered = 0
     pending: list[bytes] = []

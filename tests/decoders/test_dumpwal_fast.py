@@ -21,21 +21,42 @@ from cdc.cli.dumpwal import run
 from .conftest import batch, physical, run_writer, varstr, write_log
 
 
-def dump_both(path: str, monkeypatch) -> tuple[bytes, str, int]:
-    results = []
-    for off in ("", "1"):
-        if off:
-            monkeypatch.setenv("CDC_DUMPWAL_NO_FASTPATH", off)
-        else:
-            monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
-        out, err = io.BytesIO(), io.StringIO()
-        code = run(path, values=False, out=out, err=err)
-        results.append((out.getvalue(), err.getvalue(), code))
+def _speedups_built() -> bool:
+    try:
+        from cdc.cli import _dumpfast
+    except ImportError:
+        return False
+    return hasattr(_dumpfast, "scan")  # the extension (not a stray namespace directory)
+
+
+MODES = ["general", "python"] + (["c"] if _speedups_built() else [])
+"""general: no fast path (CDC_DUMPWAL_NO_FASTPATH); python: the keys-only fast path in Python
+(CDC_NO_SPEEDUPS); c: the same with the optional C renderer cdc.cli._dumpfast (when built)."""
+
+
+def dump_mode(path: str, monkeypatch, mode: str, values: bool = False) -> tuple[bytes, str, int]:
     monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
-    fast, slow = results
-    assert fast[2] == slow[2] and fast[1] == slow[1]
-    assert fast[0].splitlines() == slow[0].splitlines()
-    assert fast[0] == slow[0]
+    monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
+    if mode == "general":
+        monkeypatch.setenv("CDC_DUMPWAL_NO_FASTPATH", "1")
+    elif mode == "python":
+        monkeypatch.setenv("CDC_NO_SPEEDUPS", "1")
+    out, err = io.BytesIO(), io.StringIO()
+    code = run(path, values=values, out=out, err=err)
+    monkeypatch.delenv("CDC_DUMPWAL_NO_FASTPATH", raising=False)
+    monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
+    return out.getvalue(), err.getvalue(), code
+
+
+def dump_both(path: str, monkeypatch, values: bool = False) -> tuple[bytes, str, int]:
+    """Dump in every mode; stdout, stderr and exit code must be identical to the general path's.
+    (With ``values``, only the C renderer has a fast path.)"""
+    slow = dump_mode(path, monkeypatch, "general", values)
+    for mode in MODES[1:]:
+        fast = dump_mode(path, monkeypatch, mode, values)
+        assert fast[2] == slow[2] and fast[1] == slow[1], mode
+        assert fast[0].splitlines() == slow[0].splitlines(), mode
+        assert fast[0] == slow[0], mode
     return fast
 
 
@@ -93,7 +114,8 @@ def _uniform_file(tmp_path, n_single: int = 400, vlen: int = 100) -> tuple[str, 
     return path, recs, data
 
 
-def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", MODES[1:])
+def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch, mode):
     import cdc.cli.dumpwal as dumpwal
 
     rendered: list[int] = []
@@ -114,9 +136,11 @@ def test_bad_crc_and_truncation_inside_a_run(tmp_path, monkeypatch):
     monkeypatch.setattr(dumpwal._KeysOnly, "records", spy)
     monkeypatch.setattr(dumpwal._KeysOnly, "batch", spy_batch)
     path, recs, data = _uniform_file(tmp_path)
-    out, err, code = dump_both(path, monkeypatch)
+    out, err, code = dump_mode(path, monkeypatch, mode)
     assert code == 0 and out.count(b"\n") == 700
-    assert rendered == [400, 300]  # the fast path took both kinds of runs (and the record split over two blocks)
+    # the fast path took both kinds of runs (and the record split over two blocks); C in one go
+    assert rendered == ([700] if mode == "c" else [400, 300])
+    assert out == dump_mode(path, monkeypatch, "general")[0]
     rng = random.Random(7)
     positions = [rng.randrange(len(data)) for _ in range(40)] + [0, 7, 20, 135 * 100 + 3, len(data) - 1]
     for pos in positions:
@@ -212,3 +236,72 @@ def test_varying_single_puts_with_flips_and_cuts(tmp_path, monkeypatch):
         with open(path, "wb") as f:
             f.write(data[:cut])
         dump_both(path, monkeypatch)
+
+
+@pytest.mark.parametrize("evidence", ["strong", "weak"])
+def test_multi_put_batch_after_per_batch_evidence_in_the_same_wal(tmp_path, monkeypatch, evidence):
+    """A WritePrepared/Unprepared WAL numbers per batch: after a 2PC marker, a later batch of
+    Puts only (uniform, the old Python fast path's case, or varying) is numbered per batch by
+    the formatter, so the fast paths must not render it per key (they did: seq 3, 4, 5...
+    instead of 3, 3, 3...). After weak evidence (a Noop) the formatter's numbering follows
+    each record: the fast paths must leave its state as it would be."""
+    keys = [b"k%02d" % i for i in range(5)]
+    if evidence == "strong":  # BeginPersistedPrepare ... EndPrepare, then the Commit
+        first = [
+            batch(1, 2, b"\x12" + puts([b"a", b"b"], 1) + b"\x0a" + varstr(b"x1")),
+            batch(2, 0, b"\x0b" + varstr(b"x1")),
+        ]
+    else:  # data closed by a Noop
+        first = [batch(1, 2, puts([b"a", b"b"], 1) + b"\x0d")]
+    recs = first + [
+        batch(3, 10, puts(keys + keys, 4)),  # uniform: a key repeats -> a new sub-batch
+        batch(5, 6, b"".join(b"\x01" + varstr(k) + varstr(b"v" * i) for i, k in enumerate(keys + keys[:1]))),
+        batch(7, 1, b"\x0d" + puts([b"c"], 1)),  # says nothing about the scheme
+        single(8, b"z", 3),
+    ]
+    path = os.fspath(tmp_path / "000004.log")
+    with open(path, "wb") as f:
+        f.write(write_log(recs))
+    out, err, code = dump_both(path, monkeypatch)
+    assert code == 0 and err == ""
+    seqs = [int(line.split(b",")[0][7:]) for line in out.splitlines() if b'"op":"put"' in line]
+    # strong evidence holds for the WAL; weak evidence gives way to the next record's (per key)
+    assert seqs[2:12] == ([3] * 5 + [4] * 5 if evidence == "strong" else list(range(3, 13)))
+
+
+@pytest.mark.parametrize("chunk", [32768, 4096, 777])
+def test_reads_of_any_size(tmp_path, monkeypatch, chunk):
+    """Records split across reads (the LogReader joins their fragments before the batch hook):
+    the same bytes whatever the read size, for every kind of record and key."""
+    import cdc.cli.dumpwal as dumpwal
+
+    rng = random.Random(chunk)
+    recs = []
+    seq = 1
+    for i in range(700):
+        r = rng.random()
+        if r < 0.5:
+            recs.append(single(seq, b"key%d" % rng.randrange(10**6), rng.choice([0, 5, 100, 127, 128, 300, 16384])))
+            seq += 1
+        elif r < 0.6:
+            n = rng.randrange(2, 30)
+            recs.append(batch(seq, n, puts([b"b%06d" % j for j in range(n)], rng.choice([3, 200]))))
+            seq += n
+        elif r < 0.7:
+            recs.append(single(seq, rng.choice([b'q"', b"\xff", "é".encode(), b"a\\b"]), 4))
+            seq += 1
+        elif r < 0.75:
+            recs.append(batch(seq, 1, b"\x00" + varstr(b"gone")))
+            seq += 1
+        else:
+            recs.append(single(seq, b"u%07d" % i, 60))
+            seq += 1
+    path = os.fspath(tmp_path / "000021.log")
+    with open(path, "wb") as f:
+        f.write(write_log(recs))
+    monkeypatch.setattr(dumpwal, "_READ_CHUNK", chunk)
+    for values in (False, True):
+        out, err, code = dump_both(path, monkeypatch, values)
+        assert code == 0 and err == ""
+    monkeypatch.undo()
+    assert out == dump_mode(path, monkeypatch, "general", True)[0]  # the default read size
