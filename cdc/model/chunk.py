@@ -7,8 +7,10 @@ filtered or non-JSON subscribers.
 
 Layout of a chunk value (little-endian; key = ``>Q`` first id + ``>I`` count, see :func:`chunk_key`):
 
-- head (:data:`_HEAD`, 24 bytes): magic ``b"CJ"``, version 1, flags, ``n`` (u32), ``ts`` (i64: the
-  newest commit time in ms of its events), ``ev_len`` (u32), ``sum_len`` (u32)
+- head (:data:`_HEAD`, 28 bytes): magic ``b"CJ"``, version 1, flags, ``n`` (u32), ``ts`` (i64: the
+  newest commit time in ms of its events), ``ev_len`` (u32), ``sum_len`` (u32), ``crc`` (u32:
+  CRC32C of everything after the head -- LMDB checks its pages' structure, not the bytes of a
+  large value, so garbage inside a chunk is caught by this checksum when it is read)
 - ``ev_ends``: ``n`` u32, end (exclusive) of event ``i``'s wire JSON within the ev region
 - ``ix_ends``: ``n`` u32, end of event ``i``'s ix record within the ix region
 - summary (``sum_len`` bytes, msgpack ``[types, cfs, kmin, kmax]``): what the whole chunk holds, so
@@ -32,6 +34,7 @@ from itertools import accumulate
 from typing import Any
 
 import msgspec
+from crc32c import crc32c
 
 from cdc.model.wire import Record, build_frames
 
@@ -61,7 +64,7 @@ LONG_CF = 0xFFFE
 """cf length field of a cf of >= 0xFFFE bytes: its real length follows the type bytes as a u32."""
 MAX_TYPE_BYTES = 0xFFFF
 _U32 = struct.Struct("<I")
-_HEAD = struct.Struct("<2sBBIqII")
+_HEAD = struct.Struct("<2sBBIqIII")
 _MAGIC = b"CJ"
 _VERSION = 1
 _KEY = struct.Struct(">QI")
@@ -213,7 +216,10 @@ def assemble_chunk(
     """A chunk value from its parts (the ev and ix regions, their packed u32 end tables, the
     summary inputs): what :func:`pack_chunk` and the C packer's caller share."""
     summary = _sum_enc.encode((sorted(types), sorted(cfs), kmin, kmax))
-    return b"".join((_HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev) + 2, len(summary)), ev_ends, ix_ends, summary, b"[", ev, b"]", ix))
+    crc = 0
+    for part in (ev_ends, ix_ends, summary, b"[", ev, b"]", ix):
+        crc = crc32c(part, crc)
+    return b"".join((_HEAD.pack(_MAGIC, _VERSION, flags, n, ts, len(ev) + 2, len(summary), crc), ev_ends, ix_ends, summary, b"[", ev, b"]", ix))
 
 
 def summarize(items: Sequence[tuple[Any, ...]]) -> tuple[set[str], set[str], list[bytes], int]:
@@ -236,16 +242,19 @@ class Chunk:
     """A view ``[lo, hi)`` of the events of one stored chunk (``base`` = id of event 0).
 
     Frames and records are computed at most once per view and shared by every subscriber.
+    ``verify`` (default) checks the CRC32C of a value read back; the journal skips it for the
+    values it has just packed.
 
     Raises (constructor):
-        ValueError: the value is not a chunk or its layout does not hold together.
+        ValueError: the value is not a chunk, its layout does not hold together or (``verify``)
+            its checksum does not match.
     """
 
     __slots__ = ("_ends", "_ev_len", "_evo", "_frames", "_ixo", "_records", "_sum", "_summary", "base", "blob", "flags", "hi", "lo", "ts")
 
-    def __init__(self, base: int, blob: bytes, lo: int = 0, hi: int | None = None) -> None:
+    def __init__(self, base: int, blob: bytes, lo: int = 0, hi: int | None = None, *, verify: bool = True) -> None:
         try:
-            magic, version, flags, n, ts, ev_len, sum_len = _HEAD.unpack_from(blob)
+            magic, version, flags, n, ts, ev_len, sum_len, crc = _HEAD.unpack_from(blob)
         except struct.error:
             raise ValueError("chunk shorter than its header") from None
         if magic != _MAGIC or version != _VERSION:
@@ -262,6 +271,8 @@ class Chunk:
             or blob[ixo - 1] != 0x5D  # ]
         ):
             raise ValueError("chunk regions do not match their offset tables")
+        if verify and crc32c(memoryview(blob)[_HEAD.size :]) != crc:
+            raise ValueError("chunk checksum mismatch")
         self.base = base
         self.lo = lo
         self.hi = n if hi is None else hi
@@ -304,7 +315,7 @@ class Chunk:
         hi = min(self.hi, last - self.base + 1)
         if lo == self.lo and hi == self.hi:
             return self
-        return Chunk(self.base, self.blob, lo, hi)
+        return Chunk(self.base, self.blob, lo, hi, verify=False)
 
     def _offsets(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ends = self._ends

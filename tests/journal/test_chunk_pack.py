@@ -91,6 +91,12 @@ def test_damaged_chunk_values_raise_value_error() -> None:
             Chunk(1, bad)
     with pytest.raises(ValueError):
         Chunk(1, blob, 2, 5)
+    for pos in range(28, len(blob), 7):  # any byte after the head changed: the checksum says so
+        bad = bytearray(blob)
+        bad[pos] ^= 0x20
+        with pytest.raises(ValueError):
+            Chunk(1, bytes(bad))
+    assert Chunk(1, blob).records()
 
 
 def _records_of(items: list) -> list[Record]:

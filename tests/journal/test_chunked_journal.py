@@ -147,3 +147,32 @@ def test_integrity_walk_refuses_overlapping_chunks_and_a_wrong_count(tmp_path) -
     j.close()
     with pytest.raises(JournalCorrupt, match="count"):
         Journal(path, sync=False)
+
+
+def test_garbage_inside_a_chunk_value_is_found_at_open_and_by_reads(tmp_path) -> None:
+    path = str(tmp_path / "j")
+    j = Journal(path, sync=True)
+    j.append([{"type": "app.note", "n": i, "pad": "p" * 300} for i in range(200)])  # one large value: overflow pages
+    j.close()
+    data = os.path.join(path, "data.mdb")
+    raw = bytearray(open(data, "rb").read())
+    at = raw.index(b'{"id":150,')  # deep inside the value, far from any LMDB page header
+    raw[at + 8] ^= 0x01  # "150" -> "140": still valid JSON, only the checksum knows
+    with open(data, "r+b") as f:
+        f.write(raw)
+    with pytest.raises(JournalCorrupt, match="checksum"):
+        Journal(path, sync=True)
+    # damage that appears while the journal is open is found by the read that meets it
+    path2 = str(tmp_path / "j2")
+    j = Journal(path2, sync=True)
+    j.append([{"type": "app.note", "n": i, "pad": "p" * 300} for i in range(200)])
+    data = os.path.join(path2, "data.mdb")
+    raw = bytearray(open(data, "rb").read())
+    at = raw.index(b'{"id":150,')
+    with open(data, "r+b") as f:
+        f.seek(at + 8)
+        f.write(b"4")
+    with pytest.raises(JournalCorrupt):
+        j.read(100, 10)
+    assert "checksum" in j.damaged
+    j.close()
