@@ -136,7 +136,7 @@ def cf_json_map(names: dict[int, str]) -> dict[int, tuple[str, bytes]]:
 _build_plain = None
 _C_OPS = (b"put", b"delete", b"single_delete", b"merge", b"delete_range")
 """build_plain's operations, in the order of its ``heads`` argument (build.c)."""
-if _C is not None:
+if _C is not None and PreEncoded._fields == ("core", "value", "type", "cf", "key", "end_key"):  # build.c's layout
     _C.set_event_type(PreEncoded)
     _build_plain = _C.build_plain
 

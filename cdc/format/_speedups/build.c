@@ -394,8 +394,8 @@ PyObject *cdc_build_plain(PyObject *self, PyObject *args)
     Py_ssize_t nb = PyList_GET_SIZE(batches);
     for (; i < nb; i++) {
         PyObject *b = PyList_GET_ITEM(batches, i);
-        if (!PyTuple_Check(b) || PyTuple_GET_SIZE(b) != 5)
-            break;
+        if (!PyTuple_Check(b) || PyTuple_CheckExact(b) || PyTuple_GET_SIZE(b) != 5)
+            break; /* a Batch (Python reads its attributes: a bare tuple is its error to raise) */
         long long log_number, offset, bseq, count;
         PyObject *ops = PyTuple_GET_ITEM(b, 4);
         if (as_ll(PyTuple_GET_ITEM(b, 0), &log_number) || as_ll(PyTuple_GET_ITEM(b, 1), &offset)
