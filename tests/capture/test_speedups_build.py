@@ -310,3 +310,16 @@ def test_other_operations_are_encode_event_of_the_keychange():
     ]
     assert events == [encode_event(k, 0) for k in want]
     assert counts == {1: [0, 0, 1, 3, 0, 0, 0, 0], 0: [0, 0, 1, 1, 0, 0, 0, 0], 2: [0, 0, 0, 0, 1, len("op\u2028\x00".encode()) + 1, 0, 0], 3: [0, 0, 0, 0, 0, 0, 1, 4]}
+
+
+_junk = st.one_of(st.none(), st.integers(-(1 << 70), 1 << 70), st.binary(max_size=4), st.text(max_size=4), st.just("put"), st.just("delete_range"), st.lists(st.integers(), max_size=2), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_junk, _junk, _junk, _junk, st.lists(st.tuples(_junk, _junk, _junk, _junk, _junk, _junk), max_size=3) | _junk), max_size=4))
+def test_build_plain_never_crashes_on_odd_objects(raw):
+    batches = [Batch(*r) for r in raw]
+    events: list = []
+    r = C.build_plain(batches, 0, events, {}, cf_json_map(NAMES), heads(3), -1, -1, 0, 0, False, -1, 0, 0)
+    assert 0 <= r[0] <= len(batches)
+    assert all(type(e) is PreEncoded for e in events)
