@@ -134,7 +134,9 @@ def cf_json_map(names: dict[int, str]) -> dict[int, tuple[str, bytes]]:
 
 
 _build_plain = None
-if _C is not None:
+_C_OPS = (b"put", b"delete", b"single_delete", b"merge", b"delete_range")
+"""build_plain's operations, in the order of its ``heads`` argument (build.c)."""
+if _C is not None and PreEncoded._fields == ("core", "value", "type", "cf", "key", "end_key"):  # build.c's layout
     _C.set_event_type(PreEncoded)
     _build_plain = _C.build_plain
 
@@ -177,14 +179,17 @@ def build_events(
     bad_origins = 0
     rewind = None
     n_batches = n_all = len(batches)
-    plain = _build_plain if type(batches) is list and type(cf_json) is dict and type(counts) is dict else None
+    plain = _build_plain if type(batches) is list and type(cf_json) is dict else None
+    if plain is not None:
+        heads = tuple(PUT_HEAD.replace(b'"operation":"put"', b'"operation":"%b"' % o) % ts for o in _C_OPS)
     i = 0
     while i < n_all:
         if plain is not None:
-            # runs of plain put batches in C (cdc/format/_speedups/build.c: the same events,
-            # counters and state as this loop); it stops before any other batch, handled below
+            # runs of plain batches in C (cdc/format/_speedups/build.c: the same events --
+            # PreEncoded for every data record, as encode_event gives them --, counters and
+            # state as this loop); it stops before any other batch, handled below
             i, last_seq, last_wal, put_cf, put_n, put_b, per_key = plain(
-                batches, i, events, counts, cf_json, put_head, last_seq, last_wal, done_wal, done_off,
+                batches, i, events, counts, cf_json, heads, last_seq, last_wal, done_wal, done_off,
                 numbering.scheme == SEQ_PER_BATCH, put_cf, put_n, put_b,
             )
             if per_key:

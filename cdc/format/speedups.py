@@ -23,6 +23,9 @@ def _load() -> ModuleType | None:
         from cdc.format import _speedups  # type: ignore[attr-defined]
     except ImportError:
         return None
+    # without the built module, the directory of its C sources imports as a namespace package
+    if not all(hasattr(_speedups, f) for f in ("scan_simple", "build_plain", "set_wal_types", "set_event_type")):
+        return None
     return _speedups
 
 

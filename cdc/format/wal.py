@@ -756,8 +756,10 @@ def _scan_simple_c(log: LogReader, leveldb: bool) -> list[Any]:
     return out
 
 
-if _C is not None:
-    _C.set_wal_types(Batch, Op)
+if _C is not None and Batch._fields == ("log_number", "offset", "seq", "count", "ops") and len(Op._fields) == 7:
+    _C.set_wal_types(Batch, Op)  # walscan.c builds these layouts
+else:
+    _C = None
 
 
 class WalReader:

@@ -82,6 +82,14 @@ def test_utf8_check_is_bytes_decode(b):
 # ------------------------------------------------------------------ build_events both ways
 
 
+def _norm(e):
+    return encode_event(e, 0) if isinstance(e, KeyChange) else e
+
+
+def heads(ts: int) -> tuple[bytes, ...]:
+    return tuple(build.PUT_HEAD.replace(b'"put"', b'"%b"' % o) % ts for o in build._C_OPS)
+
+
 def run_both(batches, *, names=NAMES, last_seq=-1, last_wal=-1, done=(0, 0), scheme=None, strong=False, ts=1_700_000_000_123):
     res = []
     for use_c in (True, False):
@@ -98,8 +106,10 @@ def run_both(batches, *, names=NAMES, last_seq=-1, last_wal=-1, done=(0, 0), sch
             build._build_plain = saved
         res.append((dec, (numbering.scheme, numbering.strong, numbering.guessed), dict(txns.txns)))
     (a, na, ta), (b, nb, tb) = res
-    assert [type(e) for e in a.events] == [type(e) for e in b.events]
-    assert a.events == b.events
+    # C emits PreEncoded where Python builds a KeyChange Struct (not a put): the same bytes
+    assert [type(e) for e in a.events if type(e) not in (PreEncoded, KeyChange)] == [type(e) for e in b.events if type(e) not in (PreEncoded, KeyChange)]
+    assert [_norm(e) for e in a.events] == [_norm(e) for e in b.events]
+    assert list(a.counts or {}) == list(b.counts or {})  # same insertion order too
     assert a._replace(events=None) == b._replace(events=None)
     assert (na, ta) == (nb, tb)
     return a
@@ -170,7 +180,7 @@ def test_plain_runs_go_through_c_and_match_encode_event():
     assert len(dec.events) == 151 and dec.last_seq == 250
     # the C function took every batch
     events: list = []
-    r = C.build_plain(batches, 0, events, {}, cf_json_map(NAMES), build.PUT_HEAD % 7, 99, 3, 0, 0, False, -1, 0, 0)
+    r = C.build_plain(batches, 0, events, {}, cf_json_map(NAMES), heads(7), 99, 3, 0, 0, False, -1, 0, 0)
     assert r[0] == len(batches) and r[1] == 250 and r[6] == 1
     ev = events[4]  # batch 1, op 1
     assert type(ev) is PreEncoded
@@ -181,11 +191,17 @@ def test_plain_runs_go_through_c_and_match_encode_event():
 
 def test_hand_back_cases_stop_before_the_batch():
     ok = Batch(1, 0, 10, 1, [Op(10, "put", 0, b"a", b"b", None)])
+    H = heads(1)
     cases = [
         Batch(1, 10, 11, 1, [Op(11, "put", 9, b"a", b"b", None)]),  # unknown cf
         Batch(1, 10, 11, 1, [Op(11, "put", 0, b"\xff", b"b", None)]),  # binary key
         Batch(1, 10, 11, 1, [Op(11, "put", 0, b"a", b"\xc0\x80", None)]),  # overlong value
-        Batch(1, 10, 11, 1, [Op(11, "delete", 0, b"a", None, None)]),
+        Batch(1, 10, 11, 1, [Op(11, "delete", 0, b"\xfe", None, None)]),  # binary key: base64 in Python
+        Batch(1, 10, 11, 1, [Op(11, "delete", 0, b"a", b"v", None)]),  # not what the decoder makes
+        Batch(1, 10, 11, 1, [Op(11, "delete_range", 0, b"a", None, None)]),
+        Batch(1, 10, 11, 1, [Op(11, "merge", 0, b"a", b"\xff", None)]),
+        Batch(1, 10, 11, 1, [Op(11, "put_entity", 0, b"a", b"\x00", None)]),
+        Batch(1, 10, 11, 1, [Op(11, "blob_index", 0, b"a", b"\x00", None)]),
         Batch(1, 10, 13, 1, [Op(13, "put", 0, b"a", b"b", None)]),  # gap
         Batch(1, 10, 11, 1, [Op(-1, "log_data", 0, b"x", None, None), Op(11, "put", 0, b"a", b"b", None)]),
         Batch(2, 10, 5, 1, [Op(5, "put", 0, b"a", b"b", None)]),  # rewind
@@ -196,15 +212,15 @@ def test_hand_back_cases_stop_before_the_batch():
     ]
     for bad in cases:
         events: list = []
-        r = C.build_plain([ok, bad, ok], 0, events, {}, cf_json_map(NAMES), b"H", -1, -1, 0, 0, False, -1, 0, 0)
+        r = C.build_plain([ok, bad, ok], 0, events, {}, cf_json_map(NAMES), H, -1, -1, 0, 0, False, -1, 0, 0)
         assert r[0] == 1 and len(events) == 1, bad
     # before the checkpoint, or per-batch numbering with several ops: Python's
     events = []
-    assert C.build_plain([ok], 0, events, {}, cf_json_map(NAMES), b"H", -1, -1, 1, 5, False, -1, 0, 0)[0] == 0
+    assert C.build_plain([ok], 0, events, {}, cf_json_map(NAMES), H, -1, -1, 1, 5, False, -1, 0, 0)[0] == 0
     two = Batch(1, 0, 10, 2, [Op(10, "put", 0, b"a", b"b", None), Op(11, "put", 0, b"a", b"b", None)])
-    assert C.build_plain([two], 0, events, {}, cf_json_map(NAMES), b"H", -1, -1, 0, 0, True, -1, 0, 0)[0] == 0
-    assert C.build_plain([ok], 0, events, {}, cf_json_map(NAMES), b"H", -1, -1, 0, 0, True, -1, 0, 0)[0] == 1
-    assert C.build_plain([ok], 0, [], {}, {}, b"H", 1 << 64, -1, 0, 0, False, -1, 0, 0)[0] == 0  # too big for C
+    assert C.build_plain([two], 0, events, {}, cf_json_map(NAMES), H, -1, -1, 0, 0, True, -1, 0, 0)[0] == 0
+    assert C.build_plain([ok], 0, events, {}, cf_json_map(NAMES), H, -1, -1, 0, 0, True, -1, 0, 0)[0] == 1
+    assert C.build_plain([ok], 0, [], {}, {}, H, 1 << 64, -1, 0, 0, False, -1, 0, 0)[0] == 0  # too big for C
 
 
 @pytest.mark.integration
@@ -256,18 +272,54 @@ def _rss_kb() -> int:
 def test_no_leak_over_100k_builds():
     batches = [
         Batch(1, 0, 10, 2, [Op(10, "put", 0, b"k\xc3\xa9", b"v\n", None), Op(11, "put", 1, b"q", b"w", None)]),
-        Batch(1, 10, 12, 1, [Op(12, "put", 3, b"k", b"v" * 200, None)]),
-        Batch(1, 20, 13, 1, [Op(13, "put", 0, b"k", b"\xff", None)]),  # hand-back after emitting
+        Batch(1, 10, 12, 3, [Op(12, "put", 3, b"k", b"v" * 200, None), Op(13, "delete_range", 1, b"a", None, b"b"), Op(14, "merge", 3, b"m", b"o", None)]),
+        Batch(1, 20, 15, 1, [Op(15, "put", 0, b"k", b"\xff", None)]),  # hand-back after emitting
     ]
     cfj = cf_json_map(NAMES)
+    H = heads(5)
 
     def run(n):
         for _ in range(n):
             events: list = []
-            C.build_plain(batches, 0, events, {}, cfj, b"HEAD", 9, 1, 0, 0, False, -1, 0, 0)
+            C.build_plain(batches, 0, events, {}, cfj, H, 9, 1, 0, 0, False, -1, 0, 0)
 
     run(20_000)
     before = _rss_kb()
     run(100_000)
     grown = _rss_kb() - before
     assert grown < 2048, f"RSS grew by {grown} KiB over 100k iterations"
+
+
+def test_other_operations_are_encode_event_of_the_keychange():
+    ops = [
+        Op(20, "delete", 1, "d\u00e9".encode(), None, None),
+        Op(21, "single_delete", 0, b"s", None, None),
+        Op(22, "merge", 2, b"m", "op\u2028\x00".encode(), None),
+        Op(23, "delete_range", 3, b"a\"", None, b"z\\"),
+    ]
+    events: list = []
+    counts: dict = {}
+    r = C.build_plain([Batch(4, 0, 20, 4, ops)], 0, events, counts, cf_json_map(NAMES), heads(9), 19, 4, 0, 0, False, -1, 0, 0)
+    assert r == (1, 23, 4, -1, 0, 0, 1)
+    common = dict(timestamp=9, batch_seq=20, batch_count=4)
+    want = [
+        KeyChange(operation="delete", key="d\u00e9", cf="users", seq=20, **common),
+        KeyChange(operation="single_delete", key="s", cf="default", seq=21, **common),
+        KeyChange(operation="merge", key="m", cf=NAMES[2], seq=22, value="op\u2028\x00", **common),
+        KeyChange(operation="delete_range", key='a"', cf=NAMES[3], seq=23, end_key="z\\", **common),
+    ]
+    assert events == [encode_event(k, 0) for k in want]
+    assert counts == {1: [0, 0, 1, 3, 0, 0, 0, 0], 0: [0, 0, 1, 1, 0, 0, 0, 0], 2: [0, 0, 0, 0, 1, len("op\u2028\x00".encode()) + 1, 0, 0], 3: [0, 0, 0, 0, 0, 0, 1, 4]}
+
+
+_junk = st.one_of(st.none(), st.integers(-(1 << 70), 1 << 70), st.binary(max_size=4), st.text(max_size=4), st.just("put"), st.just("delete_range"), st.lists(st.integers(), max_size=2), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_junk, _junk, _junk, _junk, st.lists(st.tuples(_junk, _junk, _junk, _junk, _junk, _junk), max_size=3) | _junk), max_size=4))
+def test_build_plain_never_crashes_on_odd_objects(raw):
+    batches = [Batch(*r) for r in raw]
+    events: list = []
+    r = C.build_plain(batches, 0, events, {}, cf_json_map(NAMES), heads(3), -1, -1, 0, 0, False, -1, 0, 0)
+    assert 0 <= r[0] <= len(batches)
+    assert all(type(e) is PreEncoded for e in events)

@@ -497,3 +497,12 @@ def test_fragments_not_in_the_writers_shape_go_to_python():
         check_scan(data)
         same_both_ways(data)
     assert check_scan(pad + first + physical(4, big[room:]) + ok) == len(pad) // len(ok) + 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(-5, 1 << 40), st.integers(-5, 310), st.booleans())
+def test_scan_simple_never_crashes_on_any_window(data, base, i, leveldb):
+    prefix = write_log([batch(1, 1, b"\x01" + varstr(b"k") + varstr(b"v"))])
+    for buf in (data, prefix + data):
+        out, end = C.scan_simple(buf, base, i, 8, leveldb)
+        assert end == i if (out == [] and (i < 0 or i > len(buf) or base < 0)) else end >= i

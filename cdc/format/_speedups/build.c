@@ -1,14 +1,17 @@
 /* build.c -- build_plain: capture's event-building hot loop for runs of plain WAL batches.
  *
- * Drop-in for the put path of cdc.capture.build.build_events (the pure-Python reference).
- * A batch is handled here only when it is "plain": every op a put with a non-negative
- * sequence number (len(ops) == count, no markers), a cf id present in cf_json, key and value
- * strict UTF-8, numbering not per batch (or a single op), not before the `done` checkpoint,
- * no sequence gap, no rewind. Anything else stops the run *before* that batch (nothing of it
- * is emitted) and Python's loop handles it, then calls back here for the rest.
+ * Drop-in for the data-record path of cdc.capture.build.build_events (the pure-Python
+ * reference). A batch is handled here only when it is "plain": every op a put, delete,
+ * single_delete, merge or delete_range with a non-negative sequence number (len(ops) == count,
+ * no markers), a cf id present in cf_json, keys/values/end keys strict UTF-8, numbering not per
+ * batch (or a single op), not before the `done` checkpoint, no sequence gap, no rewind.
+ * Anything else stops the run *before* that batch (nothing of it is emitted) and Python's loop
+ * handles it, then calls back here for the rest.
  *
- * Invariant: the PreEncoded tuples, per-cf counters, last_seq, last_wal and numbering flag are
- * exactly what the Python loop produces; the JSON is byte-identical to msgspec's encoder
+ * Invariant: every event is a PreEncoded equal to what Python emits for a put, and to
+ * encode_event(KeyChange) of what it emits for the other operations (Python builds the
+ * KeyChange Struct; the journal stores both the same); per-cf counters, last_seq, last_wal and
+ * the numbering flag are exactly what the Python loop produces; the JSON is byte-identical to msgspec's encoder
  * (escapes: \" \\ \b \t \n \f \r, other controls \u00xx lowercase; 0x7f, non-ASCII, U+2028 raw).
  * UTF-8 validation is as strict as bytes.decode(): no overlong forms, no surrogates, nothing
  * above U+10FFFF, no truncated sequence. tests/capture/test_speedups_build.py checks all this.
@@ -17,6 +20,7 @@
 
 static PyTypeObject *PreEncodedType = NULL;
 static PyObject *s_key_change, *s_put_name;
+static int as_ll(PyObject *o, long long *out);
 static uint8_t esc_len[256]; /* bytes of a byte's JSON form (ASCII); 1 for bytes >= 0x80 */
 
 int cdc_build_init(void)
@@ -272,33 +276,111 @@ static int as_ll(PyObject *o, long long *out)
     return 0;
 }
 
+/* op kinds handled here: index into the `heads` tuple and the per-kind rules below */
+enum { K_PUT, K_DELETE, K_SINGLE_DELETE, K_MERGE, K_DELETE_RANGE, K_COUNT };
+static const char *const kind_names[K_COUNT] = {"put", "delete", "single_delete", "merge", "delete_range"};
+static const int kind_slot[K_COUNT] = {0, 2, 2, 4, 6}; /* build.py's _STAT_SLOT */
+
 typedef struct {
-    Py_ssize_t jk, jv;        /* JSON lengths of key and value */
-    PyObject *key, *value;    /* borrowed */
-    PyObject *cfname, *cfjson; /* borrowed */
+    Py_ssize_t jk, jv, je;           /* JSON lengths of key, value (put/merge), end key (delete_range) */
+    PyObject *key, *value, *end_key; /* borrowed; value/end_key NULL when the kind has none */
+    PyObject *cfname, *cfjson;       /* borrowed */
     long long seq, cf;
-} PutInfo;
+    int kind;
+} OpInfo;
 
 #define SMALL_BATCH 128
 
-/* build_plain(batches, i, events, counts, cf_json, put_head, last_seq, last_wal, done_wal,
+static int op_kind(PyObject *name)
+{
+    for (int k = 0; k < K_COUNT; k++)
+        if (PyUnicode_CompareWithASCIIString(name, kind_names[k]) == 0)
+            return k;
+    return -1;
+}
+
+static inline Py_ssize_t json_len_of(PyObject *b)
+{
+    return json_len((const uint8_t *)PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+}
+
+/* Pass 1 for one op: 0 when C can encode it (and *pi is filled), 1 to hand the batch back. */
+static int check_op(PyObject *op, PyObject *cf_json, OpInfo *pi)
+{
+    if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 6 || as_ll(PyTuple_GET_ITEM(op, 0), &pi->seq) || pi->seq < 0)
+        return 1;
+    PyObject *name = PyTuple_GET_ITEM(op, 1);
+    if (name == s_put_name)
+        pi->kind = K_PUT;
+    else if (!PyUnicode_Check(name) || (pi->kind = op_kind(name)) < 0)
+        return 1;
+    PyObject *cfid = PyTuple_GET_ITEM(op, 2);
+    if (as_ll(cfid, &pi->cf))
+        return 1;
+    PyObject *cfj = PyDict_GetItemWithError(cf_json, cfid);
+    if (cfj == NULL)
+        return PyErr_Occurred() ? -1 : 1; /* unknown cf: Python reports it */
+    if (!PyTuple_Check(cfj) || PyTuple_GET_SIZE(cfj) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(cfj, 0))
+        || !PyBytes_Check(PyTuple_GET_ITEM(cfj, 1)))
+        return 1;
+    pi->cfname = PyTuple_GET_ITEM(cfj, 0);
+    pi->cfjson = PyTuple_GET_ITEM(cfj, 1);
+    pi->key = PyTuple_GET_ITEM(op, 3);
+    PyObject *v = PyTuple_GET_ITEM(op, 4), *ek = PyTuple_GET_ITEM(op, 5);
+    if (!PyBytes_CheckExact(pi->key) || (pi->jk = json_len_of(pi->key)) < 0)
+        return 1; /* not UTF-8: Python writes base64 */
+    pi->value = pi->end_key = NULL;
+    pi->jv = pi->je = 0;
+    if (pi->kind == K_PUT || pi->kind == K_MERGE) {
+        if (!PyBytes_CheckExact(v) || ek != Py_None || (pi->jv = json_len_of(v)) < 0)
+            return 1;
+        pi->value = v;
+    } else if (pi->kind == K_DELETE_RANGE) {
+        if (v != Py_None || !PyBytes_CheckExact(ek) || (pi->je = json_len_of(ek)) < 0)
+            return 1;
+        pi->end_key = ek;
+    } else if (v != Py_None || ek != Py_None) {
+        return 1;
+    }
+    return 0;
+}
+
+/* build_plain(batches, i, events, counts, cf_json, heads, last_seq, last_wal, done_wal,
  *             done_off, per_batch, put_cf, put_n, put_b)
  *   -> (i, last_seq, last_wal, put_cf, put_n, put_b, per_key)
- * Emits the events of the plain batches from index i on into `events`; stops at the first
- * batch that is not plain (its index is returned; nothing of it was emitted). */
+ * heads: for put, delete, single_delete, merge, delete_range, the event's JSON up to the key
+ * (wire.PUT_HEAD % ts with that operation). Emits the events of the plain batches from index i
+ * on into `events`; stops at the first batch that is not plain (its index is returned; nothing
+ * of it was emitted). Puts are counted in (put_cf, put_n, put_b) per run of one cf and the
+ * others straight into `counts`, as build.py does. */
 PyObject *cdc_build_plain(PyObject *self, PyObject *args)
 {
-    PyObject *batches, *events, *counts, *cf_json, *put_head;
+    PyObject *batches, *events, *counts, *cf_json, *heads;
     Py_ssize_t i;
     PyObject *o_last_seq, *o_last_wal, *o_done_wal, *o_done_off, *o_put_cf, *o_put_n, *o_put_b;
     int per_batch;
     if (!PyArg_ParseTuple(args, "O!nO!O!O!O!OOOOpOOO:build_plain", &PyList_Type, &batches, &i, &PyList_Type, &events,
-                          &PyDict_Type, &counts, &PyDict_Type, &cf_json, &PyBytes_Type, &put_head, &o_last_seq,
+                          &PyDict_Type, &counts, &PyDict_Type, &cf_json, &PyTuple_Type, &heads, &o_last_seq,
                           &o_last_wal, &o_done_wal, &o_done_off, &per_batch, &o_put_cf, &o_put_n, &o_put_b))
         return NULL;
     if (PreEncodedType == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "set_event_type() was not called");
         return NULL;
+    }
+    if (PyTuple_GET_SIZE(heads) != K_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "heads: one per operation (put, delete, single_delete, merge, delete_range)");
+        return NULL;
+    }
+    const char *head[K_COUNT];
+    Py_ssize_t head_len[K_COUNT];
+    for (int k = 0; k < K_COUNT; k++) {
+        PyObject *h = PyTuple_GET_ITEM(heads, k);
+        if (!PyBytes_Check(h)) {
+            PyErr_SetString(PyExc_TypeError, "heads must be bytes");
+            return NULL;
+        }
+        head[k] = PyBytes_AS_STRING(h);
+        head_len[k] = PyBytes_GET_SIZE(h);
     }
     long long last_seq, last_wal, done_wal, done_off, put_cf, put_n, put_b;
     if (i < 0 || as_ll(o_last_seq, &last_seq) || as_ll(o_last_wal, &last_wal) || as_ll(o_done_wal, &done_wal)
@@ -306,16 +388,14 @@ PyObject *cdc_build_plain(PyObject *self, PyObject *args)
         /* values C cannot hold: leave everything to Python */
         return Py_BuildValue("(nOOOOOi)", i, o_last_seq, o_last_wal, o_put_cf, o_put_n, o_put_b, 0);
     int per_key = 0;
-    const char *head = PyBytes_AS_STRING(put_head);
-    Py_ssize_t head_len = PyBytes_GET_SIZE(put_head);
-    PutInfo small[SMALL_BATCH];
-    PutInfo *info = small;
+    OpInfo small[SMALL_BATCH];
+    OpInfo *info = small;
     Py_ssize_t info_cap = SMALL_BATCH;
     Py_ssize_t nb = PyList_GET_SIZE(batches);
     for (; i < nb; i++) {
         PyObject *b = PyList_GET_ITEM(batches, i);
-        if (!PyTuple_Check(b) || PyTuple_GET_SIZE(b) != 5)
-            break;
+        if (!PyTuple_Check(b) || PyTuple_CheckExact(b) || PyTuple_GET_SIZE(b) != 5)
+            break; /* a Batch (Python reads its attributes: a bare tuple is its error to raise) */
         long long log_number, offset, bseq, count;
         PyObject *ops = PyTuple_GET_ITEM(b, 4);
         if (as_ll(PyTuple_GET_ITEM(b, 0), &log_number) || as_ll(PyTuple_GET_ITEM(b, 1), &offset)
@@ -341,7 +421,7 @@ PyObject *cdc_build_plain(PyObject *self, PyObject *args)
             break; /* sequence gap: Python emits the capture_gap */
         /* pass 1: check every op and measure it (nothing emitted yet) */
         if (nops > info_cap) {
-            PutInfo *ni = PyMem_Malloc(sizeof(PutInfo) * (size_t)nops);
+            OpInfo *ni = PyMem_Malloc(sizeof(OpInfo) * (size_t)nops);
             if (ni == NULL) {
                 PyErr_NoMemory();
                 goto error;
@@ -351,71 +431,23 @@ PyObject *cdc_build_plain(PyObject *self, PyObject *args)
             info = ni;
             info_cap = nops;
         }
-        int ok = 1;
-        for (Py_ssize_t k = 0; k < nops; k++) {
-            PyObject *op = PyList_GET_ITEM(ops, k);
-            PutInfo *pi = &info[k];
-            if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 6 || as_ll(PyTuple_GET_ITEM(op, 0), &pi->seq) || pi->seq < 0) {
-                ok = 0;
-                break;
-            }
-            PyObject *name = PyTuple_GET_ITEM(op, 1);
-            if (name != s_put_name && !(PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "put") == 0)) {
-                ok = 0;
-                break;
-            }
-            PyObject *cfid = PyTuple_GET_ITEM(op, 2);
-            if (as_ll(cfid, &pi->cf)) {
-                ok = 0;
-                break;
-            }
-            PyObject *cfj = PyDict_GetItemWithError(cf_json, cfid);
-            if (cfj == NULL) {
-                if (PyErr_Occurred())
-                    goto error;
-                ok = 0;
-                break;
-            }
-            if (!PyTuple_Check(cfj) || PyTuple_GET_SIZE(cfj) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(cfj, 0))
-                || !PyBytes_Check(PyTuple_GET_ITEM(cfj, 1))) {
-                ok = 0;
-                break;
-            }
-            pi->cfname = PyTuple_GET_ITEM(cfj, 0);
-            pi->cfjson = PyTuple_GET_ITEM(cfj, 1);
-            pi->key = PyTuple_GET_ITEM(op, 3);
-            pi->value = PyTuple_GET_ITEM(op, 4);
-            if (!PyBytes_CheckExact(pi->key) || !PyBytes_CheckExact(pi->value)) {
-                ok = 0;
-                break;
-            }
-            pi->jk = json_len((const uint8_t *)PyBytes_AS_STRING(pi->key), (size_t)PyBytes_GET_SIZE(pi->key));
-            if (pi->jk < 0) {
-                ok = 0;
-                break;
-            }
-            pi->jv = json_len((const uint8_t *)PyBytes_AS_STRING(pi->value), (size_t)PyBytes_GET_SIZE(pi->value));
-            if (pi->jv < 0) {
-                ok = 0;
-                break;
-            }
-        }
-        if (!ok)
+        int bad = 0;
+        for (Py_ssize_t k = 0; k < nops && !bad; k++)
+            bad = check_op(PyList_GET_ITEM(ops, k), cf_json, &info[k]);
+        if (bad < 0)
+            goto error;
+        if (bad)
             break;
         /* pass 2: emit (the batch is plain) */
-        char tail[64];
-        Py_ssize_t tail_len;
+        char marks[64]; /* ,"batch_seq":N,"batch_count":M (KeyChange's fields after seq) */
+        Py_ssize_t marks_len = 0;
         if (nops > 1) {
-            char *t = tail;
+            char *t = marks;
             memcpy(t, ",\"batch_seq\":", 13);
             t = write_ll(t + 13, bseq);
             memcpy(t, ",\"batch_count\":", 15);
             t = write_ll(t + 15, (long long)nops);
-            *t++ = '}';
-            tail_len = t - tail;
-        } else {
-            tail[0] = '}';
-            tail_len = 1;
+            marks_len = t - marks;
         }
         if (sets_per_key)
             per_key = 1;
@@ -423,48 +455,64 @@ PyObject *cdc_build_plain(PyObject *self, PyObject *args)
         if (consumed)
             last_seq = bseq + consumed - 1;
         for (Py_ssize_t k = 0; k < nops; k++) {
-            PutInfo *pi = &info[k];
-            Py_ssize_t kl = PyBytes_GET_SIZE(pi->key), vl = PyBytes_GET_SIZE(pi->value);
-            if (pi->cf != put_cf) { /* puts are counted per run of one cf */
-                if (put_n && add_count(counts, put_cf, 0, put_n, put_b) < 0)
+            OpInfo *pi = &info[k];
+            int kind = pi->kind;
+            Py_ssize_t kl = PyBytes_GET_SIZE(pi->key);
+            if (kind == K_PUT) {
+                if (pi->cf != put_cf) { /* puts are counted per run of one cf */
+                    if (put_n && add_count(counts, put_cf, 0, put_n, put_b) < 0)
+                        goto error;
+                    put_cf = pi->cf;
+                    put_n = 0;
+                    put_b = 0;
+                }
+                put_n += 1;
+                put_b += kl + PyBytes_GET_SIZE(pi->value);
+            } else {
+                Py_ssize_t other = pi->end_key ? PyBytes_GET_SIZE(pi->end_key) : pi->value ? PyBytes_GET_SIZE(pi->value) : 0;
+                if (add_count(counts, pi->cf, kind_slot[kind], 1, kl + other) < 0)
                     goto error;
-                put_cf = pi->cf;
-                put_n = 0;
-                put_b = 0;
             }
-            put_n += 1;
-            put_b += kl + vl;
             Py_ssize_t cfl = PyBytes_GET_SIZE(pi->cfjson);
-            Py_ssize_t core_len = head_len + pi->jk + 6 + cfl + 7 + ll_digits(pi->seq) + tail_len;
+            Py_ssize_t core_len = head_len[kind] + pi->jk + 6 + cfl + 7 + ll_digits(pi->seq) + marks_len + 1;
+            if (pi->end_key)
+                core_len += 11 + pi->je;
             PyObject *it[6];
             it[0] = PyBytes_FromStringAndSize(NULL, core_len);
-            it[1] = PyBytes_FromStringAndSize(NULL, 9 + pi->jv);
+            it[1] = PyBytes_FromStringAndSize(NULL, pi->value ? 9 + pi->jv : 0);
             if (it[0] == NULL || it[1] == NULL) {
                 Py_XDECREF(it[0]);
                 Py_XDECREF(it[1]);
                 goto error;
             }
             char *d = PyBytes_AS_STRING(it[0]);
-            memcpy(d, head, (size_t)head_len);
-            d = json_write(d + head_len, (const uint8_t *)PyBytes_AS_STRING(pi->key), (size_t)kl);
+            memcpy(d, head[kind], (size_t)head_len[kind]);
+            d = json_write(d + head_len[kind], (const uint8_t *)PyBytes_AS_STRING(pi->key), (size_t)kl);
             memcpy(d, ",\"cf\":", 6);
             memcpy(d + 6, PyBytes_AS_STRING(pi->cfjson), (size_t)cfl);
             d += 6 + cfl;
             memcpy(d, ",\"seq\":", 7);
             d = write_ll(d + 7, pi->seq);
-            memcpy(d, tail, (size_t)tail_len);
-            d += tail_len;
-            d = PyBytes_AS_STRING(it[1]);
-            memcpy(d, ",\"value\":", 9);
-            json_write(d + 9, (const uint8_t *)PyBytes_AS_STRING(pi->value), (size_t)vl);
+            memcpy(d, marks, (size_t)marks_len);
+            d += marks_len;
+            if (pi->end_key) {
+                memcpy(d, ",\"end_key\":", 11);
+                d = json_write(d + 11, (const uint8_t *)PyBytes_AS_STRING(pi->end_key), (size_t)PyBytes_GET_SIZE(pi->end_key));
+            }
+            *d = '}';
+            if (pi->value) {
+                d = PyBytes_AS_STRING(it[1]);
+                memcpy(d, ",\"value\":", 9);
+                json_write(d + 9, (const uint8_t *)PyBytes_AS_STRING(pi->value), (size_t)PyBytes_GET_SIZE(pi->value));
+            }
             Py_INCREF(s_key_change);
             it[2] = s_key_change;
             Py_INCREF(pi->cfname);
             it[3] = pi->cfname;
             Py_INCREF(pi->key);
             it[4] = pi->key;
-            Py_INCREF(Py_None);
-            it[5] = Py_None;
+            it[5] = pi->end_key ? pi->end_key : Py_None;
+            Py_INCREF(it[5]);
             PyObject *ev = cdc_new_tuple(PreEncodedType, it, 6);
             if (ev == NULL)
                 goto error;
