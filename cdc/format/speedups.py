@@ -24,7 +24,7 @@ def _load() -> ModuleType | None:
     except ImportError:
         return None
     # without the built module, the directory of its C sources imports as a namespace package
-    if not all(hasattr(_speedups, f) for f in ("scan_simple", "build_plain", "set_wal_types", "set_event_type")):
+    if not all(hasattr(_speedups, f) for f in ("scan_simple", "build_plain", "set_wal_types", "set_event_type", "encode_run")):
         return None
     return _speedups
 
