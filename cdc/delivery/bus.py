@@ -153,16 +153,18 @@ class EventBus:
 
     # ------------------------------------------------------------------ producers
 
-    async def emit(self, events: Sequence[Event | dict[str, Any]], checkpoints: dict[str, bytes] | None = None) -> None:
+    async def emit(self, events: Sequence[Event | dict[str, Any]], checkpoints: dict[str, bytes] | None = None, *, size: int | None = None) -> None:
         """Queue events (and checkpoints to commit with them); waits while the queue is full.
 
+        ``size``: the events' bytes when the producer knows them (see :func:`event_size`;
+        capture passes its own count instead of a pass over every event here).
         Returns once queued, not committed (see :meth:`flush`).
         """
         while self._full() and not self._closing:
             self.emit_waits += 1
             self._space.clear()
             await self._space.wait()
-        self.emit_nowait(events, checkpoints)
+        self.emit_nowait(events, checkpoints, size=size)
 
     async def emit_and_wait(self, events: Sequence[Event | dict[str, Any]]) -> list[int]:
         """Emit and wait for the commit; returns the ids given to the events (skipped ones omitted)."""
@@ -179,6 +181,7 @@ class EventBus:
         events: Sequence[Event | dict[str, Any]],
         checkpoints: dict[str, bytes] | None = None,
         *,
+        size: int | None = None,
         _future: asyncio.Future[list[int]] | None = None,
     ) -> None:
         """Queue without waiting (for rare control events such as health changes)."""
@@ -187,7 +190,8 @@ class EventBus:
                 _future.set_result([])
             return
         self._emitted_seq += 1
-        size = _batch_size(events)
+        if size is None:
+            size = _batch_size(events)
         self._queue.append((events, checkpoints, self._emitted_seq, _future, size))
         self._pending_events += len(events)
         self._pending_bytes += size
@@ -236,11 +240,16 @@ class EventBus:
             batch_bytes = 0
             max_bytes = self.max_batch_bytes
             while self._queue and (
-                not events or (len(events) + len(self._queue[0][0]) <= limit and batch_bytes + self._queue[0][4] <= max_bytes)
+                not items or (len(events) + len(self._queue[0][0]) <= limit and batch_bytes + self._queue[0][4] <= max_bytes)
             ):
                 item = self._queue.popleft()
+                if not items and (len(item[0]) >= limit or not self._queue):
+                    events = item[0]  # type: ignore[assignment]  # alone in this commit: no copy (never mutated)
+                else:
+                    if len(items) == 1 and events is items[0][0]:
+                        events = list(events)
+                    events.extend(item[0])
                 items.append(item)
-                events.extend(item[0])
                 batch_bytes += item[4]
                 if item[1]:
                     checkpoints.update(item[1])
