@@ -153,6 +153,11 @@ log = logging.getLogger("cdc.capture")
 
 
 
+EXPORT_EVERY_S = 0.02
+"""While capture steps back to back (thousands of small writes per second), its lag, gauges and
+readiness are exported at most this often (an fstat per WAL and a dozen metric updates per step
+otherwise); an idle capture exports its last state within this delay."""
+
 def _queued_size(dec: Decoded) -> int:
     """The bus's byte count of a read's events (``EventBus.emit(size=)``) from capture's own
     per-cf counters (key + value bytes) instead of a pass over every event: twice the raw
@@ -202,6 +207,8 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
         now_ms: Callable[[], int] | None = None,
     ) -> None:
         self.chunk_bytes = chunk_bytes
+        self._export_at = 0.0  # next time the step exports lag/gauges/readiness (throttled while busy)
+        self._export_dirty = False
         self.thread_min_bytes = thread_min_bytes
         self.hot_poll_s = hot_poll_s
         self.hot_window_s = hot_window_s
@@ -370,6 +377,8 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
         else:
             timeout = max(0.0, self._next_rescan - now)
             timeout = min(timeout, self._timer_deadline(now))
+        if self._export_dirty:  # the last step's state is exported by a step at _export_at at the latest
+            timeout = min(timeout, max(0.0, self._export_at - now))
         if not self._wake.is_set() and timeout > 0:
             try:
                 async with asyncio.timeout(timeout):
@@ -408,8 +417,14 @@ class WalCapture(WatchMixin, WalSetMixin, SealMixin, StoreHistoryMixin, HealthMi
             self._set_cond("readiness", "capture_decode", False, "capture step failed (see log); retrying")
             self._corrupt_until = time.monotonic() + self.corrupt_hold_s
             await self._sleep_stop(0.1)
-        self._timers(time.monotonic())
-        self._export()
+        now = time.monotonic()
+        self._timers(now)
+        if now >= self._export_at:  # lag, gauges, readiness: at most every EXPORT_EVERY_S while busy
+            self._export()
+            self._export_at = now + EXPORT_EVERY_S
+            self._export_dirty = False
+        else:
+            self._export_dirty = True
 
     async def _pump(self) -> None:
         """Read and emit until every WAL is consumed up to its current end."""
