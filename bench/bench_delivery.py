@@ -240,9 +240,14 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     await task
     if trace:
         print(f"TRACE bus: {bus._emitted_seq} emits, {bus.commits} commits, {bus.committed_events} events", file=sys.stderr)
+    summary: dict[str, Any] = {}
     for name, xs in trace.items():
         xs.sort()
+        summary[name] = {"n": len(xs), "p50": round(xs[len(xs) // 2], 2), "p99": round(xs[int(len(xs) * 0.99)], 2), "max": round(xs[-1], 2)}
         print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
+    if trace and os.environ.get("CDC_BENCH_TRACE_FILE"):
+        with open(os.environ["CDC_BENCH_TRACE_FILE"], "w") as f:
+            json.dump({"commits": bus.commits, **summary}, f)
     if gc_pauses:
         gc_pauses.sort()
         print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
@@ -267,7 +272,7 @@ def server_main(argv: list[str]) -> None:
 
 
 class ServerProc:
-    def __init__(self, kind: str, *extra: str) -> None:
+    def __init__(self, kind: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="cdcbench-")
@@ -278,7 +283,9 @@ class ServerProc:
         if spawn:
             args = ["py-spy", "record", "-r", os.environ.get("CDC_BENCH_PYSPY_RATE", "200"), "-f", "raw", "-o", spawn,
                     *(["--gil"] if os.environ.get("CDC_BENCH_PYSPY_GIL") else []), "--", *args]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         while spawn and line and line.strip() != "READY":  # py-spy's own lines
             line = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -772,7 +779,10 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
     db = os.path.join(tmp, "db")
     with StoreWriter(db) as w:
         w.put("seed", "1")
-        srv = ServerProc("cdc", "0", db)
+        # the daemon's own view (CDC_BENCH_TRACE): commit durations, write -> end of its fan-out
+        trace_file = os.path.join(tmp, "trace.json")
+        srv = ServerProc("cdc", "0", db, env={"CDC_BENCH_TRACE": "1", "CDC_BENCH_TRACE_FILE": trace_file})
+        daemon: dict[str, Any] = {}
         try:
             lat: list[float] = []
             cap: list[float] = []  # write -> capture timestamp
@@ -795,6 +805,11 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         finally:
             srv.close()
             w.kill()
+            try:
+                with open(trace_file) as f:
+                    daemon = json.load(f)
+            except (OSError, ValueError):
+                pass
             shutil.rmtree(tmp, ignore_errors=True)
     lat.sort()
     cap.sort()
@@ -816,6 +831,10 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         "daemon_cpu_share": round(cpu / wall, 2),
         "daemon_cpu_us_per_write": {"user": round((u1 - u0) * 1e6 / count), "sys": round((s1 - s0) * 1e6 / count)},
         "client_cpu_share": round(my / wall, 2),
+        # inside the daemon: write -> end of the fan-out call (per event), commit (LMDB + fsync) durations
+        "daemon_write_to_fanout_ms": {k: daemon["write_to_fanout_done_ms"][k] for k in ("p50", "p99", "max")} if "write_to_fanout_done_ms" in daemon else None,
+        "daemon_commit_ms": {k: daemon["commit_ms"][k] for k in ("p50", "p99", "max")} if "commit_ms" in daemon else None,
+        "daemon_commits": daemon.get("commits"),
     }
 
 
