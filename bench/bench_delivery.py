@@ -77,6 +77,20 @@ def make_event_bytes(i: int) -> bytes:
     return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
 
 
+def write_json(path: str, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def make_array_frame(lo: int, hi: int) -> bytes:
     """A ``batch=1`` frame as cdc builds it: the JSON array of the events with ids lo..hi-1."""
     return b"[" + b",".join([make_event_bytes(i) for i in range(lo, hi)]) + b"]"
@@ -174,7 +188,7 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     bus = app.ctx.bus
     trace: dict[str, list[float]] = {}
     if os.environ.get("CDC_BENCH_TRACE"):  # diagnose latency: commit and fan-out durations, capture -> fan-out age
-        journal, hub = bus.journal, app.ctx.hub
+        journal = bus.journal
         append0, publish0 = journal.append, bus.on_commit
 
         def traced_append(*a: Any, **k: Any) -> Any:
@@ -246,8 +260,7 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
         summary[name] = {"n": len(xs), "p50": round(xs[len(xs) // 2], 2), "p99": round(xs[int(len(xs) * 0.99)], 2), "max": round(xs[-1], 2)}
         print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
     if trace and os.environ.get("CDC_BENCH_TRACE_FILE"):
-        with open(os.environ["CDC_BENCH_TRACE_FILE"], "w") as f:
-            json.dump({"commits": bus.commits, **summary}, f)
+        write_json(os.environ["CDC_BENCH_TRACE_FILE"], {"commits": bus.commits, **summary})
     if gc_pauses:
         gc_pauses.sort()
         print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
@@ -668,6 +681,12 @@ def raw_lmdb_iterate(path: str) -> dict[str, Any]:
         env.close()
 
 
+def raw_lmdb_iterate_in_subprocess(path: str) -> dict[str, Any]:
+    """:func:`raw_lmdb_iterate` in a fresh interpreter (``python -m bench.bench_delivery _raw PATH``)."""
+    out = subprocess.run([PY, "-m", "bench.bench_delivery", "_raw", path], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return dict(json.loads(out))
+
+
 async def bench_replay() -> dict[str, Any]:
     """Journal replay to one ``since=0&batch=1`` subscriber vs raw LMDB cursor iteration.
 
@@ -684,10 +703,7 @@ async def bench_replay() -> dict[str, Any]:
     try:
         # in a fresh process each time: the baseline does not depend on this process's state
         # (after the memory bench's 20,000 connections it ran ~1.5x slower in-process)
-        raws = [
-            json.loads(subprocess.run([PY, "-m", "bench.bench_delivery", "_raw", os.path.join(srv.tmp, "journal")], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
-            for _ in range(3)
-        ]
+        raws = [raw_lmdb_iterate_in_subprocess(os.path.join(srv.tmp, "journal")) for _ in range(3)]
         raw = min(raws, key=lambda r: r["s"])
         results = []
         for _ in range(3):
@@ -812,11 +828,7 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         finally:
             srv.close()
             w.kill()
-            try:
-                with open(trace_file) as f:
-                    daemon = json.load(f)
-            except (OSError, ValueError):
-                pass
+            daemon = read_json(trace_file) or {}
             shutil.rmtree(tmp, ignore_errors=True)
     lat.sort()
     cap.sort()
