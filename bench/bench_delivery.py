@@ -2,7 +2,7 @@
 
 Run: ``python -m bench.bench_delivery [NAME|GROUP]...`` (all by default); names: fanout,
 fanout_issue3, memory, replay, latency, latency10k, throughput; group ``issue11`` = fanout,
-latency, latency10k, memory, replay (issue 11's delivery rows, each < 60 s). One JSON line per
+latency, latency10k, replay, memory (issue 11's delivery rows, each < 60 s). One JSON line per
 bench, with its duration and the 1-minute load average before/after (the machine is shared).
 
 Each server (cdc, or the bare ``websockets`` baseline) runs in its own subprocess
@@ -75,6 +75,20 @@ def rss_kb(pid: int) -> int:
 
 def make_event_bytes(i: int) -> bytes:
     return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
+
+
+def write_json(path: str, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def make_array_frame(lo: int, hi: int) -> bytes:
@@ -174,25 +188,28 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     bus = app.ctx.bus
     trace: dict[str, list[float]] = {}
     if os.environ.get("CDC_BENCH_TRACE"):  # diagnose latency: commit and fan-out durations, capture -> fan-out age
-        journal, hub = bus.journal, app.ctx.hub
+        journal = bus.journal
         append0, publish0 = journal.append, bus.on_commit
 
         def traced_append(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
             out = append0(*a, **k)
             trace.setdefault("commit_ms", []).append((time.perf_counter() - t) * 1000)
-            trace.setdefault("commit_events", []).append(len(out))
+            trace.setdefault("commit_events", []).append(len(out) if isinstance(out, list) else 0)
             return out
 
         def traced_publish(records: Any) -> None:
             t = time.perf_counter()
-            trace.setdefault("capture_to_fanout_ms", []).append(time.time() * 1000 - records[0].ts)
+            ts = getattr(records[0], "ts", None) if records else None  # (Record fields as of session 15)
+            if ts is not None:
+                trace.setdefault("capture_to_fanout_ms", []).append(time.time() * 1000 - ts)
             publish0(records)
             trace.setdefault("fanout_ms", []).append((time.perf_counter() - t) * 1000)
             now = time.time_ns()
             for r in records:  # latency bench: the value is the write's wall time in ns
-                if r.value.startswith(b',"value":"') and r.value[10:-1].isdigit():
-                    trace.setdefault("write_to_fanout_done_ms", []).append((now - int(r.value[10:-1])) / 1e6)
+                v = getattr(r, "value", b"")
+                if isinstance(v, bytes) and v.startswith(b',"value":"') and v[10:-1].isdigit() and len(v) > 25:
+                    trace.setdefault("write_to_fanout_done_ms", []).append((now - int(v[10:-1])) / 1e6)
 
         journal.append = traced_append  # type: ignore[method-assign]
         bus.on_commit = traced_publish
@@ -221,7 +238,11 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
                 [KeyChange(timestamp=1700000000000, operation="put", key=f"user:{i:08d}", seq=i) for i in range(lo, min(n + first, lo + per))]
                 for lo in range(first, n + first, per)
             ]
-            bus.max_batch = bus._batch_limit = per  # one commit (= one batch=1 frame) per emit
+            # one commit (= one batch=1 frame) per emit; the bench checks the framing it got
+            # (frames per subscriber, bytes per event) against the bare server's
+            bus.max_batch = per
+            if hasattr(bus, "_batch_limit"):
+                bus._batch_limit = per
             print(f"PREPPED {first}", flush=True)
         elif line[0] == "send":  # emit the prepared chunks, one per loop turn
             for chunk in chunks:
@@ -233,9 +254,13 @@ async def cdc_server(port: int, state: str, prefill: int, db: str | None) -> Non
     await task
     if trace:
         print(f"TRACE bus: {bus._emitted_seq} emits, {bus.commits} commits, {bus.committed_events} events", file=sys.stderr)
+    summary: dict[str, Any] = {}
     for name, xs in trace.items():
         xs.sort()
+        summary[name] = {"n": len(xs), "p50": round(xs[len(xs) // 2], 2), "p99": round(xs[int(len(xs) * 0.99)], 2), "max": round(xs[-1], 2)}
         print(f"TRACE {name}: n {len(xs)} p50 {xs[len(xs) // 2]:.2f} p99 {xs[int(len(xs) * 0.99)]:.2f} max {xs[-1]:.2f}", file=sys.stderr)
+    if trace and os.environ.get("CDC_BENCH_TRACE_FILE"):
+        write_json(os.environ["CDC_BENCH_TRACE_FILE"], {"commits": bus.commits, **summary})
     if gc_pauses:
         gc_pauses.sort()
         print(f"GC: {len(gc_pauses)} collections, max {gc_pauses[-1]:.1f} ms, >5 ms: {sum(p > 5 for p in gc_pauses)}", file=sys.stderr)
@@ -260,7 +285,7 @@ def server_main(argv: list[str]) -> None:
 
 
 class ServerProc:
-    def __init__(self, kind: str, *extra: str) -> None:
+    def __init__(self, kind: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="cdcbench-")
@@ -271,7 +296,9 @@ class ServerProc:
         if spawn:
             args = ["py-spy", "record", "-r", os.environ.get("CDC_BENCH_PYSPY_RATE", "200"), "-f", "raw", "-o", spawn,
                     *(["--gil"] if os.environ.get("CDC_BENCH_PYSPY_GIL") else []), "--", *args]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         while spawn and line and line.strip() != "READY":  # py-spy's own lines
             line = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -280,7 +307,9 @@ class ServerProc:
         self.profiler = None
         out = os.environ.get("CDC_BENCH_PYSPY")  # profile the server: collapsed stacks to this file
         if out:
-            self.profiler = subprocess.Popen(["py-spy", "record", "-p", str(self.proc.pid), "-o", out, "-f", "raw", "-r", "200", "--nonblocking"],
+            rate = os.environ.get("CDC_BENCH_PYSPY_RATE", "200")
+            gil = ["--gil"] if os.environ.get("CDC_BENCH_PYSPY_GIL") else []
+            self.profiler = subprocess.Popen(["py-spy", "record", "-p", str(self.proc.pid), "-o", out, "-f", "raw", "-r", rate, "--nonblocking", *gil],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
 
@@ -547,6 +576,11 @@ async def bench_fanout() -> dict[str, Any]:
             "bytes_per_event": round(b["bytes_per_event"], 1),
         }
     out["ratio_cdc_over_bare"] = round(best["cdc"]["events_per_s"] / best["bare"]["events_per_s"], 3)
+    # like for like only if cdc sent as many frames per subscriber and the same bytes per event
+    # (ids may differ by a digit at most)
+    out["framing_equal"] = best["cdc"]["frames_per_sub"] == best["bare"]["frames_per_sub"] and abs(
+        best["cdc"]["bytes_per_event"] - best["bare"]["bytes_per_event"]
+    ) < 1.0
     out["runs_events_per_s"] = {k: [round(r["events_per_s"]) for r in v] for k, v in res.items()}
     return out
 
@@ -647,6 +681,12 @@ def raw_lmdb_iterate(path: str) -> dict[str, Any]:
         env.close()
 
 
+def raw_lmdb_iterate_in_subprocess(path: str) -> dict[str, Any]:
+    """:func:`raw_lmdb_iterate` in a fresh interpreter (``python -m bench.bench_delivery _raw PATH``)."""
+    out = subprocess.run([PY, "-m", "bench.bench_delivery", "_raw", path], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return dict(json.loads(out))
+
+
 async def bench_replay() -> dict[str, Any]:
     """Journal replay to one ``since=0&batch=1`` subscriber vs raw LMDB cursor iteration.
 
@@ -661,7 +701,9 @@ async def bench_replay() -> dict[str, Any]:
     srv = ServerProc("cdc", str(n))
     fill_s = time.perf_counter() - t_fill
     try:
-        raws = [raw_lmdb_iterate(os.path.join(srv.tmp, "journal")) for _ in range(3)]
+        # in a fresh process each time: the baseline does not depend on this process's state
+        # (after the memory bench's 20,000 connections it ran ~1.5x slower in-process)
+        raws = [raw_lmdb_iterate_in_subprocess(os.path.join(srv.tmp, "journal")) for _ in range(3)]
         raw = min(raws, key=lambda r: r["s"])
         results = []
         for _ in range(3):
@@ -760,7 +802,10 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
     db = os.path.join(tmp, "db")
     with StoreWriter(db) as w:
         w.put("seed", "1")
-        srv = ServerProc("cdc", "0", db)
+        # the daemon's own view (CDC_BENCH_TRACE): commit durations, write -> end of its fan-out
+        trace_file = os.path.join(tmp, "trace.json")
+        srv = ServerProc("cdc", "0", db, env={"CDC_BENCH_TRACE": "1", "CDC_BENCH_TRACE_FILE": trace_file})
+        daemon: dict[str, Any] = {}
         try:
             lat: list[float] = []
             cap: list[float] = []  # write -> capture timestamp
@@ -783,6 +828,7 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         finally:
             srv.close()
             w.kill()
+            daemon = read_json(trace_file) or {}
             shutil.rmtree(tmp, ignore_errors=True)
     lat.sort()
     cap.sort()
@@ -804,6 +850,10 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
         "daemon_cpu_share": round(cpu / wall, 2),
         "daemon_cpu_us_per_write": {"user": round((u1 - u0) * 1e6 / count), "sys": round((s1 - s0) * 1e6 / count)},
         "client_cpu_share": round(my / wall, 2),
+        # inside the daemon: write -> end of the fan-out call (per event), commit (LMDB + fsync) durations
+        "daemon_write_to_fanout_ms": {k: daemon["write_to_fanout_done_ms"][k] for k in ("p50", "p99", "max")} if "write_to_fanout_done_ms" in daemon else None,
+        "daemon_commit_ms": {k: daemon["commit_ms"][k] for k in ("p50", "p99", "max")} if "commit_ms" in daemon else None,
+        "daemon_commits": daemon.get("commits"),
     }
 
 
@@ -865,7 +915,7 @@ async def run_named(benches: dict[str, Any], names: list[str]) -> None:
         print(json.dumps({name: res}), flush=True)
 
 
-GROUPS = {"issue11": ["fanout", "latency", "latency10k", "memory", "replay"]}
+GROUPS = {"issue11": ["fanout", "latency", "latency10k", "replay", "memory"]}
 """Named groups of benches: ``issue11`` = the delivery rows of issue 11's targets (BENCHMARKS.md)."""
 
 
@@ -876,6 +926,8 @@ async def main(names: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_server":
         server_main(sys.argv[2:])
+    elif len(sys.argv) > 2 and sys.argv[1] == "_raw":  # the replay baseline, in its own process
+        print(json.dumps(raw_lmdb_iterate(sys.argv[2])))
     else:
         unknown = [a for a in sys.argv[1:] if a not in BENCHES and a not in GROUPS]
         if unknown:
