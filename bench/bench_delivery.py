@@ -718,6 +718,7 @@ async def bench_replay() -> dict[str, Any]:
             close_clients(clients)
         best = max(results)
         raw_eps = n / raw["s"]
+        wire = await _replay_bare_transport(n, best[2] - 1 if best[2] > 1 else 1)
         return {
             "events": n,
             "fill_and_start_s": round(fill_s, 1),
@@ -738,9 +739,35 @@ async def bench_replay() -> dict[str, Any]:
                 "runs_client_cpu_s": [round(r[4], 3) for r in results],
             },
             "ratio_cdc_over_raw": round(best[0] / raw_eps, 3),
+            "bare_transport": wire,
+            "ratio_cdc_over_bare_transport": round(best[0] / wire["events_per_s"], 3),
         }
     finally:
         srv.close()
+
+
+async def _replay_bare_transport(n: int, frames: int) -> dict[str, Any]:
+    """A second baseline for replay: the same events (same JSON shape), pre-built in as many array
+    frames, sent by a bare ``websockets`` server to the same raw client -- what moving those bytes
+    through a loopback WebSocket costs, with no journal at all. Best of 3."""
+    per = -(-n // frames)
+    runs = []
+    srv = ServerProc("bare")
+    try:
+        srv.command(f"prep {n} {per} 1", "PREPPED")
+        for _ in range(3):
+            total = [0]
+            done = asyncio.Event()
+            clients = await open_clients(srv.port, "/", 1, total, done, n, wait_hello=False)
+            await asyncio.sleep(0.2)
+            t0 = time.perf_counter()
+            srv.command("send")
+            await asyncio.wait_for(done.wait(), 120)
+            runs.append(n / (time.perf_counter() - t0))
+            close_clients(clients)
+    finally:
+        srv.close()
+    return {"events_per_s": round(max(runs)), "frames": frames, "runs_events_per_s": [round(r) for r in runs]}
 
 
 _LAT_EVENT = re.compile(rb'"timestamp":(\d+),[^{}]*?"value":"(\d+)"')
