@@ -90,7 +90,7 @@ def write_frames(conn: ServerConnection, frames: list[bytes], text: bool) -> boo
         if proto.extensions or proto.expect_continuation_frame:
             send = proto.send_text if text else proto.send_binary
             for f in frames:
-                send(f)
+                send(bytes(f))  # frames may be memoryviews of stored chunks (cdc.model.chunk)
             conn.send_data()
             return True
         last = _last
@@ -101,7 +101,7 @@ def write_frames(conn: ServerConnection, frames: list[bytes], text: bool) -> boo
             _last = (frames, text, data)
         if proto.writes:
             conn.send_data()
-        conn.transport.write(data)
+        conn.transport.write(memoryview(data))  # asyncio slices what the socket did not take: no copy of a view
     except Exception:  # noqa: BLE001 - a broken transport: the handler sees the close and cleans up
         return False
     return True

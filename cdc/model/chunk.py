@@ -365,7 +365,8 @@ class Chunk:
         return recs
 
     def frames(self, fmt: int, batch: bool) -> list[bytes]:
-        """The view's frames in a wire format (one array frame when ``batch``), cached."""
+        """The view's frames in a wire format (one array frame when ``batch``), cached. A whole
+        chunk's JSON array is a memoryview of the stored value (bytes-like: compare, join, send)."""
         cache = self._frames
         if cache is None:
             cache = self._frames = {}
@@ -376,7 +377,8 @@ class Chunk:
                 if not batch or self.hi - self.lo == 1:
                     out = self.wires()
                 elif self.lo == 0 and self.hi == _HEAD.unpack_from(self.blob)[3]:
-                    out = [self.blob[self._evo - 1 : self._evo + self._ev_len + 1]]  # stored with its brackets
+                    # stored with its brackets: a view of the value, no copy (bytes-like, read-only)
+                    out = [memoryview(self.blob)[self._evo - 1 : self._evo + self._ev_len + 1]]  # type: ignore[list-item]
                 else:
                     out = [b"[" + self.region() + b"]"]
             else:
