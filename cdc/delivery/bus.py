@@ -226,8 +226,12 @@ class EventBus:
         if replaced:  # a new journal where another one was: announce it (README "Recovering the journal")
             self.emit_nowait([{"type": "cdc.journal_replaced", "timestamp": int(time.time() * 1000), **replaced}])
         retry_s = 0.05
+        deferred: Any = None  # committed records whose fan-out runs while the next commit is in its thread
+        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
+                if deferred is not None:
+                    deferred = self._publish(deferred)
                 if self._closing:
                     return
                 self._wake.clear()
@@ -257,9 +261,16 @@ class EventBus:
             try:
                 if len(events) <= self.inline_max and not self.journal.sync:
                     # no fsync: a small commit takes ~50 us, less than the hop to a worker thread
+                    if deferred is not None:
+                        deferred = self._publish(deferred)
                     records = self.journal.append(events, checkpoints or None)
                 else:
-                    records = await asyncio.to_thread(self.journal.append, events, checkpoints or None)
+                    # the commit starts in a worker thread now; the previous commit's fan-out runs
+                    # meanwhile on this thread (LMDB and fsync release the GIL): still in id order
+                    fut = loop.run_in_executor(None, self.journal.append, events, checkpoints or None)
+                    if deferred is not None:
+                        deferred = self._publish(deferred)
+                    records = await fut
             except JournalError as exc:
                 # Keep the batch (in order) and retry; readiness reports the problem.
                 self._queue.extendleft(reversed(items))
@@ -326,11 +337,20 @@ class EventBus:
             self._committed.set()
             if not self._full():
                 self._space.set()
-            if records and self.on_commit is not None:
-                try:
-                    self.on_commit(records)
-                except Exception:  # noqa: BLE001 - a hub bug must not stop commits
-                    log.exception("fan-out failed")
+            if records:
+                if self._queue and not self._closing:
+                    deferred = records  # fanned out as soon as the next commit is under way
+                else:
+                    self._publish(records)
+
+    def _publish(self, records: Any) -> None:
+        """Hand committed records to ``on_commit`` (the hub); returns None (the caller's cleared deferral)."""
+        if self.on_commit is not None:
+            try:
+                self.on_commit(records)
+            except Exception:  # noqa: BLE001 - a hub bug must not stop commits
+                log.exception("fan-out failed")
+        return None
 
     def _salvage(self, items: list[_Item]) -> tuple[list[Record], set[int], int]:
         """Commit ``items`` one event per transaction (worker thread), skipping events that fail.
