@@ -163,3 +163,45 @@ async def test_on_error_a_failing_batch_is_retried_event_by_event(rig_factory: A
     assert errors[0] == "TypeError in a journal commit" and r.bus.failed_batches >= 1
     assert r.details() == [0, 1, 3], "each good event exactly once, in order"
     assert r.bus.dropped_events == 1
+
+
+async def test_fan_out_overlaps_the_next_commit_in_order_and_flush_waits_for_it(tmp_path: Any) -> None:
+    import threading
+
+    j = Journal(str(tmp_path / "synced"), map_size=64 << 20, sync=True)  # fsync per commit: threaded commits
+    published: list[tuple[int, int]] = []
+    cond = threading.Condition()
+    overlapped: list[bool] = []
+    real_append = j.append
+
+    def append(events: Any, checkpoints: Any = None) -> Any:
+        # commit k (k >= 2) waits, in its worker thread, for the fan-out of commit k-1: it only
+        # comes if that fan-out runs while this commit is under way (it did not, before)
+        k = len(overlapped) + 1
+        with cond:
+            ok = cond.wait_for(lambda: len(published) >= k - 1, timeout=5)
+        overlapped.append(ok)
+        return real_append(events, checkpoints)
+
+    def on_commit(records: Any) -> None:
+        with cond:
+            published.append((records[0].id, records[-1].id))
+            cond.notify_all()
+
+    j.append = append  # type: ignore[method-assign]
+    bus = EventBus(j, on_commit=on_commit, max_batch=10)
+    task = asyncio.create_task(bus.run())
+    try:
+        for i in range(0, 200, 10):
+            bus.emit_nowait([ev(k) for k in range(i, i + 10)])
+        await bus.flush()
+        # everything emitted before flush() is published when it returns, in id order, once
+        assert [i for a, b in published for i in range(a, b + 1)] == list(range(1, 201))
+        assert len(overlapped) == 20 and all(overlapped)
+        bus.emit_nowait([ev(999)])
+        await bus.flush()
+        assert published[-1] == (201, 201)  # a lone commit is published at once
+    finally:
+        await bus.close()
+        await asyncio.wait_for(task, 10)
+        j.close()
