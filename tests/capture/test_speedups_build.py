@@ -25,6 +25,7 @@ from cdc.format.speedups import C
 from cdc.format.wal import SEQ_PER_BATCH, SEQ_PER_KEY, Batch, Op, SeqNumbering, WalReader
 from cdc.model.events import KeyChange
 from cdc.model.wire import PreEncoded, encode_event
+from tests.harness.memory import rss_kb
 
 pytestmark = pytest.mark.skipif(C is None, reason="C extension not built (or CDC_NO_SPEEDUPS=1)")
 
@@ -260,14 +261,6 @@ def test_real_store_same_both_ways(tmp_path):
         assert sum(type(e) is PreEncoded for e in dec.events) > 1000
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
 def test_no_leak_over_100k_builds():
     batches = [
@@ -284,9 +277,9 @@ def test_no_leak_over_100k_builds():
             C.build_plain(batches, 0, events, {}, cfj, H, 9, 1, 0, 0, False, -1, 0, 0)
 
     run(20_000)
-    before = _rss_kb()
+    before = rss_kb()
     run(100_000)
-    grown = _rss_kb() - before
+    grown = rss_kb() - before
     assert grown < 2048, f"RSS grew by {grown} KiB over 100k iterations"
 
 

@@ -25,6 +25,7 @@ from cdc.format.speedups import C
 from cdc.format.wal import WalReader
 
 from .conftest import batch, physical, run_writer, varint, varstr, write_log
+from tests.harness.memory import rss_kb
 
 pytestmark = pytest.mark.skipif(C is None, reason="C extension not built (or CDC_NO_SPEEDUPS=1)")
 
@@ -397,14 +398,6 @@ def test_leveldb_store_same_both_ways(tmp_path):
 # ------------------------------------------------------------------ robustness
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
 def test_no_leak_over_100k_scans():
     recs = [batch(i, 2, b"\x01" + varstr(b"k%d" % i) + varstr(b"v") + b"\x0f" + varstr(b"a") + varstr(b"b")) for i in range(5)]
@@ -418,9 +411,9 @@ def test_no_leak_over_100k_scans():
                 C.scan_simple(d, 0, 0, 8, False)
 
     run(20_000)
-    before = _rss_kb()
+    before = rss_kb()
     run(100_000)
-    grown = _rss_kb() - before
+    grown = rss_kb() - before
     assert grown < 2048, f"RSS grew by {grown} KiB over 100k iterations"
 
 
