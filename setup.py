@@ -24,7 +24,7 @@ setup(
         # `cdc dump-wal`'s keys/values renderer (framing + CRC32C + default-cf Puts -> JSON lines)
         Extension(
             "cdc.cli._dumpfast",
-            sources=["cdc/cli/_dumpfast_c/dumpfast.c"],
+            sources=["cdc/cli/_dumpfast_c/dumpfast.c", "cdc/format/_speedups/crc32c.c"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

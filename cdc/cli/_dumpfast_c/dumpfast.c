@@ -27,81 +27,17 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_HW_CRC 1
-#include <nmmintrin.h>
-#endif
+/* ------------------------------------------------------------------ CRC32C (Castagnoli)
+ * The one implementation of cdc's C code, cdc/format/_speedups/crc32c.c (compiled into this
+ * extension too: see setup.py): SSE4.2 when the CPU has it, else slice-by-8 tables. */
 
-/* ------------------------------------------------------------------ CRC32C (Castagnoli) */
+void cdc_crc32c_init(void);
+int cdc_crc32c_hw(void);
+uint32_t cdc_crc32c(uint32_t crc, const uint8_t *p, size_t n);
+uint32_t cdc_crc32c_table(uint32_t crc, const uint8_t *p, size_t n);
 
-static uint32_t crc_table[8][256];
-static int use_hw = 0;
-
-static void crc_init(void) {
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[0][n] = c;
-    }
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = crc_table[0][n];
-        for (int t = 1; t < 8; t++) {
-            c = crc_table[0][c & 0xFF] ^ (c >> 8);
-            crc_table[t][n] = c;
-        }
-    }
-#ifdef HAVE_HW_CRC
-    __builtin_cpu_init();
-    use_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-#endif
-}
-
-static uint32_t crc_sw(const unsigned char *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    while (n && ((uintptr_t)p & 7)) {
-        c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
-        n--;
-    }
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        w ^= c; /* little-endian hosts; big-endian ones take the byte loop below */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        c = crc_table[7][w & 0xFF] ^ crc_table[6][(w >> 8) & 0xFF] ^ crc_table[5][(w >> 16) & 0xFF] ^
-            crc_table[4][(w >> 24) & 0xFF] ^ crc_table[3][(w >> 32) & 0xFF] ^ crc_table[2][(w >> 40) & 0xFF] ^
-            crc_table[1][(w >> 48) & 0xFF] ^ crc_table[0][w >> 56];
-        p += 8;
-        n -= 8;
-#else
-        break;
-#endif
-    }
-    while (n--) c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-#ifdef HAVE_HW_CRC
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(const unsigned char *p, size_t n) {
-    uint64_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        c = _mm_crc32_u64(c, w);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--) c32 = _mm_crc32_u8(c32, *p++);
-    return c32 ^ 0xFFFFFFFFu;
-}
-#endif
-
-static inline uint32_t crc32c(const unsigned char *p, size_t n) {
-#ifdef HAVE_HW_CRC
-    if (use_hw) return crc_hw(p, n);
-#endif
-    return crc_sw(p, n);
-}
+static inline uint32_t crc32c(const unsigned char *p, size_t n) { return cdc_crc32c(0, p, n); }
+static inline uint32_t crc_sw(const unsigned char *p, size_t n) { return cdc_crc32c_table(0, p, n); }
 
 static inline int crc_ok(const unsigned char *rec, size_t length) {
     /* rec: a 7-byte legacy header followed by `length` payload bytes */
@@ -477,10 +413,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__dumpfast(void) {
-    crc_init();
+    cdc_crc32c_init();
     safe_init();
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "hardware_crc", use_hw) < 0) {
+    if (m && PyModule_AddIntConstant(m, "hardware_crc", cdc_crc32c_hw()) < 0) {
         Py_DECREF(m);
         return NULL;
     }
