@@ -56,18 +56,46 @@ def encode_frames(frames: list[bytes], text: bool) -> bytes:
     op = _TEXT if text else _BINARY
     parts: list[bytes] = []
     for f in frames:
-        n = len(f)
-        if n < 126:
-            parts.append(bytes((op, n)))
-        elif n < 0x10000:
-            parts.append(bytes((op, 126)) + n.to_bytes(2, "big"))
-        else:
-            parts.append(bytes((op, 127)) + n.to_bytes(8, "big"))
+        parts.append(_header(op, len(f)))
         parts.append(f)
     return b"".join(parts)
 
 
-_last: tuple[list[bytes] | None, bool, bytes] = (None, True, b"")
+def _header(op: int, n: int) -> bytes:
+    """A final, unmasked frame's header for a payload of ``n`` bytes."""
+    if n < 126:
+        return bytes((op, n))
+    if n < 0x10000:
+        return bytes((op, 126)) + n.to_bytes(2, "big")
+    return bytes((op, 127)) + n.to_bytes(8, "big")
+
+
+BIG_FRAME = 64 << 10
+"""Frames at least this long are written as their header and their payload (no copy of the
+payload into one buffer: a whole chunk's frame is a view of the stored value)."""
+
+
+def _encode_parts(frames: list[bytes], text: bool) -> list[bytes]:
+    """:func:`encode_frames` as pieces to write in turn: runs of small frames joined, a big
+    frame's payload passed as it is (same bytes on the wire)."""
+    if all(len(f) < BIG_FRAME for f in frames):
+        return [encode_frames(frames, text)]
+    out: list[bytes] = []
+    small: list[bytes] = []
+    for f in frames:
+        if len(f) < BIG_FRAME:
+            small.append(f)
+            continue
+        if small:
+            out.append(encode_frames(small, text))
+            small = []
+        out += (_header(_TEXT if text else _BINARY, len(f)), f)
+    if small:
+        out.append(encode_frames(small, text))
+    return out
+
+
+_last: tuple[list[bytes] | None, bool, list[bytes]] = (None, True, [])
 """The last frames list encoded (kept alive, so its identity cannot be reused), its text flag and
 its bytes: the hub hands one list to every subscriber of a filter group in turn."""
 
@@ -95,13 +123,15 @@ def write_frames(conn: ServerConnection, frames: list[bytes], text: bool) -> boo
             return True
         last = _last
         if last[0] is frames and last[1] is text:
-            data = last[2]
+            parts = last[2]
         else:
-            data = encode_frames(frames, text)
-            _last = (frames, text, data)
+            parts = _encode_parts(frames, text)
+            _last = (frames, text, parts)
         if proto.writes:
             conn.send_data()
-        conn.transport.write(memoryview(data))  # asyncio slices what the socket did not take: no copy of a view
+        write = conn.transport.write
+        for data in parts:
+            write(memoryview(data))  # asyncio slices what the socket did not take: no copy of a view
     except Exception:  # noqa: BLE001 - a broken transport: the handler sees the close and cleans up
         return False
     return True

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import websockets
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import serve
 from websockets.frames import Frame, Opcode
@@ -127,3 +127,14 @@ async def test_compression_negotiated_falls_back_to_websockets(rig: Rig) -> None
             assert write_frames(conn, frames, True)
             assert await recv_all(c, 50) == [f.decode() for f in frames]
     assert wsconn._last[0] is not frames  # the compressed path does not use the shared encoding
+
+
+@given(st.lists(st.binary(max_size=200) | st.integers(60_000, 300_000).map(lambda n: b"x" * n), max_size=6), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_big_frames_are_written_in_pieces_with_the_same_bytes(frames, text) -> None:
+    from cdc.delivery.wsconn import BIG_FRAME, _encode_parts
+
+    parts = _encode_parts(frames, text)
+    assert b"".join(bytes(p) for p in parts) == encode_frames(frames, text)
+    big = [f for f in frames if len(f) >= BIG_FRAME]
+    assert sum(1 for p in parts for f in big if p is f) == len(big)  # big payloads are not copied
