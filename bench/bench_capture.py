@@ -117,18 +117,15 @@ async def bench_latency(subs: int = 20, count: int = 5000, rate: int = 1000) -> 
     lat.sort()
     cap.sort()
 
-    def pct(xs: list[float], q: float) -> float:
-        return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
-
     return {
         "writes": count,
         "rate_per_s": rate,
         "subscribers": subs,
-        "p50_ms": pct(lat, 0.5),
-        "p99_ms": pct(lat, 0.99),
+        "p50_ms": bd.pct(lat, 0.5),
+        "p99_ms": bd.pct(lat, 0.99),
         "max_ms": round(lat[-1], 2),
-        "capture_p50_ms": pct(cap, 0.5),
-        "capture_p99_ms": pct(cap, 0.99),
+        "capture_p50_ms": bd.pct(cap, 0.5),
+        "capture_p99_ms": bd.pct(cap, 0.99),
     }
 
 

@@ -77,6 +77,11 @@ def make_event_bytes(i: int) -> bytes:
     return b'{"id":%d,"type":"key_change","timestamp":1700000000000,"operation":"put","key":"user:%08d","cf":"default","seq":%d}' % (i, i, i)
 
 
+def pct(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``xs`` (ms, 2 decimals)."""
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
+
+
 def write_json(path: str, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f)
@@ -859,9 +864,6 @@ async def bench_latency(rate: int = 1000, count: int = 5000, subs: int = 20) -> 
             shutil.rmtree(tmp, ignore_errors=True)
     lat.sort()
     cap.sort()
-
-    def pct(xs: list[float], q: float) -> float:
-        return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2)
 
     return {
         "writes": count,

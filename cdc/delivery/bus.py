@@ -231,7 +231,8 @@ class EventBus:
         while True:
             if not self._queue:
                 if deferred is not None:
-                    deferred = self._publish(deferred)
+                    self._publish(deferred)
+                    deferred = None
                 if self._closing:
                     return
                 self._wake.clear()
@@ -262,14 +263,16 @@ class EventBus:
                 if len(events) <= self.inline_max and not self.journal.sync:
                     # no fsync: a small commit takes ~50 us, less than the hop to a worker thread
                     if deferred is not None:
-                        deferred = self._publish(deferred)
+                        self._publish(deferred)
+                        deferred = None
                     records = self.journal.append(events, checkpoints or None)
                 else:
                     # the commit starts in a worker thread now; the previous commit's fan-out runs
                     # meanwhile on this thread (LMDB and fsync release the GIL): still in id order
                     fut = loop.run_in_executor(None, self.journal.append, events, checkpoints or None)
                     if deferred is not None:
-                        deferred = self._publish(deferred)
+                        self._publish(deferred)
+                        deferred = None
                     records = await fut
             except JournalError as exc:
                 # Keep the batch (in order) and retry; readiness reports the problem.
@@ -344,13 +347,12 @@ class EventBus:
                     self._publish(records)
 
     def _publish(self, records: Any) -> None:
-        """Hand committed records to ``on_commit`` (the hub); returns None (the caller's cleared deferral)."""
+        """Hand committed records to ``on_commit`` (the hub)."""
         if self.on_commit is not None:
             try:
                 self.on_commit(records)
             except Exception:  # noqa: BLE001 - a hub bug must not stop commits
                 log.exception("fan-out failed")
-        return None
 
     def _salvage(self, items: list[_Item]) -> tuple[list[Record], set[int], int]:
         """Commit ``items`` one event per transaction (worker thread), skipping events that fail.

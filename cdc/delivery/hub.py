@@ -298,18 +298,13 @@ def _frames(parts: list[Chunk | list[Record]], fmt: int, batch: bool, merge: boo
     """Frames of matched parts: one per event, or (``batch``) arrays -- one of them all when
     ``merge`` (replay: the same frames whatever the chunking), else one per part (live: a whole
     chunk's array is a slice of the stored value, cached on the chunk for every subscriber)."""
-    if len(parts) == 1 or not merge:
-        if len(parts) == 1:
-            p = parts[0]
-            return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
-        out: list[bytes] = []
-        for p in parts:
-            out += p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
-        return out
-    if batch and fmt == 0:
-        bodies = [p.region() if type(p) is Chunk else b",".join([r.wire for r in p]) for p in parts]  # type: ignore[union-attr]
-        return [b"[" + b",".join(bodies) + b"]"]
-    if batch:
+    if len(parts) == 1:
+        p = parts[0]
+        return p.frames(fmt, batch) if type(p) is Chunk else build_frames(p, fmt, batch)  # type: ignore[union-attr,arg-type]
+    if merge and batch:
+        if fmt == 0:
+            bodies = [p.region() if type(p) is Chunk else b",".join([r.wire for r in p]) for p in parts]  # type: ignore[union-attr]
+            return [b"[" + b",".join(bodies) + b"]"]
         return build_frames(_records(parts), fmt, True)
     out: list[bytes] = []
     for p in parts:

@@ -55,7 +55,7 @@ import msgspec
 
 from cdc.errors import ConfigError
 from cdc.journal.lmdb_journal import Journal
-from cdc.model.chunk import ix_type_cf
+from cdc.model.chunk import IX, ix_type_cf, ix_type_cf_len
 
 if TYPE_CHECKING:
     from cdc.delivery.context import PublisherContext
@@ -81,11 +81,6 @@ H_LAST = "Cdc-Last-Id"
 H_EPOCH = "Cdc-Epoch"
 H_MSG_ID = "Nats-Msg-Id"
 H_EXPECT_SEQ = "Nats-Expected-Last-Sequence"
-
-_IX_HEAD = struct.Struct("<qHH")
-_U32 = struct.Struct("<I")
-_NO_CF = 0xFFFF
-_LONG_CF = 0xFFFE
 
 MAX_MSG_RECORDS = 1000
 EAGER_INFLIGHT = 1
@@ -205,10 +200,8 @@ def _run_end(ixs: Sequence[bytes], i: int, limit: int) -> int:
     the length fields at ix[8:12] and the type+cf bytes after the 20-byte header), or limit.
     C-level maps over growing windows: a long run costs little per record, a short one little."""
     ix = ixs[i]
-    _ts, tl, cl = _IX_HEAD.unpack_from(ix)
-    region = tl + (cl if cl not in (_NO_CF, _LONG_CF) else (0 if cl == _NO_CF else 4 + _U32.unpack_from(ix, 20 + tl)[0]))
     hdr = ix[8:12]
-    tc = ix[20 : 20 + region]
+    tc = ix[IX.size : IX.size + ix_type_cf_len(ix)]
     j = i + 1
     step = 8
     while j < limit:

@@ -6,5 +6,5 @@
   and by ``cdc serve``'s preflight.
 
 Invariant: ids strictly increase and never repeat within one epoch; a commit is all or nothing.
-May import: ``cdc.model``, ``cdc.errors``, lmdb. Never capture, ops, delivery or above.
+May import: ``cdc.model``, ``cdc.errors``, ``cdc.format.speedups`` (the optional C chunk packer), lmdb. Never capture, ops, delivery or above.
 """

@@ -49,6 +49,7 @@ __all__ = [
     "Chunk",
     "chunk_key",
     "ix_type_cf",
+    "ix_type_cf_len",
     "pack_chunk",
     "pack_ix",
     "parse_key",
@@ -141,6 +142,17 @@ def pack_ix(ts: int, etype: str, cf: str | None, key: bytes | None, end_key: byt
     """One event's ix record."""
     tc, tl, cl = type_cf(etype, cf)
     return b"".join((IX.pack(ts, tl, cl, -1 if key is None else len(key), -1 if end_key is None else len(end_key)), tc, key or b"", end_key or b"", value))
+
+
+def ix_type_cf_len(ix: bytes) -> int:
+    """Length of an ix record's type + cf bytes after its :data:`IX` header (a long cf's u32
+    length included): ``ix[IX.size : IX.size + n]`` identifies the (type, cf) pair as bytes."""
+    _ts, tl, cl, _kl, _el = IX.unpack_from(ix)
+    if cl == NO_CF:
+        return tl
+    if cl == LONG_CF:
+        return tl + 4 + _U32.unpack_from(ix, IX.size + tl)[0]
+    return tl + cl
 
 
 def ix_type_cf(ix: bytes) -> tuple[str, str | None]:
@@ -250,7 +262,7 @@ class Chunk:
             its checksum does not match.
     """
 
-    __slots__ = ("_ends", "_ev_len", "_evo", "_frames", "_ixo", "_records", "_sum", "_summary", "base", "blob", "flags", "hi", "lo", "ts")
+    __slots__ = ("_ends", "_ev_len", "_evo", "_frames", "_ixo", "_records", "_sum", "_summary", "base", "blob", "flags", "hi", "lo", "size", "ts")
 
     def __init__(self, base: int, blob: bytes, lo: int = 0, hi: int | None = None, *, verify: bool = True) -> None:
         try:
@@ -278,6 +290,8 @@ class Chunk:
         self.hi = n if hi is None else hi
         if not 0 <= self.lo < self.hi <= n:
             raise ValueError("chunk view out of range")
+        self.size = n
+        """Events stored in the whole chunk (not only this view)."""
         self.ts = ts
         self.flags = flags
         self.blob = blob
@@ -289,11 +303,6 @@ class Chunk:
         self._records: list[Record] | None = None
         self._frames: dict[int, list[bytes]] | None = None
         self._summary: tuple[frozenset[str], frozenset[str], bytes | None, bytes | None] | None = None
-
-    @property
-    def size(self) -> int:
-        """Events stored in the whole chunk (not only this view)."""
-        return _HEAD.unpack_from(self.blob)[3]
 
     @property
     def first(self) -> int:
@@ -320,38 +329,34 @@ class Chunk:
     def _offsets(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         ends = self._ends
         if ends is None:
-            n = _HEAD.unpack_from(self.blob)[3]
+            n = self.size
             fmt = "<%dI" % n
             ends = self._ends = (struct.unpack_from(fmt, self.blob, _HEAD.size), struct.unpack_from(fmt, self.blob, _HEAD.size + 4 * n))
         return ends
 
+    def _cut(self, at: int, ends: tuple[int, ...], gap: int) -> list[bytes]:
+        """The view's pieces of the region at offset ``at`` whose end offsets are ``ends``,
+        ``gap`` bytes apart (1: the commas between wires, 0: the ix records)."""
+        blob, lo = self.blob, self.lo
+        start = at + (ends[lo - 1] + gap if lo else 0)
+        out = []
+        for e in ends[lo : self.hi]:
+            end = at + e
+            out.append(blob[start:end])
+            start = end + gap
+        return out
+
     def wires(self) -> list[bytes]:
         """Each event's wire JSON (with id, without value)."""
-        ev_ends, _ = self._offsets()
-        blob, evo, lo = self.blob, self._evo, self.lo
-        start = evo + (ev_ends[lo - 1] + 1 if lo else 0)
-        out = []
-        for e in ev_ends[lo : self.hi]:
-            end = evo + e
-            out.append(blob[start:end])
-            start = end + 1
-        return out
+        return self._cut(self._evo, self._offsets()[0], 1)
 
     def ixs(self) -> list[bytes]:
         """Each event's ix record."""
-        _, ix_ends = self._offsets()
-        blob, ixo, lo = self.blob, self._ixo, self.lo
-        start = ixo + (ix_ends[lo - 1] if lo else 0)
-        out = []
-        for e in ix_ends[lo : self.hi]:
-            end = ixo + e
-            out.append(blob[start:end])
-            start = end
-        return out
+        return self._cut(self._ixo, self._offsets()[1], 0)
 
     def region(self) -> bytes:
         """The view's wires, comma-separated (what goes between ``[`` and ``]``)."""
-        if self.lo == 0 and self.hi == _HEAD.unpack_from(self.blob)[3]:
+        if self.lo == 0 and self.hi == self.size:
             return self.blob[self._evo : self._evo + self._ev_len]
         ev_ends, _ = self._offsets()
         start = ev_ends[self.lo - 1] + 1 if self.lo else 0
@@ -376,7 +381,7 @@ class Chunk:
             if fmt == 0:
                 if not batch or self.hi - self.lo == 1:
                     out = self.wires()
-                elif self.lo == 0 and self.hi == _HEAD.unpack_from(self.blob)[3]:
+                elif self.lo == 0 and self.hi == self.size:
                     # stored with its brackets: a view of the value, no copy (bytes-like, read-only)
                     out = [memoryview(self.blob)[self._evo - 1 : self._evo + self._ev_len + 1]]  # type: ignore[list-item]
                 else:
