@@ -455,8 +455,12 @@ class Journal:
                 if not cur.delete() or not cur.key():
                     break
                 continue
-            # the limit falls inside this chunk: drop its oldest events, keep the rest
-            old = Chunk(first, blob)
+            # the limit falls inside this chunk: drop its oldest events, keep the rest (checked
+            # first: a damaged chunk must not be rewritten under a fresh checksum)
+            try:
+                old = Chunk(first, blob)
+            except ValueError as exc:
+                raise self._corrupt(exc) from None
             wires, ixs = old.wires(), old.ixs()
             k = max(need_n, 0)
             if need_b > 0:

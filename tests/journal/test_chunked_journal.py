@@ -176,3 +176,21 @@ def test_garbage_inside_a_chunk_value_is_found_at_open_and_by_reads(tmp_path) ->
         j.read(100, 10)
     assert "checksum" in j.damaged
     j.close()
+
+
+def test_retention_meeting_a_damaged_chunk_holds_the_commit_as_journal_damage(tmp_path) -> None:
+    # count retention trims the damaged chunk: that is damage (a JournalError: the bus holds the
+    # events and readiness says so), not a bad event to skip, and the chunk is not rewritten
+    path = str(tmp_path / "j")
+    j = Journal(path, sync=True, retention_count=0, retention_bytes=0, retention_age_s=0)
+    j.append([{"type": "app.note", "n": i, "pad": "p" * 300} for i in range(200)])
+    data = os.path.join(path, "data.mdb")
+    at = open(data, "rb").read().index(b'{"id":150,')
+    with open(data, "r+b") as f:
+        f.seek(at + 8)
+        f.write(b"4")
+    j.retention_count = 150
+    with pytest.raises(JournalCorrupt):
+        j.append([{"type": "app.note", "n": 1}])
+    assert "checksum" in j.damaged and j.rejected == 0 and j.latest_id == 200
+    j.close()
